@@ -1,0 +1,1 @@
+"""Benchmarks: each prints events/s, latency percentiles and memory beside a baseline."""

@@ -1,0 +1,278 @@
+"""The ``eventray`` command line.
+
+Commands here run in one process without Ray or servers: they are how users test codecs,
+templates and rules before deploying them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from pipeline.errors import ConfigError, ConfigIssue, EventrayError
+
+__all__ = ["main"]
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield number, orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise EventrayError(f"{path}:{number}: not valid JSON: {exc}") from exc
+
+
+def _emit(out: TextIO, value: Any, *, pretty: bool = False) -> None:
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    out.write(
+        orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n"
+    )
+
+
+def cmd_scripts_run(args: argparse.Namespace, out: TextIO) -> int:
+    from pipeline.scripts.bundle import bundle_for_script
+    from pipeline.scripts.runner import ScriptRunner
+
+    runner = ScriptRunner(bundle_for_script(Path(args.file).read_text(), stage=args.stage))
+    codec = runner.bundle.stages[0].codec_style is not None
+    payloads: list[Any] = []
+    for number, line in _jsonl(Path(args.input)):
+        if codec:
+            payloads.append(line)
+        elif not isinstance(line, dict) or "payload" not in line:
+            raise EventrayError(
+                f'{args.input}:{number}: expected {{"payload": ...}} for a stage script'
+            )
+        else:
+            payloads.append(line["payload"])
+    sink = open(args.output, "w") if args.output else out  # noqa: SIM115
+    try:
+        for result in runner.run(payloads):
+            _emit(sink, {"error": result["e"]} if "e" in result else result["r"])
+    finally:
+        if sink is not out:
+            sink.close()
+    return 0
+
+
+def _single_template(path: Path, template_id: str | None) -> Any:
+    from pipeline.loader import entity_from_dict, read_documents
+    from pipeline.models import AssetTemplate
+
+    issues: list[ConfigIssue] = []
+    docs = read_documents([path], issues)
+    templates = []
+    for source, doc in docs:
+        doc.setdefault("kind", "AssetTemplate")
+        entity = entity_from_dict(source, doc, issues)
+        if isinstance(entity, AssetTemplate):
+            templates.append(entity)
+    if issues:
+        raise ConfigError(issues)
+    if template_id is not None:
+        templates = [t for t in templates if t.id == template_id]
+    if len(templates) != 1:
+        ids = ", ".join(t.id for t in templates)
+        raise EventrayError(
+            f"{path}: expected exactly one AssetTemplate, found {len(templates)}"
+            + (f" ({ids}); choose one with --id" if len(templates) > 1 else "")
+        )
+    return templates[0]
+
+
+def cmd_templates_test(args: argparse.Namespace, out: TextIO) -> int:
+    from pipeline.scripts.bundle import bundle_for_template
+    from pipeline.scripts.runner import ScriptRunner
+
+    template = _single_template(Path(args.template), args.id)
+    runner = ScriptRunner(bundle_for_template(template))
+    payloads = [line for _, line in _jsonl(Path(args.input))]
+    failures = 0
+    for index, result in enumerate(runner.run(payloads, trace=True), start=1):
+        stages = result.get("s", {})
+        report: dict[str, Any] = {"input": index}
+        for stage in ("decode", "validate", "transform"):
+            if stage in stages:
+                report[stage] = stages[stage]
+        if "e" in result:
+            failures += 1
+            report["error"] = result["e"]
+        else:
+            report["standardEvent"] = result["r"]
+        _emit(out, report, pretty=args.pretty)
+    return 1 if failures and args.strict else 0
+
+
+def cmd_rules_test(args: argparse.Namespace, out: TextIO) -> int:
+    from pipeline.catalog import load_catalog
+    from pipeline.rules.testmode import run_test_mode
+
+    catalog = load_catalog([Path(args.config)], compile_scripts=False)
+    state = orjson.loads(Path(args.state).read_bytes()) if args.state else None
+    events = [line for _, line in _jsonl(Path(args.events))]
+    for report in run_test_mode(catalog, args.business_rule_id, events, state=state):
+        _emit(out, report, pretty=args.pretty)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    from pipeline.catalog import load_catalog
+
+    catalog = load_catalog([Path(p) for p in args.paths])
+    counts = {
+        "organizations": len(catalog.orgs),
+        "dataSources": len(catalog.data_sources),
+        "assetTemplates": len(catalog.templates),
+        "assets": len(catalog.assets),
+        "routeGroups": len(catalog.route_groups),
+        "triggers": len(catalog.triggers),
+        "rules": len(catalog.rules),
+        "businessRules": len(catalog.business_rules),
+    }
+    _emit(out, {"valid": True, **counts})
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    if not args.local:
+        from cluster.stack_cli import cmd_demo_stack
+
+        return cmd_demo_stack(args, out)
+    from cluster.demo import run_local_demo
+    from config.settings import load_settings
+
+    settings = load_settings()
+    config = Path(args.config) if args.config else None
+    run_local_demo(settings, events=args.events, batch=args.batch, out=out, config=config)
+    return 0
+
+
+def _stack(name: str) -> Any:
+    """A handler from cluster.stack_cli, imported only when that command runs (Ray is heavy)."""
+
+    def handler(args: argparse.Namespace, out: TextIO) -> int:
+        from cluster import stack_cli
+
+        return int(getattr(stack_cli, name)(args, out))
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventray", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    scripts = commands.add_parser("scripts", help="run a codec or stage script").add_subparsers(
+        dest="action", required=True
+    )
+    run = scripts.add_parser("run", help="run FILE.js over JSON lines")
+    run.add_argument("file")
+    run.add_argument(
+        "--input",
+        required=True,
+        help='JSON lines: {"fPort", "bytes"} for a codec, {"payload"} for a script',
+    )
+    run.add_argument("--output", help="write results here instead of standard output")
+    run.add_argument("--stage", default="decode", help="stage name used in errors")
+    run.set_defaults(handler=cmd_scripts_run)
+
+    templates = commands.add_parser("templates", help="test an asset template").add_subparsers(
+        dest="action", required=True
+    )
+    test = templates.add_parser("test", help="run decode -> validate -> transform, print each")
+    test.add_argument("template")
+    test.add_argument("--input", required=True, help="JSON lines, one ingested body per line")
+    test.add_argument("--id", help="the template to test when the file holds several")
+    test.add_argument("--pretty", action="store_true")
+    test.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
+    test.set_defaults(handler=cmd_templates_test)
+
+    rules = commands.add_parser("rules", help="test a business rule").add_subparsers(
+        dest="action", required=True
+    )
+    rtest = rules.add_parser("test", help="test mode: trace a business rule over events")
+    rtest.add_argument("business_rule_id")
+    rtest.add_argument("--config", required=True, help="folder (or file) of entities")
+    rtest.add_argument("--events", required=True, help="JSON lines of Standard Events")
+    rtest.add_argument("--state", help="JSON object of initial state keys for the sandbox")
+    rtest.add_argument("--pretty", action="store_true")
+    rtest.set_defaults(handler=cmd_rules_test)
+
+    demo = commands.add_parser("demo", help="sample tenant + simulated devices, end to end")
+    demo.add_argument(
+        "--local",
+        action="store_true",
+        help="one process, no Ray and no servers (the engine core only)",
+    )
+    demo.add_argument("--events", type=int, default=20_000)
+    demo.add_argument(
+        "--rate", type=float, default=0.0, help="events/s to post (0: as fast as possible)"
+    )
+    demo.add_argument("--batch", type=int, default=1000, help="--local: events per batch")
+    demo.add_argument("--config", help="--local: entities to use instead of the sample tenant")
+    demo.add_argument("--data-dir", help="where the embedded stack keeps its files")
+    demo.set_defaults(handler=cmd_demo)
+
+    up = commands.add_parser("up", help="start the embedded stack (or attach to real servers)")
+    up.add_argument("--ray-address", help="attach to an existing Ray cluster")
+    up.add_argument("--config", help="entities to apply once up")
+    up.add_argument("--data-dir")
+    up.set_defaults(handler=_stack("cmd_up"))
+
+    apply = commands.add_parser(
+        "apply", help="validate and load entities (a running stack reloads)"
+    )
+    apply.add_argument("-f", "--file", action="append", required=True, help="file or folder")
+    apply.add_argument("--data-dir")
+    apply.set_defaults(handler=_stack("cmd_apply"))
+
+    status = commands.add_parser("status", help="stages, partitions, lag, events/s, errors")
+    status.add_argument("--data-dir")
+    status.set_defaults(handler=_stack("cmd_status"))
+
+    events = commands.add_parser("events", help="query stored events").add_subparsers(
+        dest="action", required=True
+    )
+    query = events.add_parser("query")
+    query.add_argument("--org", dest="org_id", required=True)
+    query.add_argument("--children", dest="include_children", action="store_true")
+    query.add_argument("--asset", dest="asset_id")
+    query.add_argument("--type", dest="event_type")
+    query.add_argument("--tracker", dest="event_tracker_id")
+    query.add_argument("--since")
+    query.add_argument("--until")
+    query.add_argument("--limit", type=int, default=100)
+    query.add_argument("--cursor")
+    query.add_argument("--data-dir")
+    query.set_defaults(handler=_stack("cmd_events_query"))
+
+    validate = commands.add_parser("validate", help="check entity files and folders")
+    validate.add_argument("paths", nargs="+")
+    validate.set_defaults(handler=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Entry point of the ``eventray`` command. Errors print one clear message, exit 2."""
+    args = build_parser().parse_args(argv)
+    stream = out or sys.stdout
+    try:
+        return int(args.handler(args, stream))
+    except EventrayError as exc:
+        print(f"eventray: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"eventray: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

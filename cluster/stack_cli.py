@@ -1,0 +1,330 @@
+"""CLI commands that run or talk to the stack: up, apply, status, events query, demo."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from cluster.demo import SAMPLE_TENANT
+from config.settings import Settings, load_settings
+from pipeline.catalog import build_catalog
+from pipeline.errors import ConfigError, ConfigIssue, EventrayError
+from pipeline.loader import entity_from_dict, read_documents
+
+__all__ = [
+    "cmd_apply",
+    "cmd_demo_stack",
+    "cmd_events_query",
+    "cmd_status",
+    "cmd_up",
+    "read_entity_documents",
+]
+
+
+def read_entity_documents(paths: list[Path]) -> list[dict[str, Any]]:
+    """Documents from files, validated one by one (scripts given as ``{file:}`` inlined)."""
+    issues: list[ConfigIssue] = []
+    docs = read_documents(paths, issues)
+    for source, doc in docs:
+        entity_from_dict(source, doc, issues)
+    if issues:
+        raise ConfigError(issues)
+    return [doc for _, doc in docs]
+
+
+def _merged_check(existing: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    """The catalog after applying ``new`` over ``existing`` must build (with script checks)."""
+    merged = {(d["kind"], d["id"]): d for d in existing}
+    merged.update({(d["kind"], d["id"]): d for d in new})
+    issues: list[ConfigIssue] = []
+    entities = []
+    for doc in merged.values():
+        entity = entity_from_dict("apply", doc, issues)
+        if entity is not None:
+            entities.append(("apply", entity))
+    if issues:
+        raise ConfigError(issues)
+    build_catalog(entities, compile_scripts=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "ray_address", None):
+        overrides["ray"] = {"address": args.ray_address}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    return load_settings(**overrides)
+
+
+def _status_line(status: dict[str, Any], started: float) -> str:
+    events = sum(lane["events"] for lane in status["lanes"])
+    failed = sum(lane["failed"] for lane in status["lanes"])
+    lag = sum(sum(lane["lag"].values()) for lane in status["lanes"])
+    p99 = max((lane["latency_p99_ms"] for lane in status["lanes"]), default=0.0)
+    elapsed = time.monotonic() - started
+    return (
+        f"[{elapsed:6.1f}s] processed {events:>8} ({events / max(elapsed, 1e-9):>8,.0f}/s)  "
+        f"dlq {failed:>5}  lag {lag:>6}  p99 {p99:>7.1f} ms  "
+        f"triggers ok {status['triggers']['delivered']} failed {status['triggers']['failed']}"
+    )
+
+
+def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
+    from cluster.stack import Stack
+
+    settings = _settings(args)
+    stack = Stack(settings)
+    stopping = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+        if args.config:
+            stack.apply(read_entity_documents([Path(args.config)]))
+        out.write(
+            f"eventray is up: ingress {stack.ingress_url}/api/v1/events?ds=...  "
+            f"(Ctrl-C drains and stops)\n"
+        )
+        out.flush()
+        started = time.monotonic()
+        last = 0.0
+        while not stopping:
+            time.sleep(0.5)
+            if time.monotonic() - last >= 5:
+                stack.supervise()
+                out.write(_status_line(stack.status(), started) + "\n")
+                out.flush()
+                last = time.monotonic()
+    finally:
+        out.write("draining in-flight batches and stopping...\n")
+        stack.stop()
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace, out: TextIO) -> int:
+    from cluster.stack import _notify, read_stack_info
+    from cluster.wiring import Endpoints, make_config_store
+
+    settings = _settings(args)
+    documents = read_entity_documents([Path(p) for p in args.file])
+    info = read_stack_info(settings.data_dir)
+    if info is not None:
+        endpoints = info.endpoints_obj()
+    else:
+        endpoints = Endpoints(
+            "", "", None, None, settings.data_dir / "config", settings.mongodb_url, None
+        )
+    store = make_config_store(endpoints)
+    try:
+        _merged_check(store.documents(), documents)
+        revision = store.put(documents)
+    finally:
+        store.close()
+    if info is not None:
+        _notify(endpoints.nats_url)
+    out.write(
+        orjson.dumps(
+            {
+                "applied": len(documents),
+                "revision": revision,
+                "runningStackNotified": info is not None,
+            }
+        ).decode()
+        + "\n"
+    )
+    return 0
+
+
+def _attach(settings: Settings) -> Any:
+    import ray
+
+    from cluster.raylocal import keep_ray_on_loopback
+    from cluster.stack import NAMESPACE, read_stack_info
+
+    info = read_stack_info(settings.data_dir)
+    if info is None:
+        raise EventrayError(
+            f"no running stack found in {settings.data_dir} (start one with eventray up)"
+        )
+    keep_ray_on_loopback()
+    ray.init(address=info.ray_address, namespace=NAMESPACE, log_to_driver=False)
+    return ray
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(args)
+    ray = _attach(settings)
+    try:
+        names = list(ray.util.list_named_actors(all_namespaces=False))
+        lanes = [ray.get_actor(n) for n in sorted(names) if n.startswith("lane-")]
+        status = {
+            "lanes": ray.get([lane.status.remote() for lane in lanes]),
+            "triggers": ray.get(ray.get_actor("triggers").status.remote()),
+            "ingress": ray.get(ray.get_actor("ingress").health.remote()),
+            "store": ray.get(ray.get_actor("store").stats.remote()),
+        }
+        out.write(
+            orjson.dumps(status, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+            + "\n"
+        )
+    finally:
+        ray.shutdown()
+    return 0
+
+
+def cmd_events_query(args: argparse.Namespace, out: TextIO) -> int:
+    from cluster.stack import read_stack_info
+    from cluster.wiring import catalog_from, make_config_store
+    from pipeline.storage.query import EventQuery
+
+    settings = _settings(args)
+    info = read_stack_info(settings.data_dir)
+    if info is None:
+        raise EventrayError(
+            f"no running stack found in {settings.data_dir} (start one with eventray up)"
+        )
+    config = make_config_store(info.endpoints_obj())
+    try:
+        catalog, _ = catalog_from(config)
+    finally:
+        config.close()
+    org = catalog.orgs.get(args.org_id)
+    if org is None:
+        raise EventrayError(f"unknown organization {args.org_id!r}")
+    query = EventQuery(
+        org_id=org.id,
+        path_key=org.path_key,
+        include_children=args.include_children,
+        asset_id=args.asset_id,
+        event_type=args.event_type,
+        event_tracker_id=args.event_tracker_id,
+        since=_when(args.since),
+        until=_when(args.until),
+        limit=args.limit,
+        cursor=args.cursor,
+    )
+    ray = _attach(settings)
+    try:
+        page = ray.get(ray.get_actor("store").query_events.remote(query))
+        for row in page.rows:
+            out.write(
+                orjson.dumps(row, default=str, option=orjson.OPT_NON_STR_KEYS).decode() + "\n"
+            )
+        if page.next_cursor:
+            out.write(orjson.dumps({"nextCursor": page.next_cursor}).decode() + "\n")
+    finally:
+        ray.shutdown()
+    return 0
+
+
+def _when(text: str | None) -> Any:
+    from datetime import UTC, datetime
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise EventrayError(f"not an ISO-8601 time: {text!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def sample_documents(sink_url: str | None) -> list[dict[str, Any]]:
+    """The sample tenant, with trigger endpoints pointed at ``sink_url`` when given."""
+    documents = read_entity_documents([SAMPLE_TENANT])
+    if sink_url is None:
+        return documents
+    out = []
+    for doc in documents:
+        if doc.get("kind") == "Trigger":
+            doc = orjson.loads(
+                orjson.dumps(doc).replace(b"http://127.0.0.1:8089", sink_url.encode())
+            )
+        out.append(copy.deepcopy(doc))
+    return out
+
+
+SUMMARY_QUERIES = {
+    "events per organization and type": (
+        "SELECT org_id, event_type, count() AS n FROM {db}.events FINAL "
+        "GROUP BY org_id, event_type ORDER BY org_id, event_type"
+    ),
+    "business rules that ran actions": (
+        "SELECT business_rule_id, count() AS n FROM {db}.logs_rule FINAL "
+        "WHERE notEmpty(actions) GROUP BY business_rule_id ORDER BY n DESC"
+    ),
+    "trigger deliveries": (
+        "SELECT trigger_id, success, count() AS n FROM {db}.logs_trigger FINAL "
+        "GROUP BY trigger_id, success ORDER BY trigger_id, success"
+    ),
+    "DLQ by stage": (
+        "SELECT stage, any(error) AS example, count() AS n FROM {db}.dlq FINAL "
+        "GROUP BY stage ORDER BY n DESC"
+    ),
+}
+
+
+def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
+    import ray
+
+    from cluster.sink import WebhookSink
+    from cluster.stack import Stack
+    from cluster.traffic import post_traffic
+    from pipeline.catalog import load_catalog
+
+    settings = _settings(args)
+    # The sample's ops webhook sends "Authorization: Bearer {{secrets.OPS_TOKEN}}": give the
+    # demo a value (set before Ray starts, so the trigger actor inherits it).
+    os.environ.setdefault("EVENTRAY_SECRET_OPS_TOKEN", "demo-token")
+    with WebhookSink() as sink:
+        stack = Stack(settings)
+        try:
+            out.write("starting the embedded stack (NATS, Valkey, chDB, Ray)...\n")
+            out.flush()
+            stack.start()
+            stack.apply(sample_documents(sink.url))
+            catalog = load_catalog([SAMPLE_TENANT], compile_scripts=False)
+            started = time.monotonic()
+            out.write(
+                f"ingress {stack.ingress_url}; posting {args.events} events"
+                f"{f' at {args.rate:,.0f}/s' if args.rate else ''}...\n"
+            )
+            out.flush()
+
+            def progress(_: object) -> None:
+                out.write(_status_line(stack.status(), started) + "\n")
+                out.flush()
+
+            traffic = post_traffic(
+                stack.ingress_url, catalog, events=args.events, rate=args.rate, progress=progress
+            )
+            stack.wait_idle(timeout_s=120)
+            status = stack.status()
+            out.write(_status_line(status, started) + "\n")
+            out.write(
+                f"\ningress answers: {dict(traffic.answers)}; {traffic.sent} events posted in "
+                f"{traffic.seconds:.1f} s\n"
+            )
+            database = settings.store.database
+            store = stack.actors["store"]
+            for title, sql in SUMMARY_QUERIES.items():
+                rows = ray.get(store.select.remote(sql.format(db=database)))
+                out.write(f"\n{title}:\n")
+                for row in rows:
+                    out.write("  " + "  ".join(f"{v}" for v in row.values()) + "\n")
+            out.write(f"\nthe webhook sink received {len(sink.requests)} requests\n")
+        finally:
+            stack.stop()
+    return 0

@@ -1,0 +1,184 @@
+"""Typed settings: one frozen tree, read once at the composition root.
+
+Environment variables use the prefix ``EVENTRAY_`` and ``__`` between levels, e.g.
+``EVENTRAY_SCRIPTS__TIME_LIMIT_S=0.5``. Nothing here is read at import time: call
+:func:`load_settings` (the CLI and ``cluster`` do) and pass the result down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.scripts.limits import ScriptLimits
+
+__all__ = [
+    "BlobSettings",
+    "IngressSettings",
+    "NatsSettings",
+    "PipelineSettings",
+    "RaySettings",
+    "RuleSettings",
+    "ScriptSettings",
+    "Settings",
+    "StoreSettings",
+    "TriggerSettings",
+    "load_settings",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ScriptSettings(_Section):
+    """QuickJS execution limits and the compiled-script cache."""
+
+    time_limit_s: PositiveFloat = 1.0
+    memory_limit_mb: PositiveInt = 32
+    stack_limit_kb: PositiveInt = 512
+    cache_capacity: PositiveInt = Field(default=256, description="warm contexts kept in L0")
+    batch_size: PositiveInt = Field(default=1000, description="events per crossing into JS")
+
+    def limits(self) -> ScriptLimits:
+        return ScriptLimits(
+            time_s=self.time_limit_s,
+            memory_bytes=self.memory_limit_mb * 1024 * 1024,
+            stack_bytes=self.stack_limit_kb * 1024,
+        )
+
+
+class RuleSettings(_Section):
+    """Rule engine behaviour."""
+
+    max_trace_events: PositiveInt = Field(
+        default=10_000, description="upper bound of events one test-mode run accepts"
+    )
+
+
+class NatsSettings(_Section):
+    """The event bus. Without ``url`` the embedded nats-server is started."""
+
+    url: str | None = None
+    stream: str = "EVENTRAY"
+    subject_prefix: str = "eventray.in"
+    trigger_subject: str = "eventray.triggers"
+    storage: Literal["file", "memory"] = "file"
+    replicas: PositiveInt = 1
+    max_bytes: int = Field(default=-1, description="stream size limit; -1 = unlimited")
+    max_age_s: float = Field(default=7 * 24 * 3600, ge=0, description="0 = keep forever")
+    duplicate_window_s: PositiveFloat = 600.0
+    ack_wait_s: PositiveFloat = 30.0
+    max_ack_pending: PositiveInt = 50_000
+    sync_interval: str = Field(
+        default="2m",
+        description="embedded server's JetStream fsync interval; 'always' fsyncs every write",
+    )
+
+
+class StoreSettings(_Section):
+    """The event store: embedded chDB, or ClickHouse over HTTP when ``clickhouse_url`` is set."""
+
+    clickhouse_url: str | None = None
+    database: str = "eventray"
+    retention_days: dict[str, PositiveInt] = Field(
+        default_factory=dict,
+        description="per table over the built-in defaults, e.g. {logs_rule: 30}",
+    )
+    org_retention_days: dict[str, dict[str, PositiveInt]] = Field(
+        default_factory=dict, description="per org, per table"
+    )
+    log_detail: Literal["errors", "all"] = Field(
+        default="errors",
+        description="errors: per-event logs only for failures, debug assets and rules that acted",
+    )
+
+
+class BlobSettings(_Section):
+    """The script cache's L2: a local directory, or MinIO/S3 when ``endpoint`` is set."""
+
+    endpoint: str | None = None
+    access_key: str = ""
+    secret_key: str = ""
+    bucket: str = "eventray"
+    secure: bool = False
+
+
+class PipelineSettings(_Section):
+    """Topology: how many partitions, lanes and pool actors, and batch sizes."""
+
+    partitions: PositiveInt = 4
+    lanes: PositiveInt = 2
+    batch_size: PositiveInt = 1000
+    fetch_timeout_s: PositiveFloat = 0.5
+    linger_s: PositiveFloat = 0.005
+    rules_in_lane: bool = Field(
+        default=False,
+        description="evaluate a partition's rules inside its lane instead of a rule actor",
+    )
+
+
+class IngressSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=0, lt=65536, description="0 = a free port")
+    max_body_bytes: PositiveInt = 256 * 1024
+    max_lag: PositiveInt = Field(
+        default=500_000, description="answer 429 when this many events wait in the stream"
+    )
+
+
+class TriggerSettings(_Section):
+    max_attempts: PositiveInt = 5
+    backoff_base_s: PositiveFloat = 0.5
+    backoff_max_s: PositiveFloat = 30.0
+    circuit_failures: PositiveInt = 5
+    circuit_reset_s: PositiveFloat = 30.0
+    concurrency: PositiveInt = 64
+
+
+class RaySettings(_Section):
+    address: str | None = Field(default=None, description="None: start a local Ray")
+    num_cpus: PositiveInt | None = None
+    include_dashboard: bool = False
+
+
+class Settings(BaseSettings):
+    """All of eventray's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EVENTRAY_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    data_dir: Path = Field(
+        default=Path(".eventray"), description="where embedded stores and caches keep files"
+    )
+    config_dir: Path | None = Field(default=None, description="entities to load at start")
+    scripts: ScriptSettings = ScriptSettings()
+    rules: RuleSettings = RuleSettings()
+    redis_url: str | None = Field(default=None, description="None: start the embedded server")
+    mongodb_url: str | None = Field(default=None, description="None: the embedded file store")
+    nats: NatsSettings = NatsSettings()
+    store: StoreSettings = StoreSettings()
+    blobs: BlobSettings = BlobSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    ingress: IngressSettings = IngressSettings()
+    triggers: TriggerSettings = TriggerSettings()
+    ray: RaySettings = RaySettings()
+
+    @property
+    def script_cache_dir(self) -> Path:
+        """L1 of the script cache."""
+        return self.data_dir / "script-cache" / "l1"
+
+    @property
+    def blob_dir(self) -> Path:
+        """The local-directory BlobStore (L2 of the script cache on the embedded stack)."""
+        return self.data_dir / "blobs"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, then apply ``overrides`` (for the CLI's flags)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,118 @@
+"""The one error hierarchy of eventray.
+
+Every failure the platform reports derives from :class:`EventrayError`. The retry decision
+travels with the error (``retryable``), so a stage never has to guess from a message whether to
+try again: scripts and invalid entities are permanent, an unreachable sink is retryable.
+Adapters translate driver errors into these classes with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ConfigError",
+    "ConfigIssue",
+    "EventrayError",
+    "PermanentError",
+    "RetryableError",
+    "RuleError",
+    "ScriptError",
+    "StateStoreError",
+    "TemplateRenderError",
+]
+
+
+class EventrayError(Exception):
+    """Base of every error eventray raises on purpose."""
+
+    retryable: bool = False
+
+
+class PermanentError(EventrayError):
+    """Retrying the same input can never succeed (bad script, bad payload, bad config)."""
+
+    retryable = False
+
+
+class RetryableError(EventrayError):
+    """A transient failure: the same input may succeed later.
+
+    Args:
+        message: what failed.
+        retry_after_s: a hint from the failing side (e.g. a ``Retry-After`` header), if any.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in one entity: where it is, which field, and why."""
+
+    source: str
+    path: str
+    reason: str
+    kind: str = ""
+    entity_id: str = ""
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.kind or self.entity_id:
+            where += f" [{self.kind} {self.entity_id}]".replace(" ]", "]")
+        field_path = f" at {self.path}" if self.path else ""
+        return f"{where}{field_path}: {self.reason}"
+
+
+@dataclass(eq=False)
+class ConfigError(PermanentError):
+    """Entities were refused. Carries every issue found, not only the first."""
+
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        head = f"{len(self.issues)} configuration problem(s)"
+        return head + "".join(f"\n  - {issue}" for issue in self.issues)
+
+
+class ScriptError(PermanentError):
+    """A template or codec script failed for one event.
+
+    Args:
+        stage: ``decode``, ``validate``, ``transform`` or ``compile``.
+        message: the JavaScript error message (first line) or the limit that was hit.
+        line: the line in the user's script, when QuickJS reported one.
+    """
+
+    def __init__(self, stage: str, message: str, *, line: int | None = None) -> None:
+        where = f" (line {line})" if line is not None else ""
+        super().__init__(f"{stage}: {message}{where}")
+        self.stage = stage
+        self.message = message
+        self.line = line
+
+    def to_dict(self) -> dict[str, object]:
+        """The ``{stage, message, line?}`` shape CONTRACTS.md gives for a failed event."""
+        out: dict[str, object] = {"stage": self.stage, "message": self.message}
+        if self.line is not None:
+            out["line"] = self.line
+        return out
+
+
+class RuleError(PermanentError):
+    """A rule could not be compiled or evaluated (unknown operator, bad value type)."""
+
+
+class TemplateRenderError(PermanentError):
+    """A ``{{placeholder}}`` could not be rendered (unknown secret, malformed braces)."""
+
+
+class StateStoreError(RetryableError):
+    """The rule state store failed; the batch must be retried, nothing was applied."""

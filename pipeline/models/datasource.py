@@ -1,0 +1,89 @@
+"""Data sources: ingestion endpoints with their authentication and asset binding."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.models.base import Entity, Model
+
+__all__ = [
+    "ApiKeyAuth",
+    "AssetBind",
+    "Auth",
+    "DataSource",
+    "IpAllowlistAuth",
+    "JwtAuth",
+    "NoAuth",
+    "OAuth2Auth",
+]
+
+
+class ApiKeyAuth(Model):
+    type: Literal["apiKey"] = "apiKey"
+    in_: Literal["header", "query"] = Field(alias="in")
+    name: str
+    key: str = Field(min_length=20)
+
+
+class JwtAuth(Model):
+    type: Literal["jwt"] = "jwt"
+    secret: str = Field(min_length=1)
+    algorithms: list[Literal["HS256", "HS512"]] = Field(min_length=1)
+    header: str = "Authorization"
+
+
+class OAuth2Auth(Model):
+    type: Literal["oauth2"] = "oauth2"
+    jwks_url: str
+    audience: str | None = None
+    issuer: str | None = None
+
+
+class IpAllowlistAuth(Model):
+    type: Literal["ipAllowlist"] = "ipAllowlist"
+    cidrs: list[str] = Field(min_length=1)
+
+    @field_validator("cidrs")
+    @classmethod
+    def _valid_cidrs(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not an IP network: {exc}") from exc
+        return cidrs
+
+
+class NoAuth(Model):
+    type: Literal["none"] = "none"
+
+
+Auth = Annotated[
+    ApiKeyAuth | JwtAuth | OAuth2Auth | IpAllowlistAuth | NoAuth, Field(discriminator="type")
+]
+
+
+class AssetBind(Model):
+    """How an ingested body names its asset: one fixed asset, or the first present dot path."""
+
+    fixed_asset_id: str | None = None
+    uuid_fields: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AssetBind:
+        if (self.fixed_asset_id is None) == (not self.uuid_fields):
+            raise ValueError("give exactly one of fixedAssetId or uuidFields")
+        return self
+
+
+class DataSource(Entity):
+    kind: Literal["DataSource"] = "DataSource"
+    org_id: str
+    name: str
+    enabled: bool = True
+    protocol: Literal["http", "mqtt"] = "http"
+    auth: Auth
+    asset_bind: AssetBind

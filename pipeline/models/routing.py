@@ -1,0 +1,72 @@
+"""Route groups: ordered routers deciding where each processed event goes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.models.base import Entity, Model
+
+__all__ = [
+    "MatchRule",
+    "Publish",
+    "RouteGroup",
+    "RouteMatch",
+    "Router",
+    "RouterOperator",
+    "TriggerRef",
+]
+
+RouterOperator = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "nin", "exists", "regex"]
+
+
+class MatchRule(Model):
+    field: str = Field(min_length=1)
+    operator: RouterOperator
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _value_shape(self) -> MatchRule:
+        if self.operator in ("in", "nin") and not isinstance(self.value, list):
+            raise ValueError(f"operator {self.operator} needs a list value")
+        if self.operator == "regex" and not isinstance(self.value, str):
+            raise ValueError("operator regex needs a string pattern")
+        return self
+
+
+class RouteMatch(Model):
+    policy: Literal["all", "any"] = "all"
+    rules: list[MatchRule] = Field(default_factory=list)
+
+
+class TriggerRef(Model):
+    trigger_id: str
+
+
+class Publish(Model):
+    subject: str = Field(min_length=1)
+
+
+class Router(Model):
+    kind: Literal["save_event", "rules", "trigger", "publish"]
+    match: RouteMatch | None = None
+    trigger: TriggerRef | None = None
+    publish: Publish | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> Router:
+        if self.kind == "trigger" and self.trigger is None:
+            raise ValueError("a trigger router needs trigger.triggerId")
+        if self.kind == "publish" and self.publish is None:
+            raise ValueError("a publish router needs publish.subject")
+        return self
+
+
+class RouteGroup(Entity):
+    kind: Literal["RouteGroup"] = "RouteGroup"
+    org_id: str
+    name: str
+    version: int = 1
+    enabled: bool = True
+    routers: list[Router] = Field(min_length=1)

@@ -1,0 +1,145 @@
+"""Triggers: configured Exec action targets. Strings may hold ``{{path}}`` placeholders."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from pipeline.models.base import Entity, Model
+
+__all__ = [
+    "EmailConfig",
+    "HttpConfig",
+    "KafkaConfig",
+    "MqttConfig",
+    "NatsConfig",
+    "RabbitMqConfig",
+    "SlackConfig",
+    "TeamsConfig",
+    "Trigger",
+    "TriggerConfig",
+    "TriggerType",
+    "WebSocketConfig",
+]
+
+TriggerType = Literal[
+    "http", "slack", "teams", "email", "nats", "mqtt", "rabbitmq", "websocket", "kafka"
+]
+
+
+class HttpConfig(Model):
+    endpoint: str
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | dict[str, object] | None = None
+    timeout_ms: int = Field(default=5000, gt=0)
+
+
+class SlackConfig(Model):
+    webhook_url: str
+    channel: str | None = None
+    username: str | None = None
+    message: str
+
+
+class TeamsConfig(Model):
+    webhook_url: str
+    title: str
+    text: str
+
+
+class EmailConfig(Model):
+    smtp_host: str
+    smtp_port: int = Field(default=25, gt=0, lt=65536)
+    username: str | None = None
+    password: str | None = None
+    from_addr: str
+    to: list[str] | str
+    cc: list[str] | str | None = None
+    subject: str
+    body: str | None = None
+    html_body: str | None = None
+
+
+class NatsConfig(Model):
+    server: str
+    subject: str
+    message: str
+
+
+class MqttConfig(Model):
+    broker: str
+    port: int = Field(default=1883, gt=0, lt=65536)
+    topic: str
+    qos: Literal[0, 1, 2] = 0
+    username: str | None = None
+    password: str | None = None
+    message: str
+
+
+class RabbitMqConfig(Model):
+    host: str
+    port: int = Field(default=5672, gt=0, lt=65536)
+    vhost: str = "/"
+    username: str
+    password: str
+    exchange: str | None = None
+    routing_key: str | None = None
+    queue: str | None = None
+    message: str
+
+
+class WebSocketConfig(Model):
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    message: str
+
+
+class KafkaConfig(Model):
+    bootstrap_servers: str
+    topic: str
+    key: str | None = None
+    message: str
+
+
+class TriggerConfig(Model):
+    """``config: {<triggerType>: {...}}``: exactly the key named by ``triggerType`` is set."""
+
+    http: HttpConfig | None = None
+    slack: SlackConfig | None = None
+    teams: TeamsConfig | None = None
+    email: EmailConfig | None = None
+    nats: NatsConfig | None = None
+    mqtt: MqttConfig | None = None
+    rabbitmq: RabbitMqConfig | None = None
+    websocket: WebSocketConfig | None = None
+    kafka: KafkaConfig | None = None
+
+
+class Trigger(Entity):
+    kind: Literal["Trigger"] = "Trigger"
+    org_id: str
+    name: str
+    enabled: bool = True
+    trigger_type: TriggerType
+    config: TriggerConfig
+
+    @field_validator("config")
+    @classmethod
+    def _config_matches_type(cls, config: TriggerConfig, info: ValidationInfo) -> TriggerConfig:
+        # A field validator (not a model validator) so the error's path is ``config``.
+        trigger_type = info.data.get("trigger_type")
+        given = [name for name, value in config if value is not None]
+        if trigger_type is not None and given != [trigger_type]:
+            raise ValueError(
+                f"config must hold exactly the key {trigger_type!r} "
+                f"(triggerType), found {given or 'none'}"
+            )
+        return config
+
+    def settings(self) -> Model:
+        """The config block for this trigger's type."""
+        value = getattr(self.config, self.trigger_type)
+        assert isinstance(value, Model)
+        return value

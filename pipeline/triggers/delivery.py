@@ -1,0 +1,171 @@
+"""Delivering groups of exec actions: order, error handling, retries, circuit breaker.
+
+A :class:`DeliveryGroup` is what one business-rule evaluation (or one trigger router) asks
+for: its exec actions with the rule's execution settings. ``sequential`` delivers them in
+order and, with ``onError: stop``, skips the rest after a failure; ``parallel`` delivers them
+together. Every attempt is recorded (rows of ``logs_trigger``); a delivery that exhausts its
+attempts, or fails permanently, is reported for the DLQ. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from pipeline.errors import EventrayError, RetryableError
+from pipeline.models.trigger import Trigger
+from pipeline.ports import SecretsProvider
+from pipeline.triggers.policy import CircuitBreaker, RetryPolicy
+from pipeline.triggers.requests import DeliveryJob, HttpRequest, build_request
+
+__all__ = ["Attempt", "Deliverer", "DeliveryGroup", "DeliveryOutcome", "SendResult", "Sender"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    status: int
+    body: str
+    retry_after_s: float | None = None
+
+
+Sender = Callable[[HttpRequest], Awaitable[SendResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryGroup:
+    jobs: tuple[DeliveryJob, ...]
+    mode: str = "sequential"
+    on_error: str = "continue"
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "mode": self.mode,
+                "onError": self.on_error,
+                "jobs": [orjson.loads(job.to_bytes()) for job in self.jobs],
+            },
+            default=str,
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> DeliveryGroup:
+        data = orjson.loads(raw)
+        jobs = tuple(DeliveryJob.from_bytes(orjson.dumps(j)) for j in data["jobs"])
+        return cls(jobs, data.get("mode", "sequential"), data.get("onError", "continue"))
+
+    def dedup_id(self) -> str:
+        return "|".join(job.dedup_id() for job in self.jobs)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try of one job (a ``logs_trigger`` row)."""
+
+    job: DeliveryJob
+    attempt: int
+    success: bool
+    duration_ms: float
+    request: str
+    response: str
+    error: str
+
+
+@dataclass(slots=True)
+class DeliveryOutcome:
+    attempts: list[Attempt] = field(default_factory=list)
+    failed: list[tuple[DeliveryJob, str]] = field(default_factory=list)  # for the DLQ
+    skipped: list[DeliveryJob] = field(default_factory=list)  # after onError: stop
+
+
+class Deliverer:
+    """Delivers groups through triggers by id.
+
+    Args:
+        triggers: the catalog's triggers by id.
+        send: the transport (an aiohttp adapter in production, a loopback server in tests).
+        secrets: resolves ``{{secrets.NAME}}`` at send time.
+        retry: attempts and backoff.
+        breaker: per-trigger circuit breaker.
+        sleep: injectable for tests.
+    """
+
+    def __init__(
+        self,
+        triggers: Mapping[str, Trigger],
+        send: Sender,
+        *,
+        secrets: SecretsProvider | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.triggers = triggers
+        self.send = send
+        self.secrets = secrets
+        self.retry = retry or RetryPolicy()
+        self.breaker = breaker or CircuitBreaker()
+        self.sleep = sleep
+
+    async def deliver(self, group: DeliveryGroup) -> DeliveryOutcome:
+        outcome = DeliveryOutcome()
+        if group.mode == "parallel":
+            await asyncio.gather(*(self._deliver_job(job, outcome) for job in group.jobs))
+            return outcome
+        for index, job in enumerate(group.jobs):
+            ok = await self._deliver_job(job, outcome)
+            if not ok and group.on_error == "stop":
+                outcome.skipped.extend(group.jobs[index + 1 :])
+                break
+        return outcome
+
+    async def _deliver_job(self, job: DeliveryJob, outcome: DeliveryOutcome) -> bool:
+        trigger = self.triggers.get(job.trigger_id)
+        if trigger is None or not trigger.enabled:
+            reason = "unknown trigger" if trigger is None else "trigger is disabled"
+            outcome.failed.append((job, f"{reason} {job.trigger_id!r}"))
+            return False
+        try:
+            request = build_request(trigger, job, self.secrets)
+        except EventrayError as exc:
+            outcome.attempts.append(Attempt(job, 1, False, 0.0, "", "", str(exc)))
+            outcome.failed.append((job, str(exc)))
+            return False
+        described = f"{request.method} {request.url} {request.body[:2000].decode(errors='replace')}"
+        for attempt in range(1, self.retry.max_attempts + 1):
+            if not self.breaker.allow(trigger.id, time.monotonic()):
+                error = f"circuit open for trigger {trigger.id!r} after repeated failures"
+                outcome.attempts.append(Attempt(job, attempt, False, 0.0, described, "", error))
+                outcome.failed.append((job, error))
+                return False
+            started = time.perf_counter()
+            retry_after: float | None = None
+            try:
+                result = await self.send(request)
+            except RetryableError as exc:
+                error, retryable, response, retry_after = str(exc), True, "", exc.retry_after_s
+            else:
+                response = result.body[:2000]
+                if 200 <= result.status < 300:
+                    self.breaker.success(trigger.id)
+                    elapsed = (time.perf_counter() - started) * 1000
+                    outcome.attempts.append(
+                        Attempt(job, attempt, True, elapsed, described, response, "")
+                    )
+                    return True
+                error = f"HTTP {result.status}"
+                retryable = result.status >= 500 or result.status in (408, 429)
+                retry_after = result.retry_after_s
+            elapsed = (time.perf_counter() - started) * 1000
+            outcome.attempts.append(
+                Attempt(job, attempt, False, elapsed, described, response, error)
+            )
+            self.breaker.failure(trigger.id, time.monotonic())
+            if not retryable or attempt == self.retry.max_attempts:
+                outcome.failed.append((job, f"{error} after {attempt} attempt(s)"))
+                return False
+            await self.sleep(self.retry.delay(attempt, retry_after))
+        return False  # pragma: no cover - the loop always returns

@@ -1,0 +1,158 @@
+"""Turning an exec intent and its trigger into a concrete request, with placeholders rendered.
+
+Only at this point are ``{{secrets.NAME}}`` placeholders resolved (from the SecretsProvider),
+so secrets never reach a stored log. A request is plain data (method, URL, headers, body) so the
+sender is a thin adapter and the rendering is testable without a network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from pipeline.errors import PermanentError
+from pipeline.models.trigger import HttpConfig, SlackConfig, TeamsConfig, Trigger
+from pipeline.ports import SecretsProvider
+from pipeline.templating import render
+
+__all__ = ["DeliveryJob", "HttpRequest", "UnsupportedTrigger", "build_request"]
+
+
+class UnsupportedTrigger(PermanentError):
+    """The trigger type has no sender in this build."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """One exec action to deliver (what the lane publishes to the trigger stream)."""
+
+    event_tracker_id: str
+    org_id: str
+    path_key: str
+    trigger_id: str
+    message: str | None
+    context: dict[str, Any]
+    business_rule_id: str = ""
+    action_id: str = ""
+    mode: str = "sequential"
+    on_error: str = "continue"
+
+    def dedup_id(self) -> str:
+        return f"{self.event_tracker_id}:{self.business_rule_id or 'route'}:{self.action_id or self.trigger_id}"
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "eventTrackerId": self.event_tracker_id,
+                "orgId": self.org_id,
+                "pathKey": self.path_key,
+                "triggerId": self.trigger_id,
+                "message": self.message,
+                "context": self.context,
+                "businessRuleId": self.business_rule_id,
+                "actionId": self.action_id,
+                "mode": self.mode,
+                "onError": self.on_error,
+            },
+            default=str,
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> DeliveryJob:
+        d = orjson.loads(raw)
+        return cls(
+            d["eventTrackerId"],
+            d["orgId"],
+            d["pathKey"],
+            d["triggerId"],
+            d.get("message"),
+            d.get("context") or {},
+            d.get("businessRuleId", ""),
+            d.get("actionId", ""),
+            d.get("mode", "sequential"),
+            d.get("onError", "continue"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    timeout_s: float = 5.0
+
+
+def _context(job: DeliveryJob) -> dict[str, Any]:
+    return {**job.context, "message": job.message or ""}
+
+
+def _render_value(value: Any, context: dict[str, Any], secrets: SecretsProvider | None) -> Any:
+    if isinstance(value, str):
+        return render(value, context, secrets)
+    if isinstance(value, dict):
+        return {k: _render_value(v, context, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_value(v, context, secrets) for v in value]
+    return value
+
+
+def build_request(
+    trigger: Trigger, job: DeliveryJob, secrets: SecretsProvider | None
+) -> HttpRequest:
+    """The HTTP request that delivers ``job`` through ``trigger`` (HTTP, Slack, Teams).
+
+    Raises:
+        UnsupportedTrigger: other trigger types (their senders are not built yet).
+        TemplateRenderError: a placeholder cannot be rendered (e.g. unknown secret).
+    """
+    ctx = _context(job)
+    config = trigger.settings()
+    if isinstance(config, HttpConfig):
+        headers = {k: render(v, ctx, secrets) for k, v in config.headers.items()}
+        if config.body is None:
+            body = orjson.dumps(
+                {
+                    "message": job.message,
+                    "eventTrackerId": job.event_tracker_id,
+                    "triggerId": trigger.id,
+                }
+            )
+            headers.setdefault("Content-Type", "application/json")
+        elif isinstance(config.body, dict):
+            body = orjson.dumps(_render_value(config.body, ctx, secrets))
+            headers.setdefault("Content-Type", "application/json")
+        else:
+            body = render(config.body, ctx, secrets).encode()
+        return HttpRequest(
+            config.method,
+            render(config.endpoint, ctx, secrets),
+            headers,
+            body,
+            config.timeout_ms / 1000,
+        )
+    if isinstance(config, SlackConfig):
+        text = job.message if job.message is not None else render(config.message, ctx, secrets)
+        payload: dict[str, Any] = {"text": text}
+        if config.channel:
+            payload["channel"] = config.channel
+        if config.username:
+            payload["username"] = config.username
+        return HttpRequest(
+            "POST",
+            render(config.webhook_url, ctx, secrets),
+            {"Content-Type": "application/json"},
+            orjson.dumps(payload),
+        )
+    if isinstance(config, TeamsConfig):
+        text = job.message if job.message is not None else render(config.text, ctx, secrets)
+        payload = {"title": render(config.title, ctx, secrets), "text": text}
+        return HttpRequest(
+            "POST",
+            render(config.webhook_url, ctx, secrets),
+            {"Content-Type": "application/json"},
+            orjson.dumps(payload),
+        )
+    raise UnsupportedTrigger(f"trigger type {trigger.trigger_type!r} has no sender yet")

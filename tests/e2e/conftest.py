@@ -1,0 +1,69 @@
+"""One embedded stack (NATS, Valkey, chDB, Ray on loopback) for the end-to-end tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.sink import WebhookSink
+from cluster.stack import Stack
+from cluster.stack_cli import sample_documents
+from config.settings import load_settings
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="session")
+def sink() -> Iterator[WebhookSink]:
+    with WebhookSink() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink) -> Iterator[Stack]:
+    data: Path = tmp_path_factory.mktemp("stack")
+    # One stack per test module (not per session), so no stack is up while
+    # test_job_submit runs its own `ray start --head`.
+    settings = load_settings(
+        data_dir=data,
+        pipeline={"partitions": 2, "lanes": 1, "batch_size": 500},
+        ingress={"port": 0},
+        nats={"ack_wait_s": 5.0},
+        triggers={"max_attempts": 3, "backoff_base_s": 0.1, "backoff_max_s": 0.5},
+        ray={"num_cpus": 2},
+    )
+    running = Stack(settings)
+    try:
+        running.start()
+        documents = sample_documents(sink.url)
+        for doc in documents:  # a short cooldown, so a test can wait one out
+            if doc.get("id") == "factory-alpha-high-temp":
+                doc["parameters"] = {"threshold": -15, "cooldownSeconds": 3}
+        running.apply(documents)
+        time.sleep(1.0)  # actors reload on the config message
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def select(stack: Stack) -> Callable[[str], list[dict[str, Any]]]:
+    import ray
+
+    def run(sql: str) -> list[dict[str, Any]]:
+        return list(ray.get(stack.actors["store"].select.remote(sql.format(db="eventray"))))
+
+    return run
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")

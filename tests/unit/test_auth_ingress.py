@@ -1,0 +1,116 @@
+"""Data-source authentication and ingress decisions, on the sample tenant."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.auth import authenticate
+from pipeline.catalog import load_catalog
+from pipeline.ingress import HEADER_ORG, HEADER_SOURCE, Accepted, IngressPolicy, Refused
+from pipeline.models.datasource import ApiKeyAuth, DataSource, IpAllowlistAuth, JwtAuth, OAuth2Auth
+from pipeline.partitioning import partition_of
+
+SAMPLES = Path(__file__).resolve().parents[2] / "config" / "samples"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt(claims: dict[str, object], secret: str, alg: str = "HS256") -> str:
+    head = _b64(orjson.dumps({"alg": alg, "typ": "JWT"}))
+    body = _b64(orjson.dumps(claims))
+    digest = hashlib.sha256 if alg == "HS256" else hashlib.sha512
+    sig = _b64(hmac.new(secret.encode(), f"{head}.{body}".encode(), digest).digest())
+    return f"{head}.{body}.{sig}"
+
+
+def test_api_key_in_header_and_query() -> None:
+    header = ApiKeyAuth.model_validate({"in": "header", "name": "X-Key", "key": "k" * 20})
+    assert authenticate(header, headers={"x-key": "k" * 20}, query={}, client_ip="").ok
+    assert (
+        authenticate(header, headers={"x-key": "j" * 20}, query={}, client_ip="").reason
+        == "invalid API key"
+    )
+    assert "missing API key" in authenticate(header, headers={}, query={}, client_ip="").reason
+    query = ApiKeyAuth.model_validate({"in": "query", "name": "key", "key": "q" * 20})
+    assert authenticate(query, headers={}, query={"key": "q" * 20}, client_ip="").ok
+
+
+def test_jwt_signature_algorithm_and_times() -> None:
+    auth = JwtAuth(secret="s3cret", algorithms=["HS256"])
+    good = jwt({"sub": "gw", "exp": 2_000}, "s3cret")
+    assert authenticate(
+        auth, headers={"authorization": f"Bearer {good}"}, query={}, client_ip="", now=1_000
+    ).ok
+    expired = authenticate(auth, headers={"authorization": good}, query={}, client_ip="", now=3_000)
+    assert expired.reason == "JWT expired"
+    forged = jwt({"sub": "gw"}, "other")
+    assert authenticate(auth, headers={"authorization": forged}, query={}, client_ip="").reason == (
+        "JWT signature does not verify"
+    )
+    hs512 = jwt({"sub": "gw"}, "s3cret", alg="HS512")
+    assert (
+        "not allowed"
+        in authenticate(auth, headers={"authorization": hs512}, query={}, client_ip="").reason
+    )
+    assert (
+        authenticate(auth, headers={"authorization": "a.b"}, query={}, client_ip="").reason
+        == "malformed JWT"
+    )
+
+
+def test_ip_allowlist_and_unimplemented_oauth2() -> None:
+    auth = IpAllowlistAuth(cidrs=["10.1.0.0/16", "127.0.0.1/32"])
+    assert authenticate(auth, headers={}, query={}, client_ip="127.0.0.1").ok
+    assert not authenticate(auth, headers={}, query={}, client_ip="10.2.0.1").ok
+    assert "not an IP" in authenticate(auth, headers={}, query={}, client_ip="nope").reason
+    oauth = OAuth2Auth.model_validate({"jwksUrl": "http://127.0.0.1/jwks"})
+    assert "not implemented" in authenticate(oauth, headers={}, query={}, client_ip="").reason
+
+
+@pytest.fixture(scope="module")
+def policy() -> IngressPolicy:
+    catalog = load_catalog([SAMPLES / "tenant"], compile_scripts=False)
+    return IngressPolicy(catalog, partitions=4, subject_prefix="eventray.in", max_body_bytes=1000)
+
+
+def test_source_refusals(policy: IngressPolicy) -> None:
+    ok_headers = {"x-api-key": "sample-key-change-me-0001"}
+    passed = policy.source("ds-gateway-http", headers=ok_headers, query={}, client_ip="", body=b"")
+    assert isinstance(passed, DataSource) and passed.id == "ds-gateway-http"
+    missing = policy.source(None, headers=ok_headers, query={}, client_ip="", body=b"")
+    assert isinstance(missing, Refused) and missing.status == 404
+    unknown = policy.source("nope", headers=ok_headers, query={}, client_ip="", body=b"")
+    assert isinstance(unknown, Refused) and unknown.status == 404
+    refused = policy.source("ds-gateway-http", headers={}, query={}, client_ip="", body=b'{"a": 1}')
+    assert isinstance(refused, Refused) and refused.status == 401 and refused.keep
+    assert (
+        refused.body == b'{"a": 1}'
+        and refused.org_id == "factory-alpha"
+        and refused.event_tracker_id
+    )
+
+
+def test_accept_partitions_by_the_assets_org(policy: IngressPolicy) -> None:
+    source = policy.catalog.data_sources["ds-gateway-http"]
+    accepted = policy.accept(source, {"deviceId": "FRZ-0003", "ts": "x"})
+    assert isinstance(accepted, Accepted)
+    assert (
+        accepted.headers[HEADER_ORG] == "alpha-cold-room-2"
+        and accepted.headers[HEADER_SOURCE] == source.id
+    )
+    assert accepted.subject == f"eventray.in.p{partition_of('alpha-cold-room-2', 4)}"
+    unbound = policy.accept(source, {"deviceId": "UNKNOWN"})
+    assert (
+        isinstance(unbound, Accepted) and unbound.headers[HEADER_ORG] == "factory-alpha"
+    )  # DLQ later
+    assert isinstance(policy.accept(source, [1]), Refused)
+    too_big = policy.accept(source, {"deviceId": "FRZ-0001", "pad": "x" * 2000})
+    assert isinstance(too_big, Refused) and too_big.status == 413

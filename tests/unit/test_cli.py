@@ -1,0 +1,135 @@
+"""The eventray CLI, called in-process, on real files (sample codecs, the sample tenant)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.cli import main
+
+SAMPLES = Path(__file__).resolve().parents[2] / "config" / "samples"
+
+
+def run(argv: list[str]) -> tuple[int, list[Any]]:
+    out = io.StringIO()
+    code = main(argv, out=out)
+    return code, [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
+
+
+def test_scripts_run_codec_writes_one_line_per_uplink(tmp_path: Path) -> None:
+    examples = json.loads((SAMPLES / "codecs/dragino-lht65.examples.json").read_text())
+    lines = [{"fPort": e["fPort"], "bytes": e["bytes"]} for e in examples] + [
+        {"fPort": 2, "bytes": [1, 2, "x"]}
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    target = tmp_path / "out.jsonl"
+    code, _ = run(["scripts", "run", str(SAMPLES / "codecs/dragino-lht65.js"),
+                   "--input", str(source), "--output", str(target)])  # fmt: skip
+    assert code == 0
+    results = [json.loads(x) for x in target.read_text().splitlines()]
+    assert results[0] == {"data": examples[0]["expected"]}
+    assert results[1]["errors"] == examples[1]["expected_errors"]  # returned as the codec did
+    assert results[2] == {"error": {"stage": "decode", "message": 'bytes[2] is not a byte: "x"'}}
+
+
+def test_scripts_run_stage_script_needs_payload_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "s.js"
+    script.write_text("result = { doubled: payload.v * 2 };")
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"payload": {"v": 21}}\n')
+    assert run(["scripts", "run", str(script), "--input", str(good)]) == (0, [{"doubled": 42}])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"v": 21}\n')
+    assert run(["scripts", "run", str(script), "--input", str(bad)])[0] == 2
+    assert 'expected {"payload": ...}' in capsys.readouterr().err
+
+
+def test_templates_test_prints_each_stage(tmp_path: Path) -> None:
+    code, reports = run(["templates", "test", str(SAMPLES / "tenant/templates.yaml"), "--id", "freezer-json",
+                         "--input", str(SAMPLES / "inputs/freezer-gateway.jsonl")])  # fmt: skip
+    assert code == 0
+    assert reports[0]["decode"]["temperature"] == -19.4
+    assert reports[0]["standardEvent"]["data"]["status"] == "ok"
+    assert reports[1]["decode"]["temperature"] == -12  # converted from Fahrenheit
+    assert reports[2]["error"] == {"stage": "validate", "line": 10,
+                                   "message": 'Error: "temperature" must be less than or equal to 40'}  # fmt: skip
+    assert "transform" not in reports[2]
+
+
+def test_templates_test_refuses_ambiguous_file(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = run(["templates", "test", str(SAMPLES / "tenant/templates.yaml"),
+                   "--input", str(SAMPLES / "inputs/freezer-gateway.jsonl")])  # fmt: skip
+    assert code == 2
+    assert "choose one with --id" in capsys.readouterr().err
+
+
+def test_rules_test_traces_cooldown() -> None:
+    code, reports = run(["rules", "test", "factory-alpha-high-temp", "--config", str(SAMPLES / "tenant"),
+                         "--events", str(SAMPLES / "inputs/freezer-cooldown.jsonl")])  # fmt: skip
+    assert code == 0
+    assert [r["matched"] for r in reports] == [False, True, False, True]
+    fired = reports[1]
+    assert fired["execs"] == [{"action": "notify", "triggerId": "slack-ops",
+                               "message": "Alert #1: -12 C on freezer-01"}]  # fmt: skip
+    assert fired["stateChanges"]["counter"] == {"from": 0, "to": 1}
+    assert fired["captures"] == [{"action": "audit", "name": "high_temperature",
+                                  "fields": {"temperature": -12.0, "assetId": "freezer-01"}}]  # fmt: skip
+    cooldown = reports[2]["trace"]["items"][1]
+    assert cooldown["operator"] == "olderThanSeconds" and cooldown["result"] is False
+    assert cooldown["left"] == "2026-03-01T08:01:00.000Z" and cooldown["right"] == 600
+
+
+def test_rules_test_uses_initial_state(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(
+        json.dumps(
+            {"state:alpha-cold-room-1:factory-alpha-high-temp:lastAlertAt": "2026-03-01T07:59:00Z"}
+        )
+    )
+    code, reports = run(["rules", "test", "factory-alpha-high-temp", "--config", str(SAMPLES / "tenant"),
+                         "--events", str(SAMPLES / "inputs/freezer-cooldown.jsonl"), "--state", str(state)])  # fmt: skip
+    assert code == 0
+    # the last alert was at 07:59: 08:01 and 08:05 are inside the 600 s window, 08:12 is not
+    assert [r["matched"] for r in reports] == [False, False, False, True]
+    assert reports[3]["execs"][0]["message"] == "Alert #1: -10 C on freezer-01"
+
+
+def test_validate_reports_problems_with_file_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["validate", str(SAMPLES / "tenant")])[1][0]["businessRules"] == 3
+    broken = tmp_path / "rule.yaml"
+    broken.write_text("kind: BusinessRule\nid: br\nruleId: nope\norgId: x\ntimezone: Mars/Base\n")
+    assert run(["validate", str(broken)])[0] == 2
+    err = capsys.readouterr().err
+    assert f"{broken} [BusinessRule br] at timezone: unknown timezone 'Mars/Base'" in err
+
+
+def test_missing_input_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "scripts",
+            "run",
+            str(SAMPLES / "codecs/dragino-lht65.js"),
+            "--input",
+            "/nonexistent.jsonl",
+        ]
+    )
+    assert code == 2
+    assert "/nonexistent.jsonl" in capsys.readouterr().err
+
+
+def test_local_demo_runs_the_sample_tenant_end_to_end() -> None:
+    out = io.StringIO()
+    assert main(["demo", "--local", "--events", "3000", "--batch", "500"], out=out) == 0
+    text = out.getvalue()
+    assert "3000 events in" in text
+    assert "factory-alpha-high-temp" in text  # a rule ran actions
+    assert "DLQ reasons:" in text and "bind: body is not a JSON object" in text
