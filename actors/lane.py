@@ -21,6 +21,7 @@ import contextlib
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +46,7 @@ from pipeline.rules.outcome import BatchOutcome
 from pipeline.rules.partition import RulePartition
 from pipeline.scripts.cache import ScriptCache
 from pipeline.scripts.executor import TemplateExecutor
+from pipeline.scripts.host import ScriptHost
 from pipeline.storage.rows import RowContext, batch_rows, json_each_row
 from pipeline.triggers.delivery import DeliveryGroup
 from pipeline.triggers.requests import DeliveryJob
@@ -132,6 +134,7 @@ class LaneActor:
         # Every QuickJS context of this lane is created and used on this one thread.
         self._scripts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quickjs")
         self._processor: EventProcessor | None = None
+        self._host: ScriptHost | None = None
         self._local_rules: dict[int, RulePartition] = {}
         self._rows: RowContext | None = None
         self._bus: JetStreamBus | None = None
@@ -180,16 +183,19 @@ class LaneActor:
 
     def _build(self) -> int:  # runs on the script thread
         catalog, revision = catalog_from(make_config_store(self.endpoints))
-        cache = (
-            self._processor.executor.cache
-            if self._processor
-            else ScriptCache(
-                capacity=self.settings.scripts.cache_capacity,
+        scripts = self.settings.scripts
+        if self._processor is not None:
+            cache = self._processor.executor.cache
+        else:
+            if scripts.isolate:
+                self._host = ScriptHost(scripts.limits())
+            cache = ScriptCache(
+                capacity=scripts.cache_capacity,
                 l1_dir=self.settings.script_cache_dir,
                 l2=make_blob_store(self.settings, self.endpoints),
-                limits=self.settings.scripts.limits(),
+                limits=scripts.limits(),
+                host=self._host,
             )
-        )
         self._processor = EventProcessor(catalog, TemplateExecutor(cache), None)
         if self.settings.pipeline.rules_in_lane:
             if not self._local_rules:
@@ -216,6 +222,8 @@ class LaneActor:
             await puller.stop()
         if self._bus is not None:
             await self._bus.close()
+        if self._host is not None:
+            await asyncio.get_running_loop().run_in_executor(self._scripts, self._host.close)
         return await self.status()
 
     # ------------------------------------------------------------------ the loop
@@ -407,6 +415,7 @@ class LaneActor:
             "latency_p50_ms": pct(0.5),
             "latency_p99_ms": pct(0.99),
             "last_error": self.stats.last_error,
+            "script_host": asdict(self._host.stats) if self._host is not None else None,
             "revision": self.revision,
             "uptime_s": time.monotonic() - self.stats.started,
         }

@@ -42,6 +42,13 @@ class ScriptSettings(_Section):
     stack_limit_kb: PositiveInt = 512
     cache_capacity: PositiveInt = Field(default=256, description="warm contexts kept in L0")
     batch_size: PositiveInt = Field(default=1000, description="events per crossing into JS")
+    isolate: bool = Field(
+        default=True,
+        description=(
+            "run each lane's QuickJS contexts in a child process, so a native QuickJS crash "
+            "(possible on out-of-memory) fails one event instead of the lane"
+        ),
+    )
 
     def limits(self) -> ScriptLimits:
         return ScriptLimits(

@@ -3,7 +3,8 @@
 Keys are ``{templateId}/{contentHash}-e{engineVersion}``: an edited template has a new hash, so
 stale code can never run; a new engine version invalidates every entry.
 
-* **L0 (RAM)**: live :class:`ScriptRunner` objects, LRU-bounded. Their QuickJS functions are
+* **L0 (RAM)**: live runners, LRU-bounded, either in this thread (:class:`ScriptRunner`) or in
+  the crash-isolated script host process (:class:`HostedRunner`). Their QuickJS functions are
   compiled, so a hit costs nothing.
 * **L1 (local disk)** and **L2 (BlobStore, MinIO/S3 in production)**: the prepared bundle
   (wrapped and codec-detected sources). The ``quickjs`` binding offers no bytecode
@@ -20,16 +21,29 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from pipeline.adapters.localdir import LocalDirBlobStore
 from pipeline.errors import ScriptError
 from pipeline.models.template import AssetTemplate
 from pipeline.ports import BlobStore
 from pipeline.scripts.bundle import Bundle, bundle_for_template, template_bundle_key
+from pipeline.scripts.host import HostedRunner, ScriptHost
 from pipeline.scripts.limits import ScriptLimits
-from pipeline.scripts.runner import ScriptRunner
+from pipeline.scripts.runner import ScriptResult, ScriptRunner
 
-__all__ = ["CacheStats", "ScriptCache"]
+__all__ = ["CacheStats", "ScriptCache", "WarmRunner"]
+
+
+class WarmRunner(Protocol):
+    """A template's compiled stages, ready to run: in this process (:class:`ScriptRunner`) or
+    in a crash-isolated child (:class:`HostedRunner`)."""
+
+    def run(self, payloads: list[Any], *, trace: bool = False) -> list[ScriptResult]: ...
+
+    def run_raw(self, bodies: list[bytes], *, trace: bool = False) -> list[ScriptResult]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -49,6 +63,8 @@ class ScriptCache:
         l1_dir: local directory for L1, or None to skip L1.
         l2: shared blob store for L2, or None to skip L2.
         limits: limits for every runner this cache builds.
+        host: run the warm contexts in this crash-isolated child process (the pipeline's
+            default) instead of in the calling thread (CLI, tests, benchmarks of the engine).
     """
 
     def __init__(
@@ -58,20 +74,22 @@ class ScriptCache:
         l1_dir: Path | None = None,
         l2: BlobStore | None = None,
         limits: ScriptLimits | None = None,
+        host: ScriptHost | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self.l1 = LocalDirBlobStore(l1_dir) if l1_dir is not None else None
         self.l2 = l2
-        self.limits = limits or ScriptLimits()
+        self.limits = limits or (host.limits if host is not None else ScriptLimits())
+        self.host = host
         self.stats = CacheStats()
-        self._l0: OrderedDict[str, ScriptRunner | ScriptError] = OrderedDict()
+        self._l0: OrderedDict[str, WarmRunner | ScriptError] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._l0)
 
-    def runner_for(self, template: AssetTemplate) -> ScriptRunner:
+    def runner_for(self, template: AssetTemplate) -> WarmRunner:
         """The warm runner for ``template``.
 
         Raises:
@@ -87,7 +105,11 @@ class ScriptCache:
             return hit
         bundle = self._bundle(template)
         try:
-            entry: ScriptRunner | ScriptError = ScriptRunner(bundle, limits=self.limits)
+            entry: WarmRunner | ScriptError = (
+                HostedRunner(self.host, key, bundle)
+                if self.host is not None
+                else ScriptRunner(bundle, limits=self.limits)
+            )
         except ScriptError as exc:
             # Keep a copy without traceback: a cached exception whose traceback reaches this
             # frame would form a reference cycle (see ScriptRunner._fresh_context).
@@ -95,7 +117,7 @@ class ScriptCache:
         self._l0[key] = entry
         while len(self._l0) > self.capacity:
             _, evicted = self._l0.popitem(last=False)
-            if isinstance(evicted, ScriptRunner):
+            if not isinstance(evicted, ScriptError):
                 evicted.close()
             self.stats.evictions += 1
         if isinstance(entry, ScriptError):
@@ -107,7 +129,7 @@ class ScriptCache:
         keys = [k for k in self._l0 if template_id is None or k.split("/", 1)[0] == template_id]
         for key in keys:
             entry = self._l0.pop(key)
-            if isinstance(entry, ScriptRunner):
+            if not isinstance(entry, ScriptError):
                 entry.close()
 
     def _bundle(self, template: AssetTemplate) -> Bundle:

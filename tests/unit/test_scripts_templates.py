@@ -88,16 +88,14 @@ def test_syntax_error_is_reported_at_compile_with_stage_and_line() -> None:
     ("script", "message"),
     [
         ("while (true) {}", "time limit of 200 ms exceeded"),
-        (
-            "let a = []; while (true) a.push('x'.repeat(4096) + a.length);",
-            "memory limit of 8 MB exceeded",
-        ),
         ("(function f(n) { return f(n + 1) + 1; })(0);", "stack overflow"),
         ("throw 'plain string';", 'uncaught "plain string"'),
     ],
-    ids=["infinite-loop", "memory-bomb", "deep-recursion", "throw-non-error"],
+    ids=["infinite-loop", "deep-recursion", "throw-non-error"],
 )
 def test_limits_fail_only_the_offending_event(script: str, message: str) -> None:
+    # The memory limit is tested through the script host (test_script_host.py) only: QuickJS
+    # can segfault on its out-of-memory path, which in-process would kill the test run.
     tpl = template(scriptProcessor=f"if (payload.evil) {{ {script} }}\nresult = payload;")
     limits = ScriptLimits(time_s=0.2, memory_bytes=8 * 1024 * 1024)
     runner = ScriptRunner(bundle_for_template(tpl), limits=limits)
