@@ -189,6 +189,7 @@ class LaneActor:
         else:
             if scripts.isolate:
                 self._host = ScriptHost(scripts.limits())
+                self._host.start()
             cache = ScriptCache(
                 capacity=scripts.cache_capacity,
                 l1_dir=self.settings.script_cache_dir,

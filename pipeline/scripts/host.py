@@ -142,6 +142,12 @@ class ScriptHost:
             raise RuntimeError(f"script host: {reply[1]}")
         return reply
 
+    def start(self) -> None:
+        """Start the child now rather than on the first batch (it takes a moment to import)."""
+        with self._lock:
+            if self._proc is None:
+                self._call(("ping",), self.watchdog_s)
+
     # ------------------------------------------------------------------ requests
     def load(self, key: str, bundle: Bundle) -> None:
         """Compile ``bundle`` in the child under ``key``.
@@ -292,6 +298,8 @@ def _serve(limits: ScriptLimits, inp: BinaryIO, out: BinaryIO) -> None:
             elif op == "run":
                 _, key, array, count, trace = message
                 reply = ("ok", orjson.dumps(runners[key].run_json(array, count, trace=trace)))
+            elif op == "ping":
+                reply = ("ok",)
             elif op == "drop":
                 runner = runners.pop(message[1], None)
                 if runner is not None:

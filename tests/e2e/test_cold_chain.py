@@ -59,18 +59,19 @@ def test_cold_chain_sequence(
         assert answer.status_code == 201, answer.text
         trackers[minute] = answer.json()["eventTrackerId"]
     other = post(stack, reading("FRZ-0002", 3, -19.0)).json()["eventTrackerId"]
+
+    def stored_count(trackers_: list[str]) -> int:
+        quoted_ = ",".join(f"'{t}'" for t in trackers_)
+        sql = f"SELECT count() AS n FROM {{db}}.events FINAL WHERE event_tracker_id IN ({quoted_})"
+        return int(select(sql)[0]["n"])
+
+    # The cooldown runs on processing time: start counting once the first alert was evaluated.
+    wait_for(lambda: stored_count([*trackers.values(), other]) == 4)
     time.sleep(3.5)  # the business rule's cooldown is 3 s in this stack
     trackers[9] = post(stack, reading("FRZ-0001", 9, -10.0)).json()["eventTrackerId"]
     every = [*trackers.values(), other]
     quoted = ",".join(f"'{t}'" for t in every)
-    wait_for(
-        lambda: (
-            select(
-                f"SELECT count() AS n FROM {{db}}.events FINAL WHERE event_tracker_id IN ({quoted})"
-            )[0]["n"]
-            == 5
-        )
-    )
+    wait_for(lambda: stored_count(every) == 5)
 
     stored = {
         r["event_tracker_id"]: r
