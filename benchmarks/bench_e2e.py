@@ -160,6 +160,7 @@ def run_stack(
                 for k in status["lanes"][0]["stage_s"]
             }
             result["rss_mb"] = _rss_mb(stack)
+            result["store"] = status["store"]
             if http:
                 base = _stored(stack)
                 started = time.perf_counter()
