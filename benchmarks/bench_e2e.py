@@ -112,6 +112,39 @@ def _wait_stored(stack: Stack, target: int, timeout_s: float = 300) -> float:
     return time.perf_counter() - start
 
 
+def _cpu_by_process() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) so far of this process and everything it started,
+    keyed by pid, with a short name (Ray actors show as ``ray::LaneActor`` etc.)."""
+    me = psutil.Process()
+    out: dict[int, tuple[str, float]] = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            cmd = proc.cmdline()
+            name = proc.name()
+            if name.startswith("ray::"):
+                pass
+            elif any("pipeline.scripts.host" in part for part in cmd):
+                name = "script-host"
+            elif cmd and "python" in cmd[0] and any(p.endswith(".py") for p in cmd[1:2]):
+                name = Path(cmd[1]).stem
+            out[proc.pid] = (name, times.user + times.system)
+        except psutil.Error:
+            pass
+    return out
+
+
+def _cpu_delta(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds spent between two snapshots, summed per process name."""
+    spent: dict[str, float] = {}
+    for pid, (name, total) in after.items():
+        previous = before.get(pid, (name, 0.0))[1]
+        spent[name] = spent.get(name, 0.0) + max(0.0, total - previous)
+    return {k: round(v, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+
+
 def _rss_mb(stack: Stack) -> float:
     total = 0.0
     me = psutil.Process()
@@ -152,8 +185,12 @@ def run_stack(
             base = _stored(stack)
             messages = _messages(catalog, settings, events, seed=2)
             asyncio.run(_publish(stack.endpoints.nats_url, settings, messages))  # type: ignore[union-attr]
+            cpu_before = _cpu_by_process()
             elapsed = _wait_stored(stack, base + events)
             result["drain_events_per_s"] = events / elapsed
+            cpu = _cpu_delta(cpu_before, _cpu_by_process())
+            result["cpu_s"] = cpu
+            result["cpu_us_per_event"] = round(sum(cpu.values()) / events * 1e6)
             status = stack.status()
             result["stage_s"] = {
                 k: round(sum(lane["stage_s"][k] for lane in status["lanes"]), 2)
@@ -310,6 +347,11 @@ def main() -> None:
         f"| baseline, 1 process | {baseline['drain_events_per_s']:,.0f} | - | - | {baseline['rss_mb']:,.0f} |"
     )
     print("\nper-stage seconds (summed over lanes) in the drain run:", rows[-1]["stage_s"])
+    for r in rows:
+        print(
+            f"CPU in the drain run, P{r['partitions']}: {r['cpu_us_per_event']} us/event over all "
+            f"processes; seconds by process: {r['cpu_s']}"
+        )
 
 
 if __name__ == "__main__":

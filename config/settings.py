@@ -131,9 +131,15 @@ class PipelineSettings(_Section):
 class IngressSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8088, ge=0, lt=65536, description="0 = a free port")
-    max_body_bytes: PositiveInt = 256 * 1024
+    max_body_bytes: PositiveInt = Field(default=256 * 1024, description="one event's body")
+    max_batch_bytes: PositiveInt = Field(
+        default=16 * 1024 * 1024, description="a /api/v1/events/batch body"
+    )
     max_lag: PositiveInt = Field(
         default=500_000, description="answer 429 when this many events wait in the stream"
+    )
+    ack_timeout_s: PositiveFloat = Field(
+        default=5.0, description="answer 503 when the stream has not acknowledged by then"
     )
 
 

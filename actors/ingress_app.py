@@ -1,0 +1,214 @@
+"""The HTTP ingress itself (CONTRACTS.md "HTTP ingestion") over aiohttp, without Ray.
+
+:class:`IngressActor` hosts it in the cluster; tests run it directly against a real
+nats-server. The decisions are :class:`pipeline.ingress.IngressPolicy`'s; this class parses
+requests, publishes accepted events to JetStream and answers once the stream acknowledged them
+(201), keeps refused authentications for ``events_raw``, and applies backpressure: 429 with
+``Retry-After`` when more than ``max_lag`` events wait in the stream, 503 with ``Retry-After``
+when the stream does not answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from config.settings import IngressSettings
+from pipeline.adapters.nats_bus import BusError, JetStreamBus
+from pipeline.ingress import Accepted, IngressPolicy, Refused
+from pipeline.models import DataSource
+from pipeline.storage.rows import RowContext, refusal_row
+
+__all__ = ["IngressApp", "KeepRows"]
+
+KeepRows = Callable[[dict[str, list[dict[str, Any]]]], Awaitable[object]]
+"""Where refused authentications go (the store's ``insert_rows``)."""
+
+
+def _json(status: int, payload: Any, retry_after: float | None = None) -> web.Response:
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+    return web.Response(
+        status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
+    )
+
+
+class IngressApp:
+    """The HTTP server of the ingress.
+
+    Args:
+        bus: a connected JetStream bus (the app publishes; it does not own the connection).
+        policy: authentication and acceptance decisions (swap with :meth:`use` on reload).
+        rows: how refused authentications become ``events_raw`` rows.
+        settings: host, port, body limits, backpressure threshold.
+        partitions: how many stream partitions to watch for lag.
+        keep: stores refused authentications (its failures never delay an answer).
+        lag_interval_s: how often the consumer lag is read.
+    """
+
+    def __init__(
+        self,
+        *,
+        bus: JetStreamBus,
+        policy: IngressPolicy,
+        rows: RowContext,
+        settings: IngressSettings,
+        partitions: int,
+        keep: KeepRows,
+        lag_interval_s: float = 0.5,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.partitions = partitions
+        self.keep = keep
+        self.lag_interval_s = lag_interval_s
+        self.lag = 0
+        self.port = 0
+        self.counts: dict[int, int] = {}
+        self._policy = policy
+        self._rows = rows
+        self._runner: web.AppRunner | None = None
+        self._lag_task: asyncio.Task[None] | None = None
+
+    def use(self, policy: IngressPolicy, rows: RowContext) -> None:
+        """Apply a new catalog (config change) to the next request."""
+        self._policy, self._rows = policy, rows
+
+    async def start(self) -> int:
+        """Listen; returns the port (``settings.port`` 0 picks a free one)."""
+        limit = max(self.settings.max_body_bytes, self.settings.max_batch_bytes)
+        app = web.Application(client_max_size=limit)
+        app.router.add_post("/api/v1/events", self._single)
+        app.router.add_post("/api/v1/events/batch", self._batch)
+        app.router.add_get("/healthz", self._health)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        self._lag_task = asyncio.create_task(self._watch_lag())
+        return self.port
+
+    async def stop(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _watch_lag(self) -> None:
+        while True:
+            total = 0
+            for partition in range(self.partitions):
+                with contextlib.suppress(BusError):
+                    total += await self.bus.pending(partition)
+            self.lag = total
+            await asyncio.sleep(self.lag_interval_s)
+
+    # ------------------------------------------------------------------ handlers
+    async def _health(self, request: web.Request) -> web.Response:
+        return _json(200, {"ok": True, "lag": self.lag})
+
+    async def _authenticated(
+        self, request: web.Request, body: bytes, limit: int
+    ) -> DataSource | web.Response:
+        if len(body) > limit:
+            return self._answer(_json(413, {"error": f"body too large (limit {limit} bytes)"}))
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        source = self._policy.source(
+            request.query.get("ds"),
+            headers=headers,
+            query=dict(request.query),
+            client_ip=request.remote or "",
+            body=body,
+        )
+        if isinstance(source, Refused):
+            if source.keep:
+                await self._keep(source)
+            return self._answer(_json(source.status, {"error": source.error}))
+        if self.lag > self.settings.max_lag:
+            return self._answer(
+                _json(429, {"error": f"{self.lag} events waiting in the stream; retry later"}, 1)
+            )
+        return source
+
+    async def _keep(self, refused: Refused) -> None:
+        row = refusal_row(
+            event_tracker_id=refused.event_tracker_id,
+            org_id=refused.org_id,
+            data_source_id=refused.data_source_id,
+            body=refused.body,
+            reason=refused.error,
+            at=datetime.now(UTC),
+            context=self._rows,
+        )
+        with contextlib.suppress(Exception):  # the answer does not wait on the store being up
+            await asyncio.wait_for(self.keep({"events_raw": [row]}), 5)
+
+    def _answer(self, response: web.Response) -> web.Response:
+        self.counts[response.status] = self.counts.get(response.status, 0) + 1
+        return response
+
+    async def _publish(self, accepted: Accepted) -> tuple[int, dict[str, Any]]:
+        try:
+            await self.bus.publish(
+                accepted.subject,
+                accepted.body,
+                msg_id=accepted.event_tracker_id,
+                headers=accepted.headers,
+                timeout_s=self.settings.ack_timeout_s,
+            )
+        except BusError as exc:
+            return 503, {"error": f"stream unavailable: {exc}"}
+        return 201, {"eventTrackerId": accepted.event_tracker_id}
+
+    async def _single(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        source = await self._authenticated(request, body, self.settings.max_body_bytes)
+        if isinstance(source, web.Response):
+            return source
+        try:
+            item = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return self._answer(_json(400, {"error": f"body is not JSON: {exc}"}))
+        decision = self._policy.accept(source, item)
+        if isinstance(decision, Refused):
+            return self._answer(_json(decision.status, {"error": decision.error}))
+        status, payload = await self._publish(decision)
+        return self._answer(_json(status, payload, 1 if status == 503 else None))
+
+    async def _batch(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        source = await self._authenticated(request, body, self.settings.max_batch_bytes)
+        if isinstance(source, web.Response):
+            return source
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return self._answer(_json(400, {"error": f"body is not JSON: {exc}"}))
+        if not isinstance(items, list):
+            return self._answer(_json(400, {"error": "batch body must be a JSON array"}))
+        decisions = [self._policy.accept(source, item) for item in items]
+        published = await asyncio.gather(
+            *(self._publish(d) for d in decisions if isinstance(d, Accepted))
+        )
+        answers = iter(published)
+        results = []
+        for decision in decisions:
+            if isinstance(decision, Refused):
+                results.append({"status": decision.status, "error": decision.error})
+            else:
+                status, payload = next(answers)
+                results.append({"status": status, **payload})
+        if any(r["status"] == 503 for r in results):
+            # Nothing of the batch that failed was stored: tell the client when to retry it.
+            return self._answer(_json(207, {"results": results}, 1))
+        return self._answer(_json(207, {"results": results}))
