@@ -52,6 +52,7 @@ def _settings(data: Path, partitions: int, *, rules_in_lane: bool = False) -> Se
             "rules_in_lane": rules_in_lane,
         },
         ingress={"port": 0, "max_lag": 10_000_000},
+        metrics={"enabled": False},
         ray={"num_cpus": 2},
     )
 

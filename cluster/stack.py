@@ -34,6 +34,7 @@ class StackInfo:
     ingress_url: str
     ray_address: str
     pid: int
+    metrics_url: str = ""
 
     def endpoints_obj(self) -> Endpoints:
         e = dict(self.endpoints)
@@ -59,7 +60,9 @@ class Stack:
     endpoints: Endpoints | None = None
     actors: dict[str, Any] = field(default_factory=dict)
     ingress_port: int = 0
+    metrics_port: int = 0
     _ray_started: bool = False
+    _metrics_server: Any = None
 
     # ------------------------------------------------------------------ services
     def _start_services(self) -> Endpoints:
@@ -161,6 +164,12 @@ class Stack:
         }
         ray.get([lane.start.remote() for lane in lanes.values()] + [triggers.start.remote()])
         self.ingress_port = int(ray.get(ingress.start.remote()))
+        if s.metrics.enabled:
+            from cluster.metrics import serve_metrics
+
+            self._metrics_server, self.metrics_port = serve_metrics(
+                self.status, host=s.metrics.host, port=s.metrics.port
+            )
         info = StackInfo(
             endpoints={
                 k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(endpoints).items()
@@ -168,6 +177,7 @@ class Stack:
             ingress_url=self.ingress_url,
             ray_address=ray_address,
             pid=os.getpid(),
+            metrics_url=self.metrics_url,
         )
         (s.data_dir / "stack.json").write_text(json.dumps(asdict(info), indent=2))
         return self
@@ -175,6 +185,13 @@ class Stack:
     @property
     def ingress_url(self) -> str:
         return f"http://{self.settings.ingress.host}:{self.ingress_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus ``/metrics`` of this stack ("" when disabled)."""
+        if not self.metrics_port:
+            return ""
+        return f"http://{self.settings.metrics.host}:{self.metrics_port}/metrics"
 
     def lanes(self) -> list[Any]:
         return [a for name, a in self.actors.items() if name.startswith("lane-")]
@@ -246,6 +263,10 @@ class Stack:
         """Drain lanes and triggers, stop the actors, Ray (if we started it) and services."""
         import ray
 
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server, self.metrics_port = None, 0
         if self.actors and ray.is_initialized():
             with contextlib.suppress(Exception):
                 ray.get([lane.drain.remote() for lane in self.lanes()], timeout=60)

@@ -95,7 +95,7 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
             stack.apply(read_entity_documents([Path(args.config)]))
         out.write(
             f"eventray is up: ingress {stack.ingress_url}/api/v1/events?ds=...  "
-            f"(Ctrl-C drains and stops)\n"
+            f"metrics {stack.metrics_url or 'off'}  (Ctrl-C drains and stops)\n"
         )
         out.flush()
         started = time.monotonic()

@@ -18,6 +18,7 @@ from pipeline.scripts.limits import ScriptLimits
 __all__ = [
     "BlobSettings",
     "IngressSettings",
+    "MetricsSettings",
     "NatsSettings",
     "PipelineSettings",
     "RaySettings",
@@ -158,6 +159,14 @@ class RaySettings(_Section):
     include_dashboard: bool = False
 
 
+class MetricsSettings(_Section):
+    """Prometheus ``/metrics`` of the stack, served by the process that runs it."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, lt=65536, description="0 = a free port")
+
+
 class Settings(BaseSettings):
     """All of eventray's settings."""
 
@@ -180,6 +189,7 @@ class Settings(BaseSettings):
     ingress: IngressSettings = IngressSettings()
     triggers: TriggerSettings = TriggerSettings()
     ray: RaySettings = RaySettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def script_cache_dir(self) -> Path:

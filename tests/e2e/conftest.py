@@ -32,6 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink) -> Iterat
         data_dir=data,
         pipeline={"partitions": 2, "lanes": 1, "batch_size": 500},
         ingress={"port": 0},
+        metrics={"port": 0},
         nats={"ack_wait_s": 5.0},
         triggers={"max_attempts": 3, "backoff_base_s": 0.1, "backoff_max_s": 0.5},
         ray={"num_cpus": 2},

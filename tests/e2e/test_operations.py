@@ -113,3 +113,29 @@ def test_disabled_data_source_answers_403(stack: Stack) -> None:
     finally:
         assert stack.wait_revision(stack.apply([source]))
     wait_for(lambda: post(stack, reading("FRZ-0001", 31, -20.0)).status_code == 201, timeout_s=10)
+
+
+def test_prometheus_metrics_follow_the_pipeline(stack: Stack) -> None:
+    import requests
+
+    def scrape() -> dict[str, float]:
+        text = requests.get(stack.metrics_url, timeout=10).text
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    def lane_events(values: dict[str, float]) -> float:
+        return sum(v for k, v in values.items() if k.startswith("eventray_lane_events_total"))
+
+    assert stack.metrics_url.startswith("http://127.0.0.1:")
+    assert stack.wait_idle(timeout_s=60)  # earlier tests' events are all counted
+    before = scrape()
+    assert post(stack, reading("FRZ-0002", 40, -19.0)).status_code == 201
+    wait_for(lambda: lane_events(scrape()) == lane_events(before) + 1)
+    after = scrape()
+    assert after['eventray_ingress_answers_total{status="201"}'] >= 1
+    assert after["eventray_store_rows_total"] > before.get("eventray_store_rows_total", 0)
+    assert any(k.startswith('eventray_consumer_lag{partition="') for k in after)
