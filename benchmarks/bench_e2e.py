@@ -41,13 +41,15 @@ from pipeline.ingress import IngressPolicy
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _settings(data: Path, partitions: int, *, rules_in_lane: bool = False) -> Settings:
+def _settings(
+    data: Path, partitions: int, *, rules_in_lane: bool = True, batch_size: int = 1000
+) -> Settings:
     return load_settings(
         data_dir=data,
         pipeline={
             "partitions": partitions,
             "lanes": min(2, partitions),
-            "batch_size": 1000,
+            "batch_size": batch_size,
             "linger_s": 0.02,
             "rules_in_lane": rules_in_lane,
         },
@@ -161,12 +163,18 @@ def _rss_mb(stack: Stack) -> float:
 
 
 def run_stack(
-    partitions: int, events: int, *, http: bool, latency: bool, rules_in_lane: bool = False
+    partitions: int,
+    events: int,
+    *,
+    http: bool,
+    latency: bool,
+    rules_in_lane: bool = True,
+    batch_size: int = 1000,
 ) -> dict[str, Any]:
     import ray
 
     data = Path(tempfile.mkdtemp(prefix="eventray-bench-"))
-    settings = _settings(data, partitions, rules_in_lane=rules_in_lane)
+    settings = _settings(data, partitions, rules_in_lane=rules_in_lane, batch_size=batch_size)
     result: dict[str, Any] = {"partitions": partitions}
     with WebhookSink() as sink:
         stack = Stack(settings)
@@ -316,7 +324,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--partitions", default="1,2,4")
-    parser.add_argument("--rules-in-lane", action="store_true", help="evaluate rules in the lanes")
+    parser.add_argument(
+        "--rule-actors",
+        action="store_true",
+        help="evaluate rules in one RulePartitionActor per partition (default: in the lanes)",
+    )
+    parser.add_argument("--batch-size", type=int, default=1000, help="events per lane batch")
+    parser.add_argument(
+        "--no-http", action="store_true", help="drain only: skip the HTTP and latency runs"
+    )
     args = parser.parse_args()
     baseline = run_baseline(args.events)
     print(
@@ -326,8 +342,15 @@ def main() -> None:
     partitions = [int(p) for p in args.partitions.split(",")]
     rows = []
     for p in partitions:
-        full = p == max(partitions)
-        r = run_stack(p, args.events, http=full, latency=full, rules_in_lane=args.rules_in_lane)
+        full = p == max(partitions) and not args.no_http
+        r = run_stack(
+            p,
+            args.events,
+            http=full,
+            latency=full,
+            rules_in_lane=not args.rule_actors,
+            batch_size=args.batch_size,
+        )
         rows.append(r)
         print(orjson.dumps(r).decode(), flush=True)
     print(

@@ -124,8 +124,11 @@ class PipelineSettings(_Section):
     fetch_timeout_s: PositiveFloat = 0.5
     linger_s: PositiveFloat = 0.005
     rules_in_lane: bool = Field(
-        default=False,
-        description="evaluate a partition's rules inside its lane instead of a rule actor",
+        default=True,
+        description=(
+            "evaluate a partition's rules inside the lane that owns it (measured ~30% less CPU "
+            "per event); false: one RulePartitionActor per partition"
+        ),
     )
 
 

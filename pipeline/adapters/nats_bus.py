@@ -242,6 +242,7 @@ class JetStreamBus:
         ack_wait_s: float = 30.0,
         max_ack_pending: int = 50_000,
         max_deliver: int = -1,
+        start_seq: int | None = None,
     ) -> str:
         """The durable consumer of one partition (AckPolicy.ALL, from the start)."""
         return await self.ensure_named_consumer(
@@ -251,6 +252,7 @@ class JetStreamBus:
             ack_wait_s=ack_wait_s,
             max_ack_pending=max_ack_pending,
             max_deliver=max_deliver,
+            start_seq=start_seq,
         )
 
     async def ensure_named_consumer(
@@ -262,29 +264,72 @@ class JetStreamBus:
         ack_wait_s: float = 30.0,
         max_ack_pending: int = 50_000,
         max_deliver: int = -1,
+        start_seq: int | None = None,
     ) -> str:
-        """A durable pull consumer; ``ack_all`` for in-order batches, else explicit acks."""
+        """A durable pull consumer; ``ack_all`` for in-order batches, else explicit acks.
+        A new consumer starts at ``start_seq`` (stream sequence) if given, else at the start."""
         config = ConsumerConfig(
             durable_name=durable,
             filter_subject=filter_subject,
             ack_policy=AckPolicy.ALL if ack_all else AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.ALL,
+            opt_start_seq=start_seq or None,
             ack_wait=ack_wait_s,
             max_ack_pending=max_ack_pending,
             max_deliver=max_deliver,
             max_waiting=512,
         )
         try:
+            if start_seq is None:
+                # An existing consumer keeps where it started (JetStream refuses to change a
+                # deliver policy); its other settings are updated.
+                with contextlib.suppress(NotFoundError):
+                    current = await self.js.consumer_info(self.stream, durable)
+                    config.deliver_policy = current.config.deliver_policy
+                    config.opt_start_seq = current.config.opt_start_seq
             await self.js.add_consumer(self.stream, config)
         except NatsError as exc:
             raise BusError(f"cannot create consumer {durable}: {exc}") from exc
         return durable
 
     async def puller(self, partition: int, **consumer: Any) -> PartitionPuller:
+        """Take ownership of a partition: its consumer, rewound to the acknowledged floor.
+
+        Why the rewind: with AckPolicy.ALL, acknowledging sequence N acknowledges everything
+        before it. If the previous owner died holding unacknowledged batches, JetStream would
+        redeliver them only after ``ack_wait`` while handing newer messages to the new owner
+        at once, and the new owner's first AckAll would then acknowledge the dead owner's
+        batches unprocessed: lost events (the lane-kill fault test caught exactly this). So a
+        new owner that finds messages still pending acknowledgement recreates the consumer at
+        ``ack_floor + 1``: everything not acknowledged is delivered again, in order, at once.
+        Reprocessing is safe (stored rows collapse by key, rule state has its sequence fence).
+        """
+        durable = f"lane-p{partition}"
+        start_seq = await self._unacknowledged_start(durable)
+        if start_seq is not None:
+            consumer = {**consumer, "start_seq": start_seq}
         durable = await self.ensure_consumer(partition, **consumer)
         puller = PartitionPuller(self, partition, durable)
         await puller.start()
         return puller
+
+    async def _unacknowledged_start(self, durable: str) -> int | None:
+        """If ``durable`` has messages delivered but not acknowledged, delete it and return
+        the stream sequence to recreate it from; else None (keep it as it is)."""
+        try:
+            info = await self.js.consumer_info(self.stream, durable)
+        except NotFoundError:
+            return None
+        except NatsError as exc:
+            raise BusError(f"cannot read consumer {durable}: {exc}") from exc
+        if not info.num_ack_pending:
+            return None
+        floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+        try:
+            await self.js.delete_consumer(self.stream, durable)
+        except NatsError as exc:
+            raise BusError(f"cannot rewind consumer {durable}: {exc}") from exc
+        return int(floor or 0) + 1
 
     async def named_puller(
         self, durable: str, filter_subject: str, **consumer: Any

@@ -24,13 +24,18 @@ def sink() -> Iterator[WebhookSink]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink) -> Iterator[Stack]:
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink
+) -> Iterator[Stack]:
     data: Path = tmp_path_factory.mktemp("stack")
     # One stack per test module (not per session), so no stack is up while
-    # test_job_submit runs its own `ray start --head`.
+    # test_job_submit runs its own `ray start --head`. A module may set STACK_PIPELINE to
+    # change the topology (e.g. rules evaluated in the lanes).
+    pipeline = {"partitions": 2, "lanes": 1, "batch_size": 500}
+    pipeline.update(getattr(request.module, "STACK_PIPELINE", {}))
     settings = load_settings(
         data_dir=data,
-        pipeline={"partitions": 2, "lanes": 1, "batch_size": 500},
+        pipeline=pipeline,
         ingress={"port": 0},
         metrics={"port": 0},
         nats={"ack_wait_s": 5.0},

@@ -20,6 +20,8 @@ from tests.e2e.conftest import wait_for
 
 pytestmark = pytest.mark.ray
 
+STACK_PIPELINE = {"rules_in_lane": False}  # rule partitions as their own actors
+
 COUNTING_RULE = {
     "kind": "Rule",
     "id": "count-critical",
@@ -54,6 +56,7 @@ COUNTING_BR = {
 def test_killing_a_rule_partition_mid_stream_loses_and_doubles_nothing(
     stack: Stack, select: Callable[[str], list[dict[str, Any]]]
 ) -> None:
+    assert not stack.settings.pipeline.rules_in_lane
     stack.apply([COUNTING_RULE, COUNTING_BR])
     time.sleep(1.0)
     org = "alpha-cold-room-1"  # freezer-01 and freezer-02 live here

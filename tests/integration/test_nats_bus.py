@@ -77,6 +77,39 @@ def test_unacked_batch_is_redelivered(nats_server: RunningNats) -> None:
     asyncio.run(scenario())
 
 
+def test_a_new_owner_gets_the_dead_owners_batches_before_anything_newer(
+    nats_server: RunningNats,
+) -> None:
+    """A lane died holding an unacknowledged batch; its successor must not AckAll past it."""
+
+    async def scenario() -> None:
+        bus = bus_for(nats_server)
+        await bus.connect()
+        await bus.ensure_stream(storage="memory")
+        for n in range(10):
+            await bus.publish(f"{bus.subject_prefix}.p0", str(n).encode(), msg_id=f"m{n}")
+        dead = await bus.puller(0, ack_wait_s=30.0)
+        first = await dead.fetch(4, timeout_s=1)
+        await dead.ack_through(first[1])  # 0, 1 done; 2, 3 in flight when the owner dies
+        await dead.stop()
+        for n in range(10, 14):  # traffic keeps arriving meanwhile
+            await bus.publish(f"{bus.subject_prefix}.p0", str(n).encode(), msg_id=f"m{n}")
+        successor = await bus.puller(0, ack_wait_s=30.0)
+        seen: list[bytes] = []
+        while batch := await successor.fetch(5, timeout_s=1):  # at once, not after ack_wait
+            seen.extend(d.body for d in batch)
+            await successor.ack_through(batch[-1])
+        assert seen == [str(n).encode() for n in range(2, 14)]  # 2 and 3 first, nothing lost
+        assert await bus.pending(0) == 0
+        calm = await bus.puller(0, ack_wait_s=30.0)  # nothing pending: no rewind, no replay
+        assert await calm.fetch(5, timeout_s=0.5) == []
+        await successor.stop()
+        await calm.stop()
+        await bus.close()
+
+    asyncio.run(scenario())
+
+
 def test_unreachable_server_is_a_retryable_bus_error(tmp_path: Path) -> None:
     with start_nats(store_dir=tmp_path) as server:
         url = server.url
