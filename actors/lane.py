@@ -1,17 +1,18 @@
 """A lane: pulls its partitions' batches from JetStream and carries each batch to durability.
 
-Per batch, in order: bind + QuickJS + route + EVA (on the lane's own script thread, where every
-QuickJS context of the lane lives), rules on the partition's rule actor (evaluate, state kept
-pending), rows to the store actor, trigger deliveries and ``publish`` routes to the stream,
-then the rule commit with the batch's stream sequence, then one AckAll for the batch. A batch
-that fails anywhere is retried in place with backoff (the partition waits: order matters);
-if the lane itself dies, JetStream redelivers after ``ack_wait``.
+Per batch, in order: bind + QuickJS + route + EVA (on the lane's script thread; QuickJS itself
+runs in the lane's script host, a child process), rules (the partition's RulePartition in this
+lane by default, or its rule actor: evaluate, state kept pending), rows to the store actor,
+trigger deliveries and ``publish`` routes to the stream, then the rule commit with the batch's
+stream sequence, then one AckAll for the batch. A batch that fails anywhere is retried in place
+with backoff (the partition waits: order matters); if the lane itself dies, its restarted
+successor rewinds each partition's consumer to the acknowledged floor (see
+``JetStreamBus.puller``) and everything unacknowledged is processed again.
 
-Why scripts run in the lane and not in a separate executor pool: on this 2-core machine every
-extra process competes for the same cores, and shipping a batch of raw bodies to a pool and
-its results back costs a serialisation each way for no parallelism we do not already get from
-running one lane per core. Lanes *are* the script-executor pool: each holds warm compiled
-templates, and more lanes (a setting) is more executors.
+Lanes *are* the script-executor pool: each holds warm compiled templates in its script host,
+and more lanes (a setting) is more executors. Why the host is a child process and not a Ray
+actor of its own: it needs no scheduling or naming, only crash containment (QuickJS can segfault
+on out-of-memory) and a core of its own, and a pipe is cheaper than an actor call.
 """
 
 from __future__ import annotations
