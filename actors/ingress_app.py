@@ -170,15 +170,24 @@ class IngressApp:
             return 503, {"error": f"stream unavailable: {exc}"}
         return 201, {"eventTrackerId": accepted.event_tracker_id}
 
-    async def _single(self, request: web.Request) -> web.Response:
+    async def _parsed(
+        self, request: web.Request, limit: int
+    ) -> tuple[DataSource, Any] | web.Response:
+        """The authenticated data source and the parsed JSON body, or the error answer."""
         body = await request.read()
-        source = await self._authenticated(request, body, self.settings.max_body_bytes)
+        source = await self._authenticated(request, body, limit)
         if isinstance(source, web.Response):
             return source
         try:
-            item = orjson.loads(body)
+            return source, orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return self._answer(_json(400, {"error": f"body is not JSON: {exc}"}))
+
+    async def _single(self, request: web.Request) -> web.Response:
+        parsed = await self._parsed(request, self.settings.max_body_bytes)
+        if isinstance(parsed, web.Response):
+            return parsed
+        source, item = parsed
         decision = self._policy.accept(source, item)
         if isinstance(decision, Refused):
             return self._answer(_json(decision.status, {"error": decision.error}))
@@ -186,14 +195,10 @@ class IngressApp:
         return self._answer(_json(status, payload, 1 if status == 503 else None))
 
     async def _batch(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        source = await self._authenticated(request, body, self.settings.max_batch_bytes)
-        if isinstance(source, web.Response):
-            return source
-        try:
-            items = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return self._answer(_json(400, {"error": f"body is not JSON: {exc}"}))
+        parsed = await self._parsed(request, self.settings.max_batch_bytes)
+        if isinstance(parsed, web.Response):
+            return parsed
+        source, items = parsed
         if not isinstance(items, list):
             return self._answer(_json(400, {"error": "batch body must be a JSON array"}))
         decisions = [self._policy.accept(source, item) for item in items]

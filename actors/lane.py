@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 import ray
 
+from actors.lifecycle import StartOnce
 from cluster.wiring import (
     Endpoints,
     catalog_from,
@@ -142,29 +143,38 @@ class LaneActor:
         self._tasks: list[asyncio.Task[None]] = []
         self._pullers: list[PartitionPuller] = []
         self._stopping = False
-        self._started = False
+        self._once = StartOnce()
         self.revision = -1
         self.stats = _Stats()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> bool:
         """Connect, load the catalog and start pulling (idempotent; called again after a
-        restart by the supervisor's health check)."""
-        if self._started:
-            return True
-        self._started = True
+        restart by the supervisor's health check, and again after a failed start)."""
+        await self._once.run(self._start)
+        return True
+
+    async def _start(self) -> None:
         nats = self.settings.nats
-        self._bus = make_bus(self.settings, self.endpoints)
-        await self._bus.connect()
-        await self.reload()
-        for partition in self.partitions:
-            puller = await self._bus.puller(
-                partition, ack_wait_s=nats.ack_wait_s, max_ack_pending=nats.max_ack_pending
-            )
+        bus = make_bus(self.settings, self.endpoints)
+        await bus.connect()
+        try:
+            self._bus = bus
+            await self.reload()
+            pullers = [
+                await bus.puller(
+                    partition, ack_wait_s=nats.ack_wait_s, max_ack_pending=nats.max_ack_pending
+                )
+                for partition in self.partitions
+            ]
+            await bus.client.subscribe(CONFIG_SUBJECT, cb=self._on_config)
+        except BaseException:
+            await bus.close()  # the next health check starts from scratch
+            self._bus = None
+            raise
+        for partition, puller in zip(self.partitions, pullers, strict=True):
             self._pullers.append(puller)
             self._tasks.append(asyncio.create_task(self._loop(partition, puller)))
-        await self._bus.client.subscribe(CONFIG_SUBJECT, cb=self._on_config)
-        return True
 
     async def health(self) -> dict[str, Any]:
         await self.start()

@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from actors.lifecycle import StartOnce
 from cluster.wiring import Endpoints, catalog_from, make_bus, make_config_store, retention_policy
 from config.settings import Settings
 from pipeline.adapters.http_sender import AiohttpSender
@@ -43,7 +44,7 @@ class TriggerActor:
         self._log_rows: list[dict[str, Any]] = []
         self._dlq_rows: list[dict[str, Any]] = []
         self._to_ack: list[Delivery] = []
-        self._started = False
+        self._once = StartOnce()
         self._stopping = False
         self.delivered = 0
         self.failed = 0
@@ -51,25 +52,33 @@ class TriggerActor:
         self.last_error = ""
 
     async def start(self) -> bool:
-        if self._started:
-            return True
-        self._started = True
+        """Connect and start delivering (idempotent; retried after a failed start)."""
+        await self._once.run(self._start)
+        return True
+
+    async def _start(self) -> None:
         nats = self.settings.nats
-        self._bus = make_bus(self.settings, self.endpoints)
-        await self._bus.connect()
-        self.reload()
-        # Retries with backoff hold a group unacknowledged: ack_wait covers the longest backoff.
-        self._puller = await self._bus.named_puller(
-            "triggers",
-            nats.trigger_subject,
-            ack_all=False,
-            ack_wait_s=300.0,
-            max_ack_pending=self.settings.triggers.concurrency * 4,
-        )
+        bus = make_bus(self.settings, self.endpoints)
+        await bus.connect()
+        try:
+            self._bus = bus
+            self.reload()
+            # Retries with backoff hold a group unacknowledged: ack_wait covers the longest
+            # backoff.
+            self._puller = await bus.named_puller(
+                "triggers",
+                nats.trigger_subject,
+                ack_all=False,
+                ack_wait_s=300.0,
+                max_ack_pending=self.settings.triggers.concurrency * 4,
+            )
+            await bus.client.subscribe(CONFIG_SUBJECT, cb=self._on_config)
+        except BaseException:
+            await bus.close()  # the next health check starts from scratch
+            self._bus = None
+            raise
         self._task = asyncio.create_task(self._loop())
         self._flusher = asyncio.create_task(self._flush_loop())
-        await self._bus.client.subscribe(CONFIG_SUBJECT, cb=self._on_config)
-        return True
 
     async def health(self) -> dict[str, Any]:
         await self.start()

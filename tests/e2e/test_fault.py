@@ -53,26 +53,31 @@ COUNTING_BR = {
 }
 
 
-def test_killing_a_rule_partition_mid_stream_loses_and_doubles_nothing(
-    stack: Stack, select: Callable[[str], list[dict[str, Any]]]
+ORG = "alpha-cold-room-1"  # freezer-01 and freezer-02 live here
+
+
+def kill_mid_stream(
+    stack: Stack,
+    select: Callable[[str], list[dict[str, Any]]],
+    kill: Callable[[], None],
+    *,
+    day: int,
 ) -> None:
-    assert not stack.settings.pipeline.rules_in_lane
+    """Post 600 readings (every third one critical) while ``kill`` strikes after 0.8 s; then
+    assert every event is stored exactly once and the counting rule's state is exact."""
     stack.apply([COUNTING_RULE, COUNTING_BR])
     time.sleep(1.0)
-    org = "alpha-cold-room-1"  # freezer-01 and freezer-02 live here
-    partition = partition_of(org, stack.settings.pipeline.partitions)
-    bodies = []
-    for n in range(600):
-        temp = -10.0 if n % 3 == 0 else -20.0  # every third reading is critical
-        bodies.append(
-            {
-                "deviceId": "FRZ-0002",
-                "ts": f"2026-03-02T{n // 60:02d}:{n % 60:02d}:00Z",
-                "readings": {"t": temp, "rh": 50},
-                "door": "closed",
-                "batt": 80,
-            }
-        )
+    partition = partition_of(ORG, stack.settings.pipeline.partitions)
+    bodies = [
+        {
+            "deviceId": "FRZ-0002",
+            "ts": f"2026-03-{day:02d}T{n // 60:02d}:{n % 60:02d}:00Z",
+            "readings": {"t": -10.0 if n % 3 == 0 else -20.0, "rh": 50},
+            "door": "closed",
+            "batt": 80,
+        }
+        for n in range(600)
+    ]
     expected_critical = sum(1 for b in bodies if b["readings"]["t"] == -10.0)
     trackers: list[str] = []
 
@@ -90,28 +95,34 @@ def test_killing_a_rule_partition_mid_stream_loses_and_doubles_nothing(
     sender = threading.Thread(target=send)
     sender.start()
     time.sleep(0.8)
-    victim = stack.actors[f"rules-p{partition}"]
-    ray.kill(victim, no_restart=False)  # Ray restarts it; in-flight work is retried
+    kill()
     sender.join()
     assert len(trackers) == len(bodies)
     quoted = ",".join(f"'{t}'" for t in trackers)
 
     def stored() -> int:
-        return int(
-            select(
-                f"SELECT count() AS n FROM {{db}}.events FINAL WHERE event_tracker_id IN ({quoted})"
-            )[0]["n"]
-        )
+        stack.supervise()  # what `eventray up` does every few seconds
+        sql = f"SELECT count() AS n FROM {{db}}.events FINAL WHERE event_tracker_id IN ({quoted})"
+        return int(select(sql)[0]["n"])
 
     wait_for(lambda: stored() == len(bodies), timeout_s=90)
     assert stack.wait_idle(timeout_s=60)
-    # exactly once: FINAL collapses redelivered copies, and no event is missing
-    assert stored() == len(bodies)
+    assert stored() == len(bodies)  # FINAL collapses redelivered copies; none is missing
     state = RedisStateStore(url=stack.endpoints.redis_url)  # type: ignore[union-attr]
     try:
-        key = state_key(org, "br-count-critical", "seen")
+        key = state_key(ORG, "br-count-critical", "seen")
         assert state.load([key], partition=f"p{partition}").values[key] == expected_critical
     finally:
         state.close()
+
+
+def test_killing_a_rule_partition_mid_stream_loses_and_doubles_nothing(
+    stack: Stack, select: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    assert not stack.settings.pipeline.rules_in_lane
+    partition = partition_of(ORG, stack.settings.pipeline.partitions)
+    victim = stack.actors[f"rules-p{partition}"]
+    # Ray restarts it; the lane retries the interrupted batch in place.
+    kill_mid_stream(stack, select, lambda: ray.kill(victim, no_restart=False), day=2)
     lanes = stack.status()["lanes"]
     assert sum(lane["retries"] for lane in lanes) >= 1, "the kill should have interrupted a batch"
