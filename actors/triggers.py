@@ -20,6 +20,8 @@ from cluster.wiring import Endpoints, catalog_from, make_bus, make_config_store,
 from config.settings import Settings
 from pipeline.adapters.http_sender import AiohttpSender
 from pipeline.adapters.nats_bus import Delivery, JetStreamBus, PartitionPuller
+from pipeline.adapters.senders import TriggerSenders
+from pipeline.adapters.smtp_sender import SmtpSender
 from pipeline.secrets import EnvSecrets
 from pipeline.storage.rows import RowContext, TriggerAttempt, encode_body, format_ts, trigger_rows
 from pipeline.triggers.delivery import Deliverer, DeliveryGroup
@@ -38,7 +40,9 @@ class TriggerActor:
         self.store = store_actor
         self._bus: JetStreamBus | None = None
         self._puller: PartitionPuller | None = None
-        self._sender = AiohttpSender(limit=settings.triggers.concurrency)
+        self._sender = TriggerSenders(
+            http=AiohttpSender(limit=settings.triggers.concurrency), smtp=SmtpSender()
+        )
         self._task: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._log_rows: list[dict[str, Any]] = []

@@ -241,17 +241,20 @@ def _when(text: str | None) -> Any:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def sample_documents(sink_url: str | None) -> list[dict[str, Any]]:
-    """The sample tenant, with trigger endpoints pointed at ``sink_url`` when given."""
+def sample_documents(sink_url: str | None, smtp_port: int | None = None) -> list[dict[str, Any]]:
+    """The sample tenant, with webhook triggers pointed at ``sink_url`` and email triggers at
+    the SMTP server on 127.0.0.1:``smtp_port``, when given."""
     documents = read_entity_documents([SAMPLE_TENANT])
-    if sink_url is None:
-        return documents
     out = []
     for doc in documents:
         if doc.get("kind") == "Trigger":
-            doc = orjson.loads(
-                orjson.dumps(doc).replace(b"http://127.0.0.1:8089", sink_url.encode())
-            )
+            raw = orjson.dumps(doc)
+            if sink_url is not None:
+                raw = raw.replace(b"http://127.0.0.1:8089", sink_url.encode())
+            doc = orjson.loads(raw)
+            email = doc.get("config", {}).get("email")
+            if smtp_port is not None and email is not None:
+                email["smtpPort"] = smtp_port
         out.append(copy.deepcopy(doc))
     return out
 
@@ -279,6 +282,7 @@ SUMMARY_QUERIES = {
 def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
     import ray
 
+    from cluster.mail_sink import MailSink
     from cluster.sink import WebhookSink
     from cluster.stack import Stack
     from cluster.traffic import post_traffic
@@ -288,13 +292,13 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
     # The sample's ops webhook sends "Authorization: Bearer {{secrets.OPS_TOKEN}}": give the
     # demo a value (set before Ray starts, so the trigger actor inherits it).
     os.environ.setdefault("EVENTRAY_SECRET_OPS_TOKEN", "demo-token")
-    with WebhookSink() as sink:
+    with WebhookSink() as sink, MailSink() as mail:
         stack = Stack(settings)
         try:
             out.write("starting the embedded stack (NATS, Valkey, chDB, Ray)...\n")
             out.flush()
             stack.start()
-            stack.apply(sample_documents(sink.url))
+            stack.apply(sample_documents(sink.url, mail.port))
             catalog = load_catalog([SAMPLE_TENANT], compile_scripts=False)
             started = time.monotonic()
             out.write(
@@ -324,7 +328,10 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
                 out.write(f"\n{title}:\n")
                 for row in rows:
                     out.write("  " + "  ".join(f"{v}" for v in row.values()) + "\n")
-            out.write(f"\nthe webhook sink received {len(sink.requests)} requests\n")
+            out.write(
+                f"\nthe webhook sink received {len(sink.requests)} requests, "
+                f"the SMTP sink {len(mail.mails)} emails\n"
+            )
         finally:
             stack.stop()
     return 0

@@ -20,19 +20,25 @@ from pipeline.errors import EventrayError, RetryableError
 from pipeline.models.trigger import Trigger
 from pipeline.ports import SecretsProvider
 from pipeline.triggers.policy import CircuitBreaker, RetryPolicy
-from pipeline.triggers.requests import DeliveryJob, HttpRequest, build_request
+from pipeline.triggers.requests import DeliveryJob, Request, build_request
 
 __all__ = ["Attempt", "Deliverer", "DeliveryGroup", "DeliveryOutcome", "SendResult", "Sender"]
 
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
+    """A transport's answer. ``status`` is the protocol's code (HTTP, or SMTP's 250/5xx);
+    ``retryable`` and ``error`` override the HTTP reading of it when a transport knows better
+    (an SMTP 550 is permanent, an SMTP 451 is worth retrying)."""
+
     status: int
     body: str
     retry_after_s: float | None = None
+    retryable: bool | None = None
+    error: str = ""
 
 
-Sender = Callable[[HttpRequest], Awaitable[SendResult]]
+Sender = Callable[[Request], Awaitable[SendResult]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +140,7 @@ class Deliverer:
             outcome.attempts.append(Attempt(job, 1, False, 0.0, "", "", str(exc)))
             outcome.failed.append((job, str(exc)))
             return False
-        described = f"{request.method} {request.url} {request.body[:2000].decode(errors='replace')}"
+        described = request.describe()
         for attempt in range(1, self.retry.max_attempts + 1):
             if not self.breaker.allow(trigger.id, time.monotonic()):
                 error = f"circuit open for trigger {trigger.id!r} after repeated failures"
@@ -156,8 +162,12 @@ class Deliverer:
                         Attempt(job, attempt, True, elapsed, described, response, "")
                     )
                     return True
-                error = f"HTTP {result.status}"
-                retryable = result.status >= 500 or result.status in (408, 429)
+                error = result.error or f"HTTP {result.status}"
+                retryable = (
+                    result.retryable
+                    if result.retryable is not None
+                    else result.status >= 500 or result.status in (408, 429)
+                )
                 retry_after = result.retry_after_s
             elapsed = (time.perf_counter() - started) * 1000
             outcome.attempts.append(

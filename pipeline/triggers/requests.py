@@ -1,8 +1,9 @@
 """Turning an exec intent and its trigger into a concrete request, with placeholders rendered.
 
 Only at this point are ``{{secrets.NAME}}`` placeholders resolved (from the SecretsProvider),
-so secrets never reach a stored log. A request is plain data (method, URL, headers, body) so the
-sender is a thin adapter and the rendering is testable without a network.
+so secrets never reach a stored log (``describe()``, which the logs keep, leaves credentials
+out). A request is plain data (an HTTP request, or an email for SMTP) so the senders are thin
+adapters and the rendering is testable without a network.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ from typing import Any
 import orjson
 
 from pipeline.errors import PermanentError
-from pipeline.models.trigger import HttpConfig, SlackConfig, TeamsConfig, Trigger
+from pipeline.models.trigger import EmailConfig, HttpConfig, SlackConfig, TeamsConfig, Trigger
 from pipeline.ports import SecretsProvider
 from pipeline.templating import render
 
-__all__ = ["DeliveryJob", "HttpRequest", "UnsupportedTrigger", "build_request"]
+__all__ = [
+    "DeliveryJob",
+    "EmailRequest",
+    "HttpRequest",
+    "Request",
+    "UnsupportedTrigger",
+    "build_request",
+]
 
 
 class UnsupportedTrigger(PermanentError):
@@ -84,6 +92,39 @@ class HttpRequest:
     body: bytes = b""
     timeout_s: float = 5.0
 
+    def describe(self) -> str:
+        """What ``logs_trigger`` keeps of the request (headers left out: they carry tokens)."""
+        return f"{self.method} {self.url} {self.body[:2000].decode(errors='replace')}"
+
+
+@dataclass(frozen=True, slots=True)
+class EmailRequest:
+    """One email to send over SMTP (port 465: implicit TLS; otherwise STARTTLS when the
+    server offers it)."""
+
+    host: str
+    port: int
+    from_addr: str
+    to: tuple[str, ...]
+    subject: str
+    body: str = ""
+    html_body: str | None = None
+    cc: tuple[str, ...] = ()
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_s: float = 10.0
+
+    def describe(self) -> str:
+        """What ``logs_trigger`` keeps (never the credentials)."""
+        cc = f" cc {','.join(self.cc)}" if self.cc else ""
+        return (
+            f"SMTP {self.host}:{self.port} from {self.from_addr} to {','.join(self.to)}{cc} "
+            f"subject {self.subject!r} {self.body[:2000]}"
+        )
+
+
+Request = HttpRequest | EmailRequest
+
 
 def _context(job: DeliveryJob) -> dict[str, Any]:
     return {**job.context, "message": job.message or ""}
@@ -99,10 +140,14 @@ def _render_value(value: Any, context: dict[str, Any], secrets: SecretsProvider 
     return value
 
 
-def build_request(
-    trigger: Trigger, job: DeliveryJob, secrets: SecretsProvider | None
-) -> HttpRequest:
-    """The HTTP request that delivers ``job`` through ``trigger`` (HTTP, Slack, Teams).
+def _addresses(value: list[str] | str | None, ctx: dict[str, Any], secrets: SecretsProvider | None) -> tuple[str, ...]:  # fmt: skip
+    items = [value] if isinstance(value, str) else list(value or [])
+    rendered = (render(item, ctx, secrets) for item in items)
+    return tuple(a.strip() for r in rendered for a in r.split(",") if a.strip())
+
+
+def build_request(trigger: Trigger, job: DeliveryJob, secrets: SecretsProvider | None) -> Request:
+    """The request that delivers ``job`` through ``trigger`` (HTTP, Slack, Teams, email).
 
     Raises:
         UnsupportedTrigger: other trigger types (their senders are not built yet).
@@ -154,5 +199,22 @@ def build_request(
             render(config.webhook_url, ctx, secrets),
             {"Content-Type": "application/json"},
             orjson.dumps(payload),
+        )
+    if isinstance(config, EmailConfig):
+        to = _addresses(config.to, ctx, secrets)
+        if not to:
+            raise UnsupportedTrigger(f"email trigger {trigger.id!r} has no recipient")
+        plain = render(config.body, ctx, secrets) if config.body is not None else None
+        return EmailRequest(
+            host=render(config.smtp_host, ctx, secrets),
+            port=config.smtp_port,
+            from_addr=render(config.from_addr, ctx, secrets),
+            to=to,
+            cc=_addresses(config.cc, ctx, secrets),
+            subject=render(config.subject, ctx, secrets),
+            body=plain if plain is not None else (job.message or ""),
+            html_body=render(config.html_body, ctx, secrets) if config.html_body else None,
+            username=render(config.username, ctx, secrets) if config.username else None,
+            password=render(config.password, ctx, secrets) if config.password else None,
         )
     raise UnsupportedTrigger(f"trigger type {trigger.trigger_type!r} has no sender yet")

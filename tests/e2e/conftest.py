@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cluster.mail_sink import MailSink
 from cluster.sink import WebhookSink
 from cluster.stack import Stack
 from cluster.stack_cli import sample_documents
@@ -23,9 +24,18 @@ def sink() -> Iterator[WebhookSink]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def mail() -> Iterator[MailSink]:
+    with MailSink() as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sink: WebhookSink,
+    mail: MailSink,
 ) -> Iterator[Stack]:
     data: Path = tmp_path_factory.mktemp("stack")
     # One stack per test module (not per session), so no stack is up while
@@ -45,7 +55,7 @@ def stack(
     running = Stack(settings)
     try:
         running.start()
-        documents = sample_documents(sink.url)
+        documents = sample_documents(sink.url, mail.port)
         for doc in documents:  # a short cooldown, so a test can wait one out
             if doc.get("id") == "factory-alpha-high-temp":
                 doc["parameters"] = {"threshold": -15, "cooldownSeconds": 3}

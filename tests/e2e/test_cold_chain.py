@@ -10,6 +10,7 @@ import orjson
 import pytest
 import requests
 
+from cluster.mail_sink import MailSink
 from cluster.sink import WebhookSink
 from cluster.stack import Stack
 from tests.e2e.conftest import wait_for
@@ -124,6 +125,26 @@ def test_cold_chain_sequence(
         f"AND trigger_id = 'slack-ops') AS t"
     )[0]
     assert linked == {"e": 1, "r": 1, "t": 1}
+
+
+def test_door_incident_opens_a_ticket_by_email(
+    stack: Stack, mail: MailSink, select: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    opened = post(stack, reading("FRZ-0001", 20, -19.0, door="open"))
+    assert opened.status_code == 201
+    tracker = opened.json()["eventTrackerId"]
+    wait_for(lambda: any(m.subject == "Cold chain incident on freezer-01" for m in mail.mails))
+    [ticket] = [m for m in mail.mails if m.subject == "Cold chain incident on freezer-01"]
+    assert ticket.rcpt_tos == ("coldchain@example.com",)
+    assert ticket.mail_from == "eventray@example.com"
+    wait_for(
+        lambda: bool(
+            select(
+                f"SELECT 1 FROM {{db}}.logs_trigger FINAL WHERE event_tracker_id = '{tracker}' "
+                "AND trigger_id = 'ticketing' AND success = 1"
+            )
+        )
+    )
 
 
 def test_ingress_statuses(stack: Stack, select: Callable[[str], list[dict[str, Any]]]) -> None:

@@ -1,0 +1,26 @@
+"""One sender for every trigger transport: hands each request to the adapter of its kind."""
+
+from __future__ import annotations
+
+from pipeline.adapters.http_sender import AiohttpSender
+from pipeline.adapters.smtp_sender import SmtpSender
+from pipeline.triggers.delivery import SendResult
+from pipeline.triggers.requests import EmailRequest, Request
+
+__all__ = ["TriggerSenders"]
+
+
+class TriggerSenders:
+    """The :data:`~pipeline.triggers.delivery.Sender` the trigger dispatcher uses."""
+
+    def __init__(self, *, http: AiohttpSender, smtp: SmtpSender) -> None:
+        self.http = http
+        self.smtp = smtp
+
+    async def __call__(self, request: Request) -> SendResult:
+        if isinstance(request, EmailRequest):
+            return await self.smtp(request)
+        return await self.http(request)
+
+    async def close(self) -> None:
+        await self.http.close()
