@@ -19,6 +19,7 @@ The child exits when its stdin closes, so it never outlives its parent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -37,7 +38,7 @@ import orjson
 from pipeline.errors import ScriptError
 from pipeline.scripts.bundle import Bundle
 from pipeline.scripts.limits import ScriptLimits
-from pipeline.scripts.runner import ScriptResult, ScriptRunner
+from pipeline.scripts.runner import ScriptResult, ScriptRunner, json_array
 
 __all__ = ["HostStats", "HostedRunner", "ScriptHost"]
 
@@ -159,12 +160,11 @@ class ScriptHost:
             self._load(key, bundle)
 
     def _load(self, key: str, bundle: Bundle) -> None:
-        if key in self._loaded and self._proc is not None:
+        if key in self._loaded:  # emptied whenever the child is replaced
             return
         try:
             reply = self._call(("load", key, bundle.to_bytes()), self.watchdog_s)
-        except _HostDied as died:
-            self._reap()
+        except _HostDied as died:  # _call has already reaped the dead child
             raise ScriptError("compile", f"the QuickJS runtime crashed ({died.how})") from None
         if reply[0] == "script_error":
             raise ScriptError(reply[1], reply[2], line=reply[3])
@@ -204,8 +204,8 @@ class ScriptHost:
         results: list[ScriptResult] = orjson.loads(reply[1])
         return results
 
-    def _crashed(self, died: _HostDied) -> ScriptResult:
-        self._reap()
+    @staticmethod
+    def _crashed(died: _HostDied) -> ScriptResult:
         return {
             "e": {
                 "stage": CRASH_STAGE,
@@ -219,13 +219,11 @@ class ScriptHost:
     def drop(self, key: str) -> None:
         """Free ``key``'s context in the child (eviction or invalidation)."""
         with self._lock:
-            if key not in self._loaded or self._proc is None:
+            if key not in self._loaded:
                 return
             self._loaded.discard(key)
-            try:
+            with contextlib.suppress(_HostDied):  # a dead child holds no context to free
                 self._call(("drop", key), self.watchdog_s)
-            except _HostDied:
-                self._reap()
 
     def close(self) -> str:
         """Stop the child: closing its stdin makes it exit. Returns how it ended."""
@@ -251,8 +249,7 @@ class HostedRunner:
         )
 
     def run_raw(self, bodies: list[bytes], *, trace: bool = False) -> list[ScriptResult]:
-        array = b"[" + b",".join(bodies) + b"]"
-        return self.host.run(self.key, self.bundle, array, len(bodies), trace=trace)
+        return self.host.run(self.key, self.bundle, json_array(bodies), len(bodies), trace=trace)
 
     def close(self) -> None:
         self.host.drop(self.key)

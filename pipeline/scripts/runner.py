@@ -30,7 +30,7 @@ from pipeline.errors import ScriptError
 from pipeline.scripts.bundle import Bundle
 from pipeline.scripts.limits import ScriptLimits
 
-__all__ = ["ScriptResult", "ScriptRunner", "prelude_source"]
+__all__ = ["ScriptResult", "ScriptRunner", "json_array", "prelude_source"]
 
 
 class ScriptResult(TypedDict, total=False):
@@ -46,6 +46,11 @@ class ScriptResult(TypedDict, total=False):
 def prelude_source() -> str:
     """The JS runtime every context starts with."""
     return (importlib.resources.files("pipeline.scripts") / "js" / "prelude.js").read_text()
+
+
+def json_array(bodies: list[bytes]) -> bytes:
+    """Message bodies (each a JSON document) spliced into one JSON array, unparsed."""
+    return b"[" + b",".join(bodies) + b"]"
 
 
 FailureKind = Literal["time", "memory", "crash"]
@@ -122,7 +127,7 @@ class ScriptRunner:
     def run_raw(self, bodies: list[bytes], *, trace: bool = False) -> list[ScriptResult]:
         """Like :meth:`run` for payloads that are already JSON documents (message bodies):
         they are spliced into one array without being parsed in Python."""
-        return self.run_json(b"[" + b",".join(bodies) + b"]", len(bodies), trace=trace)
+        return self.run_json(json_array(bodies), len(bodies), trace=trace)
 
     def run_json(self, array: bytes, count: int, *, trace: bool = False) -> list[ScriptResult]:
         """Run a JSON array of ``count`` payloads. The array must be valid JSON."""
