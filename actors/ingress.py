@@ -8,6 +8,7 @@ from typing import Any
 import ray
 
 from actors.ingress_app import IngressApp
+from actors.lifecycle import StartOnce
 from cluster.wiring import Endpoints, catalog_from, make_bus, make_config_store, retention_policy
 from config.settings import Settings
 from pipeline.adapters.nats_bus import JetStreamBus
@@ -27,24 +28,36 @@ class IngressActor:
         self.store = store_actor
         self._bus: JetStreamBus | None = None
         self._app: IngressApp | None = None
+        self._once = StartOnce()
 
     async def start(self) -> int:
-        """Start serving; returns the port (idempotent)."""
-        if self._app is not None:
-            return self._app.port
-        self._bus = make_bus(self.settings, self.endpoints)
-        await self._bus.connect()
-        policy, rows = self._catalog()
-        self._app = IngressApp(
-            bus=self._bus,
-            policy=policy,
-            rows=rows,
-            settings=self.settings.ingress,
-            partitions=self.settings.pipeline.partitions,
-            keep=lambda rows_: self.store.insert_rows.remote(rows_),
-        )
-        await self._bus.client.subscribe(CONFIG_SUBJECT, cb=self._on_config)
-        return await self._app.start()
+        """Start serving; returns the port (idempotent; retried after a failed start)."""
+        await self._once.run(self._start)
+        assert self._app is not None
+        return self._app.port
+
+    async def _start(self) -> None:
+        bus = make_bus(self.settings, self.endpoints)
+        await bus.connect()
+        app: IngressApp | None = None
+        try:
+            policy, rows = self._catalog()
+            app = IngressApp(
+                bus=bus,
+                policy=policy,
+                rows=rows,
+                settings=self.settings.ingress,
+                partitions=self.settings.pipeline.partitions,
+                keep=lambda rows_: self.store.insert_rows.remote(rows_),
+            )
+            await bus.client.subscribe(CONFIG_SUBJECT, cb=self._on_config)
+            await app.start()
+        except BaseException:
+            if app is not None:
+                await app.stop()
+            await bus.close()  # the next health check starts from scratch
+            raise
+        self._bus, self._app = bus, app
 
     async def health(self) -> dict[str, Any]:
         port = await self.start()

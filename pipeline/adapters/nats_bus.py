@@ -64,6 +64,11 @@ def _parse_ack_subject(reply: str) -> tuple[int, int]:
     raise ValueError(f"not a JetStream ack subject: {reply!r}")
 
 
+def partition_durable(partition: int) -> str:
+    """The name of a partition's durable consumer (one owner at a time: its lane)."""
+    return f"lane-p{partition}"
+
+
 @dataclass
 class _Inbox:
     messages: list[Msg] = field(default_factory=list)
@@ -246,7 +251,7 @@ class JetStreamBus:
     ) -> str:
         """The durable consumer of one partition (AckPolicy.ALL, from the start)."""
         return await self.ensure_named_consumer(
-            f"lane-p{partition}",
+            partition_durable(partition),
             f"{self.subject_prefix}.p{partition}",
             ack_all=True,
             ack_wait_s=ack_wait_s,
@@ -304,8 +309,7 @@ class JetStreamBus:
         ``ack_floor + 1``: everything not acknowledged is delivered again, in order, at once.
         Reprocessing is safe (stored rows collapse by key, rule state has its sequence fence).
         """
-        durable = f"lane-p{partition}"
-        start_seq = await self._unacknowledged_start(durable)
+        start_seq = await self._unacknowledged_start(partition_durable(partition))
         if start_seq is not None:
             consumer = {**consumer, "start_seq": start_seq}
         durable = await self.ensure_consumer(partition, **consumer)
@@ -355,7 +359,7 @@ class JetStreamBus:
     async def pending(self, partition: int) -> int:
         """Messages of a partition not yet acknowledged (consumer lag)."""
         try:
-            info = await self.js.consumer_info(self.stream, f"lane-p{partition}")
+            info = await self.js.consumer_info(self.stream, partition_durable(partition))
         except NatsError as exc:
             raise BusError(f"no consumer for partition {partition}: {exc}") from exc
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
