@@ -4,6 +4,7 @@ backpressure (429 with Retry-After) and a stream that stops answering (503 with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -41,10 +42,12 @@ def nats_server(tmp_path: Path) -> Iterator[RunningNats]:
 
 
 class Harness:
-    def __init__(self, app: IngressApp, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, app: IngressApp, session: aiohttp.ClientSession, kept: list[dict[str, Any]]
+    ) -> None:
         self.app = app
         self.session = session
-        self.kept: list[dict[str, Any]] = []
+        self.kept = kept  # the events_raw rows of refused authentications
 
     async def post(
         self, body: Any, *, ds: str = "ds-gateway-http", headers: dict[str, str] | None = None,
@@ -59,6 +62,7 @@ class Harness:
             return r.status, dict(r.headers), orjson.loads(await r.read())
 
 
+@contextlib.asynccontextmanager
 async def harness(
     server: RunningNats, samples_dir: Path, **settings: Any
 ) -> AsyncIterator[Harness]:
@@ -87,17 +91,17 @@ async def harness(
         lag_interval_s=0.1,
     )
     await app.start()
-    async with aiohttp.ClientSession() as session:
-        h = Harness(app, session)
-        h.kept = kept
-        yield h
-    await app.stop()
-    await bus.close()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Harness(app, session, kept)
+    finally:  # also when the test fails: no server left listening
+        await app.stop()
+        await bus.close()
 
 
 def test_answers_for_good_and_bad_requests(nats_server: RunningNats, samples_dir: Path) -> None:
     async def scenario() -> None:
-        async for h in harness(nats_server, samples_dir, max_body_bytes=2048):
+        async with harness(nats_server, samples_dir, max_body_bytes=2048) as h:
             status, _, body = await h.post(READING)
             assert status == 201 and len(body["eventTrackerId"]) >= 16
             assert (await h.post(b"{not json"))[0] == 400
@@ -119,7 +123,7 @@ def test_429_with_retry_after_when_the_stream_backs_up(
     nats_server: RunningNats, samples_dir: Path
 ) -> None:
     async def scenario() -> None:
-        async for h in harness(nats_server, samples_dir, max_lag=5):
+        async with harness(nats_server, samples_dir, max_lag=5) as h:
             for partition in (0, 1):  # the lanes' durable consumers, with nobody pulling
                 await h.app.bus.ensure_consumer(partition)
             for _ in range(6):
@@ -140,7 +144,7 @@ def test_503_with_retry_after_when_the_stream_does_not_answer(
     nats_server: RunningNats, samples_dir: Path
 ) -> None:
     async def scenario() -> None:
-        async for h in harness(nats_server, samples_dir, ack_timeout_s=1.0):
+        async with harness(nats_server, samples_dir, ack_timeout_s=1.0) as h:
             assert (await h.post(READING))[0] == 201
             nats_server.stop()
             status, headers, body = await h.post(READING)

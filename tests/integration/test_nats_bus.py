@@ -26,6 +26,16 @@ def bus_for(server: RunningNats) -> JetStreamBus:
     return JetStreamBus(url=server.url, stream=name, subject_prefix=f"t.{name.lower()}")
 
 
+async def bus_with_messages(server: RunningNats, count: int) -> JetStreamBus:
+    """A connected bus on a fresh in-memory stream holding ``0 .. count-1`` on partition 0."""
+    bus = bus_for(server)
+    await bus.connect()
+    await bus.ensure_stream(storage="memory")
+    for n in range(count):
+        await bus.publish(f"{bus.subject_prefix}.p0", str(n).encode(), msg_id=f"m{n}")
+    return bus
+
+
 def test_publish_dedup_fetch_in_order_and_ack_all(nats_server: RunningNats) -> None:
     async def scenario() -> None:
         bus = bus_for(nats_server)
@@ -59,11 +69,7 @@ def test_publish_dedup_fetch_in_order_and_ack_all(nats_server: RunningNats) -> N
 
 def test_unacked_batch_is_redelivered(nats_server: RunningNats) -> None:
     async def scenario() -> None:
-        bus = bus_for(nats_server)
-        await bus.connect()
-        await bus.ensure_stream(storage="memory")
-        for n in range(10):
-            await bus.publish(f"{bus.subject_prefix}.p0", str(n).encode(), msg_id=f"m{n}")
+        bus = await bus_with_messages(nats_server, 10)
         puller = await bus.puller(0, ack_wait_s=1.0)
         batch = await puller.fetch(10, timeout_s=1)
         await puller.ack_through(batch[3])  # AckAll: 0..3 done, 4..9 not
@@ -83,11 +89,7 @@ def test_a_new_owner_gets_the_dead_owners_batches_before_anything_newer(
     """A lane died holding an unacknowledged batch; its successor must not AckAll past it."""
 
     async def scenario() -> None:
-        bus = bus_for(nats_server)
-        await bus.connect()
-        await bus.ensure_stream(storage="memory")
-        for n in range(10):
-            await bus.publish(f"{bus.subject_prefix}.p0", str(n).encode(), msg_id=f"m{n}")
+        bus = await bus_with_messages(nats_server, 10)
         dead = await bus.puller(0, ack_wait_s=30.0)
         first = await dead.fetch(4, timeout_s=1)
         await dead.ack_through(first[1])  # 0, 1 done; 2, 3 in flight when the owner dies
