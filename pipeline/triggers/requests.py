@@ -140,7 +140,10 @@ def _render_value(value: Any, context: dict[str, Any], secrets: SecretsProvider 
     return value
 
 
-def _addresses(value: list[str] | str | None, ctx: dict[str, Any], secrets: SecretsProvider | None) -> tuple[str, ...]:  # fmt: skip
+def _addresses(
+    value: list[str] | str | None, ctx: dict[str, Any], secrets: SecretsProvider | None
+) -> tuple[str, ...]:
+    """Rendered recipients; an entry may itself be a comma-separated list."""
     items = [value] if isinstance(value, str) else list(value or [])
     rendered = (render(item, ctx, secrets) for item in items)
     return tuple(a.strip() for r in rendered for a in r.split(",") if a.strip())
