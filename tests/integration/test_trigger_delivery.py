@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +26,15 @@ def sink() -> Iterator[WebhookSink]:
         yield running
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released), instead of a fixed one."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def triggers(url: str) -> dict[str, Trigger]:
+    down = f"http://127.0.0.1:{closed_port()}/closed"
     docs: list[dict[str, Any]] = [
         {"id": "slack", "orgId": "o", "name": "s", "triggerType": "slack",
          "config": {"slack": {"webhookUrl": f"{url}/slack", "channel": "#ops", "message": "{{event.data.t}} C"}}},
@@ -33,7 +42,7 @@ def triggers(url: str) -> dict[str, Trigger]:
          "config": {"http": {"endpoint": f"{url}/hook", "headers": {"Authorization": "Bearer {{secrets.TOKEN}}"},
                              "body": {"asset": "{{metadata.assetId}}", "t": "{{event.data.t}}"}, "timeoutMs": 2000}}},
         {"id": "down", "orgId": "o", "name": "d", "triggerType": "http",
-         "config": {"http": {"endpoint": "http://127.0.0.1:9/closed", "timeoutMs": 300}}},
+         "config": {"http": {"endpoint": down, "timeoutMs": 300}}},
         {"id": "kafka", "orgId": "o", "name": "k", "triggerType": "kafka",
          "config": {"kafka": {"bootstrapServers": "127.0.0.1:9", "topic": "t", "message": "m"}}},
     ]  # fmt: skip
