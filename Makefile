@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint test test-unit demo bench clean
+.PHONY: install typecheck-tree lint test test-unit demo bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,13 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-lint: install
+# The installed layout (eventray.pipeline, ...) as links, for mypy (see pyproject.toml).
+typecheck-tree:
+	mkdir -p .typecheck/eventray
+	for d in actors pipeline config cluster; do ln -sfn ../../$$d .typecheck/eventray/$$d; done
+	ln -sfn ../../tests/kit .typecheck/eventray/testing
+
+lint: install typecheck-tree
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -31,4 +37,4 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .eventray .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .eventray .pytest_cache .mypy_cache .ruff_cache .typecheck

@@ -7,13 +7,19 @@ from typing import Any
 
 import ray
 
-from actors.ingress_app import IngressApp
-from actors.lifecycle import StartOnce
-from cluster.wiring import Endpoints, catalog_from, make_bus, make_config_store, retention_policy
-from config.settings import Settings
-from pipeline.adapters.nats_bus import JetStreamBus
-from pipeline.ingress import IngressPolicy
-from pipeline.storage.rows import RowContext
+from eventray.actors.ingress_app import IngressApp
+from eventray.actors.lifecycle import StartOnce
+from eventray.cluster.wiring import (
+    Endpoints,
+    catalog_from,
+    make_bus,
+    make_config_store,
+    retention_policy,
+)
+from eventray.config.settings import Settings
+from eventray.pipeline.adapters.nats_bus import JetStreamBus
+from eventray.pipeline.ingress import IngressPolicy
+from eventray.pipeline.storage.rows import RowContext
 
 __all__ = ["IngressActor"]
 

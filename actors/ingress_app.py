@@ -19,11 +19,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from config.settings import IngressSettings
-from pipeline.adapters.nats_bus import BusError, JetStreamBus
-from pipeline.ingress import Accepted, IngressPolicy, Refused
-from pipeline.models import DataSource
-from pipeline.storage.rows import RowContext, refusal_row
+from eventray.config.settings import IngressSettings
+from eventray.pipeline.adapters.nats_bus import BusError, JetStreamBus
+from eventray.pipeline.ingress import Accepted, IngressPolicy, Refused
+from eventray.pipeline.models import DataSource
+from eventray.pipeline.storage.rows import RowContext, refusal_row
 
 __all__ = ["IngressApp", "KeepRows"]
 

@@ -29,8 +29,8 @@ from typing import Any
 import orjson
 import ray
 
-from actors.lifecycle import StartOnce
-from cluster.wiring import (
+from eventray.actors.lifecycle import StartOnce
+from eventray.cluster.wiring import (
     Endpoints,
     catalog_from,
     make_blob_store,
@@ -39,19 +39,19 @@ from cluster.wiring import (
     make_state_store,
     retention_policy,
 )
-from config.settings import Settings
-from pipeline.adapters.nats_bus import Delivery, JetStreamBus, PartitionPuller
-from pipeline.clock import SystemClock
-from pipeline.ingress import HEADER_RECEIVED, HEADER_SOURCE
-from pipeline.processor import EventProcessor, Ingested, ProcessedBatch
-from pipeline.rules.outcome import BatchOutcome
-from pipeline.rules.partition import RulePartition
-from pipeline.scripts.cache import ScriptCache
-from pipeline.scripts.executor import TemplateExecutor
-from pipeline.scripts.host import ScriptHost
-from pipeline.storage.rows import RowContext, batch_rows, json_each_row
-from pipeline.triggers.delivery import DeliveryGroup
-from pipeline.triggers.requests import DeliveryJob
+from eventray.config.settings import Settings
+from eventray.pipeline.adapters.nats_bus import Delivery, JetStreamBus, PartitionPuller
+from eventray.pipeline.clock import SystemClock
+from eventray.pipeline.ingress import HEADER_RECEIVED, HEADER_SOURCE
+from eventray.pipeline.processor import EventProcessor, Ingested, ProcessedBatch
+from eventray.pipeline.rules.outcome import BatchOutcome
+from eventray.pipeline.rules.partition import RulePartition
+from eventray.pipeline.scripts.cache import ScriptCache
+from eventray.pipeline.scripts.executor import TemplateExecutor
+from eventray.pipeline.scripts.host import ScriptHost
+from eventray.pipeline.storage.rows import RowContext, batch_rows, json_each_row
+from eventray.pipeline.triggers.delivery import DeliveryGroup
+from eventray.pipeline.triggers.requests import DeliveryJob
 
 __all__ = ["LaneActor", "delivery_groups"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import ray
 
-from cluster.wiring import Endpoints, catalog_from, make_config_store, make_state_store
-from config.settings import Settings
-from pipeline.clock import SystemClock
-from pipeline.rules.outcome import BatchOutcome, RuleInput
-from pipeline.rules.partition import CommitStatus, RulePartition
+from eventray.cluster.wiring import Endpoints, catalog_from, make_config_store, make_state_store
+from eventray.config.settings import Settings
+from eventray.pipeline.clock import SystemClock
+from eventray.pipeline.rules.outcome import BatchOutcome, RuleInput
+from eventray.pipeline.rules.partition import CommitStatus, RulePartition
 
 __all__ = ["RulePartitionActor"]
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import ray
 
-from cluster.wiring import Endpoints, make_event_store
-from config.settings import Settings
-from pipeline.storage.query import EventPage, EventQuery, query_events
-from pipeline.storage.rows import json_each_row
+from eventray.cluster.wiring import Endpoints, make_event_store
+from eventray.config.settings import Settings
+from eventray.pipeline.storage.query import EventPage, EventQuery, query_events
+from eventray.pipeline.storage.rows import json_each_row
 
 __all__ = ["EventStoreActor"]
 

@@ -15,17 +15,29 @@ from typing import Any
 
 import ray
 
-from actors.lifecycle import StartOnce
-from cluster.wiring import Endpoints, catalog_from, make_bus, make_config_store, retention_policy
-from config.settings import Settings
-from pipeline.adapters.http_sender import AiohttpSender
-from pipeline.adapters.nats_bus import Delivery, JetStreamBus, PartitionPuller
-from pipeline.adapters.senders import TriggerSenders
-from pipeline.adapters.smtp_sender import SmtpSender
-from pipeline.secrets import EnvSecrets
-from pipeline.storage.rows import RowContext, TriggerAttempt, encode_body, format_ts, trigger_rows
-from pipeline.triggers.delivery import Deliverer, DeliveryGroup
-from pipeline.triggers.policy import CircuitBreaker, RetryPolicy
+from eventray.actors.lifecycle import StartOnce
+from eventray.cluster.wiring import (
+    Endpoints,
+    catalog_from,
+    make_bus,
+    make_config_store,
+    retention_policy,
+)
+from eventray.config.settings import Settings
+from eventray.pipeline.adapters.http_sender import AiohttpSender
+from eventray.pipeline.adapters.nats_bus import Delivery, JetStreamBus, PartitionPuller
+from eventray.pipeline.adapters.senders import TriggerSenders
+from eventray.pipeline.adapters.smtp_sender import SmtpSender
+from eventray.pipeline.secrets import EnvSecrets
+from eventray.pipeline.storage.rows import (
+    RowContext,
+    TriggerAttempt,
+    encode_body,
+    format_ts,
+    trigger_rows,
+)
+from eventray.pipeline.triggers.delivery import Deliverer, DeliveryGroup
+from eventray.pipeline.triggers.policy import CircuitBreaker, RetryPolicy
 
 __all__ = ["TriggerActor"]
 

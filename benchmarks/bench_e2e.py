@@ -29,14 +29,14 @@ from typing import Any
 import orjson
 import psutil
 
-from cluster.simulator import DeviceSimulator
-from cluster.sink import WebhookSink
-from cluster.stack import Stack
-from cluster.stack_cli import sample_documents
-from cluster.traffic import post_traffic
-from config.settings import Settings, load_settings
-from pipeline.catalog import load_catalog
-from pipeline.ingress import IngressPolicy
+from eventray.cluster.stack import Stack
+from eventray.cluster.stack_cli import sample_documents
+from eventray.config.settings import Settings, load_settings
+from eventray.pipeline.catalog import load_catalog
+from eventray.pipeline.ingress import IngressPolicy
+from eventray.testing.simulator import DeviceSimulator
+from eventray.testing.sink import WebhookSink
+from eventray.testing.traffic import post_traffic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +77,7 @@ def _messages(catalog: Any, settings: Settings, count: int, seed: int = 11) -> l
 
 
 async def _publish(url: str, settings: Settings, messages: list[Any]) -> None:
-    from pipeline.adapters.nats_bus import JetStreamBus
+    from eventray.pipeline.adapters.nats_bus import JetStreamBus
 
     bus = JetStreamBus(
         url=url, stream=settings.nats.stream, subject_prefix=settings.nats.subject_prefix
@@ -127,7 +127,7 @@ def _cpu_by_process() -> dict[int, tuple[str, float]]:
             name = proc.name()
             if name.startswith("ray::"):
                 pass
-            elif any("pipeline.scripts.host" in part for part in cmd):
+            elif any("eventray.pipeline.scripts.host" in part for part in cmd):
                 name = "script-host"
             elif cmd and "python" in cmd[0] and any(p.endswith(".py") for p in cmd[1:2]):
                 name = Path(cmd[1]).stem
@@ -246,18 +246,18 @@ def run_baseline(events: int) -> dict[str, Any]:
     """A plain single-process consumer doing the same work: no Ray, no actors."""
     from datetime import UTC, datetime
 
-    from cluster.services.nats_server import start_nats
-    from cluster.services.redis_server import start_redis
-    from pipeline.adapters.chdb_store import ChdbEventStore
-    from pipeline.adapters.nats_bus import JetStreamBus
-    from pipeline.adapters.redis_state import RedisStateStore
-    from pipeline.clock import SystemClock
-    from pipeline.processor import EventProcessor, Ingested
-    from pipeline.rules.engine import RuleEngine
-    from pipeline.scripts.cache import ScriptCache
-    from pipeline.scripts.executor import TemplateExecutor
-    from pipeline.storage.retention import RetentionPolicy
-    from pipeline.storage.rows import RowContext, batch_rows
+    from eventray.cluster.services.nats_server import start_nats
+    from eventray.cluster.services.redis_server import start_redis
+    from eventray.pipeline.adapters.chdb_store import ChdbEventStore
+    from eventray.pipeline.adapters.nats_bus import JetStreamBus
+    from eventray.pipeline.adapters.redis_state import RedisStateStore
+    from eventray.pipeline.clock import SystemClock
+    from eventray.pipeline.processor import EventProcessor, Ingested
+    from eventray.pipeline.rules.engine import RuleEngine
+    from eventray.pipeline.scripts.cache import ScriptCache
+    from eventray.pipeline.scripts.executor import TemplateExecutor
+    from eventray.pipeline.storage.retention import RetentionPolicy
+    from eventray.pipeline.storage.rows import RowContext, batch_rows
 
     data = Path(tempfile.mkdtemp(prefix="eventray-baseline-"))
     settings = _settings(data, 1)

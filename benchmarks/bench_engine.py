@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.harness import Result, measure_pair, print_table
-from pipeline.adapters.memory_state import MemoryStateStore
-from pipeline.clock import SystemClock
-from pipeline.models import BusinessRule, RouteGroup, Rule
-from pipeline.routing import RouteTable
-from pipeline.rules.engine import RuleEngine, RuleSet
-from pipeline.rules.outcome import RuleInput
+from eventray.pipeline.adapters.memory_state import MemoryStateStore
+from eventray.pipeline.clock import SystemClock
+from eventray.pipeline.models import BusinessRule, RouteGroup, Rule
+from eventray.pipeline.routing import RouteTable
+from eventray.pipeline.rules.engine import RuleEngine, RuleSet
+from eventray.pipeline.rules.outcome import RuleInput
 
 BATCH = 1000
 

@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 
 from benchmarks.harness import Result, measure, measure_pair, print_table
-from pipeline.catalog import load_catalog
-from pipeline.models import AssetTemplate
-from pipeline.scripts.bundle import bundle_for_template
-from pipeline.scripts.runner import ScriptRunner
+from eventray.pipeline.catalog import load_catalog
+from eventray.pipeline.models import AssetTemplate
+from eventray.pipeline.scripts.bundle import bundle_for_template
+from eventray.pipeline.scripts.runner import ScriptRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 1000

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from pipeline.errors import ConfigError, ConfigIssue, EventrayError
+from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
 
 __all__ = ["main"]
 
@@ -38,8 +38,8 @@ def _emit(out: TextIO, value: Any, *, pretty: bool = False) -> None:
 
 
 def cmd_scripts_run(args: argparse.Namespace, out: TextIO) -> int:
-    from pipeline.scripts.bundle import bundle_for_script
-    from pipeline.scripts.runner import ScriptRunner
+    from eventray.pipeline.scripts.bundle import bundle_for_script
+    from eventray.pipeline.scripts.runner import ScriptRunner
 
     runner = ScriptRunner(bundle_for_script(Path(args.file).read_text(), stage=args.stage))
     codec = runner.bundle.stages[0].codec_style is not None
@@ -64,8 +64,8 @@ def cmd_scripts_run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _single_template(path: Path, template_id: str | None) -> Any:
-    from pipeline.loader import entity_from_dict, read_documents
-    from pipeline.models import AssetTemplate
+    from eventray.pipeline.loader import entity_from_dict, read_documents
+    from eventray.pipeline.models import AssetTemplate
 
     issues: list[ConfigIssue] = []
     docs = read_documents([path], issues)
@@ -89,8 +89,8 @@ def _single_template(path: Path, template_id: str | None) -> Any:
 
 
 def cmd_templates_test(args: argparse.Namespace, out: TextIO) -> int:
-    from pipeline.scripts.bundle import bundle_for_template
-    from pipeline.scripts.runner import ScriptRunner
+    from eventray.pipeline.scripts.bundle import bundle_for_template
+    from eventray.pipeline.scripts.runner import ScriptRunner
 
     template = _single_template(Path(args.template), args.id)
     runner = ScriptRunner(bundle_for_template(template))
@@ -112,8 +112,8 @@ def cmd_templates_test(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_rules_test(args: argparse.Namespace, out: TextIO) -> int:
-    from pipeline.catalog import load_catalog
-    from pipeline.rules.testmode import run_test_mode
+    from eventray.pipeline.catalog import load_catalog
+    from eventray.pipeline.rules.testmode import run_test_mode
 
     catalog = load_catalog([Path(args.config)], compile_scripts=False)
     state = orjson.loads(Path(args.state).read_bytes()) if args.state else None
@@ -124,7 +124,7 @@ def cmd_rules_test(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
-    from pipeline.catalog import load_catalog
+    from eventray.pipeline.catalog import load_catalog
 
     catalog = load_catalog([Path(p) for p in args.paths])
     counts = {
@@ -143,11 +143,11 @@ def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     if not args.local:
-        from cluster.stack_cli import cmd_demo_stack
+        from eventray.cluster.stack_cli import cmd_demo_stack
 
         return cmd_demo_stack(args, out)
-    from cluster.demo import run_local_demo
-    from config.settings import load_settings
+    from eventray.cluster.demo import run_local_demo
+    from eventray.config.settings import load_settings
 
     settings = load_settings()
     config = Path(args.config) if args.config else None
@@ -159,7 +159,7 @@ def _stack(name: str) -> Any:
     """A handler from cluster.stack_cli, imported only when that command runs (Ray is heavy)."""
 
     def handler(args: argparse.Namespace, out: TextIO) -> int:
-        from cluster import stack_cli
+        from eventray.cluster import stack_cli
 
         return int(getattr(stack_cli, name)(args, out))
 

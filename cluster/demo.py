@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from cluster.simulator import DeviceSimulator
-from config.settings import Settings
-from pipeline.adapters.memory_state import MemoryStateStore
-from pipeline.catalog import load_catalog
-from pipeline.clock import ManualClock
-from pipeline.processor import EventProcessor, Ingested
-from pipeline.rules.engine import RuleEngine
-from pipeline.scripts.cache import ScriptCache
-from pipeline.scripts.executor import TemplateExecutor
+from eventray.config.settings import Settings
+from eventray.pipeline.adapters.memory_state import MemoryStateStore
+from eventray.pipeline.catalog import load_catalog
+from eventray.pipeline.clock import ManualClock
+from eventray.pipeline.processor import EventProcessor, Ingested
+from eventray.pipeline.rules.engine import RuleEngine
+from eventray.pipeline.scripts.cache import ScriptCache
+from eventray.pipeline.scripts.executor import TemplateExecutor
+from eventray.testing.simulator import DeviceSimulator
 
 __all__ = ["DemoSummary", "run_local_demo"]
 

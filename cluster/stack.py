@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.raylocal import keep_ray_on_loopback
-from cluster.wiring import Endpoints, catalog_from, make_config_store
-from config.settings import Settings
+from eventray.cluster.raylocal import keep_ray_on_loopback
+from eventray.cluster.wiring import Endpoints, catalog_from, make_config_store
+from eventray.config.settings import Settings
 
 __all__ = ["Stack", "StackInfo", "read_stack_info"]
 
@@ -71,14 +71,14 @@ class Stack:
         data.mkdir(parents=True, exist_ok=True)
         nats_url = s.nats.url
         if nats_url is None:
-            from cluster.services.nats_server import start_nats
+            from eventray.cluster.services.nats_server import start_nats
 
             nats = start_nats(store_dir=data / "nats", sync_interval=s.nats.sync_interval)
             self.services.append(nats)
             nats_url = nats.url
         redis_url = s.redis_url
         if redis_url is None:
-            from cluster.services.redis_server import start_redis
+            from eventray.cluster.services.redis_server import start_redis
 
             redis = start_redis(data_dir=data / "redis", persist=True)
             self.services.append(redis)
@@ -121,11 +121,11 @@ class Stack:
     def start(self) -> Stack:
         import ray
 
-        from actors.ingress import IngressActor
-        from actors.lane import LaneActor
-        from actors.rules import RulePartitionActor
-        from actors.store import EventStoreActor
-        from actors.triggers import TriggerActor
+        from eventray.actors.ingress import IngressActor
+        from eventray.actors.lane import LaneActor
+        from eventray.actors.rules import RulePartitionActor
+        from eventray.actors.store import EventStoreActor
+        from eventray.actors.triggers import TriggerActor
 
         self.endpoints = endpoints = self._start_services()
         make_config_store(endpoints).close()  # creates the embedded store's directory
@@ -165,7 +165,7 @@ class Stack:
         ray.get([lane.start.remote() for lane in lanes.values()] + [triggers.start.remote()])
         self.ingress_port = int(ray.get(ingress.start.remote()))
         if s.metrics.enabled:
-            from cluster.metrics import serve_metrics
+            from eventray.cluster.metrics import serve_metrics
 
             self._metrics_server, self.metrics_port = serve_metrics(
                 self.status, host=s.metrics.host, port=s.metrics.port
@@ -295,7 +295,7 @@ def _ensure_stream(settings: Settings, nats_url: str) -> None:
     """Create (or update) the stream with the inbound partitions and the trigger queue."""
     import asyncio
 
-    from pipeline.adapters.nats_bus import JetStreamBus
+    from eventray.pipeline.adapters.nats_bus import JetStreamBus
 
     n = settings.nats
 

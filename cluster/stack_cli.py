@@ -12,11 +12,11 @@ from typing import Any, TextIO
 
 import orjson
 
-from cluster.demo import SAMPLE_TENANT
-from config.settings import Settings, load_settings
-from pipeline.catalog import build_catalog
-from pipeline.errors import ConfigError, ConfigIssue, EventrayError
-from pipeline.loader import entity_from_dict, read_documents
+from eventray.cluster.demo import SAMPLE_TENANT
+from eventray.config.settings import Settings, load_settings
+from eventray.pipeline.catalog import build_catalog
+from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
+from eventray.pipeline.loader import entity_from_dict, read_documents
 
 __all__ = [
     "cmd_apply",
@@ -77,7 +77,7 @@ def _status_line(status: dict[str, Any], started: float) -> str:
 
 
 def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
-    from cluster.stack import Stack
+    from eventray.cluster.stack import Stack
 
     settings = _settings(args)
     stack = Stack(settings)
@@ -114,8 +114,8 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_apply(args: argparse.Namespace, out: TextIO) -> int:
-    from cluster.stack import _notify, read_stack_info
-    from cluster.wiring import Endpoints, make_config_store
+    from eventray.cluster.stack import _notify, read_stack_info
+    from eventray.cluster.wiring import Endpoints, make_config_store
 
     settings = _settings(args)
     documents = read_entity_documents([Path(p) for p in args.file])
@@ -150,8 +150,8 @@ def cmd_apply(args: argparse.Namespace, out: TextIO) -> int:
 def _attach(settings: Settings) -> Any:
     import ray
 
-    from cluster.raylocal import keep_ray_on_loopback
-    from cluster.stack import NAMESPACE, read_stack_info
+    from eventray.cluster.raylocal import keep_ray_on_loopback
+    from eventray.cluster.stack import NAMESPACE, read_stack_info
 
     info = read_stack_info(settings.data_dir)
     if info is None:
@@ -185,9 +185,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_events_query(args: argparse.Namespace, out: TextIO) -> int:
-    from cluster.stack import read_stack_info
-    from cluster.wiring import catalog_from, make_config_store
-    from pipeline.storage.query import EventQuery
+    from eventray.cluster.stack import read_stack_info
+    from eventray.cluster.wiring import catalog_from, make_config_store
+    from eventray.pipeline.storage.query import EventQuery
 
     settings = _settings(args)
     info = read_stack_info(settings.data_dir)
@@ -282,11 +282,11 @@ SUMMARY_QUERIES = {
 def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
     import ray
 
-    from cluster.mail_sink import MailSink
-    from cluster.sink import WebhookSink
-    from cluster.stack import Stack
-    from cluster.traffic import post_traffic
-    from pipeline.catalog import load_catalog
+    from eventray.cluster.stack import Stack
+    from eventray.pipeline.catalog import load_catalog
+    from eventray.testing.mail_sink import MailSink
+    from eventray.testing.sink import WebhookSink
+    from eventray.testing.traffic import post_traffic
 
     settings = _settings(args)
     # The sample's ops webhook sends "Authorization: Bearer {{secrets.OPS_TOKEN}}": give the

@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from config.settings import Settings
-from pipeline.adapters.nats_bus import JetStreamBus
-from pipeline.catalog import Catalog, build_catalog
-from pipeline.errors import ConfigError, ConfigIssue
-from pipeline.loader import entity_from_dict
-from pipeline.models import Entity
-from pipeline.ports import BlobStore, ConfigStore, EventStore, StateStore
-from pipeline.storage.retention import RetentionPolicy
+from eventray.config.settings import Settings
+from eventray.pipeline.adapters.nats_bus import JetStreamBus
+from eventray.pipeline.catalog import Catalog, build_catalog
+from eventray.pipeline.errors import ConfigError, ConfigIssue
+from eventray.pipeline.loader import entity_from_dict
+from eventray.pipeline.models import Entity
+from eventray.pipeline.ports import BlobStore, ConfigStore, EventStore, StateStore
+from eventray.pipeline.storage.retention import RetentionPolicy
 
 __all__ = [
     "Endpoints",
@@ -54,17 +54,17 @@ def make_bus(settings: Settings, endpoints: Endpoints) -> JetStreamBus:
 
 
 def make_state_store(endpoints: Endpoints) -> StateStore:
-    from pipeline.adapters.redis_state import RedisStateStore
+    from eventray.pipeline.adapters.redis_state import RedisStateStore
 
     return RedisStateStore(url=endpoints.redis_url)
 
 
 def make_event_store(settings: Settings, endpoints: Endpoints) -> EventStore:
     if endpoints.clickhouse_url:
-        from pipeline.adapters.clickhouse_store import ClickHouseEventStore
+        from eventray.pipeline.adapters.clickhouse_store import ClickHouseEventStore
 
         return ClickHouseEventStore(url=endpoints.clickhouse_url, database=settings.store.database)
-    from pipeline.adapters.chdb_store import ChdbEventStore
+    from eventray.pipeline.adapters.chdb_store import ChdbEventStore
 
     assert endpoints.chdb_path is not None
     return ChdbEventStore(path=endpoints.chdb_path, database=settings.store.database)
@@ -72,10 +72,10 @@ def make_event_store(settings: Settings, endpoints: Endpoints) -> EventStore:
 
 def make_config_store(endpoints: Endpoints) -> ConfigStore:
     if endpoints.mongodb_url:
-        from pipeline.adapters.mongo_config import MongoConfigStore
+        from eventray.pipeline.adapters.mongo_config import MongoConfigStore
 
         return MongoConfigStore(url=endpoints.mongodb_url)
-    from pipeline.adapters.file_config import FileConfigStore
+    from eventray.pipeline.adapters.file_config import FileConfigStore
 
     assert endpoints.config_dir is not None
     return FileConfigStore(root=endpoints.config_dir)
@@ -83,7 +83,7 @@ def make_config_store(endpoints: Endpoints) -> ConfigStore:
 
 def make_blob_store(settings: Settings, endpoints: Endpoints) -> BlobStore | None:
     if settings.blobs.endpoint:
-        from pipeline.adapters.minio_blob import MinioBlobStore
+        from eventray.pipeline.adapters.minio_blob import MinioBlobStore
 
         return MinioBlobStore(
             endpoint=settings.blobs.endpoint,
@@ -94,7 +94,7 @@ def make_blob_store(settings: Settings, endpoints: Endpoints) -> BlobStore | Non
         )
     if endpoints.blob_dir is None:
         return None
-    from pipeline.adapters.localdir import LocalDirBlobStore
+    from eventray.pipeline.adapters.localdir import LocalDirBlobStore
 
     return LocalDirBlobStore(endpoints.blob_dir)
 

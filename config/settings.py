@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.scripts.limits import ScriptLimits
+from eventray.pipeline.scripts.limits import ScriptLimits
 
 __all__ = [
     "BlobSettings",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from pipeline.models.datasource import (
+from eventray.pipeline.models.datasource import (
     ApiKeyAuth,
     Auth,
     IpAllowlistAuth,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.catalog import Catalog
-from pipeline.models import Asset, DataSource
-from pipeline.paths import MISSING, compile_path
+from eventray.pipeline.catalog import Catalog
+from eventray.pipeline.models import Asset, DataSource
+from eventray.pipeline.paths import MISSING, compile_path
 
 __all__ = ["AssetBinder"]
 

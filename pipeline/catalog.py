@@ -14,9 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline.errors import ConfigError, ConfigIssue, RuleError, ScriptError, TemplateRenderError
-from pipeline.loader import read_entities
-from pipeline.models import (
+from eventray.pipeline.errors import (
+    ConfigError,
+    ConfigIssue,
+    RuleError,
+    ScriptError,
+    TemplateRenderError,
+)
+from eventray.pipeline.loader import read_entities
+from eventray.pipeline.models import (
     Asset,
     AssetTemplate,
     BusinessRule,
@@ -27,11 +33,11 @@ from pipeline.models import (
     Rule,
     Trigger,
 )
-from pipeline.models.rule import ExecAction
-from pipeline.routing import RouteTable
-from pipeline.rules.compiler import compile_business_rule
-from pipeline.rules.engine import RuleSet
-from pipeline.templating import compile_template
+from eventray.pipeline.models.rule import ExecAction
+from eventray.pipeline.routing import RouteTable
+from eventray.pipeline.rules.compiler import compile_business_rule
+from eventray.pipeline.rules.engine import RuleSet
+from eventray.pipeline.templating import compile_template
 
 __all__ = ["Catalog", "build_catalog", "load_catalog"]
 
@@ -241,8 +247,8 @@ class _Builder:
         return catalog
 
     def check_scripts(self, template: AssetTemplate) -> None:
-        from pipeline.scripts.bundle import bundle_for_template  # QuickJS only when asked
-        from pipeline.scripts.runner import ScriptRunner
+        from eventray.pipeline.scripts.bundle import bundle_for_template  # QuickJS only when asked
+        from eventray.pipeline.scripts.runner import ScriptRunner
 
         try:
             ScriptRunner(bundle_for_template(template))

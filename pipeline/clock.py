@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pipeline.ports import Clock
+from eventray.pipeline.ports import Clock
 
 __all__ = ["ManualClock", "SystemClock"]
 

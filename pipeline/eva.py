@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.models.template import DynamicField
-from pipeline.paths import MISSING, compile_path
-from pipeline.rules.values import as_datetime, iso
+from eventray.pipeline.models.template import DynamicField
+from eventray.pipeline.paths import MISSING, compile_path
+from eventray.pipeline.rules.values import as_datetime, iso
 
 __all__ = ["EvaValues", "extract_eva"]
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import orjson
 
-from pipeline.auth import authenticate
-from pipeline.binding import AssetBinder
-from pipeline.catalog import Catalog
-from pipeline.models import DataSource
-from pipeline.partitioning import partition_of, subject_for
+from eventray.pipeline.auth import authenticate
+from eventray.pipeline.binding import AssetBinder
+from eventray.pipeline.catalog import Catalog
+from eventray.pipeline.models import DataSource
+from eventray.pipeline.partitioning import partition_of, subject_for
 
 __all__ = ["Accepted", "IngressPolicy", "Refused", "new_tracker_id"]
 

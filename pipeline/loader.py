@@ -16,8 +16,8 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
-from pipeline.errors import ConfigError, ConfigIssue
-from pipeline.models import ENTITY_KINDS, Entity
+from eventray.pipeline.errors import ConfigError, ConfigIssue
+from eventray.pipeline.models import ENTITY_KINDS, Entity
 
 __all__ = [
     "SCRIPT_FIELDS",

@@ -1,6 +1,6 @@
 """Ports: the contracts the domain needs from the outside world.
 
-Each port is a ``typing.Protocol``; adapters in :mod:`pipeline.adapters` name the protocol they
+Each port is a ``typing.Protocol``; adapters in :mod:`eventray.pipeline.adapters` name the protocol they
 implement so conformance is checked where they are defined. The domain only ever sees these.
 """
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import orjson
 
-from pipeline.binding import AssetBinder
-from pipeline.catalog import Catalog
-from pipeline.eva import EvaValues, extract_eva
-from pipeline.models import Asset, AssetTemplate
-from pipeline.routing import RouteTable, RoutingResult
-from pipeline.rules.engine import RuleEngine
-from pipeline.rules.outcome import BatchOutcome, RuleInput
-from pipeline.scripts.executor import ScriptJob, TemplateExecutor
+from eventray.pipeline.binding import AssetBinder
+from eventray.pipeline.catalog import Catalog
+from eventray.pipeline.eva import EvaValues, extract_eva
+from eventray.pipeline.models import Asset, AssetTemplate
+from eventray.pipeline.routing import RouteTable, RoutingResult
+from eventray.pipeline.rules.engine import RuleEngine
+from eventray.pipeline.rules.outcome import BatchOutcome, RuleInput
+from eventray.pipeline.scripts.executor import ScriptJob, TemplateExecutor
 
 __all__ = ["EventProcessor", "Failure", "Ingested", "ProcessedBatch", "ProcessedEvent"]
 

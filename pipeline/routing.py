@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from pipeline.models.routing import MatchRule, RouteGroup, Router
-from pipeline.paths import MISSING, compile_path
-from pipeline.rules.operators import loose_equal
-from pipeline.rules.values import as_number
+from eventray.pipeline.models.routing import MatchRule, RouteGroup, Router
+from eventray.pipeline.paths import MISSING, compile_path
+from eventray.pipeline.rules.operators import loose_equal
+from eventray.pipeline.rules.values import as_number
 
 __all__ = ["Dispatch", "GroupHistory", "RouteTable", "RoutingResult"]
 

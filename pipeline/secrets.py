@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pipeline.ports import SecretsProvider
+from eventray.pipeline.ports import SecretsProvider
 
 __all__ = ["EnvSecrets"]
 

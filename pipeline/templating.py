@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
-from pipeline.errors import TemplateRenderError
-from pipeline.paths import MISSING, compile_path
-from pipeline.ports import SecretsProvider
-from pipeline.rules.values import iso
+from eventray.pipeline.errors import TemplateRenderError
+from eventray.pipeline.paths import MISSING, compile_path
+from eventray.pipeline.ports import SecretsProvider
+from eventray.pipeline.rules.values import iso
 
 __all__ = ["Renderer", "compile_template", "format_value", "render"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from cluster.services.procs import free_port, log_tail, wait_until
+from eventray.cluster.services.procs import free_port, log_tail, wait_until
 
 __all__ = ["RunningNats", "find_nats_server", "start_nats"]
 

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
-from cluster.services.procs import free_port, wait_until
+from eventray.cluster.services.procs import free_port, wait_until
 
 __all__ = ["RunningRedis", "find_redis_servers", "start_redis"]
 

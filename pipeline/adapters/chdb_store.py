@@ -20,10 +20,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pipeline.errors import PermanentError, RetryableError
-from pipeline.ports import EventStore
-from pipeline.storage.rows import format_ts, json_each_row, parse_json_each_row
-from pipeline.storage.schema import DEFAULT_DATABASE, TABLES, check_identifier, ddl_statements
+from eventray.pipeline.errors import PermanentError, RetryableError
+from eventray.pipeline.ports import EventStore
+from eventray.pipeline.storage.rows import format_ts, json_each_row, parse_json_each_row
+from eventray.pipeline.storage.schema import (
+    DEFAULT_DATABASE,
+    TABLES,
+    check_identifier,
+    ddl_statements,
+)
 
 try:
     from chdb.session import Session as _Session

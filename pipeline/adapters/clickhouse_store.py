@@ -2,7 +2,7 @@
 
 Rows travel as ``JSONEachRow`` text both ways (``raw_insert`` / ``raw_query``), the same data
 path as the chDB adapter: one row builder, one parser, and a transport stand-in
-(:mod:`cluster.services.clickhouse_http`) can test this adapter without a server.
+(:mod:`eventray.testing.clickhouse_http`) can test this adapter without a server.
 Query parameters are clickhouse-connect's server-side binding (``param_<name>``), never
 formatted into the SQL.
 
@@ -17,10 +17,15 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from pipeline.errors import PermanentError, RetryableError
-from pipeline.ports import EventStore
-from pipeline.storage.rows import json_each_row, parse_json_each_row
-from pipeline.storage.schema import DEFAULT_DATABASE, TABLES, check_identifier, ddl_statements
+from eventray.pipeline.errors import PermanentError, RetryableError
+from eventray.pipeline.ports import EventStore
+from eventray.pipeline.storage.rows import json_each_row, parse_json_each_row
+from eventray.pipeline.storage.schema import (
+    DEFAULT_DATABASE,
+    TABLES,
+    check_identifier,
+    ddl_statements,
+)
 
 try:
     import clickhouse_connect

@@ -30,9 +30,9 @@ from typing import Any, Final
 
 import orjson
 
-from pipeline.errors import PermanentError
-from pipeline.loader import checked_documents
-from pipeline.ports import ConfigStore
+from eventray.pipeline.errors import PermanentError
+from eventray.pipeline.loader import checked_documents
+from eventray.pipeline.ports import ConfigStore
 
 __all__ = ["FileConfigStore"]
 

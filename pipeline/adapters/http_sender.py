@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import aiohttp
 
-from pipeline.errors import RetryableError
-from pipeline.triggers.delivery import SendResult
-from pipeline.triggers.requests import HttpRequest
+from eventray.pipeline.errors import RetryableError
+from eventray.pipeline.triggers.delivery import SendResult
+from eventray.pipeline.triggers.requests import HttpRequest
 
 __all__ = ["AiohttpSender"]
 

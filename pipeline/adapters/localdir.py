@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from pipeline.ports import BlobStore
+from eventray.pipeline.ports import BlobStore
 
 __all__ = ["LocalDirBlobStore"]
 

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.ports import StateSnapshot, StateStore
+from eventray.pipeline.ports import StateSnapshot, StateStore
 
 __all__ = ["MemoryStateStore"]
 

@@ -24,8 +24,8 @@ from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from pipeline.errors import PermanentError, RetryableError
-from pipeline.ports import BlobStore
+from eventray.pipeline.errors import PermanentError, RetryableError
+from eventray.pipeline.ports import BlobStore
 
 __all__ = ["BlobStoreRefusedError", "BlobStoreUnavailableError", "MinioBlobStore"]
 

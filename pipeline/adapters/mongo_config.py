@@ -35,9 +35,9 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from pipeline.errors import PermanentError, RetryableError
-from pipeline.loader import checked_documents
-from pipeline.ports import ConfigStore
+from eventray.pipeline.errors import PermanentError, RetryableError
+from eventray.pipeline.loader import checked_documents
+from eventray.pipeline.ports import ConfigStore
 
 __all__ = ["MongoConfigStore", "MongoRefusedError", "MongoUnavailableError"]
 

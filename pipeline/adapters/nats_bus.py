@@ -27,7 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from pipeline.errors import RetryableError
+from eventray.pipeline.errors import RetryableError
 
 __all__ = ["BusError", "Delivery", "JetStreamBus", "PartitionPuller", "PublishResult"]
 

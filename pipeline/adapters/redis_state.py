@@ -33,8 +33,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from pipeline.errors import StateStoreError
-from pipeline.ports import StateSnapshot, StateStore
+from eventray.pipeline.errors import StateStoreError
+from eventray.pipeline.ports import StateSnapshot, StateStore
 
 __all__ = ["RedisStateStore"]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.adapters.http_sender import AiohttpSender
-from pipeline.adapters.smtp_sender import SmtpSender
-from pipeline.triggers.delivery import SendResult
-from pipeline.triggers.requests import EmailRequest, Request
+from eventray.pipeline.adapters.http_sender import AiohttpSender
+from eventray.pipeline.adapters.smtp_sender import SmtpSender
+from eventray.pipeline.triggers.delivery import SendResult
+from eventray.pipeline.triggers.requests import EmailRequest, Request
 
 __all__ = ["TriggerSenders"]
 

@@ -13,9 +13,9 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 
-from pipeline.errors import RetryableError
-from pipeline.triggers.delivery import SendResult
-from pipeline.triggers.requests import EmailRequest
+from eventray.pipeline.errors import RetryableError
+from eventray.pipeline.triggers.delivery import SendResult
+from eventray.pipeline.triggers.requests import EmailRequest
 
 __all__ = ["SmtpSender", "email_message"]
 

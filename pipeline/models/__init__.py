@@ -1,14 +1,14 @@
 """Entity models of CONTRACTS.md, as frozen pydantic v2 models."""
 
-from pipeline.models.asset import Asset
-from pipeline.models.base import Entity, Model
-from pipeline.models.datasource import DataSource
-from pipeline.models.event import StandardEvent
-from pipeline.models.org import Organization
-from pipeline.models.routing import RouteGroup
-from pipeline.models.rule import BusinessRule, Rule
-from pipeline.models.template import AssetTemplate
-from pipeline.models.trigger import Trigger
+from eventray.pipeline.models.asset import Asset
+from eventray.pipeline.models.base import Entity, Model
+from eventray.pipeline.models.datasource import DataSource
+from eventray.pipeline.models.event import StandardEvent
+from eventray.pipeline.models.org import Organization
+from eventray.pipeline.models.routing import RouteGroup
+from eventray.pipeline.models.rule import BusinessRule, Rule
+from eventray.pipeline.models.template import AssetTemplate
+from eventray.pipeline.models.trigger import Trigger
 
 __all__ = [
     "ENTITY_KINDS",

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.models.base import Entity, Model
+from eventray.pipeline.models.base import Entity, Model
 
 __all__ = ["Asset", "AssetProtocol", "MqttCredentials"]
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.models.base import Entity, Model
+from eventray.pipeline.models.base import Entity, Model
 
 __all__ = [
     "ApiKeyAuth",

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from pipeline.models.base import Model
+from eventray.pipeline.models.base import Model
 
 __all__ = ["StandardEvent"]
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.models.base import Entity
+from eventray.pipeline.models.base import Entity
 
 __all__ = ["OrgType", "Organization"]
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.models.base import Entity, Model
+from eventray.pipeline.models.base import Entity, Model
 
 __all__ = [
     "MatchRule",

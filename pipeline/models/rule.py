@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.models.base import Entity, Model
+from eventray.pipeline.models.base import Entity, Model
 
 __all__ = [
     "OPERATORS",

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.models.base import Entity, Model
+from eventray.pipeline.models.base import Entity, Model
 
 __all__ = ["AssetTemplate", "DynamicField", "EvaType"]
 

@@ -21,8 +21,8 @@ from datetime import datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipeline.errors import RuleError, TemplateRenderError
-from pipeline.models.rule import (
+from eventray.pipeline.errors import RuleError, TemplateRenderError
+from eventray.pipeline.models.rule import (
     Action,
     BusinessRule,
     Condition,
@@ -35,11 +35,11 @@ from pipeline.models.rule import (
     ValueRef,
     Variable,
 )
-from pipeline.paths import MISSING, compile_path
-from pipeline.rules.operators import OPERATOR_FUNCTIONS
-from pipeline.rules.outcome import CaptureRecord, ExecIntent
-from pipeline.rules.values import as_datetime, as_number, iso
-from pipeline.templating import compile_template, format_value
+from eventray.pipeline.paths import MISSING, compile_path
+from eventray.pipeline.rules.operators import OPERATOR_FUNCTIONS
+from eventray.pipeline.rules.outcome import CaptureRecord, ExecIntent
+from eventray.pipeline.rules.values import as_datetime, as_number, iso
+from eventray.pipeline.templating import compile_template, format_value
 
 __all__ = ["CompiledBusinessRule", "EvalContext", "compile_business_rule"]
 

@@ -17,11 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pipeline.errors import RuleError
-from pipeline.models.rule import BusinessRule, Rule
-from pipeline.ports import Clock, StateStore
-from pipeline.rules.compiler import CompiledBusinessRule, EvalContext, compile_business_rule
-from pipeline.rules.outcome import BatchOutcome, Evaluation, RuleInput
+from eventray.pipeline.errors import RuleError
+from eventray.pipeline.models.rule import BusinessRule, Rule
+from eventray.pipeline.ports import Clock, StateStore
+from eventray.pipeline.rules.compiler import (
+    CompiledBusinessRule,
+    EvalContext,
+    compile_business_rule,
+)
+from eventray.pipeline.rules.outcome import BatchOutcome, Evaluation, RuleInput
 
 __all__ = ["RuleEngine", "RuleSet", "state_key"]
 

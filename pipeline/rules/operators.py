@@ -13,10 +13,10 @@ from datetime import datetime, tzinfo
 from functools import lru_cache
 from typing import Any, Protocol
 
-from pipeline.errors import RuleError
-from pipeline.models.rule import OPERATORS
-from pipeline.paths import MISSING
-from pipeline.rules.values import as_datetime, as_number, as_time_of_day
+from eventray.pipeline.errors import RuleError
+from eventray.pipeline.models.rule import OPERATORS
+from eventray.pipeline.paths import MISSING
+from eventray.pipeline.rules.values import as_datetime, as_number, as_time_of_day
 
 __all__ = ["OPERATOR_FUNCTIONS", "Env", "OperatorFn", "loose_equal"]
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pipeline.catalog import Catalog
-from pipeline.ports import Clock, StateStore
-from pipeline.rules.engine import RuleEngine
-from pipeline.rules.outcome import BatchOutcome, RuleInput
+from eventray.pipeline.catalog import Catalog
+from eventray.pipeline.ports import Clock, StateStore
+from eventray.pipeline.rules.engine import RuleEngine
+from eventray.pipeline.rules.outcome import BatchOutcome, RuleInput
 
 __all__ = ["CommitStatus", "RulePartition"]
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipeline.adapters.memory_state import MemoryStateStore
-from pipeline.catalog import Catalog
-from pipeline.clock import ManualClock
-from pipeline.errors import RuleError
-from pipeline.rules.engine import RuleEngine, RuleSet
-from pipeline.rules.outcome import Evaluation, RuleInput
-from pipeline.rules.values import as_datetime
+from eventray.pipeline.adapters.memory_state import MemoryStateStore
+from eventray.pipeline.catalog import Catalog
+from eventray.pipeline.clock import ManualClock
+from eventray.pipeline.errors import RuleError
+from eventray.pipeline.rules.engine import RuleEngine, RuleSet
+from eventray.pipeline.rules.outcome import Evaluation, RuleInput
+from eventray.pipeline.rules.values import as_datetime
 
 __all__ = ["TestEvent", "run_test_mode"]
 

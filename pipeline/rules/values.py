@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, tzinfo
 from typing import Any
 
-from pipeline.paths import MISSING
+from eventray.pipeline.paths import MISSING
 
 __all__ = ["as_datetime", "as_number", "as_time_of_day", "iso"]
 

@@ -19,7 +19,7 @@ from typing import Literal
 
 import orjson
 
-from pipeline.models.template import AssetTemplate
+from eventray.pipeline.models.template import AssetTemplate
 
 __all__ = [
     "ENGINE_VERSION",

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.adapters.localdir import LocalDirBlobStore
-from pipeline.errors import ScriptError
-from pipeline.models.template import AssetTemplate
-from pipeline.ports import BlobStore
-from pipeline.scripts.bundle import Bundle, bundle_for_template, template_bundle_key
-from pipeline.scripts.host import HostedRunner, ScriptHost
-from pipeline.scripts.limits import ScriptLimits
-from pipeline.scripts.runner import ScriptResult, ScriptRunner
+from eventray.pipeline.adapters.localdir import LocalDirBlobStore
+from eventray.pipeline.errors import ScriptError
+from eventray.pipeline.models.template import AssetTemplate
+from eventray.pipeline.ports import BlobStore
+from eventray.pipeline.scripts.bundle import Bundle, bundle_for_template, template_bundle_key
+from eventray.pipeline.scripts.host import HostedRunner, ScriptHost
+from eventray.pipeline.scripts.limits import ScriptLimits
+from eventray.pipeline.scripts.runner import ScriptResult, ScriptRunner
 
 __all__ = ["CacheStats", "ScriptCache", "WarmRunner"]
 

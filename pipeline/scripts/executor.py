@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.errors import ScriptError
-from pipeline.models.template import AssetTemplate
-from pipeline.scripts.cache import ScriptCache
-from pipeline.scripts.runner import ScriptResult
+from eventray.pipeline.errors import ScriptError
+from eventray.pipeline.models.template import AssetTemplate
+from eventray.pipeline.scripts.cache import ScriptCache
+from eventray.pipeline.scripts.runner import ScriptResult
 
 __all__ = ["ScriptJob", "TemplateExecutor"]
 

@@ -35,10 +35,10 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from pipeline.errors import ScriptError
-from pipeline.scripts.bundle import Bundle
-from pipeline.scripts.limits import ScriptLimits
-from pipeline.scripts.runner import ScriptResult, ScriptRunner, json_array
+from eventray.pipeline.errors import ScriptError
+from eventray.pipeline.scripts.bundle import Bundle
+from eventray.pipeline.scripts.limits import ScriptLimits
+from eventray.pipeline.scripts.runner import ScriptResult, ScriptRunner, json_array
 
 __all__ = ["HostStats", "HostedRunner", "ScriptHost"]
 
@@ -89,7 +89,12 @@ class ScriptHost:
         # The child imports this package the way the parent did (Ray's working_dir included).
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.scripts.host", json.dumps(asdict(self.limits))],
+            [
+                sys.executable,
+                "-m",
+                "eventray.pipeline.scripts.host",
+                json.dumps(asdict(self.limits)),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -312,7 +317,7 @@ def _serve(limits: ScriptLimits, inp: BinaryIO, out: BinaryIO) -> None:
 
 
 def main() -> None:
-    """Child entry point: ``python -m pipeline.scripts.host '<limits json>'``."""
+    """Child entry point: ``python -m eventray.pipeline.scripts.host '<limits json>'``."""
     limits = ScriptLimits(**json.loads(sys.argv[1]))
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed by accident goes to stderr, never into the protocol

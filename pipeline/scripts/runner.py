@@ -26,9 +26,9 @@ from typing import Any, Literal, TypedDict
 import orjson
 import quickjs
 
-from pipeline.errors import ScriptError
-from pipeline.scripts.bundle import Bundle
-from pipeline.scripts.limits import ScriptLimits
+from eventray.pipeline.errors import ScriptError
+from eventray.pipeline.scripts.bundle import Bundle
+from eventray.pipeline.scripts.limits import ScriptLimits
 
 __all__ = ["ScriptResult", "ScriptRunner", "json_array", "prelude_source"]
 
@@ -45,7 +45,9 @@ class ScriptResult(TypedDict, total=False):
 @cache
 def prelude_source() -> str:
     """The JS runtime every context starts with."""
-    return (importlib.resources.files("pipeline.scripts") / "js" / "prelude.js").read_text()
+    return (
+        importlib.resources.files("eventray.pipeline.scripts") / "js" / "prelude.js"
+    ).read_text()
 
 
 def json_array(bodies: list[bytes]) -> bytes:

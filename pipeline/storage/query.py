@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from pipeline.ports import EventStore
-from pipeline.storage.rows import format_ts
-from pipeline.storage.schema import DEFAULT_DATABASE, check_identifier, columns_of
+from eventray.pipeline.ports import EventStore
+from eventray.pipeline.storage.rows import format_ts
+from eventray.pipeline.storage.schema import DEFAULT_DATABASE, check_identifier, columns_of
 
 __all__ = [
     "EvaFilter",

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from pipeline.storage.schema import TABLES
+from eventray.pipeline.storage.schema import TABLES
 
 __all__ = ["DEFAULT_DAYS", "RetentionPolicy"]
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import orjson
 
-from pipeline.catalog import Catalog
-from pipeline.processor import Ingested, ProcessedBatch
-from pipeline.storage.retention import RetentionPolicy
-from pipeline.storage.schema import TABLES
+from eventray.pipeline.catalog import Catalog
+from eventray.pipeline.processor import Ingested, ProcessedBatch
+from eventray.pipeline.storage.retention import RetentionPolicy
+from eventray.pipeline.storage.schema import TABLES
 
 __all__ = [
     "Row",

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from pipeline.errors import EventrayError, RetryableError
-from pipeline.models.trigger import Trigger
-from pipeline.ports import SecretsProvider
-from pipeline.triggers.policy import CircuitBreaker, RetryPolicy
-from pipeline.triggers.requests import DeliveryJob, Request, build_request
+from eventray.pipeline.errors import EventrayError, RetryableError
+from eventray.pipeline.models.trigger import Trigger
+from eventray.pipeline.ports import SecretsProvider
+from eventray.pipeline.triggers.policy import CircuitBreaker, RetryPolicy
+from eventray.pipeline.triggers.requests import DeliveryJob, Request, build_request
 
 __all__ = ["Attempt", "Deliverer", "DeliveryGroup", "DeliveryOutcome", "SendResult", "Sender"]
 

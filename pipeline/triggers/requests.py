@@ -13,10 +13,16 @@ from typing import Any
 
 import orjson
 
-from pipeline.errors import PermanentError
-from pipeline.models.trigger import EmailConfig, HttpConfig, SlackConfig, TeamsConfig, Trigger
-from pipeline.ports import SecretsProvider
-from pipeline.templating import render
+from eventray.pipeline.errors import PermanentError
+from eventray.pipeline.models.trigger import (
+    EmailConfig,
+    HttpConfig,
+    SlackConfig,
+    TeamsConfig,
+    Trigger,
+)
+from eventray.pipeline.ports import SecretsProvider
+from eventray.pipeline.templating import render
 
 __all__ = [
     "DeliveryJob",

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from cluster.mail_sink import MailSink
-from cluster.sink import WebhookSink
-from cluster.stack import Stack
-from cluster.stack_cli import sample_documents
-from config.settings import load_settings
+from eventray.cluster.stack import Stack
+from eventray.cluster.stack_cli import sample_documents
+from eventray.config.settings import load_settings
+from eventray.testing.mail_sink import MailSink
+from eventray.testing.sink import WebhookSink
 
 pytestmark = pytest.mark.ray
 

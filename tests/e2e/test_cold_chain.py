@@ -10,9 +10,9 @@ import orjson
 import pytest
 import requests
 
-from cluster.mail_sink import MailSink
-from cluster.sink import WebhookSink
-from cluster.stack import Stack
+from eventray.cluster.stack import Stack
+from eventray.testing.mail_sink import MailSink
+from eventray.testing.sink import WebhookSink
 from tests.e2e.conftest import wait_for
 
 pytestmark = pytest.mark.ray

@@ -12,10 +12,10 @@ import pytest
 import ray
 import requests
 
-from cluster.stack import Stack
-from pipeline.adapters.redis_state import RedisStateStore
-from pipeline.partitioning import partition_of
-from pipeline.rules.engine import state_key
+from eventray.cluster.stack import Stack
+from eventray.pipeline.adapters.redis_state import RedisStateStore
+from eventray.pipeline.partitioning import partition_of
+from eventray.pipeline.rules.engine import state_key
 from tests.e2e.conftest import wait_for
 
 pytestmark = pytest.mark.ray

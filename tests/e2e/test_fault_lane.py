@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import ray
 
-from cluster.stack import Stack
+from eventray.cluster.stack import Stack
 from tests.e2e.test_fault import kill_mid_stream
 
 pytestmark = pytest.mark.ray

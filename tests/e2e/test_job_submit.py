@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.services.procs import free_port, wait_until
+from eventray.cluster.services.procs import free_port, wait_until
 
 pytestmark = pytest.mark.ray
 
@@ -95,7 +95,7 @@ def test_demo_runs_as_a_submitted_job(ray_head: str, tmp_path: Path) -> None:
             "--",
             "python",
             "-m",
-            "cluster.cli",
+            "eventray.cluster.cli",
             "demo",
             "--events",
             "1500",

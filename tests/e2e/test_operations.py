@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from cluster.stack import Stack
-from cluster.stack_cli import read_entity_documents
+from eventray.cluster.stack import Stack
+from eventray.cluster.stack_cli import read_entity_documents
 from tests.e2e.conftest import wait_for
 from tests.e2e.test_cold_chain import post, reading
 
@@ -61,7 +61,14 @@ def test_edited_template_applies_to_the_next_event_without_restart(
 def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
     return subprocess.run(
-        [sys.executable, "-m", "cluster.cli", *args, "--data-dir", str(stack.settings.data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "eventray.cluster.cli",
+            *args,
+            "--data-dir",
+            str(stack.settings.data_dir),
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -20,11 +20,11 @@ from minio import Minio
 from moto.server import ThreadedMotoServer
 from urllib3.exceptions import MaxRetryError
 
-from pipeline.adapters.localdir import LocalDirBlobStore
-from pipeline.adapters.minio_blob import BlobStoreUnavailableError, MinioBlobStore
-from pipeline.ports import BlobStore
-from pipeline.scripts.cache import ScriptCache
-from pipeline.scripts.executor import ScriptJob, TemplateExecutor
+from eventray.pipeline.adapters.localdir import LocalDirBlobStore
+from eventray.pipeline.adapters.minio_blob import BlobStoreUnavailableError, MinioBlobStore
+from eventray.pipeline.ports import BlobStore
+from eventray.pipeline.scripts.cache import ScriptCache
+from eventray.pipeline.scripts.executor import ScriptJob, TemplateExecutor
 from tests.unit.test_scripts_cache import tpl
 
 pytestmark = pytest.mark.services

@@ -42,13 +42,13 @@ import pytest
 from mongomock.collection import BulkOperationBuilder
 from pymongo.errors import ServerSelectionTimeoutError
 
-from pipeline.adapters.file_config import FileConfigStore
-from pipeline.adapters.mongo_config import MongoConfigStore, MongoUnavailableError
-from pipeline.catalog import Catalog, build_catalog, load_catalog
-from pipeline.errors import ConfigError, ConfigIssue, PermanentError
-from pipeline.loader import entity_from_dict, read_documents
-from pipeline.models import Entity
-from pipeline.ports import ConfigStore
+from eventray.pipeline.adapters.file_config import FileConfigStore
+from eventray.pipeline.adapters.mongo_config import MongoConfigStore, MongoUnavailableError
+from eventray.pipeline.catalog import Catalog, build_catalog, load_catalog
+from eventray.pipeline.errors import ConfigError, ConfigIssue, PermanentError
+from eventray.pipeline.loader import entity_from_dict, read_documents
+from eventray.pipeline.models import Entity
+from eventray.pipeline.ports import ConfigStore
 
 pytestmark = pytest.mark.services
 

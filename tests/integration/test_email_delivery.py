@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from cluster.mail_sink import MailSink
-from pipeline.adapters.smtp_sender import SmtpSender
-from pipeline.models import Trigger
-from pipeline.secrets import EnvSecrets
-from pipeline.triggers.delivery import Deliverer, DeliveryGroup, DeliveryOutcome
-from pipeline.triggers.policy import RetryPolicy
-from pipeline.triggers.requests import DeliveryJob, EmailRequest
+from eventray.pipeline.adapters.smtp_sender import SmtpSender
+from eventray.pipeline.models import Trigger
+from eventray.pipeline.secrets import EnvSecrets
+from eventray.pipeline.triggers.delivery import Deliverer, DeliveryGroup, DeliveryOutcome
+from eventray.pipeline.triggers.policy import RetryPolicy
+from eventray.pipeline.triggers.requests import DeliveryJob, EmailRequest
+from eventray.testing.mail_sink import MailSink
 
 pytestmark = pytest.mark.services
 

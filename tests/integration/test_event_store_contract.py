@@ -27,19 +27,19 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from cluster.services.clickhouse_http import ClickHouseHttpStandIn
-from cluster.services.procs import free_port
-from pipeline.adapters.chdb_store import ChdbEventStore
-from pipeline.adapters.clickhouse_store import (
+from eventray.cluster.services.procs import free_port
+from eventray.pipeline.adapters.chdb_store import ChdbEventStore
+from eventray.pipeline.adapters.clickhouse_store import (
     ClickHouseEventStore,
     ClickHouseQueryError,
     ClickHouseUnavailableError,
 )
-from pipeline.errors import PermanentError, RetryableError
-from pipeline.ports import EventStore
-from pipeline.storage.query import EventQuery, count_events, query_events
-from pipeline.storage.rows import json_each_row
-from pipeline.storage.schema import TABLES
+from eventray.pipeline.errors import PermanentError, RetryableError
+from eventray.pipeline.ports import EventStore
+from eventray.pipeline.storage.query import EventQuery, count_events, query_events
+from eventray.pipeline.storage.rows import json_each_row
+from eventray.pipeline.storage.schema import TABLES
+from eventray.testing.clickhouse_http import ClickHouseHttpStandIn
 from tests.unit.test_storage_rows import DEPOT, FACTORY, ROOM1, ROOM2, SIMULATED, sample
 
 pytestmark = pytest.mark.services

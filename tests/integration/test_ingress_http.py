@@ -14,14 +14,14 @@ import aiohttp
 import orjson
 import pytest
 
-from actors.ingress_app import IngressApp
-from cluster.services.nats_server import RunningNats, start_nats
-from config.settings import IngressSettings
-from pipeline.adapters.nats_bus import JetStreamBus
-from pipeline.catalog import load_catalog
-from pipeline.ingress import IngressPolicy
-from pipeline.storage.retention import RetentionPolicy
-from pipeline.storage.rows import RowContext
+from eventray.actors.ingress_app import IngressApp
+from eventray.cluster.services.nats_server import RunningNats, start_nats
+from eventray.config.settings import IngressSettings
+from eventray.pipeline.adapters.nats_bus import JetStreamBus
+from eventray.pipeline.catalog import load_catalog
+from eventray.pipeline.ingress import IngressPolicy
+from eventray.pipeline.storage.retention import RetentionPolicy
+from eventray.pipeline.storage.rows import RowContext
 
 pytestmark = pytest.mark.services
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.services.nats_server import RunningNats, start_nats
-from pipeline.adapters.nats_bus import BusError, JetStreamBus
+from eventray.cluster.services.nats_server import RunningNats, start_nats
+from eventray.pipeline.adapters.nats_bus import BusError, JetStreamBus
 
 pytestmark = pytest.mark.services
 

@@ -17,13 +17,13 @@ import pytest
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from cluster.services.redis_server import RunningRedis, find_redis_servers, start_redis
-from pipeline.adapters.memory_state import MemoryStateStore
-from pipeline.adapters.redis_state import RedisStateStore
-from pipeline.clock import ManualClock
-from pipeline.errors import RetryableError, StateStoreError
-from pipeline.ports import StateStore
-from pipeline.rules.engine import RuleEngine, RuleSet, state_key
+from eventray.cluster.services.redis_server import RunningRedis, find_redis_servers, start_redis
+from eventray.pipeline.adapters.memory_state import MemoryStateStore
+from eventray.pipeline.adapters.redis_state import RedisStateStore
+from eventray.pipeline.clock import ManualClock
+from eventray.pipeline.errors import RetryableError, StateStoreError
+from eventray.pipeline.ports import StateStore
+from eventray.pipeline.rules.engine import RuleEngine, RuleSet, state_key
 from tests.unit.rulekit import ORG_PATHS, event
 from tests.unit.test_rules_patterns import COOLDOWN, COOLDOWN_BR
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from cluster.sink import WebhookSink
-from pipeline.adapters.http_sender import AiohttpSender
-from pipeline.models import Trigger
-from pipeline.secrets import EnvSecrets
-from pipeline.triggers.delivery import Deliverer, DeliveryGroup, DeliveryOutcome
-from pipeline.triggers.policy import CircuitBreaker, RetryPolicy
-from pipeline.triggers.requests import DeliveryJob
+from eventray.pipeline.adapters.http_sender import AiohttpSender
+from eventray.pipeline.models import Trigger
+from eventray.pipeline.secrets import EnvSecrets
+from eventray.pipeline.triggers.delivery import Deliverer, DeliveryGroup, DeliveryOutcome
+from eventray.pipeline.triggers.policy import CircuitBreaker, RetryPolicy
+from eventray.pipeline.triggers.requests import DeliveryJob
+from eventray.testing.sink import WebhookSink
 
 pytestmark = pytest.mark.services
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import yaml
 
-from pipeline.adapters.memory_state import MemoryStateStore
-from pipeline.clock import ManualClock
-from pipeline.models import BusinessRule, Rule
-from pipeline.rules.engine import RuleEngine, RuleSet
-from pipeline.rules.outcome import RuleInput
+from eventray.pipeline.adapters.memory_state import MemoryStateStore
+from eventray.pipeline.clock import ManualClock
+from eventray.pipeline.models import BusinessRule, Rule
+from eventray.pipeline.rules.engine import RuleEngine, RuleSet
+from eventray.pipeline.rules.outcome import RuleInput
 
 ORG_PATHS = {"acme": "0001", "factory-alpha": "0001/0001", "site-b": "0001/0002"}
 

@@ -10,11 +10,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.auth import authenticate
-from pipeline.catalog import load_catalog
-from pipeline.ingress import HEADER_ORG, HEADER_SOURCE, Accepted, IngressPolicy, Refused
-from pipeline.models.datasource import ApiKeyAuth, DataSource, IpAllowlistAuth, JwtAuth, OAuth2Auth
-from pipeline.partitioning import partition_of
+from eventray.pipeline.auth import authenticate
+from eventray.pipeline.catalog import load_catalog
+from eventray.pipeline.ingress import HEADER_ORG, HEADER_SOURCE, Accepted, IngressPolicy, Refused
+from eventray.pipeline.models.datasource import (
+    ApiKeyAuth,
+    DataSource,
+    IpAllowlistAuth,
+    JwtAuth,
+    OAuth2Auth,
+)
+from eventray.pipeline.partitioning import partition_of
 
 SAMPLES = Path(__file__).resolve().parents[2] / "config" / "samples"
 

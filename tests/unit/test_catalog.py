@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import load_catalog
-from pipeline.errors import ConfigError, ConfigIssue
+from eventray.pipeline.catalog import load_catalog
+from eventray.pipeline.errors import ConfigError, ConfigIssue
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_TENANT = REPO / "config" / "samples" / "tenant"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cluster.cli import main
+from eventray.cluster.cli import main
 
 SAMPLES = Path(__file__).resolve().parents[2] / "config" / "samples"
 

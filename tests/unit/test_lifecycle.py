@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from actors.lifecycle import StartOnce
+from eventray.actors.lifecycle import StartOnce
 
 
 def test_a_failed_start_is_tried_again_and_concurrent_calls_start_once() -> None:

@@ -1,8 +1,9 @@
-"""The top-level package names are generic: make sure ours are the ones imported."""
+"""Packaging: everything installs under the eventray namespace, and dependencies point inward."""
 
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,24 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["actors", "pipeline", "config", "cluster"])
-def test_packages_resolve_inside_this_repository(name: str) -> None:
-    module = importlib.import_module(name)
+FOLDERS = {"actors": "actors", "pipeline": "pipeline", "config": "config", "cluster": "cluster",
+           "testing": "tests/kit"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "folder"), FOLDERS.items())
+def test_packages_install_under_the_eventray_namespace(name: str, folder: str) -> None:
+    module = importlib.import_module(f"eventray.{name}")
     assert module.__file__ is not None
-    assert Path(module.__file__).resolve().is_relative_to(REPO), module.__file__
+    assert Path(module.__file__).resolve().parent == (REPO / folder).resolve(), module.__file__
+
+
+def test_no_module_imports_a_bare_top_level_name() -> None:
+    # `import pipeline` would resolve to whatever distribution owns that generic name.
+    bare = re.compile(r"^\s*(from|import) (actors|pipeline|config|cluster)[\s.]", re.MULTILINE)
+    for top in (*FOLDERS.values(), "benchmarks", "tests"):
+        for path in (REPO / top).rglob("*.py"):
+            found = bare.search(path.read_text())
+            assert found is None, f"{path}: {found.group(0).strip() if found else ''}"
 
 
 def test_pipeline_does_not_import_ray_or_drivers() -> None:
@@ -29,7 +43,7 @@ def test_pipeline_does_not_import_ray_or_drivers() -> None:
 
 
 def test_settings_read_environment_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from config.settings import load_settings
+    from eventray.config.settings import load_settings
 
     monkeypatch.setenv("EVENTRAY_SCRIPTS__TIME_LIMIT_S", "0.25")
     monkeypatch.setenv("EVENTRAY_SCRIPTS__MEMORY_LIMIT_MB", "16")
@@ -48,8 +62,8 @@ def test_every_package_is_listed_in_pyproject() -> None:
         tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     )
     found = {
-        ".".join(init.parent.relative_to(REPO).parts)
-        for top in ("actors", "pipeline", "config", "cluster")
-        for init in (REPO / top).rglob("__init__.py")
+        "eventray." + ".".join((name, *init.parent.relative_to(REPO / folder).parts))
+        for name, folder in FOLDERS.items()
+        for init in (REPO / folder).rglob("__init__.py")
     }
     assert found == listed

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.models.routing import MatchRule, RouteGroup
-from pipeline.paths import MISSING, compile_path, parse_path
-from pipeline.routing import Dispatch, GroupHistory, RouteTable, compile_match_rule
+from eventray.pipeline.models.routing import MatchRule, RouteGroup
+from eventray.pipeline.paths import MISSING, compile_path, parse_path
+from eventray.pipeline.routing import Dispatch, GroupHistory, RouteTable, compile_match_rule
 
 VIEW: dict[str, Any] = {
     "eventType": "temperature",

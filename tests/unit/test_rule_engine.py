@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from pipeline.adapters.memory_state import MemoryStateStore
-from pipeline.clock import ManualClock
-from pipeline.models import BusinessRule, Rule
-from pipeline.ports import StateSnapshot
-from pipeline.rules.engine import RuleSet, state_key
-from pipeline.rules.outcome import CaptureRecord
+from eventray.pipeline.adapters.memory_state import MemoryStateStore
+from eventray.pipeline.clock import ManualClock
+from eventray.pipeline.models import BusinessRule, Rule
+from eventray.pipeline.ports import StateSnapshot
+from eventray.pipeline.rules.engine import RuleSet, state_key
+from eventray.pipeline.rules.outcome import CaptureRecord
 from tests.unit.rulekit import ORG_PATHS, engine, event, rule
 
 

@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline.errors import RuleError
-from pipeline.models.rule import OPERATORS
-from pipeline.paths import MISSING
-from pipeline.rules.operators import OPERATOR_FUNCTIONS, loose_equal
-from pipeline.rules.values import as_datetime, as_number, as_time_of_day, iso
+from eventray.pipeline.errors import RuleError
+from eventray.pipeline.models.rule import OPERATORS
+from eventray.pipeline.paths import MISSING
+from eventray.pipeline.rules.operators import OPERATOR_FUNCTIONS, loose_equal
+from eventray.pipeline.rules.values import as_datetime, as_number, as_time_of_day, iso
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.rules.engine import state_key
+from eventray.pipeline.rules.engine import state_key
 from tests.unit.rulekit import business_rule, engine, event, rule
 
 COOLDOWN = rule("""

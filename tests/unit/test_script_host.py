@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import ScriptError
-from pipeline.models import AssetTemplate
-from pipeline.scripts.bundle import bundle_for_template
-from pipeline.scripts.cache import ScriptCache
-from pipeline.scripts.host import ScriptHost
-from pipeline.scripts.limits import ScriptLimits
-from pipeline.scripts.runner import ScriptRunner
+from eventray.pipeline.errors import ScriptError
+from eventray.pipeline.models import AssetTemplate
+from eventray.pipeline.scripts.bundle import bundle_for_template
+from eventray.pipeline.scripts.cache import ScriptCache
+from eventray.pipeline.scripts.host import ScriptHost
+from eventray.pipeline.scripts.limits import ScriptLimits
+from eventray.pipeline.scripts.runner import ScriptRunner
 
 TRANSFORM = (
     "result = { eventType: 'reading', eventId: String(payload.id), data: { t: payload.t },"

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adapters.localdir import LocalDirBlobStore
-from pipeline.errors import ScriptError
-from pipeline.models import AssetTemplate
-from pipeline.scripts.cache import ScriptCache
-from pipeline.scripts.executor import ScriptJob, TemplateExecutor
+from eventray.pipeline.adapters.localdir import LocalDirBlobStore
+from eventray.pipeline.errors import ScriptError
+from eventray.pipeline.models import AssetTemplate
+from eventray.pipeline.scripts.cache import ScriptCache
+from eventray.pipeline.scripts.executor import ScriptJob, TemplateExecutor
 
 
 def tpl(tid: str, factor: int) -> AssetTemplate:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.models import AssetTemplate
-from pipeline.scripts.bundle import bundle_for_script, bundle_for_template, detect_codec
-from pipeline.scripts.runner import ScriptRunner
+from eventray.pipeline.models import AssetTemplate
+from eventray.pipeline.scripts.bundle import bundle_for_script, bundle_for_template, detect_codec
+from eventray.pipeline.scripts.runner import ScriptRunner
 
 CODECS = Path(__file__).resolve().parents[2] / "config" / "samples" / "codecs"
 

@@ -12,15 +12,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.adapters.chdb_store import param_text
-from pipeline.storage.query import (
+from eventray.pipeline.adapters.chdb_store import param_text
+from eventray.pipeline.storage.query import (
     EventQuery,
     build_event_count,
     build_event_query,
     decode_cursor,
     encode_cursor,
 )
-from pipeline.storage.schema import TABLES, check_identifier, ddl_statements
+from eventray.pipeline.storage.schema import TABLES, check_identifier, ddl_statements
 
 EVIL = "x' OR 1=1 -- \\'; DROP TABLE events"
 

@@ -18,17 +18,16 @@ from typing import Any
 import orjson
 import pytest
 
-from cluster.simulator import DeviceSimulator
-from pipeline.adapters.memory_state import MemoryStateStore
-from pipeline.catalog import Catalog, load_catalog
-from pipeline.clock import ManualClock
-from pipeline.processor import EventProcessor, Ingested, ProcessedBatch
-from pipeline.routing import Dispatch, RoutingResult
-from pipeline.rules.engine import RuleEngine
-from pipeline.scripts.cache import ScriptCache
-from pipeline.scripts.executor import TemplateExecutor
-from pipeline.storage.retention import DEFAULT_DAYS, RetentionPolicy
-from pipeline.storage.rows import (
+from eventray.pipeline.adapters.memory_state import MemoryStateStore
+from eventray.pipeline.catalog import Catalog, load_catalog
+from eventray.pipeline.clock import ManualClock
+from eventray.pipeline.processor import EventProcessor, Ingested, ProcessedBatch
+from eventray.pipeline.routing import Dispatch, RoutingResult
+from eventray.pipeline.rules.engine import RuleEngine
+from eventray.pipeline.scripts.cache import ScriptCache
+from eventray.pipeline.scripts.executor import TemplateExecutor
+from eventray.pipeline.storage.retention import DEFAULT_DAYS, RetentionPolicy
+from eventray.pipeline.storage.rows import (
     RowContext,
     TriggerAttempt,
     batch_rows,
@@ -37,7 +36,8 @@ from pipeline.storage.rows import (
     refusal_row,
     ts_from_iso,
 )
-from pipeline.storage.schema import TABLES, columns_of
+from eventray.pipeline.storage.schema import TABLES, columns_of
+from eventray.testing.simulator import DeviceSimulator
 
 TENANT = Path(__file__).resolve().parents[2] / "config" / "samples" / "tenant"
 GATEWAY = Path(__file__).resolve().parents[2] / "config" / "samples" / "inputs"

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import TemplateRenderError
-from pipeline.paths import MISSING
-from pipeline.ports import SecretsProvider
-from pipeline.templating import compile_template, format_value, render
+from eventray.pipeline.errors import TemplateRenderError
+from eventray.pipeline.paths import MISSING
+from eventray.pipeline.ports import SecretsProvider
+from eventray.pipeline.templating import compile_template, format_value, render
 
 
 class DictSecrets:

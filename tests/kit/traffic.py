@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from cluster.simulator import DeviceSimulator, Uplink
-from pipeline.catalog import Catalog
-from pipeline.models.datasource import ApiKeyAuth
+from eventray.pipeline.catalog import Catalog
+from eventray.pipeline.models.datasource import ApiKeyAuth
+from eventray.testing.simulator import DeviceSimulator, Uplink
 
 __all__ = ["TrafficResult", "post_traffic"]
 

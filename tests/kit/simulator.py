@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from pipeline.catalog import Catalog
+from eventray.pipeline.catalog import Catalog
 
 __all__ = ["DeviceSimulator", "Uplink"]
 
