@@ -12,7 +12,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ["Result", "measure", "measure_pair", "print_table"]
 
@@ -26,11 +26,24 @@ class Result:
     event_p50_us: float
     peak_rss_mb: float
     rounds: int
+    target: float | None = None
+    """The events/s an issue asks of this workload (None: a baseline, or no target)."""
+
+    def with_target(self, events_per_s: float) -> Result:
+        """This result judged against ``events_per_s``."""
+        return replace(self, target=events_per_s)
+
+    def verdict(self) -> str:
+        if self.target is None:
+            return ""
+        met = "met" if self.events_per_s >= self.target else "MISSED"
+        return f">= {self.target:,.0f}: {met}"
 
     def row(self) -> str:
         return (
             f"| {self.name:<46} | {self.events_per_s:>12,.0f} | {self.event_p50_us:>9.2f} | "
-            f"{self.batch_p50_ms:>8.2f} | {self.batch_p99_ms:>8.2f} | {self.peak_rss_mb:>7.0f} |"
+            f"{self.batch_p50_ms:>8.2f} | {self.batch_p99_ms:>8.2f} | {self.peak_rss_mb:>7.0f} | "
+            f"{self.verdict():<17} |"
         )
 
 
@@ -117,7 +130,7 @@ def print_table(title: str, results: list[Result]) -> None:
     print(f"\n### {title}\n")
     print(
         "| benchmark                                      |     events/s | us/event | batch p50 "
-        "| batch p99 | RSS MB |"
+        "| batch p99 | RSS MB | target            |"
     )
     print(
         "|"
@@ -132,6 +145,8 @@ def print_table(title: str, results: list[Result]) -> None:
         + "-" * 10
         + "|"
         + "-" * 9
+        + "|"
+        + "-" * 19
         + "|"
     )
     for result in results:
