@@ -1,5 +1,5 @@
-"""The ingress actor: hosts :class:`actors.ingress_app.IngressApp` in the cluster and keeps it
-on the current catalog (config changes arrive on NATS)."""
+"""The ingress actor: hosts :class:`eventray.actors.ingress_app.IngressApp` in the cluster and
+keeps it on the current catalog."""
 
 from __future__ import annotations
 
@@ -7,78 +7,49 @@ from typing import Any
 
 import ray
 
+from eventray.actors.host import ActorHost
 from eventray.actors.ingress_app import IngressApp
-from eventray.actors.lifecycle import StartOnce
-from eventray.cluster.wiring import (
-    Endpoints,
-    catalog_from,
-    make_bus,
-    make_config_store,
-    retention_policy,
-)
+from eventray.actors.store import StoreClient
 from eventray.config.settings import Settings
-from eventray.pipeline.adapters.nats_bus import JetStreamBus
+from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.ingress import IngressPolicy
+from eventray.pipeline.ports import Adapters, Stream
 from eventray.pipeline.storage.rows import RowContext
 
 __all__ = ["IngressActor"]
 
-CONFIG_SUBJECT = "eventray.config"
-
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class IngressActor:
-    def __init__(self, settings: Settings, endpoints: Endpoints, store_actor: Any) -> None:
-        self.settings = settings
-        self.endpoints = endpoints
-        self.store = store_actor
-        self._bus: JetStreamBus | None = None
+class IngressActor(ActorHost):
+    def __init__(self, settings: Settings, adapters: Adapters, *, store: str = "store") -> None:
+        super().__init__(settings, adapters, thread_name="ingress")
+        self._store = StoreClient(store)
         self._app: IngressApp | None = None
-        self._once = StartOnce()
 
-    async def start(self) -> int:
-        """Start serving; returns the port (idempotent; retried after a failed start)."""
-        await self._once.run(self._start)
+    async def open(self, stream: Stream, catalog: Catalog) -> None:
+        policy, rows = self._policy(catalog)
+        app = IngressApp(
+            stream=stream,
+            policy=policy,
+            rows=rows,
+            settings=self.settings.ingress,
+            partitions=self.settings.pipeline.partitions,
+            keep=self._store.write,
+        )
+        await app.start()
+        self._app = app
+
+    async def port(self) -> int:
+        """The port the ingress listens on (after :meth:`start`)."""
+        await self.start()
         assert self._app is not None
         return self._app.port
 
-    async def _start(self) -> None:
-        bus = make_bus(self.settings, self.endpoints)
-        await bus.connect()
-        app: IngressApp | None = None
-        try:
-            policy, rows = self._catalog()
-            app = IngressApp(
-                bus=bus,
-                policy=policy,
-                rows=rows,
-                settings=self.settings.ingress,
-                partitions=self.settings.pipeline.partitions,
-                keep=lambda rows_: self.store.insert_rows.remote(rows_),
-            )
-            await bus.client.subscribe(CONFIG_SUBJECT, cb=self._on_config)
-            await app.start()
-        except BaseException:
-            if app is not None:
-                await app.stop()
-            await bus.close()  # the next health check starts from scratch
-            raise
-        self._bus, self._app = bus, app
-
-    async def health(self) -> dict[str, Any]:
-        port = await self.start()
-        assert self._app is not None
-        return {"port": port, "lag": self._app.lag, "answers": dict(self._app.counts)}
-
-    async def _on_config(self, msg: Any) -> None:
-        self.reload()
-
-    def reload(self) -> None:
+    async def use(self, catalog: Catalog) -> None:
         if self._app is not None:
-            self._app.use(*self._catalog())
+            self._app.use(*self._policy(catalog))
 
-    def _catalog(self) -> tuple[IngressPolicy, RowContext]:
-        catalog, _ = catalog_from(make_config_store(self.endpoints))
+    def _policy(self, catalog: Catalog) -> tuple[IngressPolicy, RowContext]:
         policy = IngressPolicy(
             catalog,
             partitions=self.settings.pipeline.partitions,
@@ -86,12 +57,16 @@ class IngressActor:
             max_body_bytes=self.settings.ingress.max_body_bytes,
         )
         rows = RowContext.from_catalog(
-            catalog, retention_policy(self.settings), log_detail=self.settings.store.log_detail
+            catalog, self.settings.store.retention(), log_detail=self.settings.store.log_detail
         )
         return policy, rows
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         if self._app is not None:
             await self._app.stop()
-        if self._bus is not None:
-            await self._bus.close()
+            self._app = None
+
+    async def status(self) -> dict[str, Any]:
+        if self._app is None:
+            return {"port": 0, "lag": 0, "answers": {}}
+        return {"port": self._app.port, "lag": self._app.lag, "answers": dict(self._app.counts)}

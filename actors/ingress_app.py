@@ -20,15 +20,16 @@ import orjson
 from aiohttp import web
 
 from eventray.config.settings import IngressSettings
-from eventray.pipeline.adapters.nats_bus import BusError, JetStreamBus
+from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.ingress import Accepted, IngressPolicy, Refused
 from eventray.pipeline.models import DataSource
+from eventray.pipeline.ports import Stream
 from eventray.pipeline.storage.rows import RowContext, refusal_row
 
 __all__ = ["IngressApp", "KeepRows"]
 
-KeepRows = Callable[[dict[str, list[dict[str, Any]]]], Awaitable[object]]
-"""Where refused authentications go (the store's ``insert_rows``)."""
+KeepRows = Callable[[dict[str, list[tuple[Any, ...]]]], Awaitable[object]]
+"""Where refused authentications go (a row sink's ``write``)."""
 
 
 def _json(status: int, payload: Any, retry_after: float | None = None) -> web.Response:
@@ -42,7 +43,7 @@ class IngressApp:
     """The HTTP server of the ingress.
 
     Args:
-        bus: a connected JetStream bus (the app publishes; it does not own the connection).
+        stream: a connected stream (the app appends to it; it does not own the connection).
         policy: authentication and acceptance decisions (swap with :meth:`use` on reload).
         rows: how refused authentications become ``events_raw`` rows.
         settings: host, port, body limits, backpressure threshold.
@@ -54,7 +55,7 @@ class IngressApp:
     def __init__(
         self,
         *,
-        bus: JetStreamBus,
+        stream: Stream,
         policy: IngressPolicy,
         rows: RowContext,
         settings: IngressSettings,
@@ -62,7 +63,7 @@ class IngressApp:
         keep: KeepRows,
         lag_interval_s: float = 0.5,
     ) -> None:
-        self.bus = bus
+        self.stream = stream
         self.settings = settings
         self.partitions = partitions
         self.keep = keep
@@ -108,8 +109,8 @@ class IngressApp:
         while True:
             total = 0
             for partition in range(self.partitions):
-                with contextlib.suppress(BusError):
-                    total += await self.bus.pending(partition)
+                with contextlib.suppress(RetryableError):
+                    total += await self.stream.pending(partition)
             self.lag = total
             await asyncio.sleep(self.lag_interval_s)
 
@@ -159,27 +160,28 @@ class IngressApp:
 
     async def _publish(self, accepted: Accepted) -> tuple[int, dict[str, Any]]:
         try:
-            await self.bus.publish(
+            await self.stream.append(
                 accepted.subject,
                 accepted.body,
                 msg_id=accepted.event_tracker_id,
                 headers=accepted.headers,
                 timeout_s=self.settings.ack_timeout_s,
             )
-        except BusError as exc:
+        except RetryableError as exc:
             return 503, {"error": f"stream unavailable: {exc}"}
         return 201, {"eventTrackerId": accepted.event_tracker_id}
 
     async def _parsed(
         self, request: web.Request, limit: int
-    ) -> tuple[DataSource, Any] | web.Response:
-        """The authenticated data source and the parsed JSON body, or the error answer."""
+    ) -> tuple[DataSource, Any, bytes] | web.Response:
+        """The authenticated data source, the parsed JSON body and the body, or the error
+        answer."""
         body = await request.read()
         source = await self._authenticated(request, body, limit)
         if isinstance(source, web.Response):
             return source
         try:
-            return source, orjson.loads(body)
+            return source, orjson.loads(body), body
         except orjson.JSONDecodeError as exc:
             return self._answer(_json(400, {"error": f"body is not JSON: {exc}"}))
 
@@ -187,8 +189,8 @@ class IngressApp:
         parsed = await self._parsed(request, self.settings.max_body_bytes)
         if isinstance(parsed, web.Response):
             return parsed
-        source, item = parsed
-        decision = self._policy.accept(source, item)
+        source, item, body = parsed
+        decision = self._policy.accept(source, item, raw=body)
         if isinstance(decision, Refused):
             return self._answer(_json(decision.status, {"error": decision.error}))
         status, payload = await self._publish(decision)
@@ -198,7 +200,7 @@ class IngressApp:
         parsed = await self._parsed(request, self.settings.max_batch_bytes)
         if isinstance(parsed, web.Response):
             return parsed
-        source, items = parsed
+        source, items, _ = parsed
         if not isinstance(items, list):
             return self._answer(_json(400, {"error": "batch body must be a JSON array"}))
         decisions = [self._policy.accept(source, item) for item in items]

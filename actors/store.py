@@ -1,47 +1,55 @@
 """The event-store actor: the one process that owns the store (chDB locks its directory).
 
-Inserts are group-committed. Every statement costs chDB a fixed ~8-10 ms here (parse, a new
-part per table) on top of the per-row work, and a batch touches up to six tables, so the fixed
-part alone was ~60 us per event at batches of 1,000. While one insert runs, the blocks of every
-other caller (lanes, the ingress, the trigger dispatcher) queue up; the next flush joins them
-into one statement per table. Under load that divides the fixed cost by the number of callers;
-idle, a single caller is inserted at once, so latency does not grow.
+Inserts are group-committed. Every statement costs the store a fixed few milliseconds here
+(parsing, a new part per table, merging it later) on top of the per-row work, and a batch
+touches up to six tables. While one insert runs, the rows of every other caller (lanes, the
+ingress, the trigger dispatcher) queue up; the next flush joins them into one statement per
+table. Under load that divides the fixed cost by the number of callers; idle, a single caller
+is inserted at once, so latency does not grow.
 
-If a joined insert fails, each caller's blocks are inserted on their own, so a bad block fails
-only the caller that sent it (that lane retries its batch) and never stalls the others.
+If a joined insert fails, each caller's rows are inserted on their own, so bad rows fail only
+the caller that sent them (that lane narrows its batch down) and never stall the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
-from eventray.cluster.wiring import Endpoints, make_event_store
 from eventray.config.settings import Settings
+from eventray.pipeline.errors import RetryableError
+from eventray.pipeline.ports import Adapters, RowSink
 from eventray.pipeline.storage.query import EventPage, EventQuery, query_events
-from eventray.pipeline.storage.rows import json_each_row
 
-__all__ = ["EventStoreActor"]
+__all__ = ["EventStoreActor", "StoreClient", "StoreUnavailable"]
+
+Rows = Mapping[str, Sequence[Sequence[Any]]]
 
 
 @dataclass(slots=True)
 class _Pending:
-    blocks: dict[str, bytes]
-    rows: int
+    rows: Rows
     done: asyncio.Future[int] = field(repr=False)
+
+    @property
+    def count(self) -> int:
+        return sum(len(items) for items in self.rows.values())
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class EventStoreActor:
     """Inserts batches of rows and answers queries, all on one thread of its own."""
 
-    def __init__(self, settings: Settings, endpoints: Endpoints) -> None:
-        self._store = make_event_store(settings, endpoints)
+    def __init__(self, settings: Settings, adapters: Adapters) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._store = adapters.event_store()
         self._store.ensure_schema()
         # One thread talks to the store; the event loop only queues and joins.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
@@ -53,17 +61,11 @@ class EventStoreActor:
         self.insert_s = 0.0
         self.select_s = 0.0
 
-    async def insert_rows(self, rows: dict[str, list[dict[str, Any]]]) -> int:
-        """Insert each table's rows (encoded here); returns the number of rows."""
-        blocks = {table: json_each_row(items) for table, items in rows.items() if items}
-        return await self.insert_blocks(blocks, sum(len(items) for items in rows.values()))
-
-    async def insert_blocks(self, blocks: dict[str, bytes], rows: int) -> int:
-        """Insert per-table ``JSONEachRow`` blocks encoded by the caller (lanes encode in
-        parallel; this single owner of the store only runs the inserts). Returns when the
-        rows are stored."""
+    async def insert(self, rows: Rows) -> int:
+        """Insert row tuples per table (DDL column order); returns the number of rows once
+        they are stored."""
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(blocks, rows, done))
+        self._queue.append(_Pending(rows, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await done
@@ -75,29 +77,28 @@ class EventStoreActor:
             try:
                 await loop.run_in_executor(self._thread, self._insert_joined, pending)
             except Exception:
-                for one in pending:  # isolate the caller whose blocks fail
+                for one in pending:  # isolate the caller whose rows fail
                     try:
                         await loop.run_in_executor(self._thread, self._insert_joined, [one])
                     except Exception as exc:
                         one.done.set_exception(exc)
                     else:
-                        one.done.set_result(one.rows)
+                        one.done.set_result(one.count)
                 continue
             for one in pending:
-                one.done.set_result(one.rows)
+                one.done.set_result(one.count)
 
     def _insert_joined(self, pending: list[_Pending]) -> None:  # the store thread
         started = time.perf_counter()
-        joined: dict[str, list[bytes]] = {}
+        joined: dict[str, list[Sequence[Any]]] = {}
         for one in pending:
-            for table, block in one.blocks.items():
-                if block:
-                    joined.setdefault(table, []).append(block)
-        for table, parts in joined.items():
-            # Every block ends in a newline (JSONEachRow), so they concatenate as they are.
-            self._store.insert_encoded(table, b"".join(parts))
+            for table, items in one.rows.items():
+                if items:
+                    joined.setdefault(table, []).extend(items)
+        for table, items in joined.items():
+            self._store.insert(table, items)
             self.statements += 1
-        self.rows_written += sum(one.rows for one in pending)
+        self.rows_written += sum(one.count for one in pending)
         self.insert_calls += len(pending)
         self.insert_s += time.perf_counter() - started
 
@@ -126,3 +127,38 @@ class EventStoreActor:
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._store.close)
+
+
+class StoreClient(RowSink):
+    """The store actor as a :class:`RowSink`, found by name (a restarted caller finds it
+    again; an actor handle passed to a constructor would make Ray keep the constructor's
+    arguments in the object store, where a restart can lose them).
+
+    Args:
+        name: the store actor's name in the Ray namespace.
+    """
+
+    def __init__(self, name: str = "store") -> None:
+        self.name = name
+        self._handle: Any = None
+
+    @property
+    def handle(self) -> Any:
+        if self._handle is None:
+            self._handle = ray.get_actor(self.name)
+        return self._handle
+
+    async def write(self, rows: Rows) -> None:
+        try:
+            handle = self.handle
+        except ValueError as exc:  # get_actor: no such actor (yet)
+            raise StoreUnavailable(f"no store actor {self.name!r}: {exc}") from exc
+        try:
+            await handle.insert.remote(rows)
+        except (RayActorError, ActorUnavailableError, GetTimeoutError) as exc:
+            self._handle = None  # look it up again: it may have been restarted
+            raise StoreUnavailable(f"the store actor {self.name!r} is unavailable: {exc}") from exc
+
+
+class StoreUnavailable(RetryableError):
+    """The store actor is restarting or not there yet."""

@@ -1,16 +1,18 @@
-"""``eventray demo --local``: the sample tenant and simulated devices through the engine core,
-in one process (no Ray, no servers).
+"""``eventray demo --local``: the sample tenant and simulated devices through the pipeline, in
+one process (no Ray, no servers).
 
-It runs the same :class:`EventProcessor` a pipeline lane runs: bind each uplink to its asset,
-decode/validate/transform it in QuickJS (including the unmodified EM300-TH and WS301 codecs),
-route it, and evaluate the business rules against in-memory state. It prints throughput as it
-goes and a summary at the end.
+It runs the same :class:`~eventray.pipeline.lane.Lane` and
+:class:`~eventray.pipeline.batch.BatchPipeline` a lane actor runs, over the in-memory twins of
+the stream, the store and the rule state: bind each uplink to its asset, decode/validate/
+transform it in QuickJS (including the unmodified EM300-TH and WS301 codecs), route it,
+evaluate the business rules, build every stored row and queue the trigger deliveries. It prints
+throughput as it goes and a summary read back from what was stored and queued.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +20,20 @@ from typing import TextIO
 
 from eventray.config.settings import Settings
 from eventray.pipeline.adapters.memory_state import MemoryStateStore
+from eventray.pipeline.adapters.memory_stream import MemoryStream
+from eventray.pipeline.batch import BatchPipeline
 from eventray.pipeline.catalog import load_catalog
 from eventray.pipeline.clock import ManualClock
-from eventray.pipeline.processor import EventProcessor, Ingested
-from eventray.pipeline.rules.engine import RuleEngine
+from eventray.pipeline.ingress import new_tracker_id
+from eventray.pipeline.lane import Lane
+from eventray.pipeline.partitioning import partition_of
+from eventray.pipeline.processor import Ingested
+from eventray.pipeline.rules.stage import LocalRules
 from eventray.pipeline.scripts.cache import ScriptCache
 from eventray.pipeline.scripts.executor import TemplateExecutor
+from eventray.pipeline.storage.rows import as_dicts
+from eventray.pipeline.storage.sink import MemoryRowSink
+from eventray.pipeline.triggers.delivery import DeliveryGroup
 from eventray.testing.simulator import DeviceSimulator
 
 __all__ = ["DemoSummary", "run_local_demo"]
@@ -47,52 +57,86 @@ class DemoSummary:
 def run_local_demo(
     settings: Settings, *, events: int, batch: int, out: TextIO, config: Path | None = None
 ) -> DemoSummary:
+    return asyncio.run(_run(settings, events=events, batch=batch, out=out, config=config))
+
+
+async def _run(
+    settings: Settings, *, events: int, batch: int, out: TextIO, config: Path | None
+) -> DemoSummary:
     catalog = load_catalog([config or settings.config_dir or SAMPLE_TENANT])
     simulator = DeviceSimulator(catalog)
     clock = ManualClock(simulator.now)  # rules see simulated time, so cooldowns behave
+    partitions = settings.pipeline.partitions
+    stream, sink = MemoryStream(), MemoryRowSink()
     cache = ScriptCache(
         capacity=settings.scripts.cache_capacity, l1_dir=settings.script_cache_dir,
         limits=settings.scripts.limits(),
     )  # fmt: skip
-    store = MemoryStateStore()
-    processor = EventProcessor(
-        catalog, TemplateExecutor(cache), RuleEngine(catalog.rule_set(), store, clock=clock)
+    pipeline = BatchPipeline(
+        catalog=catalog,
+        executor=TemplateExecutor(cache),
+        rules=LocalRules(
+            partitions=range(partitions), store=MemoryStateStore(), clock=clock, catalog=catalog
+        ),
+        sink=sink,
+        outbox=stream.outbox(),
+        clock=clock,
+        retention=settings.store.retention(),
+        log_detail=settings.store.log_detail,
+        trigger_subject=settings.nats.trigger_subject,
     )
-    summary = DemoSummary()
+    lane = Lane(
+        pipeline,
+        {p: await stream.source(p) for p in range(partitions)},
+        batch_size=batch,
+        linger_s=0.001,
+        fetch_timeout_s=0.05,
+    )
     out.write(f"eventray demo (local): {len(catalog.assets)} assets, {len(catalog.business_rules)} "
-              f"business rules, {events} events in batches of {batch}\n")  # fmt: skip
+              f"business rules, {events} events in batches of {batch}, one process\n")  # fmt: skip
     started = time.perf_counter()
-    seq = 0
-    while summary.ingested < events:
-        uplinks = simulator.take(min(batch, events - summary.ingested))
-        items = []
+    ingested = 0
+    while ingested < events:
+        uplinks = simulator.take(min(batch, events - ingested))
+        received_ms = int(simulator.now.timestamp() * 1000)
         for uplink in uplinks:
-            seq += 1
-            items.append(Ingested(str(uuid.uuid4()), uplink.data_source_id, uplink.body,
-                                  simulator.now.isoformat(), seq))  # fmt: skip
+            org = catalog.data_sources[uplink.data_source_id].org_id
+            stream.add(
+                partition_of(org, partitions),
+                [Ingested(new_tracker_id(), uplink.data_source_id, uplink.body, received_ms)],
+            )
         clock.set(simulator.now)
         t0 = time.perf_counter()
-        result = processor.process(items)
+        await lane.run_until(ingested + len(uplinks))
         dt = time.perf_counter() - t0
-        summary.ingested += len(items)
-        summary.processed += len(result.events)
-        for event in result.events:
-            summary.by_org_type[(event.org_id, str(event.event.get("eventType")))] += 1
-        for failure in result.failures:
-            summary.failures[f"{failure.stage}: {failure.error}"] += 1
-        for evaluation in result.rules.evaluations:
-            if evaluation.actions:
-                summary.rules_fired[evaluation.business_rule_id] += 1
-            for intent in evaluation.execs:
-                summary.triggers[intent.trigger_id] += 1
-                if len(summary.examples) < 5 and intent.message:
-                    summary.examples.append(f"{intent.trigger_id}: {intent.message}")
-            for capture in evaluation.captures:
-                summary.captures[capture.name or capture.action_id] += 1
-        out.write(f"  batch of {len(items):>5}: {len(result.events):>5} processed, "
-                  f"{len(result.failures):>3} to DLQ, {len(items) / dt:>9,.0f} events/s\n")  # fmt: skip
+        ingested += len(uplinks)
+        out.write(f"  {len(uplinks):>5} events: {lane.stats.events:>6} processed so far, "
+                  f"{lane.stats.failed:>4} to the DLQ, {len(uplinks) / dt:>9,.0f} events/s\n")  # fmt: skip
+    summary = _summary(sink, stream, lane)
+    summary.ingested = ingested
     summary.seconds = time.perf_counter() - started
     _print_summary(summary, out)
+    return summary
+
+
+def _summary(sink: MemoryRowSink, stream: MemoryStream, lane: Lane) -> DemoSummary:
+    """What the run stored and queued, read back as a user would."""
+    summary = DemoSummary(processed=lane.stats.events)
+    rows = as_dicts(sink.rows)
+    for row in rows["events"]:
+        summary.by_org_type[(row["org_id"], row["event_type"])] += 1
+    for row in rows["dlq"]:
+        summary.failures[f"{row['stage']}: {row['error']}"] += 1
+    for row in rows["logs_rule"]:
+        if row["actions"]:
+            summary.rules_fired[row["business_rule_id"]] += 1
+    for row in rows["logs_capture"]:
+        summary.captures[row["name"] or row["action_id"]] += 1
+    for message in stream.outbox().queued.values():
+        for job in DeliveryGroup.from_bytes(message.body).jobs:
+            summary.triggers[job.trigger_id] += 1
+            if len(summary.examples) < 5 and job.message:
+                summary.examples.append(f"{job.trigger_id}: {job.message}")
     return summary
 
 

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from eventray.cluster.raylocal import keep_ray_on_loopback
-from eventray.cluster.wiring import Endpoints, catalog_from, make_config_store
+from eventray.cluster.wiring import Endpoints, Wiring
 from eventray.config.settings import Settings
+from eventray.pipeline.catalog import build_catalog
+from eventray.pipeline.errors import ConfigError, ConfigIssue
+from eventray.pipeline.loader import entity_from_dict
 
-__all__ = ["Stack", "StackInfo", "read_stack_info"]
+__all__ = ["Stack", "StackInfo", "apply_documents", "check_merged", "read_stack_info"]
 
 NAMESPACE = "eventray"
 
@@ -118,52 +121,62 @@ class Stack:
         return str(ray.get_runtime_context().gcs_address)
 
     # ------------------------------------------------------------------ topology
+    @property
+    def wiring(self) -> Wiring:
+        """The adapters of this stack (only valid once started)."""
+        assert self.endpoints is not None
+        return Wiring(self.settings, self.endpoints)
+
     def start(self) -> Stack:
         import ray
 
         from eventray.actors.ingress import IngressActor
         from eventray.actors.lane import LaneActor
-        from eventray.actors.rules import RulePartitionActor
+        from eventray.actors.rules import RulePartitionActor, rule_actor_name
         from eventray.actors.store import EventStoreActor
         from eventray.actors.triggers import TriggerActor
 
         self.endpoints = endpoints = self._start_services()
-        make_config_store(endpoints).close()  # creates the embedded store's directory
-        _ensure_stream(self.settings, endpoints.nats_url)
+        wiring = self.wiring
+        wiring.config_store().close()  # creates the embedded store's directory
+        _ensure_stream(self.settings, wiring)
         ray_address = self._start_ray()
         s = self.settings
-        store = EventStoreActor.options(name="store").remote(s, endpoints)  # type: ignore[attr-defined]
+        # Actors find each other by name (an actor handle passed to a constructor would keep
+        # the constructor's arguments in the object store, where a restart can lose them).
+        store = EventStoreActor.options(name="store").remote(s, wiring)  # type: ignore[attr-defined]
         ray.get(store.stats.remote())
-        rules = (
+        rule_names = (
             {}
             if s.pipeline.rules_in_lane
-            else {
-                p: RulePartitionActor.options(name=f"rules-p{p}").remote(s, endpoints, p)  # type: ignore[attr-defined]
-                for p in range(s.pipeline.partitions)
-            }
+            else {p: rule_actor_name(p) for p in range(s.pipeline.partitions)}
         )
+        rules = {
+            name: RulePartitionActor.options(name=name).remote(s, wiring, p)  # type: ignore[attr-defined]
+            for p, name in rule_names.items()
+        }
         lanes_n = min(s.pipeline.lanes, s.pipeline.partitions)
         lanes = {
             i: LaneActor.options(name=f"lane-{i}").remote(  # type: ignore[attr-defined]
                 s,
-                endpoints,
+                wiring,
                 [p for p in range(s.pipeline.partitions) if p % lanes_n == i],
-                rules,
-                store,
+                store="store",
+                rule_actors={p: rule_names[p] for p in rule_names if p % lanes_n == i},
             )
             for i in range(lanes_n)
         }
-        triggers = TriggerActor.options(name="triggers").remote(s, endpoints, store)  # type: ignore[attr-defined]
-        ingress = IngressActor.options(name="ingress").remote(s, endpoints, store)  # type: ignore[attr-defined]
+        triggers = TriggerActor.options(name="triggers").remote(s, wiring, store="store")  # type: ignore[attr-defined]
+        ingress = IngressActor.options(name="ingress").remote(s, wiring, store="store")  # type: ignore[attr-defined]
         self.actors = {
             "store": store,
             "triggers": triggers,
             "ingress": ingress,
-            **{f"rules-p{p}": a for p, a in rules.items()},
+            **rules,
             **{f"lane-{i}": a for i, a in lanes.items()},
         }
         ray.get([lane.start.remote() for lane in lanes.values()] + [triggers.start.remote()])
-        self.ingress_port = int(ray.get(ingress.start.remote()))
+        self.ingress_port = int(ray.get(ingress.port.remote()))
         if s.metrics.enabled:
             from eventray.cluster.metrics import serve_metrics
 
@@ -221,15 +234,7 @@ class Stack:
 
     def apply(self, documents: list[dict[str, Any]]) -> int:
         """Store entity documents and tell the running actors to reload."""
-        assert self.endpoints is not None
-        store = make_config_store(self.endpoints)
-        try:
-            revision = store.put(documents)
-            catalog_from(store)  # refuses a catalog that does not build
-        finally:
-            store.close()
-        _notify(self.endpoints.nats_url)
-        return revision
+        return apply_documents(self.wiring, documents)
 
     def wait_revision(self, revision: int, *, timeout_s: float = 30.0) -> bool:
         """Wait until every lane runs the catalog of ``revision`` (after :meth:`apply`)."""
@@ -291,16 +296,14 @@ class Stack:
             (self.settings.data_dir / "stack.json").unlink()
 
 
-def _ensure_stream(settings: Settings, nats_url: str) -> None:
+def _ensure_stream(settings: Settings, wiring: Wiring) -> None:
     """Create (or update) the stream with the inbound partitions and the trigger queue."""
     import asyncio
-
-    from eventray.pipeline.adapters.nats_bus import JetStreamBus
 
     n = settings.nats
 
     async def ensure() -> None:
-        bus = JetStreamBus(url=nats_url, stream=n.stream, subject_prefix=n.subject_prefix)
+        bus = wiring.stream()
         await bus.connect()
         try:
             await bus.ensure_stream(
@@ -317,17 +320,51 @@ def _ensure_stream(settings: Settings, nats_url: str) -> None:
     asyncio.run(ensure())
 
 
-def _notify(nats_url: str) -> None:
-    """Publish a config-change message (core NATS: every subscriber reloads)."""
+def apply_documents(wiring: Wiring, documents: list[dict[str, Any]], *, notify: bool = True) -> int:
+    """Store entity documents and tell every running actor to reload; returns the new
+    revision. The catalog they make together with what is stored is checked first (scripts
+    compiled), so a configuration that cannot work is refused before anything is stored.
+
+    Raises:
+        ConfigError: every problem of the merged catalog (nothing is applied).
+    """
     import asyncio
 
-    import nats
+    store = wiring.config_store()
+    try:
+        check_merged(store.documents(), documents)
+        revision = store.put(documents)
+    finally:
+        store.close()
 
-    async def send() -> None:
-        nc = await nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=1)
-        await nc.publish("eventray.config", b"reload")
-        await nc.flush()
-        await nc.close()
+    async def tell() -> None:
+        stream = wiring.stream()
+        await stream.connect(timeout_s=3)
+        try:
+            await stream.config_changed()
+        finally:
+            await stream.close()
 
-    with contextlib.suppress(Exception):
-        asyncio.run(send())
+    if notify:
+        with contextlib.suppress(Exception):  # no stack running: nothing to tell
+            asyncio.run(tell())
+    return revision
+
+
+def check_merged(existing: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
+    """The catalog after applying ``new`` over ``existing`` must build (with script checks).
+
+    Raises:
+        ConfigError: every problem found.
+    """
+    merged = {(d.get("kind"), d.get("id")): d for d in existing}
+    merged.update({(d.get("kind"), d.get("id")): d for d in new})
+    issues: list[ConfigIssue] = []
+    entities = []
+    for doc in merged.values():
+        entity = entity_from_dict("apply", doc, issues)
+        if entity is not None:
+            entities.append(("apply", entity))
+    if issues:
+        raise ConfigError(issues)
+    build_catalog(entities, compile_scripts=True)

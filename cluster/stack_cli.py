@@ -14,7 +14,6 @@ import orjson
 
 from eventray.cluster.demo import SAMPLE_TENANT
 from eventray.config.settings import Settings, load_settings
-from eventray.pipeline.catalog import build_catalog
 from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
 from eventray.pipeline.loader import entity_from_dict, read_documents
 
@@ -37,21 +36,6 @@ def read_entity_documents(paths: list[Path]) -> list[dict[str, Any]]:
     if issues:
         raise ConfigError(issues)
     return [doc for _, doc in docs]
-
-
-def _merged_check(existing: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
-    """The catalog after applying ``new`` over ``existing`` must build (with script checks)."""
-    merged = {(d["kind"], d["id"]): d for d in existing}
-    merged.update({(d["kind"], d["id"]): d for d in new})
-    issues: list[ConfigIssue] = []
-    entities = []
-    for doc in merged.values():
-        entity = entity_from_dict("apply", doc, issues)
-        if entity is not None:
-            entities.append(("apply", entity))
-    if issues:
-        raise ConfigError(issues)
-    build_catalog(entities, compile_scripts=True)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -114,8 +98,8 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_apply(args: argparse.Namespace, out: TextIO) -> int:
-    from eventray.cluster.stack import _notify, read_stack_info
-    from eventray.cluster.wiring import Endpoints, make_config_store
+    from eventray.cluster.stack import apply_documents, read_stack_info
+    from eventray.cluster.wiring import Endpoints, Wiring
 
     settings = _settings(args)
     documents = read_entity_documents([Path(p) for p in args.file])
@@ -126,14 +110,7 @@ def cmd_apply(args: argparse.Namespace, out: TextIO) -> int:
         endpoints = Endpoints(
             "", "", None, None, settings.data_dir / "config", settings.mongodb_url, None
         )
-    store = make_config_store(endpoints)
-    try:
-        _merged_check(store.documents(), documents)
-        revision = store.put(documents)
-    finally:
-        store.close()
-    if info is not None:
-        _notify(endpoints.nats_url)
+    revision = apply_documents(Wiring(settings, endpoints), documents, notify=info is not None)
     out.write(
         orjson.dumps(
             {
@@ -186,7 +163,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_events_query(args: argparse.Namespace, out: TextIO) -> int:
     from eventray.cluster.stack import read_stack_info
-    from eventray.cluster.wiring import catalog_from, make_config_store
+    from eventray.cluster.wiring import Wiring
+    from eventray.pipeline.catalog import catalog_from_store
     from eventray.pipeline.storage.query import EventQuery
 
     settings = _settings(args)
@@ -195,9 +173,9 @@ def cmd_events_query(args: argparse.Namespace, out: TextIO) -> int:
         raise EventrayError(
             f"no running stack found in {settings.data_dir} (start one with eventray up)"
         )
-    config = make_config_store(info.endpoints_obj())
+    config = Wiring(settings, info.endpoints_obj()).config_store()
     try:
-        catalog, _ = catalog_from(config)
+        catalog, _ = catalog_from_store(config)
     finally:
         config.close()
     org = catalog.orgs.get(args.org_id)

@@ -1,7 +1,9 @@
 """Composition root: which adapter serves each port, from settings and running services.
 
-Every actor builds its adapters here, in its own process, from plain data (``Settings`` and
-``Endpoints`` pickle cheaply), so no driver object ever crosses a process boundary.
+This is the only module that builds adapters. Actors are handed a :class:`Wiring` (plain
+picklable data: settings and endpoints) and call it in their own process, so no driver object
+ever crosses a process boundary and no actor imports a concrete adapter; the tools and the
+single-process baseline call it directly.
 """
 
 from __future__ import annotations
@@ -11,23 +13,10 @@ from pathlib import Path
 
 from eventray.config.settings import Settings
 from eventray.pipeline.adapters.nats_bus import JetStreamBus
-from eventray.pipeline.catalog import Catalog, build_catalog
-from eventray.pipeline.errors import ConfigError, ConfigIssue
-from eventray.pipeline.loader import entity_from_dict
-from eventray.pipeline.models import Entity
-from eventray.pipeline.ports import BlobStore, ConfigStore, EventStore, StateStore
-from eventray.pipeline.storage.retention import RetentionPolicy
+from eventray.pipeline.ports import Adapters, BlobStore, ConfigStore, EventStore, StateStore
+from eventray.pipeline.triggers.delivery import Sender
 
-__all__ = [
-    "Endpoints",
-    "catalog_from",
-    "make_blob_store",
-    "make_bus",
-    "make_config_store",
-    "make_event_store",
-    "make_state_store",
-    "retention_policy",
-]
+__all__ = ["Endpoints", "Wiring"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,77 +33,74 @@ class Endpoints:
     blob_dir: Path | None
 
 
-def make_bus(settings: Settings, endpoints: Endpoints) -> JetStreamBus:
-    """The stream as configured (not yet connected)."""
-    return JetStreamBus(
-        url=endpoints.nats_url,
-        stream=settings.nats.stream,
-        subject_prefix=settings.nats.subject_prefix,
-    )
+@dataclass(frozen=True, slots=True)
+class Wiring(Adapters):
+    """The adapters of a running stack (see :class:`eventray.pipeline.ports.Adapters`)."""
 
+    settings: Settings
+    endpoints: Endpoints
 
-def make_state_store(endpoints: Endpoints) -> StateStore:
-    from eventray.pipeline.adapters.redis_state import RedisStateStore
-
-    return RedisStateStore(url=endpoints.redis_url)
-
-
-def make_event_store(settings: Settings, endpoints: Endpoints) -> EventStore:
-    if endpoints.clickhouse_url:
-        from eventray.pipeline.adapters.clickhouse_store import ClickHouseEventStore
-
-        return ClickHouseEventStore(url=endpoints.clickhouse_url, database=settings.store.database)
-    from eventray.pipeline.adapters.chdb_store import ChdbEventStore
-
-    assert endpoints.chdb_path is not None
-    return ChdbEventStore(path=endpoints.chdb_path, database=settings.store.database)
-
-
-def make_config_store(endpoints: Endpoints) -> ConfigStore:
-    if endpoints.mongodb_url:
-        from eventray.pipeline.adapters.mongo_config import MongoConfigStore
-
-        return MongoConfigStore(url=endpoints.mongodb_url)
-    from eventray.pipeline.adapters.file_config import FileConfigStore
-
-    assert endpoints.config_dir is not None
-    return FileConfigStore(root=endpoints.config_dir)
-
-
-def make_blob_store(settings: Settings, endpoints: Endpoints) -> BlobStore | None:
-    if settings.blobs.endpoint:
-        from eventray.pipeline.adapters.minio_blob import MinioBlobStore
-
-        return MinioBlobStore(
-            endpoint=settings.blobs.endpoint,
-            access_key=settings.blobs.access_key,
-            secret_key=settings.blobs.secret_key,
-            bucket=settings.blobs.bucket,
-            secure=settings.blobs.secure,
+    def stream(self) -> JetStreamBus:
+        """The stream as configured (not yet connected); partitions' consumers with the
+        configured acknowledgement wait and flow control."""
+        nats = self.settings.nats
+        return JetStreamBus(
+            url=self.endpoints.nats_url,
+            stream=nats.stream,
+            subject_prefix=nats.subject_prefix,
+            config_subject=nats.config_subject,
+            consumer={"ack_wait_s": nats.ack_wait_s, "max_ack_pending": nats.max_ack_pending},
         )
-    if endpoints.blob_dir is None:
-        return None
-    from eventray.pipeline.adapters.localdir import LocalDirBlobStore
 
-    return LocalDirBlobStore(endpoints.blob_dir)
+    def state_store(self) -> StateStore:
+        from eventray.pipeline.adapters.redis_state import RedisStateStore
 
+        return RedisStateStore(url=self.endpoints.redis_url)
 
-def retention_policy(settings: Settings) -> RetentionPolicy:
-    return RetentionPolicy(
-        defaults=dict(settings.store.retention_days),
-        overrides={org: dict(t) for org, t in settings.store.org_retention_days.items()},
-    )
+    def event_store(self) -> EventStore:
+        database = self.settings.store.database
+        if self.endpoints.clickhouse_url:
+            from eventray.pipeline.adapters.clickhouse_store import ClickHouseEventStore
 
+            return ClickHouseEventStore(url=self.endpoints.clickhouse_url, database=database)
+        from eventray.pipeline.adapters.chdb_store import ChdbEventStore
 
-def catalog_from(store: ConfigStore, *, compile_scripts: bool = False) -> tuple[Catalog, int]:
-    """The catalog the config store holds now, with its revision."""
-    revision = store.revision()
-    issues: list[ConfigIssue] = []
-    entities: list[tuple[str, Entity]] = []
-    for document in store.documents():
-        entity = entity_from_dict("config store", document, issues)
-        if entity is not None:
-            entities.append(("config store", entity))
-    if issues:
-        raise ConfigError(issues)
-    return build_catalog(entities, compile_scripts=compile_scripts), revision
+        assert self.endpoints.chdb_path is not None
+        return ChdbEventStore(path=self.endpoints.chdb_path, database=database)
+
+    def config_store(self) -> ConfigStore:
+        if self.endpoints.mongodb_url:
+            from eventray.pipeline.adapters.mongo_config import MongoConfigStore
+
+            return MongoConfigStore(url=self.endpoints.mongodb_url)
+        from eventray.pipeline.adapters.file_config import FileConfigStore
+
+        assert self.endpoints.config_dir is not None
+        return FileConfigStore(root=self.endpoints.config_dir)
+
+    def blob_store(self) -> BlobStore | None:
+        blobs = self.settings.blobs
+        if blobs.endpoint:
+            from eventray.pipeline.adapters.minio_blob import MinioBlobStore
+
+            return MinioBlobStore(
+                endpoint=blobs.endpoint,
+                access_key=blobs.access_key,
+                secret_key=blobs.secret_key,
+                bucket=blobs.bucket,
+                secure=blobs.secure,
+            )
+        if self.endpoints.blob_dir is None:
+            return None
+        from eventray.pipeline.adapters.localdir import LocalDirBlobStore
+
+        return LocalDirBlobStore(self.endpoints.blob_dir)
+
+    def sender(self) -> Sender:
+        from eventray.pipeline.adapters.http_sender import AiohttpSender
+        from eventray.pipeline.adapters.senders import TriggerSenders
+        from eventray.pipeline.adapters.smtp_sender import SmtpSender
+
+        return TriggerSenders(
+            http=AiohttpSender(limit=self.settings.triggers.concurrency), smtp=SmtpSender()
+        )

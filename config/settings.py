@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventray.pipeline.scripts.limits import ScriptLimits
+from eventray.pipeline.storage.retention import RetentionPolicy
 
 __all__ = [
     "BlobSettings",
@@ -74,6 +75,9 @@ class NatsSettings(_Section):
     stream: str = "EVENTRAY"
     subject_prefix: str = "eventray.in"
     trigger_subject: str = "eventray.triggers"
+    config_subject: str = Field(
+        default="eventray.config", description="core NATS subject of 'entities changed'"
+    )
     storage: Literal["file", "memory"] = "file"
     replicas: PositiveInt = 1
     max_bytes: int = Field(default=-1, description="stream size limit; -1 = unlimited")
@@ -103,6 +107,13 @@ class StoreSettings(_Section):
         default="errors",
         description="errors: per-event logs only for failures, debug assets and rules that acted",
     )
+
+    def retention(self) -> RetentionPolicy:
+        """Days per table, with the per-organization overrides."""
+        return RetentionPolicy(
+            defaults=dict(self.retention_days),
+            overrides={org: dict(t) for org, t in self.org_retention_days.items()},
+        )
 
 
 class BlobSettings(_Section):

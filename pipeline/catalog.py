@@ -21,7 +21,7 @@ from eventray.pipeline.errors import (
     ScriptError,
     TemplateRenderError,
 )
-from eventray.pipeline.loader import read_entities
+from eventray.pipeline.loader import entity_from_dict, read_entities
 from eventray.pipeline.models import (
     Asset,
     AssetTemplate,
@@ -34,12 +34,13 @@ from eventray.pipeline.models import (
     Trigger,
 )
 from eventray.pipeline.models.rule import ExecAction
+from eventray.pipeline.ports import ConfigStore
 from eventray.pipeline.routing import RouteTable
 from eventray.pipeline.rules.compiler import compile_business_rule
 from eventray.pipeline.rules.engine import RuleSet
 from eventray.pipeline.templating import compile_template
 
-__all__ = ["Catalog", "build_catalog", "load_catalog"]
+__all__ = ["Catalog", "build_catalog", "catalog_from_store", "load_catalog"]
 
 E = TypeVar("E", bound=Entity)
 
@@ -280,3 +281,22 @@ def load_catalog(paths: Iterable[Path | str], *, compile_scripts: bool = True) -
         builder.build()
         raise ConfigError(issues + builder.issues)
     return build_catalog(entities, compile_scripts=compile_scripts)
+
+
+def catalog_from_store(store: ConfigStore, *, compile_scripts: bool = False) -> tuple[Catalog, int]:
+    """The catalog a config store holds now, with its revision.
+
+    Raises:
+        ConfigError: a stored document is invalid or the entities do not build (every problem
+            listed).
+    """
+    revision = store.revision()
+    issues: list[ConfigIssue] = []
+    entities: list[tuple[str, Entity]] = []
+    for document in store.documents():
+        entity = entity_from_dict("config store", document, issues)
+        if entity is not None:
+            entities.append(("config store", entity))
+    if issues:
+        raise ConfigError(issues)
+    return build_catalog(entities, compile_scripts=compile_scripts), revision

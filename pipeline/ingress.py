@@ -14,10 +14,11 @@ the DLQ, so nothing accepted is lost.
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -28,16 +29,54 @@ from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.models import DataSource
 from eventray.pipeline.partitioning import partition_of, subject_for
 
-__all__ = ["Accepted", "IngressPolicy", "Refused", "new_tracker_id"]
+__all__ = [
+    "HEADER_ASSET",
+    "HEADER_ORG",
+    "HEADER_RECEIVED",
+    "HEADER_SOURCE",
+    "LEGACY_HEADER_RECEIVED",
+    "Accepted",
+    "IngressPolicy",
+    "Refused",
+    "ingested_headers",
+    "new_tracker_id",
+]
 
+# What an accepted ingestion carries to the lanes besides its id (Nats-Msg-Id).
 HEADER_SOURCE = "Eventray-Data-Source"
-HEADER_RECEIVED = "Eventray-Received-At"
+HEADER_RECEIVED = "Eventray-Received-Ms"  # epoch milliseconds
 HEADER_ORG = "Eventray-Org"
+HEADER_ASSET = "Eventray-Asset"  # the bound asset: the lane need not parse the body again
+LEGACY_HEADER_RECEIVED = "Eventray-Received-At"  # ISO text, written by earlier versions
 
 
-def new_tracker_id() -> str:
-    """An eventTrackerId: random, URL-safe, unique across processes."""
-    return uuid.uuid4().hex
+def ingested_headers(
+    *, data_source_id: str, received_ms: int, org_id: str, asset_id: str = ""
+) -> dict[str, str]:
+    """The headers of an accepted ingestion."""
+    headers = {HEADER_SOURCE: data_source_id, HEADER_RECEIVED: str(received_ms), HEADER_ORG: org_id}
+    if asset_id:
+        headers[HEADER_ASSET] = asset_id
+    return headers
+
+
+class _TrackerIds:
+    """eventTrackerIds: a random 64-bit prefix per process and a counter.
+
+    Unique across processes (the prefix) and within one (the counter), and ~10x cheaper than
+    ``uuid4()``, which asks the kernel for randomness every time.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._next = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._next):016x}"
+
+
+new_tracker_id = _TrackerIds()
+"""A new eventTrackerId: 32 hex characters, unique across processes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,20 +154,37 @@ class IngressPolicy:
         return source
 
     def accept(
-        self, source: DataSource, item: Any, *, received_at: datetime | None = None
+        self,
+        source: DataSource,
+        item: Any,
+        *,
+        raw: bytes | None = None,
+        received_ms: int | None = None,
     ) -> Accepted | Refused:
-        """One JSON value (already parsed) from an authenticated request."""
+        """One JSON value (already parsed) from an authenticated request.
+
+        Args:
+            source: the authenticated data source.
+            item: the parsed event.
+            raw: ``item``'s JSON text when the request body is exactly that (a single POST):
+                it is published as received instead of being encoded again.
+            received_ms: when it arrived (epoch milliseconds; default now).
+        """
         if not isinstance(item, dict):
             return Refused(400, "body must be a JSON object", source.id, source.org_id)
-        body = orjson.dumps(item)
+        body = raw if raw is not None else orjson.dumps(item)
         if len(body) > self.max_body_bytes:
             return Refused(
                 413, f"event larger than {self.max_body_bytes} bytes", source.id, source.org_id
             )
         asset = self.binder.bind(source, item)
-        org_id = source.org_id if isinstance(asset, str) else asset.org_id
-        tracker = new_tracker_id()
-        when = (received_at or datetime.now(UTC)).isoformat(timespec="milliseconds")
+        org_id = asset.org_id if not isinstance(asset, str) else source.org_id
+        when = received_ms if received_ms is not None else time.time_ns() // 1_000_000
         subject = subject_for(self.subject_prefix, partition_of(org_id, self.partitions))
-        headers = {HEADER_SOURCE: source.id, HEADER_RECEIVED: when, HEADER_ORG: org_id}
-        return Accepted(tracker, subject, body, headers)
+        headers = ingested_headers(
+            data_source_id=source.id,
+            received_ms=when,
+            org_id=org_id,
+            asset_id=asset.id if not isinstance(asset, str) else "",
+        )
+        return Accepted(new_tracker_id(), subject, body, headers)

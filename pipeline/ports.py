@@ -6,19 +6,31 @@ implement so conformance is checked where they are defined. The domain only ever
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from eventray.pipeline.processor import Ingested
+    from eventray.pipeline.triggers.delivery import Sender
 
 __all__ = [
+    "Adapters",
     "BlobStore",
     "Clock",
     "ConfigStore",
+    "EventSource",
     "EventStore",
+    "Outbox",
+    "OutboxMessage",
+    "Queue",
+    "QueuedMessage",
+    "RowSink",
     "SecretsProvider",
     "StateSnapshot",
     "StateStore",
+    "Stream",
 ]
 
 
@@ -97,17 +109,18 @@ class EventStore(Protocol):
         """Create every table if missing (idempotent)."""
         ...
 
-    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert ``rows`` (column -> value) into ``table`` in one round trip.
+    def insert(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert row tuples into ``table`` in one statement.
 
-        Raises :class:`pipeline.errors.RetryableError` subclasses when the store is unreachable.
+        Each row holds the table's columns in DDL order
+        (:func:`eventray.pipeline.storage.schema.columns_of`), dates as epoch milliseconds
+        (see :mod:`eventray.pipeline.storage.rows`); adapters send them columnar (Arrow to
+        chDB, Native to ClickHouse).
+
+        Raises:
+            RetryableError: the store is unreachable (subclasses name which).
+            PermanentError: the store refused the rows.
         """
-        ...
-
-    def insert_encoded(self, table: str, block: bytes) -> None:
-        """Insert rows already encoded as ``JSONEachRow`` lines (see
-        :func:`pipeline.storage.rows.json_each_row`): lets the producer encode in its own
-        process, so the store's owner only hands bytes to the engine."""
         ...
 
     def select(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -145,4 +158,179 @@ class ConfigStore(Protocol):
 
     def close(self) -> None:
         """Release connections (idempotent)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message for the stream: the trigger queue (durable, de-duplicated by ``msg_id``) or
+    a ``publish`` route's subject."""
+
+    subject: str
+    body: bytes
+    msg_id: str = ""
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """One partition of the event stream, owned by one consumer at a time.
+
+    Deliveries come in stream order; acknowledging one acknowledges everything before it, so
+    a batch costs one acknowledgement and nothing is acknowledged before it is handled.
+    """
+
+    partition: int
+
+    async def fetch(self, max_events: int, *, timeout_s: float, linger_s: float) -> list[Ingested]:
+        """Up to ``max_events``; returns when that many arrived, when no new one arrived for
+        ``linger_s`` after the first (a batch closes on size or age), or empty after
+        ``timeout_s``."""
+        ...
+
+    async def ack_through(self, last: Ingested) -> None:
+        """Acknowledge ``last`` and every earlier delivery of this partition."""
+        ...
+
+    async def pending(self) -> int:
+        """Events of the partition not yet acknowledged (the consumer lag)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop fetching (unacknowledged events are delivered again to the next owner)."""
+        ...
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """Where a batch's outputs go before it is acknowledged: trigger deliveries (durable, so a
+    slow webhook never holds a partition) and ``publish`` routes (at most once)."""
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message body the stream takes; bigger outputs fail their event."""
+        ...
+
+    async def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
+        """Store ``messages`` durably (de-duplicated by ``msg_id``); returns once stored."""
+        ...
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> None:
+        """Fan ``messages`` out to their subjects' subscribers (not stored)."""
+        ...
+
+
+@runtime_checkable
+class RowSink(Protocol):
+    """Where a batch's rows go; returns once they are durably stored."""
+
+    async def write(self, rows: Mapping[str, Sequence[Sequence[Any]]]) -> None:
+        """Store row tuples per table (see :meth:`EventStore.insert`)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message of a work queue (the trigger queue): acknowledged one by one."""
+
+    body: bytes
+    seq: int
+    delivered: int
+    ack: str
+
+
+@runtime_checkable
+class Queue(Protocol):
+    """A durable work queue with explicit acknowledgements: an unacknowledged message comes
+    back after the queue's acknowledgement wait."""
+
+    async def fetch(self, max_messages: int, *, timeout_s: float) -> list[QueuedMessage]:
+        """Up to ``max_messages``, or empty after ``timeout_s``."""
+        ...
+
+    async def ack(self, message: QueuedMessage) -> None:
+        """Acknowledge one message."""
+        ...
+
+    async def close(self) -> None:
+        """Stop fetching."""
+        ...
+
+
+@runtime_checkable
+class Stream(Protocol):
+    """A connection to the event stream: partitions to consume, an outbox, config changes."""
+
+    async def connect(self) -> None:
+        """Open the connection (idempotent)."""
+        ...
+
+    async def append(
+        self, subject: str, body: bytes, *, msg_id: str, headers: Mapping[str, str],
+        timeout_s: float,
+    ) -> None:  # fmt: skip
+        """Store one ingested event in the stream; returns once the stream acknowledged it.
+        A second append with the same ``msg_id`` inside the duplicate window is stored once."""
+        ...
+
+    async def pending(self, partition: int) -> int:
+        """Events of ``partition`` not yet acknowledged by its consumer (the lag)."""
+        ...
+
+    async def queue(self, name: str, subject: str, *, ack_wait_s: float, max_pending: int) -> Queue:
+        """The durable work queue ``name`` over ``subject``."""
+        ...
+
+    async def source(self, partition: int) -> EventSource:
+        """Take ownership of ``partition``: everything not yet acknowledged is delivered to the
+        returned source, in order, before anything newer."""
+        ...
+
+    def outbox(self) -> Outbox:
+        """The outbox over this connection."""
+        ...
+
+    async def watch_config(self, changed: Callable[[], Awaitable[None]]) -> None:
+        """Call ``changed`` whenever the entities change (``eventray apply``)."""
+        ...
+
+    async def config_changed(self) -> None:
+        """Tell every watcher that the entities changed."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class Adapters(Protocol):
+    """Builds the adapter of each port, in the process that uses it.
+
+    The composition root (``eventray.cluster.wiring``) implements it as plain picklable data,
+    so an actor is handed one and builds its connections itself: no driver object ever crosses
+    a process boundary, and no actor imports a concrete adapter.
+    """
+
+    def stream(self) -> Stream:
+        """A new (unconnected) connection to the event stream."""
+        ...
+
+    def state_store(self) -> StateStore:
+        """Rule state."""
+        ...
+
+    def event_store(self) -> EventStore:
+        """The analytical store (only the store actor opens it)."""
+        ...
+
+    def config_store(self) -> ConfigStore:
+        """The entities."""
+        ...
+
+    def blob_store(self) -> BlobStore | None:
+        """The script cache's L2, if any."""
+        ...
+
+    def sender(self) -> Sender:
+        """One sender for every trigger transport."""
         ...

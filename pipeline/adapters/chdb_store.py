@@ -3,6 +3,14 @@
 chDB keeps its data in a directory and allows one such directory per process, locked against
 other processes: one actor owns the store and every read and write goes through it.
 
+Inserts go columnar: the row tuples become one Arrow table (typed from the DDL), written as an
+Arrow IPC stream to a file in memory (``/dev/shm``) and inserted with ``INSERT ... FROM INFILE
+... FORMAT ArrowStream``. Measured here on the events table: ~1.4 us per row and ~3 ms per
+statement, against ~5-6 us per row for ``JSONEachRow`` (which also costs the producer ~1 us
+per row to encode) and ~5-8 ms per statement for the ``Python()`` table function. Binary data
+cannot travel inside the query text (chDB reads the query as a C string: it stops at the
+first zero byte), hence the file.
+
 Query parameters: chDB 4.4's ``Session.query(sql, fmt, params=...)`` binds ``{name:Type}``
 placeholders server-side, exactly like ClickHouse's ``param_<name>`` HTTP parameters, and
 like those it parses each value from its *text* form in ClickHouse's Escaped format (a
@@ -13,6 +21,8 @@ formats a value into SQL.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -22,23 +32,34 @@ from typing import Any
 
 from eventray.pipeline.errors import PermanentError, RetryableError
 from eventray.pipeline.ports import EventStore
-from eventray.pipeline.storage.rows import format_ts, json_each_row, parse_json_each_row
+from eventray.pipeline.storage.rows import format_ts, parse_json_each_row
 from eventray.pipeline.storage.schema import (
     DEFAULT_DATABASE,
     TABLES,
     check_identifier,
+    column_types,
+    columns_of,
     ddl_statements,
 )
 
 try:
+    import pyarrow as pa
+    import pyarrow.ipc as pa_ipc
     from chdb.session import Session as _Session
-except ImportError as exc:  # pragma: no cover - chdb is a dependency of the embedded stack
-    raise ImportError("the embedded event store needs chDB: pip install chdb") from exc
+except ImportError as exc:  # pragma: no cover - chdb (and pyarrow) come with the embedded stack
+    raise ImportError("the embedded event store needs chDB: pip install chdb pyarrow") from exc
 
 # chDB's Python API is unannotated; one typed entry point keeps strict mypy meaningful here.
 _open_session: Callable[[str], Any] = _Session
 
-__all__ = ["ChdbEventStore", "ChdbQueryError", "ChdbUnavailableError", "param_text"]
+__all__ = [
+    "ChdbEventStore",
+    "ChdbQueryError",
+    "ChdbUnavailableError",
+    "RowsRejected",
+    "arrow_type",
+    "param_text",
+]
 
 # Escaped-format escapes: a raw tab or newline would end the value, a lone backslash would
 # start an escape, and \N alone would read as NULL.
@@ -52,6 +73,69 @@ class ChdbUnavailableError(RetryableError):
 
 class ChdbQueryError(PermanentError):
     """chDB refused a statement (bad SQL, bad value, unknown table): retrying cannot help."""
+
+
+class RowsRejected(PermanentError):
+    """Rows hold a value their column cannot take (e.g. text that is not valid Unicode)."""
+
+
+_SCALARS: dict[str, Any] = {
+    "String": pa.string(),
+    "UInt8": pa.uint8(),
+    "UInt16": pa.uint16(),
+    "UInt32": pa.uint32(),
+    "UInt64": pa.uint64(),
+    "Float64": pa.float64(),
+}
+
+
+def _split_args(inner: str) -> list[str]:
+    """Top-level comma-separated arguments of a type, e.g. ``UInt16, Map(String, UInt8)``."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(inner):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(inner[start:index].strip())
+            start = index + 1
+    parts.append(inner[start:].strip())
+    return parts
+
+
+def arrow_type(kind: str) -> Any:
+    """The Arrow type chDB reads into the ClickHouse type ``kind`` (the DDL's types only)."""
+    if kind in _SCALARS:
+        return _SCALARS[kind]
+    if kind.startswith("DateTime64(3"):
+        return pa.timestamp("ms", tz="UTC")  # rows carry epoch milliseconds
+    name, _, rest = kind.partition("(")
+    args = _split_args(rest[:-1])
+    if name == "LowCardinality":
+        return arrow_type(args[0])
+    if name == "Array":
+        return pa.list_(arrow_type(args[0]))
+    if name == "Map":
+        return pa.map_(arrow_type(args[0]), arrow_type(args[1]))
+    raise ValueError(f"no Arrow type for ClickHouse type {kind!r}")
+
+
+_SCHEMAS: dict[str, Any] = {
+    table: pa.schema(
+        [
+            pa.field(n, arrow_type(k))
+            for n, k in zip(columns_of(table), column_types(table), strict=True)
+        ]
+    )
+    for table in TABLES
+}
+
+
+def _spool_dir(fallback: Path) -> Path:
+    """Where insert files go: memory-backed when the system has it."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else fallback
 
 
 def _literal(value: Any) -> str:
@@ -106,6 +190,7 @@ class ChdbEventStore(EventStore):
             raise ValueError(f"chDB reads '?' in a path as connection options: {path}")
         path.mkdir(parents=True, exist_ok=True)
         self._path = path
+        self._spool = _spool_dir(path) / f"eventray-insert-{os.getpid()}-{id(self):x}.arrows"
         self._lock = threading.Lock()
         try:
             self._session: Any = _open_session(str(path))
@@ -134,23 +219,48 @@ class ChdbEventStore(EventStore):
         for statement in ddl_statements(self._database):
             self._run(statement, "TabSeparated")
 
-    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert ``rows`` into ``table`` with one ``INSERT ... FORMAT JSONEachRow``."""
+    def insert(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert row tuples (DDL column order, dates as epoch milliseconds) into ``table``
+        with one ``INSERT ... FORMAT ArrowStream``.
+
+        Raises:
+            ValueError: ``table`` is not one of :data:`TABLES`.
+            RowsRejected: a value does not fit its column.
+            ChdbQueryError: chDB refused the insert.
+        """
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         if not rows:
             return
-        head = f"INSERT INTO {self._database}.{table} FORMAT JSONEachRow\n".encode()
-        self._run(json_each_row(rows, head), "TabSeparated")
-
-    def insert_encoded(self, table: str, block: bytes) -> None:
-        """Insert ``JSONEachRow`` lines produced elsewhere (one statement)."""
-        if table not in TABLES:
-            raise ValueError(f"unknown table {table!r}")
-        if not block:
-            return
-        head = f"INSERT INTO {self._database}.{table} FORMAT JSONEachRow\n".encode()
-        self._run(head + block, "TabSeparated")
+        schema = _SCHEMAS[table]
+        try:
+            columns = list(zip(*rows, strict=True))
+            if len(columns) != len(schema):
+                raise ValueError(f"rows have {len(columns)} columns, {table} has {len(schema)}")
+            arrays = [
+                pa.array(column, type=f.type) for column, f in zip(columns, schema, strict=True)
+            ]
+        except (pa.ArrowException, ValueError, TypeError, OverflowError, UnicodeError) as exc:
+            raise RowsRejected(f"rows for {table} do not fit its columns: {exc}") from exc
+        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        with self._lock:
+            if self._session is None:
+                raise RuntimeError("the chDB event store is closed")
+            with pa.OSFile(str(self._spool), "wb") as sink, pa_ipc.new_stream(sink, schema) as w:
+                w.write_batch(batch)
+            statement = (
+                f"INSERT INTO {self._database}.{table} FROM INFILE '{self._spool}' "
+                # Readers collapse duplicates with FINAL: sorting them out per insert only
+                # costs CPU (measured ~30% of the per-row cost).
+                "SETTINGS optimize_on_insert = 0 FORMAT ArrowStream"
+            )
+            try:
+                self._session.query(statement, "TabSeparated")
+            except RuntimeError as exc:
+                raise ChdbQueryError(str(exc)) from exc
+            finally:
+                with contextlib.suppress(OSError):
+                    self._spool.unlink()
 
     def select(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a query with ``{name:Type}`` parameters; rows as dicts (JSONEachRow)."""

@@ -1,8 +1,9 @@
 """The production event store: a ClickHouse server over HTTP, with clickhouse-connect.
 
-Rows travel as ``JSONEachRow`` text both ways (``raw_insert`` / ``raw_query``), the same data
-path as the chDB adapter: one row builder, one parser, and a transport stand-in
-(:mod:`eventray.testing.clickhouse_http`) can test this adapter without a server.
+Inserts go columnar in ClickHouse's Native format (clickhouse-connect's encoder, column types
+from the DDL so no DESCRIBE precedes them); reads come back as ``JSONEachRow`` text, parsed by
+the same function as the chDB adapter's. A transport stand-in
+(:mod:`eventray.testing.clickhouse_http`) tests this adapter without a server.
 Query parameters are clickhouse-connect's server-side binding (``param_<name>``), never
 formatted into the SQL.
 
@@ -19,11 +20,13 @@ from typing import Any
 
 from eventray.pipeline.errors import PermanentError, RetryableError
 from eventray.pipeline.ports import EventStore
-from eventray.pipeline.storage.rows import json_each_row, parse_json_each_row
+from eventray.pipeline.storage.rows import parse_json_each_row
 from eventray.pipeline.storage.schema import (
     DEFAULT_DATABASE,
     TABLES,
     check_identifier,
+    column_types,
+    columns_of,
     ddl_statements,
 )
 
@@ -131,26 +134,31 @@ class ClickHouseEventStore(EventStore):
             except ClickHouseError as exc:
                 raise _translate(exc, "schema statement failed") from exc
 
-    def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert ``rows`` into ``table`` in one ``JSONEachRow`` request."""
+    def insert(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert row tuples (DDL column order, dates as epoch milliseconds) into ``table`` in
+        one request, encoded columnar in ClickHouse's Native format by clickhouse-connect.
+
+        Raises:
+            ValueError: ``table`` is not one of :data:`TABLES`.
+            ClickHouseUnavailableError: the server cannot be reached.
+            ClickHouseQueryError: the server refused the rows.
+        """
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
         if not rows:
             return
-        self.insert_encoded(table, json_each_row(rows))
-
-    def insert_encoded(self, table: str, block: bytes) -> None:
-        """Insert ``JSONEachRow`` lines produced elsewhere (one request)."""
-        if table not in TABLES:
-            raise ValueError(f"unknown table {table!r}")
-        if not block:
-            return
         try:
-            self._client.raw_insert(
-                f"{self._database}.{table}", None, insert_block=block, fmt="JSONEachRow"
+            self._client.insert(
+                table,
+                rows,
+                column_names=list(columns_of(table)),
+                column_type_names=list(column_types(table)),  # no DESCRIBE round trip
+                database=self._database,
             )
         except ClickHouseError as exc:
             raise _translate(exc, f"insert into {table} failed") from exc
+        except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
+            raise ClickHouseQueryError(f"rows for {table} do not fit its columns: {exc}") from exc
 
     def select(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Run a query with ``{name:Type}`` parameters; rows as dicts (JSONEachRow)."""

@@ -15,25 +15,68 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import nats
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import BadSubjectError, MaxPayloadError
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from eventray.pipeline.errors import RetryableError
+from eventray.pipeline.errors import PermanentError, RetryableError
+from eventray.pipeline.ingress import (
+    HEADER_ASSET,
+    HEADER_RECEIVED,
+    HEADER_SOURCE,
+    LEGACY_HEADER_RECEIVED,
+)
+from eventray.pipeline.ports import (
+    EventSource,
+    Outbox,
+    OutboxMessage,
+    Queue,
+    QueuedMessage,
+    Stream,
+)
+from eventray.pipeline.processor import Ingested
 
-__all__ = ["BusError", "Delivery", "JetStreamBus", "PartitionPuller", "PublishResult"]
+__all__ = [
+    "BusError",
+    "Delivery",
+    "JetStreamBus",
+    "JetStreamOutbox",
+    "JetStreamQueue",
+    "JetStreamSource",
+    "MessageRefused",
+    "PartitionPuller",
+    "PublishResult",
+]
+
+
+def _received_ms(headers: dict[str, str]) -> int:
+    raw = headers.get(HEADER_RECEIVED)
+    if raw is not None and raw.isdigit():
+        return int(raw)
+    legacy = headers.get(LEGACY_HEADER_RECEIVED)
+    if legacy:
+        with contextlib.suppress(ValueError):
+            return int(datetime.fromisoformat(legacy).timestamp() * 1000)
+    return 0
 
 
 class BusError(RetryableError):
-    """The event bus failed (unreachable, timed out, refused)."""
+    """The event bus failed (unreachable, timed out): the same call may succeed later."""
+
+
+class MessageRefused(PermanentError):
+    """The bus refused a message for what it is (too large, a malformed subject)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +204,95 @@ class PartitionPuller:
             self._sub = None
 
 
-class JetStreamBus:
+class JetStreamSource(EventSource):
+    """One partition's consumer as the pipeline sees it: deliveries become :class:`Ingested`."""
+
+    def __init__(self, bus: JetStreamBus, puller: PartitionPuller) -> None:
+        self.partition = puller.partition
+        self._bus = bus
+        self._puller = puller
+
+    async def fetch(self, max_events: int, *, timeout_s: float, linger_s: float) -> list[Ingested]:
+        deliveries = await self._puller.fetch(max_events, timeout_s=timeout_s, linger_s=linger_s)
+        out = []
+        for d in deliveries:
+            headers = d.headers
+            out.append(
+                Ingested(
+                    headers.get("Nats-Msg-Id") or f"seq-{d.seq}",
+                    headers.get(HEADER_SOURCE, ""),
+                    d.body,
+                    _received_ms(headers),
+                    d.seq,
+                    headers.get(HEADER_ASSET, ""),
+                    d.delivered,
+                    d.reply,
+                )
+            )
+        return out
+
+    async def ack_through(self, last: Ingested) -> None:
+        try:
+            await self._bus.client.request(last.ack, b"+ACK", timeout=5)
+        except (NatsError, TimeoutError) as exc:
+            raise BusError(f"ack of stream sequence {last.seq} failed: {exc}") from exc
+
+    async def pending(self) -> int:
+        return await self._bus.pending(self.partition)
+
+    async def close(self) -> None:
+        await self._puller.stop()
+
+
+class JetStreamQueue(Queue):
+    """A durable consumer with explicit acks (the trigger queue)."""
+
+    def __init__(self, puller: PartitionPuller) -> None:
+        self._puller = puller
+
+    async def fetch(self, max_messages: int, *, timeout_s: float) -> list[QueuedMessage]:
+        deliveries = await self._puller.fetch(max_messages, timeout_s=timeout_s)
+        return [QueuedMessage(d.body, d.seq, d.delivered, d.reply) for d in deliveries]
+
+    async def ack(self, message: QueuedMessage) -> None:
+        try:
+            await self._puller.bus.client.publish(message.ack, b"+ACK")
+        except NatsError as exc:
+            raise BusError(f"ack of stream sequence {message.seq} failed: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._puller.stop()
+
+
+class JetStreamOutbox(Outbox):
+    """Trigger deliveries into the stream (acknowledged, de-duplicated by ``Nats-Msg-Id``);
+    ``publish`` routes on core NATS (their subscribers, at most once)."""
+
+    def __init__(self, bus: JetStreamBus) -> None:
+        self._bus = bus
+
+    @property
+    def max_payload(self) -> int:
+        return self._bus.max_payload
+
+    async def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
+        await asyncio.gather(
+            *(self._bus.publish(m.subject, m.body, msg_id=m.msg_id) for m in messages)
+        )
+
+    async def publish(self, messages: Sequence[OutboxMessage]) -> None:
+        client = self._bus.client
+        try:
+            for message in messages:
+                await client.publish(message.subject, message.body)
+            await client.flush()
+        except (MaxPayloadError, BadSubjectError) as exc:
+            raise MessageRefused(f"publish to {messages[0].subject!r} refused: {exc}") from exc
+        except (NatsError, TimeoutError) as exc:
+            raise BusError(f"publish to {messages[0].subject} failed: {exc}") from exc
+
+
+class JetStreamBus(Stream):
     """A NATS connection with the eventray stream.
 
     Args:
@@ -171,13 +302,55 @@ class JetStreamBus:
     """
 
     def __init__(
-        self, *, url: str, stream: str = "EVENTRAY", subject_prefix: str = "eventray.in"
+        self,
+        *,
+        url: str,
+        stream: str = "EVENTRAY",
+        subject_prefix: str = "eventray.in",
+        config_subject: str = "eventray.config",
+        consumer: dict[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.stream = stream
         self.subject_prefix = subject_prefix
+        self.config_subject = config_subject
+        self.consumer = dict(consumer or {})
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message the server takes (its ``max_payload``, 1 MB by default)."""
+        return int(self.client.max_payload)
+
+    async def source(self, partition: int) -> EventSource:
+        """Take ownership of ``partition`` (see :meth:`puller` for the rewind)."""
+        return JetStreamSource(self, await self.puller(partition, **self.consumer))
+
+    def outbox(self) -> Outbox:
+        return JetStreamOutbox(self)
+
+    async def watch_config(self, changed: Callable[[], Awaitable[None]]) -> None:
+        async def on_message(msg: Msg) -> None:
+            await changed()
+
+        await self.client.subscribe(self.config_subject, cb=on_message)
+
+    async def config_changed(self) -> None:
+        await self.client.publish(self.config_subject, b"reload")
+        await self.client.flush()
+
+    async def append(
+        self, subject: str, body: bytes, *, msg_id: str, headers: Mapping[str, str],
+        timeout_s: float,
+    ) -> None:  # fmt: skip
+        await self.publish(subject, body, msg_id=msg_id, headers=dict(headers), timeout_s=timeout_s)
+
+    async def queue(self, name: str, subject: str, *, ack_wait_s: float, max_pending: int) -> Queue:
+        puller = await self.named_puller(
+            name, subject, ack_all=False, ack_wait_s=ack_wait_s, max_ack_pending=max_pending
+        )
+        return JetStreamQueue(puller)
 
     @property
     def client(self) -> Client:
@@ -192,6 +365,8 @@ class JetStreamBus:
         return self._js
 
     async def connect(self, *, timeout_s: float = 5.0) -> None:
+        if self._nc is not None and self._nc.is_connected:
+            return
         # nats-py retries an unreachable first server for as long as it would reconnect
         # (forever here), so probe the address first and fail fast with a clear error.
         host, _, port = self.url.split("://", 1)[-1].split(",")[0].rpartition("@")[2].partition(":")
@@ -352,6 +527,8 @@ class JetStreamBus:
         all_headers = {"Nats-Msg-Id": msg_id, **(headers or {})}
         try:
             ack = await self.js.publish(subject, body, timeout=timeout_s, headers=all_headers)
+        except (MaxPayloadError, BadSubjectError) as exc:  # the same message can never succeed
+            raise MessageRefused(f"publish to {subject!r} refused: {exc}") from exc
         except (NatsError, TimeoutError) as exc:
             raise BusError(f"publish to {subject} was not acknowledged: {exc}") from exc
         return PublishResult(ack.seq, bool(ack.duplicate))

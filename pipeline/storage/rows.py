@@ -1,16 +1,19 @@
-"""A processed batch as rows of the stored tables (:mod:`pipeline.storage.schema`).
+"""A processed batch as rows of the stored tables (:mod:`eventray.pipeline.storage.schema`).
 
-Pure functions over plain dicts: this runs for every event of every batch, so rows are built
-as dict literals (no pydantic, no per-row classes) and JSON columns are encoded with orjson.
-Values are already in the form ClickHouse reads from ``JSONEachRow``: dates as UTC text
-``2026-03-01 08:00:00.000`` (:func:`format_ts`), booleans as 0/1, JSON columns as text. EVA
-maps keep their integer keys; :func:`json_each_row` (the bytes both adapters send) writes
-them as JSON object keys.
+Rows are tuples in each table's DDL column order (:func:`columns_of`), built once per event and
+handed to the event store as they are: the chDB adapter transposes them into Arrow columns, the
+clickhouse-connect adapter into Native columns. No dict per row and no text encoding on the
+way (building a dict per row and encoding it as ``JSONEachRow`` cost the pipeline ~8 us per
+event, and chDB's JSON parsing another ~5 us per row).
+
+Values are already in their column types: ``DateTime64`` columns hold epoch milliseconds
+(ints), booleans are 0/1, JSON columns are text, EVA and capture maps are dicts. :func:`as_dicts`
+gives the same rows as dicts with dates as UTC text, for tests and for reading them.
 
 Times: ``events.created`` is the Standard Event's ``created``, so a redelivered event gets the
 same sorting key and collapses with its first copy. Every other row of an event is stamped
-with the time the event entered the platform (``Ingested.received_at``) when the ingested batch
-is given, else with ``now``.
+with the time the event entered the platform (``Ingested.received_ms``) when known, else
+with ``now``.
 """
 
 from __future__ import annotations
@@ -18,45 +21,65 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from eventray.pipeline.catalog import Catalog
-from eventray.pipeline.processor import Ingested, ProcessedBatch
+from eventray.pipeline.processor import Failure, Ingested, ProcessedBatch, ProcessedEvent
 from eventray.pipeline.storage.retention import RetentionPolicy
-from eventray.pipeline.storage.schema import TABLES
+from eventray.pipeline.storage.schema import DATE_COLUMNS, TABLES, columns_of
 
 __all__ = [
     "Row",
     "RowContext",
+    "Rows",
     "TriggerAttempt",
+    "as_dicts",
     "batch_rows",
     "encode_body",
+    "epoch_ms",
+    "event_rows",
+    "failure_rows",
     "format_ts",
     "json_each_row",
+    "ms_from_iso",
     "parse_json_each_row",
     "refusal_row",
     "trigger_rows",
-    "ts_from_iso",
 ]
 
-Row = dict[str, Any]
+Row = tuple[Any, ...]
+Rows = dict[str, list[Row]]
+"""Rows per table; every table of :data:`TABLES` may be absent or empty."""
 
 _JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 # DateTime64's range; a date outside it would make ClickHouse refuse the whole insert.
-_MIN_YEAR, _MAX_YEAR = 1900, 2299
+_MIN_MS = int(datetime(1900, 1, 1, tzinfo=UTC).timestamp() * 1000)
+_MAX_MS = int(datetime(2299, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() * 1000)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
-def format_ts(moment: datetime) -> str:
-    """``moment`` as the UTC text every date column is written with (naive means UTC)."""
+def epoch_ms(moment: datetime) -> int:
+    """``moment`` as epoch milliseconds (naive means UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MS
+
+
+def format_ts(moment: datetime | int) -> str:
+    """UTC text with milliseconds (``2026-03-01 08:00:00.000``), the form ClickHouse prints;
+    accepts a datetime (naive means UTC) or epoch milliseconds."""
+    if isinstance(moment, int):
+        moment = _EPOCH + moment * _MS
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     return moment.isoformat(sep=" ", timespec="milliseconds")[:23]
 
 
-def ts_from_iso(text: str) -> str | None:
-    """ISO-8601 text (``Z`` or an offset; none means UTC) as :func:`format_ts` text, or None.
+def ms_from_iso(text: str) -> int | None:
+    """ISO-8601 text (``Z`` or an offset; none means UTC) as epoch milliseconds, or None.
 
     Every date is parsed, never sliced: one malformed date from a user's template must cost
     that value, not make the server refuse the batch's whole insert.
@@ -65,16 +88,15 @@ def ts_from_iso(text: str) -> str | None:
         moment = datetime.fromisoformat(text)
     except (TypeError, ValueError):
         return None
-    if not _MIN_YEAR <= moment.year <= _MAX_YEAR:
-        return None
-    return format_ts(moment)
+    ms = epoch_ms(moment)
+    return ms if _MIN_MS <= ms <= _MAX_MS else None
 
 
 def encode_body(body: bytes) -> tuple[str, str]:
     """A raw message as column text: ``(text, "text")`` for UTF-8, else ``(base64, "base64")``.
 
     Bodies are usually JSON, but MQTT payloads and refused ingestions can be any bytes, and a
-    String column fed from JSON text can only hold valid UTF-8 losslessly.
+    String column can only hold valid UTF-8 losslessly.
     """
     try:
         return body.decode(), "text"
@@ -87,13 +109,8 @@ def _json(value: Any) -> str:
 
 
 def json_each_row(rows: Sequence[Mapping[str, Any]], prefix: bytes = b"") -> bytes:
-    """``rows`` as ``JSONEachRow`` text (one JSON object per line) after ``prefix``.
-
-    Both event-store adapters send exactly these bytes. Each row is appended to one buffer as
-    soon as it is encoded: keeping 10,000 small ``bytes`` alive to join them later measured
-    3-8x slower here (fresh allocations per row), and the single-array form
-    ``[{...},{...}]`` that ClickHouse also accepts parses ~4x slower in chDB.
-    """
+    """``rows`` as ``JSONEachRow`` text (one JSON object per line) after ``prefix``; the
+    ClickHouse HTTP stand-in of the test kit and a few tools still speak it."""
     buffer = bytearray(prefix)
     dumps, option = orjson.dumps, _JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE
     for row in rows:
@@ -112,6 +129,27 @@ def parse_json_each_row(data: bytes) -> list[dict[str, Any]]:
         return []
     parsed: list[dict[str, Any]] = orjson.loads(b"[" + data.replace(b"\n", b",") + b"]")
     return parsed
+
+
+def as_dicts(rows: Rows) -> dict[str, list[dict[str, Any]]]:
+    """``rows`` as column -> value dicts with dates as UTC text: for tests and reading."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for table in TABLES:
+        names = columns_of(table)
+        dates = DATE_COLUMNS[table]
+        converted = []
+        for row in rows.get(table, ()):
+            item = dict(zip(names, row, strict=True))
+            for name in dates:
+                value = item[name]
+                item[name] = (
+                    {k: format_ts(v) for k, v in value.items()}
+                    if isinstance(value, dict)
+                    else format_ts(value)
+                )
+            converted.append(item)
+        out[table] = converted
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,21 +217,126 @@ class TriggerAttempt:
     error: str = ""
 
 
-def _received(item: Ingested | None, fallback: str) -> str:
-    if item is None:
-        return fallback
-    return ts_from_iso(item.received_at) or fallback
-
-
-def _dates(values: dict[int, str]) -> dict[int, str]:
-    if not values:
-        return values
-    out: dict[int, str] = {}
+def _dates(values: dict[int, str]) -> dict[int, int]:
+    out: dict[int, int] = {}
     for key, text in values.items():
-        ts = ts_from_iso(text)
-        if ts is not None:
-            out[key] = ts
+        ms = ms_from_iso(text)
+        if ms is not None:
+            out[key] = ms
     return out
+
+
+class _Builder:
+    """Appends one batch's rows; one instance per batch (it caches per-batch lookups)."""
+
+    __slots__ = ("context", "days", "detailed", "durations", "now_ms", "out")
+
+    def __init__(
+        self, context: RowContext, now_ms: int, durations: Mapping[str, int] | None
+    ) -> None:
+        self.context = context
+        self.days = context.retention.days
+        self.detailed = context.log_detail == "all"
+        self.now_ms = now_ms
+        self.durations = durations or {}
+        self.out: Rows = {table: [] for table in TABLES}
+
+    def event(self, ev: ProcessedEvent, item: Ingested | None) -> None:
+        """Every row of one processed event (not its rule evaluations)."""
+        out, days = self.out, self.days
+        tid, org, path, asset = ev.event_tracker_id, ev.org_id, ev.path_key, ev.asset
+        logged = item.received_ms if item is not None and item.received_ms else self.now_ms
+        source = item.data_source_id if item is not None else ""
+        if ev.routing.has("save_event"):
+            event, eva = ev.event, ev.eva
+            created = event.get("created")
+            created_ms = ms_from_iso(created) if isinstance(created, str) else None
+            out["events"].append((
+                created_ms or logged, org, path, tid, days(org, "events"), asset.id,
+                ev.template.id, str(event.get("eventType", "")), str(event.get("eventId", "")),
+                source, _json(event.get("data", {})), _json(event.get("metadata") or {}),
+                eva.number, eva.string, eva.bool, _dates(eva.date) if eva.date else {},
+                ev.seq or 0,
+            ))  # fmt: skip
+        if asset.debug_enabled:
+            body, encoding = encode_body(ev.body)
+            out["events_raw"].append((
+                logged, org, path, tid, days(org, "events_raw"), asset.id, source, "", "",
+                body, encoding,
+            ))  # fmt: skip
+        if not (self.detailed or asset.debug_enabled):
+            return  # success logs only for debug assets (the seeds' debugEnabled)
+        out["logs_script"].append((
+            logged, org, path, tid, days(org, "logs_script"), asset.id, ev.template.id, 1, "",
+            self.durations.get(tid, 0), "", 0,
+        ))  # fmt: skip
+        router_days = days(org, "logs_router")
+        for history in ev.routing.history:
+            out["logs_router"].append((
+                logged, org, path, tid, router_days, asset.id, history.route_group_id,
+                history.version, history.evaluated, history.matched, history.dispatched,
+                history.skipped or "",
+            ))  # fmt: skip
+
+    def failure(self, failure: Failure, item: Ingested | None, delivered: int) -> None:
+        """The DLQ row of one failed event, its script log, and its raw body when kept."""
+        out, days, context = self.out, self.days, self.context
+        tid, org = failure.event_tracker_id, failure.org_id
+        path = context.org_paths.get(org, "")
+        logged = item.received_ms if item is not None and item.received_ms else self.now_ms
+        source = item.data_source_id if item is not None else ""
+        body, encoding = encode_body(failure.body)
+        out["dlq"].append((
+            logged, org, path, tid, days(org, "dlq"), failure.asset_id, source, failure.stage,
+            failure.error, failure.line or 0, body, encoding, delivered, failure.seq or 0,
+        ))  # fmt: skip
+        out["logs_script"].append((
+            logged, org, path, tid, days(org, "logs_script"), failure.asset_id,
+            context.asset_templates.get(failure.asset_id, ""), 0, failure.stage,
+            self.durations.get(tid, 0), failure.error, failure.line or 0,
+        ))  # fmt: skip
+        if failure.stage == "bind" or failure.asset_id in context.debug_assets:
+            out["events_raw"].append((
+                logged, org, path, tid, days(org, "events_raw"), failure.asset_id, source,
+                failure.stage, failure.error, body, encoding,
+            ))  # fmt: skip
+
+    def rules(
+        self, batch: ProcessedBatch, logged_at: Mapping[str, int], asset_of: Mapping[str, str]
+    ) -> None:
+        out, days, context = self.out, self.days, self.context
+        rules, captures = out["logs_rule"], out["logs_capture"]
+        for evaluation in batch.rules.evaluations:
+            if not (
+                self.detailed
+                or evaluation.matched
+                or evaluation.actions
+                or evaluation.error
+                or evaluation.state_changes
+                or evaluation.trace is not None
+            ):
+                continue  # a rule that did nothing, without debug: not worth a row per event
+            tid, org, path = evaluation.event_tracker_id, evaluation.org_id, evaluation.path_key
+            logged = logged_at.get(tid, self.now_ms)
+            asset_id = asset_of.get(tid, "")
+            rules.append((
+                logged, org, path, tid, days(org, "logs_rule"), asset_id,
+                evaluation.business_rule_id, evaluation.rule_id, int(evaluation.matched),
+                evaluation.actions, _json(evaluation.state_changes),
+                _json(evaluation.trace) if evaluation.trace is not None else "",
+                evaluation.error or "",
+            ))  # fmt: skip
+            if not evaluation.captures:
+                continue
+            types = context.capture_types.get(evaluation.rule_id, {})
+            for position, capture in enumerate(evaluation.captures):
+                number, string, boolean, date = _typed_captures(capture.fields, types)
+                captures.append((
+                    logged, org, path, tid, days(org, "logs_capture"), asset_id,
+                    evaluation.business_rule_id, evaluation.rule_id, capture.action_id,
+                    capture.name or "", position, _json(capture.fields), number, string,
+                    boolean, date,
+                ))  # fmt: skip
 
 
 def batch_rows(
@@ -205,182 +348,71 @@ def batch_rows(
     deliveries: Mapping[str, int] | None = None,
     durations_us: Mapping[str, int] | None = None,
     triggers: Sequence[TriggerAttempt] = (),
-) -> dict[str, list[Row]]:
+) -> Rows:
     """Rows per table (every table present, possibly empty) for one processed batch.
 
     Args:
-        batch: what :class:`pipeline.processor.EventProcessor` produced.
+        batch: what :class:`eventray.pipeline.processor.EventProcessor` produced.
         context: catalog-derived lookups and the retention policy.
         now: when the batch was processed; stamps log rows whose ingestion time is unknown.
         ingested: the batch as pulled from the stream: ingestion times and data sources.
-        deliveries: JetStream delivery count per event tracker id (1 when absent).
+        deliveries: delivery count per event tracker id (1 when absent); by default each
+            ingested item's own count.
         durations_us: script time per event tracker id, when the executor measured it.
         triggers: trigger delivery attempts to log with the batch.
 
     ``events`` gets only events whose routing dispatched ``save_event`` (its ``source`` is the
     data source that ingested the event, known from ``ingested``); ``events_raw`` the bodies
     of debug assets' events and of events refused at ``bind``, with the reason;
-    ``logs_script`` one row per event, processed or failed; ``dlq`` every failure.
+    ``logs_script`` one row per failed event (and per event with ``log_detail="all"`` or a
+    debug asset); ``dlq`` every failure.
     """
-    out: dict[str, list[Row]] = {table: [] for table in TABLES}
-    events, raw, scripts = out["events"], out["events_raw"], out["logs_script"]
-    routers, dlq = out["logs_router"], out["dlq"]
-    days = context.retention.days
-    now_ts = format_ts(now)
+    builder = _Builder(context, epoch_ms(now), durations_us)
     received = {item.event_tracker_id: item for item in ingested}
-    durations = durations_us or {}
-    logged_at: dict[str, str] = {}
+    logged_at: dict[str, int] = {}
     asset_of: dict[str, str] = {}
-    detailed = context.log_detail == "all"
-
     for ev in batch.events:
-        tid, org, path, asset = ev.event_tracker_id, ev.org_id, ev.path_key, ev.asset
-        item = received.get(tid)
-        logged = _received(item, now_ts)
-        asset_of_id = asset.id
-        logged_at[tid] = logged
-        asset_of[tid] = asset_of_id
-        if ev.routing.has("save_event"):
-            event, eva = ev.event, ev.eva
-            created = event.get("created")
-            events.append({
-                "created": (ts_from_iso(created) if isinstance(created, str) else None) or logged,
-                "org_id": org,
-                "path_key": path,
-                "event_tracker_id": tid,
-                "retention_days": days(org, "events"),
-                "asset_id": asset_of_id,
-                "template_id": ev.template.id,
-                "event_type": str(event.get("eventType", "")),
-                "event_id": str(event.get("eventId", "")),
-                "source": item.data_source_id if item is not None else "",
-                "payload": _json(event.get("data", {})),
-                "metadata": _json(event.get("metadata") or {}),
-                "eva_number": eva.number,
-                "eva_string": eva.string,
-                "eva_bool": eva.bool,
-                "eva_date": _dates(eva.date),
-                "stream_seq": ev.seq or 0,
-            })  # fmt: skip
-        if asset.debug_enabled:
-            body, encoding = encode_body(ev.body)
-            raw.append({
-                "created": logged, "org_id": org, "path_key": path, "event_tracker_id": tid,
-                "retention_days": days(org, "events_raw"), "asset_id": asset_of_id,
-                "data_source_id": item.data_source_id if item is not None else "",
-                "stage": "", "reason": "", "body": body, "body_encoding": encoding,
-            })  # fmt: skip
-        if not (detailed or asset.debug_enabled):
-            continue  # success logs only for debug assets (the seeds' debugEnabled)
-        scripts.append({
-            "created": logged, "org_id": org, "path_key": path, "event_tracker_id": tid,
-            "retention_days": days(org, "logs_script"), "asset_id": asset_of_id,
-            "template_id": ev.template.id, "success": 1, "failed_stage": "",
-            "duration_us": durations.get(tid, 0), "error": "", "error_line": 0,
-        })  # fmt: skip
-        router_days = days(org, "logs_router")
-        for history in ev.routing.history:
-            routers.append({
-                "created": logged, "org_id": org, "path_key": path, "event_tracker_id": tid,
-                "retention_days": router_days, "asset_id": asset_of_id,
-                "route_group_id": history.route_group_id, "version": history.version,
-                "evaluated": history.evaluated, "matched": history.matched,
-                "dispatched": history.dispatched, "skipped": history.skipped or "",
-            })  # fmt: skip
-
+        item = received.get(ev.event_tracker_id)
+        builder.event(ev, item)
+        logged_at[ev.event_tracker_id] = (
+            item.received_ms if item is not None and item.received_ms else builder.now_ms
+        )
+        asset_of[ev.event_tracker_id] = ev.asset.id
     for failure in batch.failures:
-        tid, org = failure.event_tracker_id, failure.org_id
-        path = context.org_paths.get(org, "")
-        item = received.get(tid)
-        logged = _received(item, now_ts)
-        source = item.data_source_id if item is not None else ""
-        body, encoding = encode_body(failure.body)
-        dlq.append({
-            "created": logged, "org_id": org, "path_key": path, "event_tracker_id": tid,
-            "retention_days": days(org, "dlq"), "asset_id": failure.asset_id,
-            "data_source_id": source, "stage": failure.stage, "error": failure.error,
-            "error_line": failure.line or 0, "message": body, "message_encoding": encoding,
-            "deliveries": deliveries.get(tid, 1) if deliveries else 1,
-            "stream_seq": failure.seq or 0,
-        })  # fmt: skip
-        scripts.append({
-            "created": logged, "org_id": org, "path_key": path, "event_tracker_id": tid,
-            "retention_days": days(org, "logs_script"), "asset_id": failure.asset_id,
-            "template_id": context.asset_templates.get(failure.asset_id, ""), "success": 0,
-            "failed_stage": failure.stage, "duration_us": durations.get(tid, 0),
-            "error": failure.error, "error_line": failure.line or 0,
-        })  # fmt: skip
-        if failure.stage == "bind" or failure.asset_id in context.debug_assets:
-            raw.append({
-                "created": logged, "org_id": org, "path_key": path, "event_tracker_id": tid,
-                "retention_days": days(org, "events_raw"), "asset_id": failure.asset_id,
-                "data_source_id": source, "stage": failure.stage, "reason": failure.error,
-                "body": body, "body_encoding": encoding,
-            })  # fmt: skip
-
-    _rule_rows(batch, context, out, logged_at, asset_of, now_ts)
+        item = received.get(failure.event_tracker_id)
+        if deliveries is not None:
+            delivered = deliveries.get(failure.event_tracker_id, 1)
+        else:
+            delivered = item.delivered if item is not None else 1
+        builder.failure(failure, item, delivered)
+    builder.rules(batch, logged_at, asset_of)
     if triggers:
-        out["logs_trigger"] = trigger_rows(triggers, context)
-    return out
+        builder.out["logs_trigger"] = trigger_rows(triggers, context)
+    return builder.out
 
 
-def _rule_rows(
-    batch: ProcessedBatch,
-    context: RowContext,
-    out: dict[str, list[Row]],
-    logged_at: Mapping[str, str],
-    asset_of: Mapping[str, str],
-    now_ts: str,
-) -> None:
-    rules, captures = out["logs_rule"], out["logs_capture"]
-    days = context.retention.days
-    detailed = context.log_detail == "all"
-    for evaluation in batch.rules.evaluations:
-        if not (
-            detailed
-            or evaluation.matched
-            or evaluation.actions
-            or evaluation.error
-            or evaluation.state_changes
-            or evaluation.trace is not None
-        ):
-            continue  # a rule that did nothing, without debug: not worth a row per event
-        tid, org, path = evaluation.event_tracker_id, evaluation.org_id, evaluation.path_key
-        logged = logged_at.get(tid, now_ts)
-        asset_id = asset_of.get(tid, "")
-        rules.append({
-            "created": logged, "org_id": org, "path_key": path, "event_tracker_id": tid,
-            "retention_days": days(org, "logs_rule"), "asset_id": asset_id,
-            "business_rule_id": evaluation.business_rule_id, "rule_id": evaluation.rule_id,
-            "matched": int(evaluation.matched), "actions": evaluation.actions,
-            "state_changes": _json(evaluation.state_changes),
-            "trace": _json(evaluation.trace) if evaluation.trace is not None else "",
-            "error": evaluation.error or "",
-        })  # fmt: skip
-        if not evaluation.captures:
-            continue
-        types = context.capture_types.get(evaluation.rule_id, {})
-        for position, capture in enumerate(evaluation.captures):
-            number, string, boolean, date = _typed_captures(capture.fields, types)
-            captures.append({
-                "created": logged, "org_id": org, "path_key": path, "event_tracker_id": tid,
-                "retention_days": days(org, "logs_capture"), "asset_id": asset_id,
-                "business_rule_id": evaluation.business_rule_id,
-                "rule_id": evaluation.rule_id, "action_id": capture.action_id,
-                "name": capture.name or "", "position": position,
-                "fields": _json(capture.fields), "capture_number": number,
-                "capture_string": string, "capture_bool": boolean, "capture_date": date,
-            })  # fmt: skip
+def event_rows(
+    batch: ProcessedBatch, context: RowContext, *, now: datetime, ingested: Sequence[Ingested]
+) -> Rows:
+    """:func:`batch_rows` for a pipeline batch (delivery counts from the ingested items)."""
+    return batch_rows(batch, context, now=now, ingested=ingested)
+
+
+def failure_rows(
+    failures: Sequence[Failure], context: RowContext, *, now: datetime, ingested: Sequence[Ingested]
+) -> Rows:
+    """The rows of events sent to the DLQ outside a processed batch (e.g. by narrowing)."""
+    return batch_rows(ProcessedBatch(failures=list(failures)), context, now=now, ingested=ingested)
 
 
 def _typed_captures(
     fields: Mapping[str, Any], types: Mapping[str, str]
-) -> tuple[dict[str, float], dict[str, str], dict[str, int], dict[str, str]]:
+) -> tuple[dict[str, float], dict[str, str], dict[str, int], dict[str, int]]:
     """Capture values sorted into the typed maps; a None (missing) value goes nowhere."""
     number: dict[str, float] = {}
     string: dict[str, str] = {}
     boolean: dict[str, int] = {}
-    date: dict[str, str] = {}
+    date: dict[str, int] = {}
     for name, value in fields.items():
         if value is None:
             continue
@@ -389,11 +421,11 @@ def _typed_captures(
         elif isinstance(value, (int, float)):
             number[name] = float(value)
         elif isinstance(value, datetime):
-            date[name] = format_ts(value)
+            date[name] = epoch_ms(value)
         elif isinstance(value, str):
-            ts = ts_from_iso(value) if types.get(name) == "date" else None
-            if ts is not None:
-                date[name] = ts
+            ms = ms_from_iso(value) if types.get(name) == "date" else None
+            if ms is not None:
+                date[name] = ms
             else:
                 string[name] = value
         else:
@@ -406,16 +438,11 @@ def trigger_rows(attempts: Sequence[TriggerAttempt], context: RowContext) -> lis
     days = context.retention.days
     rows: list[Row] = []
     for a in attempts:
-        rows.append({
-            "created": format_ts(a.at), "org_id": a.org_id,
-            "path_key": context.org_paths.get(a.org_id, ""),
-            "event_tracker_id": a.event_tracker_id,
-            "retention_days": days(a.org_id, "logs_trigger"),
-            "business_rule_id": a.business_rule_id, "action_id": a.action_id,
-            "trigger_id": a.trigger_id, "attempt": a.attempt, "success": int(a.success),
-            "duration_ms": a.duration_ms, "request": a.request, "response": a.response,
-            "error": a.error,
-        })  # fmt: skip
+        rows.append((
+            epoch_ms(a.at), a.org_id, context.org_paths.get(a.org_id, ""), a.event_tracker_id,
+            days(a.org_id, "logs_trigger"), a.business_rule_id, a.action_id, a.trigger_id,
+            a.attempt, int(a.success), a.duration_ms, a.request, a.response, a.error,
+        ))  # fmt: skip
     return rows
 
 
@@ -433,10 +460,8 @@ def refusal_row(
     """The ``events_raw`` row of an ingestion refused at the ingress (e.g. failed auth), which
     never reaches the stream: the attempt is kept with its reason."""
     text, encoding = encode_body(body)
-    return {
-        "created": format_ts(at), "org_id": org_id,
-        "path_key": context.org_paths.get(org_id, ""), "event_tracker_id": event_tracker_id,
-        "retention_days": context.retention.days(org_id, "events_raw"), "asset_id": "",
-        "data_source_id": data_source_id, "stage": stage, "reason": reason, "body": text,
-        "body_encoding": encoding,
-    }  # fmt: skip
+    return (
+        epoch_ms(at), org_id, context.org_paths.get(org_id, ""), event_tracker_id,
+        context.retention.days(org_id, "events_raw"), "", data_source_id, stage, reason, text,
+        encoding,
+    )  # fmt: skip

@@ -46,9 +46,11 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "DATE_COLUMNS",
     "DEFAULT_DATABASE",
     "TABLES",
     "check_identifier",
+    "column_types",
     "columns_of",
     "ddl_statements",
     "table_ddl",
@@ -201,6 +203,17 @@ _TABLES: dict[str, tuple[tuple[tuple[str, str], ...], str, str, str]] = {
 TABLES: tuple[str, ...] = tuple(_TABLES)
 """Every stored table, in creation order."""
 
+DATE_COLUMNS: dict[str, tuple[str, ...]] = {
+    table: tuple(
+        name
+        for name, kind in (*_COMMON, *extra)
+        if kind.startswith("DateTime64") or kind.endswith(f"{_DATE})")
+    )
+    for table, (extra, *_rest) in _TABLES.items()
+}
+"""Per table, the columns holding dates (``DateTime64`` or maps of them): rows carry them as
+epoch milliseconds, the one form Arrow, Native and JSON readers all take without parsing."""
+
 TTL = "toDateTime(created) + toIntervalDay(retention_days)"
 
 
@@ -219,6 +232,12 @@ def columns_of(table: str) -> tuple[str, ...]:
     """The column names of ``table``, in DDL order."""
     extra = _TABLES[table][0]
     return tuple(name for name, _ in (*_COMMON, *extra))
+
+
+def column_types(table: str) -> tuple[str, ...]:
+    """The ClickHouse types of ``table``'s columns, in DDL order."""
+    extra = _TABLES[table][0]
+    return tuple(kind for _, kind in (*_COMMON, *extra))
 
 
 def table_ddl(table: str, database: str = DEFAULT_DATABASE) -> str:

@@ -48,19 +48,22 @@ class DeliveryGroup:
     on_error: str = "continue"
 
     def to_bytes(self) -> bytes:
+        """One encode for the trigger queue (``default=str`` keeps a datetime in a render
+        context as text instead of failing the group)."""
         return orjson.dumps(
             {
                 "mode": self.mode,
                 "onError": self.on_error,
-                "jobs": [orjson.loads(job.to_bytes()) for job in self.jobs],
+                "jobs": [job.to_dict() for job in self.jobs],
             },
             default=str,
         )
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> DeliveryGroup:
+        """One parse; raises ``ValueError``/``KeyError``/``TypeError`` on a malformed group."""
         data = orjson.loads(raw)
-        jobs = tuple(DeliveryJob.from_bytes(orjson.dumps(j)) for j in data["jobs"])
+        jobs = tuple(DeliveryJob.from_dict(j) for j in data["jobs"])
         return cls(jobs, data.get("mode", "sequential"), data.get("onError", "continue"))
 
     def dedup_id(self) -> str:

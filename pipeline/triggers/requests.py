@@ -56,26 +56,31 @@ class DeliveryJob:
     def dedup_id(self) -> str:
         return f"{self.event_tracker_id}:{self.business_rule_id or 'route'}:{self.action_id or self.trigger_id}"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The job as the JSON document the trigger queue carries."""
+        return {
+            "eventTrackerId": self.event_tracker_id,
+            "orgId": self.org_id,
+            "pathKey": self.path_key,
+            "triggerId": self.trigger_id,
+            "message": self.message,
+            "context": self.context,
+            "businessRuleId": self.business_rule_id,
+            "actionId": self.action_id,
+            "mode": self.mode,
+            "onError": self.on_error,
+        }
+
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "eventTrackerId": self.event_tracker_id,
-                "orgId": self.org_id,
-                "pathKey": self.path_key,
-                "triggerId": self.trigger_id,
-                "message": self.message,
-                "context": self.context,
-                "businessRuleId": self.business_rule_id,
-                "actionId": self.action_id,
-                "mode": self.mode,
-                "onError": self.on_error,
-            },
-            default=str,
-        )
+        return orjson.dumps(self.to_dict(), default=str)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> DeliveryJob:
-        d = orjson.loads(raw)
+        return cls.from_dict(orjson.loads(raw))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DeliveryJob:
+        """The inverse of :meth:`to_dict`."""
         return cls(
             d["eventTrackerId"],
             d["orgId"],

@@ -21,7 +21,7 @@ from eventray.pipeline.adapters.nats_bus import JetStreamBus
 from eventray.pipeline.catalog import load_catalog
 from eventray.pipeline.ingress import IngressPolicy
 from eventray.pipeline.storage.retention import RetentionPolicy
-from eventray.pipeline.storage.rows import RowContext
+from eventray.pipeline.storage.rows import RowContext, as_dicts
 
 pytestmark = pytest.mark.services
 
@@ -39,6 +39,11 @@ READING = {
 def nats_server(tmp_path: Path) -> Iterator[RunningNats]:
     with start_nats(store_dir=tmp_path / "nats") as server:
         yield server
+
+
+def bus_of(h: Harness) -> JetStreamBus:
+    assert isinstance(h.app.stream, JetStreamBus)
+    return h.app.stream
 
 
 class Harness:
@@ -78,11 +83,11 @@ async def harness(
     )  # fmt: skip
     kept: list[dict[str, Any]] = []
 
-    async def keep(rows: dict[str, list[dict[str, Any]]]) -> None:
-        kept.extend(rows["events_raw"])
+    async def keep(rows: dict[str, list[tuple[Any, ...]]]) -> None:
+        kept.extend(as_dicts({"events_raw": rows["events_raw"]})["events_raw"])
 
     app = IngressApp(
-        bus=bus,
+        stream=bus,
         policy=policy,
         rows=RowContext.from_catalog(catalog, RetentionPolicy()),
         settings=ingress,
@@ -113,7 +118,7 @@ def test_answers_for_good_and_bad_requests(nats_server: RunningNats, samples_dir
             assert status == 413, body
             status, _, body = await h.post([READING, READING], batch=True)
             assert status == 207 and [r["status"] for r in body["results"]] == [201, 201]
-            info = await h.app.bus.js.stream_info(h.app.bus.stream)
+            info = await bus_of(h).js.stream_info(bus_of(h).stream)
             assert info.state.messages == 3  # only what was answered 201 is in the stream
 
     asyncio.run(scenario())
@@ -125,7 +130,7 @@ def test_429_with_retry_after_when_the_stream_backs_up(
     async def scenario() -> None:
         async with harness(nats_server, samples_dir, max_lag=5) as h:
             for partition in (0, 1):  # the lanes' durable consumers, with nobody pulling
-                await h.app.bus.ensure_consumer(partition)
+                await bus_of(h).ensure_consumer(partition)
             for _ in range(6):
                 assert (await h.post(READING))[0] == 201
             for _ in range(50):  # the lag is read every 0.1 s

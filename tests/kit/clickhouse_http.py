@@ -27,12 +27,14 @@ What it implements:
   ``X-ClickHouse-Exception-Code`` header, so the client raises its usual exception; 401 with
   code 516 for wrong credentials (Basic auth, ``X-ClickHouse-User``/``-Key``, or
   ``user``/``password`` parameters).
-- ``/ping`` and ``/replicas_status``; gzip and deflate request bodies.
+- ``/ping`` and ``/replicas_status``; gzip, deflate and lz4 request bodies.
+- ``INSERT ... FORMAT X`` with the rows in the body, binary formats included (Native is the
+  client's default for inserts): the body reaches chDB as a file (``FROM INFILE``).
 
 What it does not: sessions (``session_id`` is accepted and ignored; there is one chDB
 session, and settings stay applied until a request stops sending them, when their original
 value is restored), response compression (answers are sent uncompressed, which the client
-accepts), lz4/zstd/br request bodies and ClickHouse's native compression (``decompress=1``),
+accepts), zstd/br request bodies and ClickHouse's native compression (``decompress=1``),
 external data tables, progress headers, query cancellation, TLS, users and quotas beyond one
 username/password pair. Requests run one at a time (one lock around the engine).
 """
@@ -285,7 +287,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return gzip.decompress(body)
             if encoding == "deflate":
                 return zlib.decompress(body)
-        except (OSError, zlib.error) as exc:
+            if encoding == "lz4":  # clickhouse-connect's choice for inserts when lz4 is there
+                import lz4.frame
+
+                return bytes(lz4.frame.decompress(body))
+        except (OSError, zlib.error, RuntimeError) as exc:
             raise _Failure(500, 354, f"cannot decompress request body: {exc}") from exc
         raise _Failure(500, 1, f"the stand-in does not decode Content-Encoding {encoding!r}")
 
@@ -327,6 +333,19 @@ class _Handler(BaseHTTPRequestHandler):
         stand_in = self.server.stand_in
         text = params.get("query", "").encode()
         sql = text + b"\n" + body if text and body else text or body
+        spooled: Path | None = None
+        found_insert = _TRAILING_FORMAT.search(text) if text and body else None
+        if found_insert is not None and _first_keyword(text) == "INSERT":
+            # The rows are in the body: give them to the engine as a file, since chDB reads a
+            # query as a C string and binary formats (Native, the client's default for
+            # inserts) hold zero bytes.
+            spooled = stand_in.spool_dir / f"insert-{query_id}.{found_insert.group(1).decode()}"
+            spooled.write_bytes(body)
+            sql = (
+                text[: found_insert.start()]
+                + f" FROM INFILE '{spooled}' FORMAT ".encode()
+                + found_insert.group(1)
+            )
         if not sql.strip():
             raise _Failure(500, 62, "Empty query. (SYNTAX_ERROR)")
         keyword = _first_keyword(sql)
@@ -358,6 +377,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Failure(
                 500, int(found.group(1)) if found else 1001, message or "unknown error"
             ) from exc
+        finally:
+            if spooled is not None:
+                spooled.unlink(missing_ok=True)
         data = bytes(result.bytes())
         summary = {
             "read_rows": str(result.rows_read()),
@@ -415,6 +437,11 @@ class ClickHouseHttpStandIn:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._engine: _Engine | None = None
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where insert bodies are handed to the engine as files."""
+        return self.path
 
     @property
     def engine(self) -> _Engine:

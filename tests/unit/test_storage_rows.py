@@ -30,11 +30,12 @@ from eventray.pipeline.storage.retention import DEFAULT_DAYS, RetentionPolicy
 from eventray.pipeline.storage.rows import (
     RowContext,
     TriggerAttempt,
+    as_dicts,
     batch_rows,
     encode_body,
     format_ts,
+    ms_from_iso,
     refusal_row,
-    ts_from_iso,
 )
 from eventray.pipeline.storage.schema import TABLES, columns_of
 from eventray.testing.simulator import DeviceSimulator
@@ -77,23 +78,29 @@ def _webhook(dev_eui: str, received: str, frame: bytes, correlation: str | None)
     return orjson.dumps(body)
 
 
+def _ms(text: str) -> int:
+    found = ms_from_iso(text)
+    assert found is not None
+    return found
+
+
 def handcrafted() -> list[Ingested]:
     """Uplinks with known outcomes (t0..t8)."""
     gateway = (GATEWAY / "freezer-gateway.jsonl").read_bytes().splitlines()
     items = [
-        Ingested(f"t{i}", "ds-gateway-http", body, f"2026-03-01T08:0{i}:30+00:00", i + 1)
+        Ingested(f"t{i}", "ds-gateway-http", body, _ms(f"2026-03-01T08:0{i}:30+00:00"), i + 1)
         for i, body in enumerate(gateway)
     ]  # t0 freezer-01 ok, t1 freezer-01 door open (F), t2 and t3 freezer-02 invalid
     items += [
         Ingested("t4", "ds-ttn-webhook", _webhook("24E124136B316241", "2026-03-01T08:03:00Z",
-                 _em300(-141, 100, 90), "as:up:000000000001"), "2026-03-01T08:04:00Z", 5),
-        Ingested("t5", "ds-gateway-http", b'{"deviceId": "NOPE"}', "2026-03-01T08:04:30Z", 6),
-        Ingested("t6", "ds-gateway-http", b"\xff\xfe", "2026-03-01T08:04:40Z", 7),
+                 _em300(-141, 100, 90), "as:up:000000000001"), _ms("2026-03-01T08:04:00Z"), 5),
+        Ingested("t5", "ds-gateway-http", b'{"deviceId": "NOPE"}', _ms("2026-03-01T08:04:30Z"), 6),
+        Ingested("t6", "ds-gateway-http", b"\xff\xfe", _ms("2026-03-01T08:04:40Z"), 7),
         Ingested("t7", "ds-gateway-http", orjson.dumps(
             {"deviceId": "FRZ-0003", "ts": "2026-03-01T08:02:00Z", "readings": {"t": -12.5, "rh": 50},
-             "door": "closed", "batt": 70}), "2026-03-01T08:04:50Z", 8),
+             "door": "closed", "batt": 70}), _ms("2026-03-01T08:04:50Z"), 8),
         Ingested("t8", "ds-ttn-webhook", _webhook("24E124141C147062", "2026-03-01T08:04:00Z",
-                 bytes([0x01, 0x75, 95, 0x03, 0x00, 0x01]), None), "2026-03-01T08:04:55Z", 9),
+                 bytes([0x01, 0x75, 95, 0x03, 0x00, 0x01]), None), _ms("2026-03-01T08:04:55Z"), 9),
     ]  # fmt: skip
     return items
 
@@ -106,12 +113,16 @@ class Sample:
     context: RowContext
     triggers: tuple[TriggerAttempt, ...]
 
-    def rows(self) -> dict[str, list[dict[str, Any]]]:
-        """Fresh rows (callers may mutate them)."""
+    def tuples(self) -> dict[str, list[tuple[Any, ...]]]:
+        """The rows as the pipeline hands them to a store (tuples, dates in milliseconds)."""
         return batch_rows(
             self.batch, self.context, now=NOW, ingested=self.items, deliveries=DELIVERIES,
             durations_us=DURATIONS, triggers=self.triggers,
         )  # fmt: skip
+
+    def rows(self) -> dict[str, list[dict[str, Any]]]:
+        """Fresh rows as dicts with dates as text (callers may mutate them)."""
+        return as_dicts(self.tuples())
 
 
 @functools.cache
@@ -121,7 +132,7 @@ def sample() -> Sample:
     simulator = DeviceSimulator(catalog, bad_ratio=0.0)
     items = handcrafted()
     for index, uplink in enumerate(simulator.take(SIMULATED)):
-        received = simulator.now.isoformat()
+        received = int(simulator.now.timestamp() * 1000)
         items.append(Ingested(f"sim-{index:04d}", uplink.data_source_id, uplink.body, received,
                               100 + index))  # fmt: skip
     processor = EventProcessor(
@@ -160,12 +171,13 @@ def test_dates_are_utc_text_clickhouse_parses() -> None:
         datetime(2026, 3, 1, 9, 30, 5, 123456, tzinfo=timezone(timedelta(hours=1)))
     ) == ("2026-03-01 08:30:05.123")
     assert format_ts(datetime(2026, 3, 1, 8)) == "2026-03-01 08:00:00.000"  # naive means UTC
-    assert ts_from_iso("2026-03-01T08:00:00Z") == "2026-03-01 08:00:00.000"
-    assert ts_from_iso("2026-03-01T10:00:00.5+02:00") == "2026-03-01 08:00:00.500"
-    assert ts_from_iso("2026-03-01") == "2026-03-01 00:00:00.000"
-    assert ts_from_iso("2026-13-45T00:00:00Z") is None  # never sliced into the insert
-    assert ts_from_iso("1800-01-01T00:00:00Z") is None  # outside DateTime64's range
-    assert ts_from_iso("soon") is None
+    assert format_ts(_ms("2026-03-01T08:00:00Z")) == "2026-03-01 08:00:00.000"
+    assert format_ts(_ms("2026-03-01T10:00:00.5+02:00")) == "2026-03-01 08:00:00.500"
+    assert format_ts(_ms("2026-03-01")) == "2026-03-01 00:00:00.000"
+    assert ms_from_iso("2026-03-01T08:00:00Z") == 1772352000000  # epoch milliseconds
+    assert ms_from_iso("2026-13-45T00:00:00Z") is None  # never sliced into the insert
+    assert ms_from_iso("1800-01-01T00:00:00Z") is None  # outside DateTime64's range
+    assert ms_from_iso("soon") is None
 
 
 def test_bodies_keep_every_byte() -> None:
@@ -220,7 +232,7 @@ def test_events_not_routed_to_save_event_are_not_stored() -> None:
     first = base.events[0]
     unrouted = replace(first, routing=RoutingResult([Dispatch("rules")], first.routing.history))
     batch = ProcessedBatch(events=[unrouted, base.events[1]], failures=[], rules=base.rules)
-    out = batch_rows(batch, sample().context, now=NOW, ingested=sample().items)
+    out = as_dicts(batch_rows(batch, sample().context, now=NOW, ingested=sample().items))
     assert [r["event_tracker_id"] for r in out["events"]] == ["t1"]
     assert [r["event_tracker_id"] for r in out["logs_script"]] == ["t0", "t1"]  # still logged
 
@@ -319,7 +331,7 @@ def test_capture_dates_follow_the_declared_type() -> None:
     batch = ProcessedBatch(rules=replace(base.batch.rules, evaluations=[
         replace(evaluation, captures=[capture])]))  # fmt: skip
     context = replace(base.context, capture_types={evaluation.rule_id: {"at": "date"}})
-    row = batch_rows(batch, context, now=NOW)["logs_capture"][0]
+    row = as_dicts(batch_rows(batch, context, now=NOW))["logs_capture"][0]
     assert (row["capture_date"], row["capture_string"], row["capture_bool"]) == (
         {"at": "2026-03-01 08:00:00.000"},
         {"note": "2026-03-01T09:00:00+01:00"},
@@ -356,8 +368,9 @@ def test_trigger_attempts_and_refusals() -> None:
         "request": '{"text": "Alert #1"}', "response": "",
         "error": "HTTP 503 from slack: it's \\ down",
     }  # fmt: skip
-    refused = refusal_row(event_tracker_id="r1", org_id="acme-foods", data_source_id="ds-ttn-webhook",
+    refused_row = refusal_row(event_tracker_id="r1", org_id="acme-foods", data_source_id="ds-ttn-webhook",
                           body=b"{}", reason="invalid API key", at=NOW, context=context)  # fmt: skip
+    [refused] = as_dicts({"events_raw": [refused_row]})["events_raw"]
     assert (refused["stage"], refused["reason"], refused["path_key"], refused["created"]) == (
         "auth",
         "invalid API key",
@@ -379,7 +392,7 @@ def test_retention_policy() -> None:
 def test_errors_detail_keeps_only_failures_debug_assets_and_rules_that_acted() -> None:
     s = sample()
     context = RowContext.from_catalog(s.catalog, RETENTION)  # the default: "errors"
-    rows = batch_rows(s.batch, context, now=NOW, ingested=s.items)
+    rows = as_dicts(batch_rows(s.batch, context, now=NOW, ingested=s.items))
     debug = {e.event_tracker_id for e in s.batch.events if e.asset.debug_enabled}
     failed = {f.event_tracker_id for f in s.batch.failures}
     assert debug and failed
@@ -393,7 +406,7 @@ def test_errors_detail_keeps_only_failures_debug_assets_and_rules_that_acted() -
     assert {(r["event_tracker_id"], r["business_rule_id"]) for r in rows["logs_rule"]} == acted
     assert len(acted) < len(s.batch.rules.evaluations)  # some evaluations did nothing
     assert len(rows["events"]) == len(
-        batch_rows(s.batch, s.context, now=NOW, ingested=s.items)["events"]
+        as_dicts(batch_rows(s.batch, s.context, now=NOW, ingested=s.items))["events"]
     )
     with pytest.raises(ValueError, match="log_detail"):
         RowContext.from_catalog(s.catalog, RETENTION, log_detail="some")

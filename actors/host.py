@@ -1,0 +1,121 @@
+"""What every eventray actor does besides its work: start once, connect, reload, drain.
+
+An actor's work is an object from ``eventray.pipeline`` (a lane, the ingress app, the trigger
+dispatcher); the actor only hosts it. :class:`ActorHost` is the one place that owns the
+start-up skeleton: the supervisor calls ``start`` on every health check (Ray re-runs only
+``__init__`` after a restart), so it must be idempotent, must retry after a start that failed
+half way (the stream was not up yet), and must clean up what a failed start opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from eventray.actors.lifecycle import StartOnce
+from eventray.config.settings import Settings
+from eventray.pipeline.catalog import Catalog, catalog_from_store
+from eventray.pipeline.ports import Adapters, Stream
+
+__all__ = ["ActorHost"]
+
+T = TypeVar("T")
+
+
+class ActorHost:
+    """Base of the eventray actors (not an actor itself: subclasses add ``@ray.remote``).
+
+    Subclasses implement :meth:`open` (build the work on a connected stream, with the current
+    catalog), :meth:`use` (apply a new catalog), :meth:`close` (finish the work in hand) and
+    :meth:`status`.
+
+    Args:
+        settings: the whole settings tree.
+        adapters: builds this process's connections (``eventray.cluster.wiring.Wiring``).
+        thread_name: the name of the actor's worker thread, where blocking work runs (QuickJS
+            contexts are confined to the thread that created them: one worker thread).
+    """
+
+    def __init__(self, settings: Settings, adapters: Adapters, *, thread_name: str) -> None:
+        self.settings = settings
+        self.adapters = adapters
+        self.revision = -1
+        self.stream: Stream | None = None
+        self._once = StartOnce()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._reloading = asyncio.Lock()
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking ``fn`` on the actor's worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def load_catalog(self) -> tuple[Catalog, int]:
+        """The current entities and their revision, from the config store."""
+        store = self.adapters.config_store()
+        try:
+            return catalog_from_store(store)
+        finally:
+            store.close()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> bool:
+        """Connect and start the work (idempotent; a failed start is tried again)."""
+        await self._once.run(self._start)
+        return True
+
+    async def _start(self) -> None:
+        stream = self.adapters.stream()
+        await stream.connect()
+        try:
+            catalog, revision = await self.run_sync(self.load_catalog)
+            await self.open(stream, catalog)
+            self.revision = revision
+            await stream.watch_config(self._changed)
+        except BaseException:
+            await self.close()
+            await stream.close()  # the next health check starts from scratch
+            raise
+        self.stream = stream
+
+    async def _changed(self) -> None:
+        await self.reload()
+
+    async def reload(self) -> int:
+        """Apply the config store's current entities (after ``eventray apply``)."""
+        async with self._reloading:
+            catalog, revision = await self.run_sync(self.load_catalog)
+            await self.use(catalog)
+            self.revision = revision
+            return revision
+
+    async def health(self) -> dict[str, Any]:
+        """Start if needed (the supervisor's check), then the status."""
+        await self.start()
+        return {"revision": self.revision, **await self.status()}
+
+    async def drain(self) -> dict[str, Any]:
+        """Finish the work in hand and disconnect; returns the final status."""
+        await self.close()
+        if self.stream is not None:
+            await self.stream.close()
+            self.stream = None
+        return await self.status()
+
+    # ------------------------------------------------------------------ the work
+    async def open(self, stream: Stream, catalog: Catalog) -> None:
+        """Build and start the work."""
+        raise NotImplementedError
+
+    async def use(self, catalog: Catalog) -> None:
+        """Apply a new catalog to the work."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Stop the work, finishing what is in hand (also after a failed :meth:`open`)."""
+        raise NotImplementedError
+
+    async def status(self) -> dict[str, Any]:
+        """Counters for ``eventray status`` and the metrics."""
+        raise NotImplementedError

@@ -1,0 +1,353 @@
+"""One batch end to end: the work a lane does, as one object over ports.
+
+``head`` (bind -> scripts -> route -> EVA) is pure CPU. ``tail`` carries the processed batch
+to durability, in this order: rules (evaluated against committed state, writes pending) ->
+outputs (trigger deliveries and ``publish`` routes, encoded) -> rows -> the row sink (stored)
+-> the outbox (queued) -> the rules' commit with the batch's stream sequence as fence. The
+caller acknowledges the batch after ``tail`` returns; a crash anywhere before that loses
+nothing (the stream delivers again, stored rows collapse by key, the fence refuses a replayed
+batch's state, queued deliveries are de-duplicated by id).
+
+The lane actor, the single-process baseline, ``eventray demo --local`` and the benchmarks all
+run this object; :mod:`eventray.pipeline.lane` adds the loop, the retries and the narrowing of
+failures to the events that cause them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from eventray.pipeline.catalog import Catalog
+from eventray.pipeline.errors import PermanentError, RetryableError
+from eventray.pipeline.ports import Clock, Outbox, OutboxMessage, RowSink
+from eventray.pipeline.processor import EventProcessor, Failure, Ingested, ProcessedBatch
+from eventray.pipeline.rules.outcome import BatchOutcome
+from eventray.pipeline.rules.stage import RuleStage
+from eventray.pipeline.scripts.executor import TemplateExecutor
+from eventray.pipeline.storage.retention import RetentionPolicy
+from eventray.pipeline.storage.rows import RowContext, batch_rows
+from eventray.pipeline.triggers.delivery import DeliveryGroup
+from eventray.pipeline.triggers.requests import DeliveryJob
+
+__all__ = [
+    "BatchPipeline",
+    "EventsFailed",
+    "StageFailed",
+    "TailOutputs",
+    "delivery_groups",
+    "mark_failed",
+]
+
+
+class EventsFailed(PermanentError):
+    """Some events of a batch cannot get through the tail (their rows do not encode, their
+    trigger payload is larger than the stream takes): they go to the DLQ and the rest of the
+    batch runs the tail again without them.
+
+    Args:
+        failures: ``{eventTrackerId: (stage, reason)}``.
+    """
+
+    def __init__(self, failures: Mapping[str, tuple[str, str]]) -> None:
+        self.failures = dict(failures)
+        first = next(iter(self.failures.items()))
+        super().__init__(f"{len(self.failures)} event(s) failed, e.g. {first[0]}: {first[1][1]}")
+
+
+class StageFailed(PermanentError):
+    """A tail step failed for a reason nobody classified (a bug, a refused insert): the lane
+    narrows it down to the events that cause it.
+
+    Args:
+        stage: the tail step (rules, outputs, rows, store, outbox, commit).
+        cause: what it raised.
+    """
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"{stage}: {type(cause).__name__}: {cause}")
+        self.stage = stage
+
+
+def mark_failed(processed: ProcessedBatch, failures: Mapping[str, tuple[str, str]]) -> None:
+    """Move the events named in ``failures`` from ``processed.events`` to its failures (their
+    rule inputs go too: the tail evaluates the rules again without them)."""
+    events = []
+    for event in processed.events:
+        found = failures.get(event.event_tracker_id)
+        if found is None:
+            events.append(event)
+            continue
+        stage, reason = found
+        processed.failures.append(
+            Failure(
+                event.event_tracker_id,
+                stage,
+                reason,
+                event.body,
+                event.org_id,
+                event.asset.id,
+                None,
+                event.seq,
+            )
+        )
+    processed.events = events
+    processed.rule_inputs = [r for r in processed.rule_inputs if r.event_tracker_id not in failures]
+    processed.rules = BatchOutcome()
+
+
+def delivery_groups(batch: ProcessedBatch) -> list[tuple[str, DeliveryGroup]]:
+    """``(eventTrackerId, group)``: exec actions of each rule evaluation (one group each) and
+    each trigger route (one group each)."""
+    groups: list[tuple[str, DeliveryGroup]] = []
+    for evaluation in batch.rules.evaluations:
+        if not evaluation.execs:
+            continue
+        jobs = tuple(
+            DeliveryJob(
+                evaluation.event_tracker_id,
+                evaluation.org_id,
+                evaluation.path_key,
+                x.trigger_id,
+                x.message,
+                x.context,
+                x.business_rule_id,
+                x.action_id,
+                x.mode,
+                x.on_error,
+            )
+            for x in evaluation.execs
+        )
+        groups.append(
+            (evaluation.event_tracker_id, DeliveryGroup(jobs, jobs[0].mode, jobs[0].on_error))
+        )
+    for event in batch.events:
+        for dispatch in event.routing.dispatches:
+            if dispatch.kind == "trigger" and dispatch.target:
+                view = event.view
+                context = {"event": view, "metadata": view["metadata"], "state": {}, "params": {}}
+                job = DeliveryJob(
+                    event.event_tracker_id, event.org_id, event.path_key, dispatch.target, None,
+                    context,
+                )  # fmt: skip
+                groups.append((event.event_tracker_id, DeliveryGroup((job,))))
+    return groups
+
+
+@dataclass(slots=True)
+class TailOutputs:
+    """What one tail sends on: rows per table and the outbox's messages."""
+
+    rows: dict[str, list[tuple[Any, ...]]]
+    queued: list[OutboxMessage] = field(default_factory=list)
+    published: list[OutboxMessage] = field(default_factory=list)
+
+    @property
+    def row_count(self) -> int:
+        return sum(len(rows) for rows in self.rows.values())
+
+
+class BatchPipeline:
+    """Head and tail of a batch against one catalog (swap it with :meth:`use`).
+
+    Args:
+        catalog: the entities.
+        executor: runs template scripts (its cache stays warm across catalogs).
+        rules: the rules step (in this process, or rule-partition actors).
+        sink: where rows go (the store actor, or a store in this process).
+        outbox: where trigger deliveries and ``publish`` routes go.
+        clock: stamps rows whose ingestion time is unknown.
+        retention: days per table and organization.
+        log_detail: ``errors`` or ``all`` (see :class:`RowContext`).
+        trigger_subject: the trigger queue's subject.
+    """
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        executor: TemplateExecutor,
+        rules: RuleStage,
+        sink: RowSink,
+        outbox: Outbox,
+        clock: Clock,
+        retention: RetentionPolicy | None = None,
+        log_detail: str = "errors",
+        trigger_subject: str = "eventray.triggers",
+    ) -> None:
+        self.executor = executor
+        self.rules = rules
+        self.sink = sink
+        self.outbox = outbox
+        self.clock = clock
+        self.retention = retention or RetentionPolicy()
+        self.log_detail = log_detail
+        self.trigger_subject = trigger_subject
+        self.stage_s: dict[str, float] = dict.fromkeys(
+            ("head", "rules", "rows", "store", "outbox", "commit"), 0.0
+        )
+        self.use(catalog)
+
+    def use(self, catalog: Catalog) -> None:
+        """Apply a new catalog to the next batch (``eventray apply``); warm scripts stay warm."""
+        self.catalog = catalog
+        self.processor = EventProcessor(catalog, self.executor, None)
+        self.row_context = RowContext.from_catalog(
+            catalog, self.retention, log_detail=self.log_detail
+        )
+        self.rules.use(catalog)
+
+    # ------------------------------------------------------------------ head
+    def head(self, items: Sequence[Ingested]) -> ProcessedBatch:
+        """bind -> scripts -> route -> EVA for a batch; every event ends as processed or as a
+        failure. Blocking CPU work: a lane runs it on its worker thread."""
+        started = time.perf_counter()
+        try:
+            return self.processor.process(items)
+        finally:
+            self.stage_s["head"] += time.perf_counter() - started
+
+    # ------------------------------------------------------------------ tail
+    async def tail(self, partition: int, items: Sequence[Ingested], batch: ProcessedBatch) -> None:
+        """Carry ``batch`` (the head's result for ``items``) to durability; the caller then
+        acknowledges ``items[-1]``.
+
+        Raises:
+            RetryableError: a service is unavailable: run the same tail again later.
+            EventsFailed: these events cannot get through (mark them failed, run again).
+            StageFailed: an unclassified failure (narrow it down).
+        """
+        stage = "rules"
+        clock = time.perf_counter
+        t0 = clock()
+        try:
+            batch.rules = (
+                await self.rules.evaluate(partition, batch.rule_inputs)
+                if batch.rule_inputs
+                else BatchOutcome()
+            )
+            t1 = clock()
+            stage = "rows"
+            outputs = self.outputs(batch, items, self.clock.now())
+            t2 = clock()
+            stage = "store"
+            if outputs.row_count:
+                await self.sink.write(outputs.rows)
+            t3 = clock()
+            stage = "outbox"
+            if outputs.queued:
+                await self.outbox.enqueue(outputs.queued)
+            if outputs.published:
+                await self.outbox.publish(outputs.published)
+            t4 = clock()
+            stage = "commit"
+            if batch.rule_inputs:
+                status = await self.rules.commit(partition, batch.rules.seq)
+                if status == "no-pending":
+                    raise _RulesRestarted(partition)
+        except (RetryableError, EventsFailed):
+            raise
+        except Exception as exc:
+            raise StageFailed(stage, exc) from exc
+        t5 = clock()
+        stage_s = self.stage_s
+        stage_s["rules"] += t1 - t0
+        stage_s["rows"] += t2 - t1
+        stage_s["store"] += t3 - t2
+        stage_s["outbox"] += t4 - t3
+        stage_s["commit"] += t5 - t4
+
+    def outputs(
+        self, batch: ProcessedBatch, items: Sequence[Ingested], now: datetime
+    ) -> TailOutputs:
+        """Rows and outbox messages of an evaluated batch.
+
+        Raises:
+            EventsFailed: events whose rows do not encode or whose trigger payload exceeds
+                the outbox's limit (nothing else of the batch is lost: it runs again).
+        """
+        failed: dict[str, tuple[str, str]] = {}
+        queued: list[OutboxMessage] = []
+        limit = self.outbox.max_payload
+        for tracker, group in delivery_groups(batch):
+            try:
+                body = group.to_bytes()
+            except (TypeError, ValueError) as exc:
+                failed[tracker] = ("outbox", f"trigger payload does not encode: {exc}")
+                continue
+            if len(body) > limit:
+                failed[tracker] = (
+                    "outbox",
+                    f"trigger payload of {len(body):,} bytes exceeds the stream's limit of "
+                    f"{limit:,} bytes (trigger {group.jobs[0].trigger_id})",
+                )
+                continue
+            queued.append(OutboxMessage(self.trigger_subject, body, group.dedup_id()))
+        published: list[OutboxMessage] = []
+        for event in batch.events:
+            for dispatch in event.routing.dispatches:
+                if dispatch.kind != "publish" or not dispatch.target:
+                    continue
+                try:
+                    body = orjson.dumps(
+                        {
+                            "eventTrackerId": event.event_tracker_id,
+                            "orgId": event.org_id,
+                            "assetId": event.asset.id,
+                            "event": event.event,
+                        }
+                    )
+                except TypeError as exc:
+                    failed[event.event_tracker_id] = ("outbox", f"event does not encode: {exc}")
+                    continue
+                if len(body) > limit:
+                    failed[event.event_tracker_id] = (
+                        "outbox",
+                        f"published event of {len(body):,} bytes exceeds the stream's limit "
+                        f"of {limit:,} bytes (subject {dispatch.target})",
+                    )
+                    continue
+                published.append(OutboxMessage(dispatch.target, body))
+        rows, row_errors = _rows(batch, self.row_context, now, items)
+        failed.update(row_errors)
+        if failed:
+            raise EventsFailed(failed)
+        return TailOutputs(rows, queued, published)
+
+
+class _RulesRestarted(RetryableError):
+    """The rule partition lost its pending batch (its actor restarted): evaluate again."""
+
+    def __init__(self, partition: int) -> None:
+        super().__init__(f"rule partition p{partition} restarted before commit; re-evaluating")
+
+
+def _rows(
+    batch: ProcessedBatch, context: RowContext, now: datetime, items: Sequence[Ingested]
+) -> tuple[dict[str, list[tuple[Any, ...]]], dict[str, tuple[str, str]]]:
+    """The batch's rows, or the events whose rows cannot be built (a value no column takes).
+
+    The whole batch is built at once; only when that raises is it rebuilt event by event to
+    find the culprits, so the common case pays nothing for the isolation.
+    """
+    try:
+        return batch_rows(batch, context, now=now, ingested=items), {}
+    except Exception:
+        pass
+    failed: dict[str, tuple[str, str]] = {}
+    trackers = [e.event_tracker_id for e in batch.events] + [
+        f.event_tracker_id for f in batch.failures
+    ]
+    for tracker in trackers:
+        try:
+            batch_rows(batch.subset([tracker], with_rules=True), context, now=now, ingested=items)
+        except Exception as exc:
+            failed[tracker] = ("rows", f"row does not encode: {type(exc).__name__}: {exc}")
+    if not failed:  # the batch fails as a whole but no event alone: let the lane narrow it
+        raise RuntimeError("rows of the batch do not encode, though each event's do")
+    return {}, failed

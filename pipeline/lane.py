@@ -1,0 +1,298 @@
+"""A lane: the loop that carries its partitions' batches through a :class:`BatchPipeline`.
+
+Per partition: fetch a batch (closed on size or age), run its head, then its tail; the head of
+batch k+1 overlaps the tail of batch k, and tails run strictly in order, so state and acks keep
+stream order. A batch is acknowledged only after its tail returned.
+
+**No event can stop a partition.** The retry decision travels with the error
+(:mod:`eventray.pipeline.errors`) and the loop honours it:
+
+- a :class:`RetryableError` (a service is down) waits with backoff and runs the same tail
+  again, in place: the partition waits, so order holds;
+- :class:`EventsFailed` names the events that cannot get through: they go to the DLQ with stage
+  and reason and the rest of the batch runs the tail again without them;
+- anything else (an unclassified failure, a bug) is narrowed down: the batch's tail runs again
+  in halves, recursively, within a budget of attempts; a single event that still fails goes to
+  the DLQ with the stage and the error, every other event is stored and acknowledged. An
+  exception in the head is narrowed the same way.
+
+Only a failure of the DLQ write itself is retried without end: an event is never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventray.pipeline.batch import BatchPipeline, EventsFailed, StageFailed, mark_failed
+from eventray.pipeline.errors import RetryableError
+from eventray.pipeline.ports import EventSource
+from eventray.pipeline.processor import Ingested, ProcessedBatch, failed
+from eventray.pipeline.rules.stage import RunSync, inline
+
+__all__ = ["Lane", "LaneStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LaneStats:
+    """Counters of a lane since it started (or since :meth:`Lane.reset_stats`)."""
+
+    events: int = 0
+    failed: int = 0
+    batches: int = 0
+    retries: int = 0
+    narrowed: int = 0
+    last_error: str = ""
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class _Budget:
+    """How many extra tail runs one batch may spend finding the events that fail it."""
+
+    left: int
+
+
+class Lane:
+    """Runs one loop per partition over ``sources``.
+
+    Args:
+        pipeline: the batch's work.
+        sources: one event source per owned partition.
+        batch_size: most events per batch.
+        linger_s: a batch closes when no new event arrived for this long after its first.
+        fetch_timeout_s: how long one fetch waits for a first event.
+        run_sync: where the head's blocking work runs (a lane actor's worker thread).
+        narrow_budget: extra tail runs a batch may spend narrowing a failure down.
+        retry_initial_s, retry_max_s: backoff of in-place retries.
+    """
+
+    def __init__(
+        self,
+        pipeline: BatchPipeline,
+        sources: Mapping[int, EventSource],
+        *,
+        batch_size: int = 1000,
+        linger_s: float = 0.005,
+        fetch_timeout_s: float = 0.5,
+        run_sync: RunSync = inline,
+        narrow_budget: int = 64,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 2.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.sources = dict(sources)
+        self.batch_size = batch_size
+        self.linger_s = linger_s
+        self.fetch_timeout_s = fetch_timeout_s
+        self.run_sync = run_sync
+        self.narrow_budget = narrow_budget
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.stats = LaneStats()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start one loop per partition on the running event loop."""
+        self._stopping = False
+        for source in self.sources.values():
+            self._tasks.append(asyncio.create_task(self._loop(source)))
+
+    async def stop(self) -> None:
+        """Stop fetching and finish the batches in hand (they are acknowledged)."""
+        self._stopping = True
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def run_until(self, events: int, *, timeout_s: float = 300.0) -> None:
+        """Run until ``events`` events were handled (stored or sent to the DLQ), then stop:
+        bounded runs for the benchmarks and single-process tools."""
+        self.start()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while self.stats.events + self.stats.failed < events:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"only {self.stats.events + self.stats.failed} of {events} events handled"
+                    )
+                await asyncio.sleep(0.01)
+        finally:
+            await self.stop()
+
+    def reset_stats(self) -> None:
+        self.stats = LaneStats()
+
+    # ------------------------------------------------------------------ the loop
+    async def _loop(self, source: EventSource) -> None:
+        tail: asyncio.Task[None] | None = None
+        while not self._stopping:
+            try:
+                items = await source.fetch(
+                    self.batch_size, timeout_s=self.fetch_timeout_s, linger_s=self.linger_s
+                )
+            except Exception as exc:  # the stream is unreachable: wait and pull again
+                self.stats.last_error = f"p{source.partition} fetch: {type(exc).__name__}: {exc}"
+                await asyncio.sleep(0.5)
+                continue
+            if not items:
+                continue
+            processed = await self.run_sync(self._head, items)
+            if tail is not None:
+                await tail
+            tail = asyncio.create_task(self._settle_batch(source, items, processed))
+        if tail is not None:
+            await tail
+
+    def _head(self, items: Sequence[Ingested]) -> ProcessedBatch:
+        try:
+            return self.pipeline.head(items)
+        except Exception as exc:
+            self.stats.narrowed += 1
+            self.stats.last_error = f"head: {type(exc).__name__}: {exc}"
+            return self._head_narrowed(items, _Budget(self.narrow_budget))
+
+    def _head_narrowed(self, items: Sequence[Ingested], budget: _Budget) -> ProcessedBatch:
+        """The head in halves until the events that make it raise stand alone."""
+        if len(items) == 1 or budget.left <= 0:
+            out = ProcessedBatch()
+            for item in items:
+                try:
+                    one = self.pipeline.head([item])
+                except Exception as exc:
+                    out.failures.append(failed(item, "process", f"{type(exc).__name__}: {exc}"))
+                else:
+                    _extend(out, one)
+            return out
+        budget.left -= 1
+        middle = len(items) // 2
+        out = ProcessedBatch()
+        for half in (items[:middle], items[middle:]):
+            try:
+                _extend(out, self.pipeline.head(half))
+            except Exception:
+                _extend(out, self._head_narrowed(half, budget))
+        return out
+
+    async def _settle_batch(
+        self, source: EventSource, items: Sequence[Ingested], processed: ProcessedBatch
+    ) -> None:
+        try:
+            await self._settle(source, items, processed, _Budget(self.narrow_budget))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in the loop itself: never let it end the partition
+            log.exception("lane p%s: settling a batch failed", source.partition)
+            self.stats.last_error = f"p{source.partition} settle: {type(exc).__name__}: {exc}"
+
+    async def _settle(
+        self,
+        source: EventSource,
+        items: Sequence[Ingested],
+        processed: ProcessedBatch,
+        budget: _Budget,
+    ) -> None:
+        """Run the tail of ``items`` until it succeeds, then acknowledge them (see the module
+        docstring for how each kind of failure is handled)."""
+        partition = source.partition
+        delay = self.retry_initial_s
+        while True:
+            try:
+                await self.pipeline.tail(partition, items, processed)
+                await source.ack_through(items[-1])
+            except EventsFailed as exc:
+                mark_failed(processed, exc.failures)
+                continue  # each round removes at least one event: this ends
+            except RetryableError as exc:
+                delay = await self._backoff(partition, exc, delay)
+                continue
+            except StageFailed as exc:
+                undecided = _undecided(items, processed)
+                if not undecided:
+                    # Only DLQ rows are left and even they cannot be written: keep trying,
+                    # an event is never dropped.
+                    delay = await self._backoff(partition, exc, delay)
+                    continue
+                self.stats.narrowed += 1
+                self.stats.last_error = f"p{partition} {exc}"
+                if len(undecided) == 1 or budget.left <= 0:
+                    reason = str(exc) if budget.left > 0 else f"{exc} (not isolated further)"
+                    mark_failed(processed, dict.fromkeys(undecided, (exc.stage, reason)))
+                    continue
+                budget.left -= 1
+                middle = len(items) // 2
+                for half in (items[:middle], items[middle:]):
+                    ids = [item.event_tracker_id for item in half]
+                    await self._settle(source, half, processed.subset(ids), budget)
+                return
+            self._done(items, processed)
+            return
+
+    async def _backoff(self, partition: int, exc: Exception, delay: float) -> float:
+        self.stats.retries += 1
+        self.stats.last_error = f"p{partition}: {type(exc).__name__}: {exc}"
+        hint = getattr(exc, "retry_after_s", None)
+        await asyncio.sleep(hint if isinstance(hint, (int, float)) and hint > 0 else delay)
+        return min(delay * 2, self.retry_max_s)
+
+    def _done(self, items: Sequence[Ingested], processed: ProcessedBatch) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.events += len(processed.events)
+        stats.failed += len(processed.failures)
+        now_ms = time.time() * 1000
+        latencies = stats.latencies_ms
+        for item in items:
+            if item.received_ms:
+                latencies.append(now_ms - item.received_ms)
+
+    # ------------------------------------------------------------------ observability
+    async def status(self) -> dict[str, Any]:
+        lag: dict[int, int] = {}
+        if not self._stopping:
+            for partition, source in self.sources.items():
+                with contextlib.suppress(Exception):
+                    lag[partition] = await source.pending()
+        latencies = sorted(self.stats.latencies_ms)
+
+        def pct(q: float) -> float:
+            return latencies[min(len(latencies) - 1, int(len(latencies) * q))] if latencies else 0.0
+
+        return {
+            "partitions": sorted(self.sources),
+            "events": self.stats.events,
+            "failed": self.stats.failed,
+            "batches": self.stats.batches,
+            "retries": self.stats.retries,
+            "narrowed": self.stats.narrowed,
+            "lag": lag,
+            "stage_s": {k: round(v, 4) for k, v in self.pipeline.stage_s.items()},
+            "latency_p50_ms": pct(0.5),
+            "latency_p99_ms": pct(0.99),
+            "last_error": self.stats.last_error,
+            "uptime_s": time.monotonic() - self.stats.started,
+        }
+
+
+def _extend(out: ProcessedBatch, part: ProcessedBatch) -> None:
+    out.events.extend(part.events)
+    out.failures.extend(part.failures)
+    out.rule_inputs.extend(part.rule_inputs)
+
+
+def _undecided(items: Sequence[Ingested], processed: ProcessedBatch) -> list[str]:
+    """Events of ``items`` not yet known to fail (narrowing only ever blames these)."""
+    failing = {f.event_tracker_id for f in processed.failures}
+    return [item.event_tracker_id for item in items if item.event_tracker_id not in failing]
