@@ -23,10 +23,12 @@ from eventray.config.settings import IngressSettings
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.ingress import Accepted, IngressPolicy, Refused
 from eventray.pipeline.models import DataSource
-from eventray.pipeline.ports import Stream
+from eventray.pipeline.ports import OutboxMessage, Stream
 from eventray.pipeline.storage.rows import RowContext, refusal_row
 
 __all__ = ["IngressApp", "KeepRows"]
+
+_CHUNK = 1000  # events per append: bounds what one wait holds
 
 KeepRows = Callable[[dict[str, list[tuple[Any, ...]]]], Awaitable[object]]
 """Where refused authentications go (a row sink's ``write``)."""
@@ -158,18 +160,28 @@ class IngressApp:
         self.counts[response.status] = self.counts.get(response.status, 0) + 1
         return response
 
-    async def _publish(self, accepted: Accepted) -> tuple[int, dict[str, Any]]:
-        try:
-            await self.stream.append(
-                accepted.subject,
-                accepted.body,
-                msg_id=accepted.event_tracker_id,
-                headers=accepted.headers,
-                timeout_s=self.settings.ack_timeout_s,
-            )
-        except RetryableError as exc:
-            return 503, {"error": f"stream unavailable: {exc}"}
-        return 201, {"eventTrackerId": accepted.event_tracker_id}
+    async def _publish(self, accepted: list[Accepted]) -> list[tuple[int, dict[str, Any]]]:
+        """Append accepted events to the stream, in chunks (one write and one wait each);
+        per event the answer: 201 once stored, 503 when the stream did not answer."""
+        out: list[tuple[int, dict[str, Any]]] = []
+        for start in range(0, len(accepted), _CHUNK):
+            chunk = accepted[start : start + _CHUNK]
+            messages = [
+                OutboxMessage(a.subject, a.body, a.event_tracker_id, a.headers) for a in chunk
+            ]
+            try:
+                errors = await self.stream.append(messages, timeout_s=self.settings.ack_timeout_s)
+            except RetryableError as exc:
+                out += [(503, {"error": f"stream unavailable: {exc}"})] * len(chunk)
+                continue
+            for item, error in zip(chunk, errors, strict=True):
+                if not error:
+                    out.append((201, {"eventTrackerId": item.event_tracker_id}))
+                elif error.startswith("refused"):
+                    out.append((413, {"error": f"the stream refused the event: {error}"}))
+                else:
+                    out.append((503, {"error": f"stream unavailable: {error}"}))
+        return out
 
     async def _parsed(
         self, request: web.Request, limit: int
@@ -193,7 +205,7 @@ class IngressApp:
         decision = self._policy.accept(source, item, raw=body)
         if isinstance(decision, Refused):
             return self._answer(_json(decision.status, {"error": decision.error}))
-        status, payload = await self._publish(decision)
+        [(status, payload)] = await self._publish([decision])
         return self._answer(_json(status, payload, 1 if status == 503 else None))
 
     async def _batch(self, request: web.Request) -> web.Response:
@@ -204,9 +216,7 @@ class IngressApp:
         if not isinstance(items, list):
             return self._answer(_json(400, {"error": "batch body must be a JSON array"}))
         decisions = [self._policy.accept(source, item) for item in items]
-        published = await asyncio.gather(
-            *(self._publish(d) for d in decisions if isinstance(d, Accepted))
-        )
+        published = await self._publish([d for d in decisions if isinstance(d, Accepted)])
         answers = iter(published)
         results = []
         for decision in decisions:

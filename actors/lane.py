@@ -127,6 +127,18 @@ class LaneActor(ActorHost):
             await self.run_sync(self._host.close)
             self._host = None
 
+    async def pause(self) -> None:
+        """Stop pulling after the batches in hand (they are finished and acknowledged); the
+        partitions stay owned. Operators pause a lane to let a backlog build, benchmarks to
+        measure draining one."""
+        if self.lane is not None:
+            await self.lane.stop()
+
+    async def resume(self) -> None:
+        """Pull again after :meth:`pause`."""
+        if self.lane is not None and not self.lane.running:
+            self.lane.start()
+
     async def reset_stats(self) -> None:
         """Start counting afresh (benchmarks measure one phase at a time)."""
         if self.lane is not None:

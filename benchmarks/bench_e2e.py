@@ -1,20 +1,21 @@
 """End to end on the embedded stack (NATS, Valkey, chDB, Ray on loopback), on this machine.
 
-Measures, for the sample tenant's traffic (freezer JSON, two unmodified LoRaWAN codecs, three
-business rules, route-level and rule-level HTTP triggers to a loopback sink):
+For the sample tenant's traffic (freezer JSON, two unmodified LoRaWAN codecs, three business
+rules, route-level and rule-level triggers delivered to a loopback webhook sink and a loopback
+SMTP server), in one run and side by side:
 
-1. **Drain, without HTTP**: N events published straight to JetStream, time until every one is
-   stored and evaluated; beside it the **baseline**, a plain single-process Python consumer
-   doing the same work (same stream, same processor, rules on the same Valkey, rows into chDB)
-   with no Ray and no actors.
-2. **Through the HTTP ingress**: N events posted to the batch endpoint as fast as the client
-   can, time until all are stored.
-3. **Latency at 70% load**: ingress -> stored p50/p99 at 70% of the measured drain rate.
-4. **Partitions 1, 2, 4**: the drain rate as partitions (and lanes, up to 2) grow.
-5. **Memory**: peak RSS of every process the stack started (Ray workers and services).
+1. **Baseline**: one plain Python process doing the same work (the same
+   :class:`~eventray.pipeline.lane.Lane` and :class:`~eventray.pipeline.batch.BatchPipeline`
+   over the same stream, Valkey and an in-process chDB, plus the trigger dispatcher), no Ray.
+2. **eventray on Ray at 1 and at 2 lanes** (4 partitions): the drain rate of a backlog of N
+   events published straight to JetStream while the lanes were paused ("no HTTP"); the same
+   through the HTTP ingress's batch endpoint; ingress -> stored latency p50/p99 at 70% of the
+   HTTP rate; CPU seconds per event of every process during the drain; RSS of every process,
+   idle and after the load.
 
-Run: ``python -m benchmarks.bench_e2e [--events N] [--partitions 1,2,4]``. Bounded in count and
-time; loopback only.
+Run: ``python -m benchmarks.bench_e2e [--events N] [--lanes 1,2] [--partitions 4]
+[--no-http] [--json PATH]``. Bounded in count and time; loopback only. Figures are printed as
+tables and written as JSON (by default under the data directory, ``.eventray/bench/``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import argparse
 import asyncio
 import tempfile
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,34 +35,28 @@ import psutil
 from eventray.cluster.stack import Stack
 from eventray.cluster.stack_cli import sample_documents
 from eventray.config.settings import Settings, load_settings
-from eventray.pipeline.catalog import load_catalog
-from eventray.pipeline.ingress import IngressPolicy
+from eventray.pipeline.catalog import Catalog, load_catalog
+from eventray.pipeline.ingress import Accepted, IngressPolicy
+from eventray.testing.mail_sink import MailSink
 from eventray.testing.simulator import DeviceSimulator
 from eventray.testing.sink import WebhookSink
 from eventray.testing.traffic import post_traffic
 
 ROOT = Path(__file__).resolve().parent.parent
+TENANT = ROOT / "config" / "samples" / "tenant"
 
 
-def _settings(
-    data: Path, partitions: int, *, rules_in_lane: bool = True, batch_size: int = 1000
-) -> Settings:
+def _settings(data: Path, *, partitions: int, lanes: int) -> Settings:
     return load_settings(
         data_dir=data,
-        pipeline={
-            "partitions": partitions,
-            "lanes": min(2, partitions),
-            "batch_size": batch_size,
-            "linger_s": 0.02,
-            "rules_in_lane": rules_in_lane,
-        },
+        pipeline={"partitions": partitions, "lanes": lanes},
         ingress={"port": 0, "max_lag": 10_000_000},
         metrics={"enabled": False},
         ray={"num_cpus": 2},
     )
 
 
-def _messages(catalog: Any, settings: Settings, count: int, seed: int = 11) -> list[Any]:
+def _messages(catalog: Catalog, settings: Settings, count: int, seed: int) -> list[Accepted]:
     """Accepted ingestions exactly as the ingress would publish them."""
     policy = IngressPolicy(
         catalog,
@@ -70,13 +67,14 @@ def _messages(catalog: Any, settings: Settings, count: int, seed: int = 11) -> l
     out = []
     for uplink in DeviceSimulator(catalog, seed=seed, bad_ratio=0.0).take(count):
         decision = policy.accept(
-            catalog.data_sources[uplink.data_source_id], orjson.loads(uplink.body)
+            catalog.data_sources[uplink.data_source_id], orjson.loads(uplink.body), raw=uplink.body
         )
+        assert isinstance(decision, Accepted)
         out.append(decision)
     return out
 
 
-async def _publish(url: str, settings: Settings, messages: list[Any]) -> None:
+async def _publish(url: str, settings: Settings, messages: list[Accepted]) -> None:
     from eventray.pipeline.adapters.nats_bus import JetStreamBus
 
     bus = JetStreamBus(
@@ -95,43 +93,36 @@ async def _publish(url: str, settings: Settings, messages: list[Any]) -> None:
     await bus.close()
 
 
-def _stored(stack: Stack) -> int:
-    """Events the lanes have carried to the store (processed or sent to the DLQ). Read from
-    the lanes' counters, not the store: polling the store would compete with its inserts."""
-    import ray
+# ---------------------------------------------------------------------- processes
+def _name(proc: psutil.Process) -> str:
+    name = proc.name()
+    if name.startswith("ray::"):
+        return name
+    cmd = proc.cmdline()
+    if any("scripts.host" in part for part in cmd):
+        return "script-host"
+    if any(part.endswith("dashboard.py") for part in cmd):
+        return "ray-dashboard"
+    if any("log_monitor" in part for part in cmd):
+        return "ray-log-monitor"
+    if any("monitor.py" in part for part in cmd):
+        return "ray-monitor"
+    if proc.pid == psutil.Process().pid:
+        return "driver (bench)"
+    return name
 
-    return sum(
-        lane["events"] + lane["failed"]
-        for lane in ray.get([lane.status.remote() for lane in stack.lanes()])
-    )
 
-
-def _wait_stored(stack: Stack, target: int, timeout_s: float = 300) -> float:
-    start = time.perf_counter()
-    while _stored(stack) < target:
-        if time.perf_counter() - start > timeout_s:
-            raise TimeoutError(f"only {_stored(stack)} of {target} stored")
-        time.sleep(0.1)
-    return time.perf_counter() - start
-
-
-def _cpu_by_process() -> dict[int, tuple[str, float]]:
-    """CPU seconds (user + system) so far of this process and everything it started,
-    keyed by pid, with a short name (Ray actors show as ``ray::LaneActor`` etc.)."""
+def _processes() -> list[psutil.Process]:
     me = psutil.Process()
-    out: dict[int, tuple[str, float]] = {}
-    for proc in [me, *me.children(recursive=True)]:
+    return [me, *me.children(recursive=True)]
+
+
+def _cpu() -> dict[int, tuple[str, float]]:
+    out = {}
+    for proc in _processes():
         try:
             times = proc.cpu_times()
-            cmd = proc.cmdline()
-            name = proc.name()
-            if name.startswith("ray::"):
-                pass
-            elif any("eventray.pipeline.scripts.host" in part for part in cmd):
-                name = "script-host"
-            elif cmd and "python" in cmd[0] and any(p.endswith(".py") for p in cmd[1:2]):
-                name = Path(cmd[1]).stem
-            out[proc.pid] = (name, times.user + times.system)
+            out[proc.pid] = (_name(proc), times.user + times.system)
         except psutil.Error:
             pass
     return out
@@ -140,72 +131,82 @@ def _cpu_by_process() -> dict[int, tuple[str, float]]:
 def _cpu_delta(
     before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
 ) -> dict[str, float]:
-    """CPU seconds spent between two snapshots, summed per process name."""
     spent: dict[str, float] = {}
     for pid, (name, total) in after.items():
-        previous = before.get(pid, (name, 0.0))[1]
-        spent[name] = spent.get(name, 0.0) + max(0.0, total - previous)
-    return {k: round(v, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+        spent[name] = spent.get(name, 0.0) + max(0.0, total - before.get(pid, (name, 0.0))[1])
+    return {k: round(v, 3) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.01}
 
 
-def _rss_mb(stack: Stack) -> float:
-    total = 0.0
-    me = psutil.Process()
-    seen = set()
-    for proc in [me, *me.children(recursive=True)]:
+def _rss() -> dict[str, float]:
+    """RSS in MB per process name (summed over processes of one name)."""
+    out: dict[str, float] = {}
+    for proc in _processes():
         try:
-            if proc.pid not in seen:
-                seen.add(proc.pid)
-                total += proc.memory_info().rss
+            name = _name(proc)
+            out[name] = out.get(name, 0.0) + proc.memory_info().rss / 1e6
         except psutil.Error:
             pass
-    return total / 1e6
+    return {k: round(v) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
-def run_stack(
-    partitions: int,
-    events: int,
-    *,
-    http: bool,
-    latency: bool,
-    rules_in_lane: bool = True,
-    batch_size: int = 1000,
-) -> dict[str, Any]:
+# ---------------------------------------------------------------------- the stack
+def _stored(stack: Stack) -> int:
+    """Events the lanes have carried to the store (processed or sent to the DLQ), from the
+    lanes' counters (polling the store would compete with its inserts)."""
+    import ray
+
+    return sum(
+        lane["events"] + lane["failed"]
+        for lane in ray.get([lane.status.remote() for lane in stack.lanes()])
+    )
+
+
+def _wait(check: Callable[[], int], target: int, timeout_s: float = 600) -> float:
+    start = time.perf_counter()
+    while check() < target:
+        if time.perf_counter() - start > timeout_s:
+            raise TimeoutError(f"only {check()} of {target} handled")
+        time.sleep(0.05)
+    return time.perf_counter() - start
+
+
+def run_stack(lanes: int, partitions: int, events: int, *, http: bool) -> dict[str, Any]:
     import ray
 
     data = Path(tempfile.mkdtemp(prefix="eventray-bench-"))
-    settings = _settings(data, partitions, rules_in_lane=rules_in_lane, batch_size=batch_size)
-    result: dict[str, Any] = {"partitions": partitions}
-    with WebhookSink() as sink:
+    settings = _settings(data, partitions=partitions, lanes=lanes)
+    result: dict[str, Any] = {"lanes": lanes, "partitions": partitions, "events": events}
+    catalog = load_catalog([TENANT], compile_scripts=False)
+    with WebhookSink() as sink, MailSink() as mail:
         stack = Stack(settings)
         try:
             stack.start()
-            stack.apply(sample_documents(sink.url))
-            time.sleep(1.5)
-            catalog = load_catalog([ROOT / "config/samples/tenant"], compile_scripts=False)
-            # warm-up: compile templates, open connections
-            asyncio.run(
-                _publish(
-                    stack.endpoints.nats_url, settings, _messages(catalog, settings, 500, seed=1)
-                )
-            )  # type: ignore[union-attr]
-            _wait_stored(stack, 500)
+            stack.wait_revision(stack.apply(sample_documents(sink.url, mail.port)))
+            assert stack.endpoints is not None
+            url = stack.endpoints.nats_url
+            asyncio.run(_publish(url, settings, _messages(catalog, settings, 500, seed=1)))
+            _wait(lambda: _stored(stack), 500)  # warm: templates compiled, connections open
+            time.sleep(1.0)
+            result["rss_idle_mb"] = _rss()
+            # Drain: a backlog published while the lanes are paused, then timed to the end.
+            ray.get([lane.pause.remote() for lane in stack.lanes()])
             ray.get([lane.reset_stats.remote() for lane in stack.lanes()])
-            base = _stored(stack)
-            messages = _messages(catalog, settings, events, seed=2)
-            asyncio.run(_publish(stack.endpoints.nats_url, settings, messages))  # type: ignore[union-attr]
-            cpu_before = _cpu_by_process()
-            elapsed = _wait_stored(stack, base + events)
-            result["drain_events_per_s"] = events / elapsed
-            cpu = _cpu_delta(cpu_before, _cpu_by_process())
+            asyncio.run(_publish(url, settings, _messages(catalog, settings, events, seed=2)))
+            cpu_before = _cpu()
+            ray.get([lane.resume.remote() for lane in stack.lanes()])
+            elapsed = _wait(lambda: _stored(stack), events)
+            cpu = _cpu_delta(cpu_before, _cpu())
+            result["drain_events_per_s"] = round(events / elapsed)
             result["cpu_s"] = cpu
             result["cpu_us_per_event"] = round(sum(cpu.values()) / events * 1e6)
+            result["cpu_us_per_event_by_process"] = {
+                k: round(v / events * 1e6, 1) for k, v in cpu.items()
+            }
             status = stack.status()
             result["stage_s"] = {
-                k: round(sum(lane["stage_s"][k] for lane in status["lanes"]), 2)
+                k: round(sum(lane["stage_s"].get(k, 0.0) for lane in status["lanes"]), 3)
                 for k in status["lanes"][0]["stage_s"]
             }
-            result["rss_mb"] = _rss_mb(stack)
             result["store"] = status["store"]
             if http:
                 base = _stored(stack)
@@ -214,168 +215,201 @@ def run_stack(
                     stack.ingress_url, catalog, events=events, concurrency=16, chunk=500, seed=3
                 )
                 accepted = traffic.answers.get(201, 0)
-                _wait_stored(stack, base + accepted)
-                result["http_events_per_s"] = accepted / (time.perf_counter() - started)
-                result["http_post_only_per_s"] = traffic.sent / traffic.seconds
-            if latency:
-                # 70% of what the HTTP path sustains (it is the slower one, with the ingress)
-                rate = 0.7 * result.get("http_events_per_s", result["drain_events_per_s"])
+                _wait(lambda: _stored(stack), base + accepted)
+                result["http_events_per_s"] = round(accepted / (time.perf_counter() - started))
+                result["http_answers"] = dict(traffic.answers)
+                # Latency at 70% of what the HTTP path sustains.
+                rate = 0.7 * result["http_events_per_s"]
                 ray.get([lane.reset_stats.remote() for lane in stack.lanes()])
                 base = _stored(stack)
-                traffic = post_traffic(
-                    stack.ingress_url,
-                    catalog,
-                    events=int(rate * 15),
-                    rate=rate,
-                    concurrency=16,
-                    chunk=100,
-                    seed=4,
+                paced = post_traffic(
+                    stack.ingress_url, catalog, events=int(rate * 15), rate=rate,
+                    concurrency=16, chunk=50, seed=4,
+                )  # fmt: skip
+                _wait(lambda: _stored(stack), base + paced.answers.get(201, 0))
+                lanes_status = stack.status()["lanes"]
+                result["latency_rate"] = round(rate)
+                result["latency_p50_ms"] = round(
+                    max(lane["latency_p50_ms"] for lane in lanes_status), 1
                 )
-                _wait_stored(stack, base + traffic.answers.get(201, 0))
-                status = stack.status()
-                result["latency_rate"] = rate
-                result["latency_p50_ms"] = max(lane["latency_p50_ms"] for lane in status["lanes"])
-                result["latency_p99_ms"] = max(lane["latency_p99_ms"] for lane in status["lanes"])
-            result["rss_mb"] = max(result["rss_mb"], _rss_mb(stack))
+                result["latency_p99_ms"] = round(
+                    max(lane["latency_p99_ms"] for lane in lanes_status), 1
+                )
+            result["rss_loaded_mb"] = _rss()
+            result["deliveries"] = {"webhook": len(sink.requests), "email": len(mail.mails)}
         finally:
             stack.stop()
     return result
 
 
-def run_baseline(events: int) -> dict[str, Any]:
-    """A plain single-process consumer doing the same work: no Ray, no actors."""
-    from datetime import UTC, datetime
+# ---------------------------------------------------------------------- the baseline
+def run_baseline(events: int, partitions: int) -> dict[str, Any]:
+    """One plain process doing the same work: the same Lane and BatchPipeline over the same
+    kinds of servers, QuickJS in this thread, chDB in this process, triggers delivered here."""
+    return asyncio.run(_baseline(events, partitions))
 
+
+async def _baseline(events: int, partitions: int) -> dict[str, Any]:
     from eventray.cluster.services.nats_server import start_nats
     from eventray.cluster.services.redis_server import start_redis
-    from eventray.pipeline.adapters.chdb_store import ChdbEventStore
-    from eventray.pipeline.adapters.nats_bus import JetStreamBus
-    from eventray.pipeline.adapters.redis_state import RedisStateStore
+    from eventray.cluster.wiring import Endpoints, Wiring
+    from eventray.pipeline.batch import BatchPipeline
+    from eventray.pipeline.catalog import catalog_from_store
     from eventray.pipeline.clock import SystemClock
-    from eventray.pipeline.processor import EventProcessor, Ingested
-    from eventray.pipeline.rules.engine import RuleEngine
+    from eventray.pipeline.lane import Lane
+    from eventray.pipeline.rules.stage import LocalRules
     from eventray.pipeline.scripts.cache import ScriptCache
     from eventray.pipeline.scripts.executor import TemplateExecutor
-    from eventray.pipeline.storage.retention import RetentionPolicy
-    from eventray.pipeline.storage.rows import RowContext, batch_rows
+    from eventray.pipeline.secrets import EnvSecrets
+    from eventray.pipeline.storage.rows import RowContext
+    from eventray.pipeline.storage.sink import StoreSink
+    from eventray.pipeline.triggers.delivery import Deliverer
+    from eventray.pipeline.triggers.dispatcher import TriggerDispatcher
 
     data = Path(tempfile.mkdtemp(prefix="eventray-baseline-"))
-    settings = _settings(data, 1)
-    catalog = load_catalog([ROOT / "config/samples/tenant"], compile_scripts=False)
+    settings = _settings(data, partitions=partitions, lanes=1)
     with (
         start_nats(store_dir=data / "nats") as nats,
         start_redis(data_dir=data / "redis", persist=True) as redis,
+        WebhookSink() as sink,
+        MailSink() as mail,
     ):
-        store = ChdbEventStore(path=data / "chdb")
+        wiring = Wiring(
+            settings,
+            Endpoints(nats.url, redis.url, data / "chdb", None, data / "config", None, None),
+        )
+        config = wiring.config_store()
+        config.put(sample_documents(sink.url, mail.port))
+        catalog, _ = catalog_from_store(config)
+        store = wiring.event_store()
         store.ensure_schema()
-        state = RedisStateStore(url=redis.url)
-        processor = EventProcessor(
-            catalog,
-            TemplateExecutor(ScriptCache()),
-            RuleEngine(catalog.rule_set(), state, clock=SystemClock()),
+        stream = wiring.stream()
+        await stream.connect()
+        await stream.ensure_stream(storage="file", extra_subjects=(settings.nats.trigger_subject,))
+        state = wiring.state_store()
+        pipeline = BatchPipeline(
+            catalog=catalog,
+            executor=TemplateExecutor(ScriptCache()),
+            rules=LocalRules(
+                partitions=range(partitions), store=state, clock=SystemClock(), catalog=catalog
+            ),
+            sink=StoreSink(store),
+            outbox=stream.outbox(),
+            clock=SystemClock(),
+            trigger_subject=settings.nats.trigger_subject,
         )
-        rows_ctx = RowContext.from_catalog(catalog, RetentionPolicy())
-
-        async def drain() -> float:
-            bus = JetStreamBus(
-                url=nats.url,
-                stream=settings.nats.stream,
-                subject_prefix=settings.nats.subject_prefix,
-            )
-            await bus.connect()
-            await bus.ensure_stream(storage="file")
-            await _publish(nats.url, settings, _messages(catalog, settings, events, seed=2))
-            puller = await bus.puller(0)
-            done = 0
-            started = time.perf_counter()
-            while done < events:
-                batch = await puller.fetch(1000, timeout_s=1.0, linger_s=0.02)
-                items = [
-                    Ingested(
-                        d.headers["Nats-Msg-Id"],
-                        d.headers["Eventray-Data-Source"],
-                        d.body,
-                        d.headers["Eventray-Received-At"],
-                        d.seq,
-                    )
-                    for d in batch
-                ]
-                processed = processor.process(items, partition="p0")
-                for table, rows in batch_rows(
-                    processed, rows_ctx, now=datetime.now(UTC), ingested=items
-                ).items():
-                    if rows:
-                        store.insert(table, rows)
-                await puller.ack_through(batch[-1])
-                done += len(batch)
-            elapsed = time.perf_counter() - started
-            await puller.stop()
-            await bus.close()
-            return elapsed
-
-        elapsed = asyncio.run(drain())
-        rss = psutil.Process().memory_info().rss / 1e6
-        state.close()
+        sources = {p: await stream.source(p) for p in range(partitions)}
+        lane = Lane(pipeline, sources, batch_size=settings.pipeline.batch_size,
+                    linger_s=settings.pipeline.linger_s)  # fmt: skip
+        queue = await stream.queue(
+            "triggers", settings.nats.trigger_subject, ack_wait_s=300, max_pending=256
+        )
+        sender = wiring.sender()
+        dispatcher = TriggerDispatcher(
+            queue=queue,
+            deliverer=Deliverer(catalog.triggers, sender, secrets=EnvSecrets()),
+            sink=StoreSink(store),
+            rows=RowContext.from_catalog(catalog, settings.store.retention()),
+        )
+        await _publish(nats.url, settings, _messages(catalog, settings, 500, seed=1))
+        await lane.run_until(500)  # warm
+        lane.reset_stats()
+        await _publish(nats.url, settings, _messages(catalog, settings, events, seed=2))
+        dispatcher.start()
+        cpu_before = _cpu()
+        started = time.perf_counter()
+        await lane.run_until(events, timeout_s=900)
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_delta(cpu_before, _cpu())
+        await dispatcher.stop()
+        await sender.close()  # type: ignore[attr-defined]
+        rss = _rss()
+        await stream.close()
         store.close()
-    return {"drain_events_per_s": events / elapsed, "rss_mb": rss}
+        state.close()  # type: ignore[attr-defined]
+    return {
+        "drain_events_per_s": round(events / elapsed),
+        "cpu_s": cpu,
+        "cpu_us_per_event": round(sum(cpu.values()) / events * 1e6),
+        "rss_mb": rss,
+    }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--partitions", default="1,2,4")
-    parser.add_argument(
-        "--rule-actors",
-        action="store_true",
-        help="evaluate rules in one RulePartitionActor per partition (default: in the lanes)",
-    )
-    parser.add_argument("--batch-size", type=int, default=1000, help="events per lane batch")
-    parser.add_argument(
-        "--no-http", action="store_true", help="drain only: skip the HTTP and latency runs"
-    )
-    args = parser.parse_args()
-    baseline = run_baseline(args.events)
-    print(
-        f"\nbaseline (single process, no Ray): {baseline['drain_events_per_s']:,.0f} events/s drained, "
-        f"RSS {baseline['rss_mb']:.0f} MB"
-    )
-    partitions = [int(p) for p in args.partitions.split(",")]
-    rows = []
-    for p in partitions:
-        full = p == max(partitions) and not args.no_http
-        r = run_stack(
-            p,
-            args.events,
-            http=full,
-            latency=full,
-            rules_in_lane=not args.rule_actors,
-            batch_size=args.batch_size,
-        )
-        rows.append(r)
-        print(orjson.dumps(r).decode(), flush=True)
-    print(
-        "\n| partitions | drain events/s (no HTTP) | via HTTP ingress | p50 / p99 ms at 70% | RSS MB (all processes) |"
-    )
-    print("|---|---|---|---|---|")
-    for r in rows:
-        http = f"{r['http_events_per_s']:,.0f}" if "http_events_per_s" in r else "-"
+# ---------------------------------------------------------------------- report
+def _table(baseline: dict[str, Any], stacks: list[dict[str, Any]]) -> str:
+    lines = [
+        "| configuration | drain events/s (no HTTP) | via HTTP | p50 / p99 ms at 70% of HTTP "
+        "| CPU us/event, all processes | RSS MB idle / loaded, all processes |",
+        "|---|---|---|---|---|---|",
+        f"| baseline: 1 process, no Ray | {baseline['drain_events_per_s']:,} | - | - | "
+        f"{baseline['cpu_us_per_event']} | {sum(baseline['rss_mb'].values()):,.0f} |",
+    ]
+    for r in stacks:
+        http = f"{r['http_events_per_s']:,}" if "http_events_per_s" in r else "-"
         lat = (
-            f"{r['latency_p50_ms']:.0f} / {r['latency_p99_ms']:.0f} at {r['latency_rate']:,.0f}/s"
+            f"{r['latency_p50_ms']:.0f} / {r['latency_p99_ms']:.0f} at {r['latency_rate']:,}/s"
             if "latency_p50_ms" in r
             else "-"
         )
-        print(
-            f"| {r['partitions']} | {r['drain_events_per_s']:,.0f} | {http} | {lat} | {r['rss_mb']:,.0f} |"
+        lines.append(
+            f"| Ray, {r['lanes']} lane(s), {r['partitions']} partitions | "
+            f"{r['drain_events_per_s']:,} | {http} | {lat} | {r['cpu_us_per_event']} | "
+            f"{sum(r['rss_idle_mb'].values()):,.0f} / {sum(r['rss_loaded_mb'].values()):,.0f} |"
         )
-    print(
-        f"| baseline, 1 process | {baseline['drain_events_per_s']:,.0f} | - | - | {baseline['rss_mb']:,.0f} |"
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--lanes", default="1,2", help="lane counts to run, e.g. 1,2")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--no-http", action="store_true", help="drain only")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="where to write the figures")
+    args = parser.parse_args()
+    started = datetime.now(UTC)
+    baseline = (
+        {"drain_events_per_s": 0, "cpu_us_per_event": 0, "rss_mb": {}, "cpu_s": {}}
+        if args.no_baseline
+        else run_baseline(args.events, args.partitions)
     )
-    print("\nper-stage seconds (summed over lanes) in the drain run:", rows[-1]["stage_s"])
-    for r in rows:
+    print("baseline:", orjson.dumps(baseline).decode(), flush=True)
+    stacks = []
+    for lanes in [int(x) for x in args.lanes.split(",")]:
+        result = run_stack(lanes, args.partitions, args.events, http=not args.no_http)
         print(
-            f"CPU in the drain run, P{r['partitions']}: {r['cpu_us_per_event']} us/event over all "
-            f"processes; seconds by process: {r['cpu_s']}"
+            f"ray, {lanes} lane(s):",
+            orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode(),
+            flush=True,
         )
+        stacks.append(result)
+    print()
+    print(_table(baseline, stacks))
+    by_lanes = {r["lanes"]: r["drain_events_per_s"] for r in stacks}
+    if 1 in by_lanes and 2 in by_lanes:
+        print(
+            f"\nscaling 1 -> 2 lanes: x{by_lanes[2] / by_lanes[1]:.2f} "
+            f"(efficiency {by_lanes[2] / (2 * by_lanes[1]):.0%}); "
+            f"best Ray drain vs baseline: x{max(by_lanes.values()) / max(1, baseline['drain_events_per_s']):.2f}"
+        )
+    for r in stacks:
+        print(
+            f"\nRay, {r['lanes']} lane(s): CPU us/event by process: {r['cpu_us_per_event_by_process']}"
+        )
+        print(f"  stage seconds (summed over lanes): {r['stage_s']}; store: {r['store']}")
+        print(f"  RSS MB idle: {r['rss_idle_mb']}")
+        print(f"  RSS MB loaded: {r['rss_loaded_mb']}")
+    print(f"\nbaseline CPU s by process: {baseline['cpu_s']}; RSS MB: {baseline['rss_mb']}")
+    out = args.json or Path(".eventray") / "bench" / f"bench_e2e-{started:%Y%m%dT%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(
+        orjson.dumps(
+            {"started": started.isoformat(), "baseline": baseline, "stacks": stacks},
+            option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
+        )
+    )
+    print(f"\nfigures written to {out}")
 
 
 if __name__ == "__main__":

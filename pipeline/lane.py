@@ -103,6 +103,11 @@ class Lane:
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ lifecycle
+    @property
+    def running(self) -> bool:
+        """Whether the partition loops run (between :meth:`start` and :meth:`stop`)."""
+        return bool(self._tasks)
+
     def start(self) -> None:
         """Start one loop per partition on the running event loop."""
         self._stopping = False
@@ -261,10 +266,9 @@ class Lane:
     # ------------------------------------------------------------------ observability
     async def status(self) -> dict[str, Any]:
         lag: dict[int, int] = {}
-        if not self._stopping:
-            for partition, source in self.sources.items():
-                with contextlib.suppress(Exception):
-                    lag[partition] = await source.pending()
+        for partition, source in self.sources.items():
+            with contextlib.suppress(Exception):
+                lag[partition] = await source.pending()
         latencies = sorted(self.stats.latencies_ms)
 
         def pct(q: float) -> float:

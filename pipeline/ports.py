@@ -163,12 +163,13 @@ class ConfigStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
-    """A message for the stream: the trigger queue (durable, de-duplicated by ``msg_id``) or
-    a ``publish`` route's subject."""
+    """A message for the stream: an ingested event or a trigger delivery (durable,
+    de-duplicated by ``msg_id``), or a ``publish`` route's message."""
 
     subject: str
     body: bytes
     msg_id: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -264,12 +265,14 @@ class Stream(Protocol):
         """Open the connection (idempotent)."""
         ...
 
-    async def append(
-        self, subject: str, body: bytes, *, msg_id: str, headers: Mapping[str, str],
-        timeout_s: float,
-    ) -> None:  # fmt: skip
-        """Store one ingested event in the stream; returns once the stream acknowledged it.
-        A second append with the same ``msg_id`` inside the duplicate window is stored once."""
+    async def append(self, messages: Sequence[OutboxMessage], *, timeout_s: float) -> list[str]:
+        """Store messages in the stream (ingested events); returns once the stream answered
+        for every one: per message ``""`` when stored (a second append with the same
+        ``msg_id`` inside the duplicate window is stored once), else why not.
+
+        Raises:
+            RetryableError: the stream is unreachable or did not answer in time.
+        """
         ...
 
     async def pending(self, partition: int) -> int:

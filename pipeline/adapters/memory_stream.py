@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from eventray.pipeline.ingress import HEADER_ASSET, HEADER_RECEIVED, HEADER_SOURCE
@@ -178,23 +178,26 @@ class MemoryStream(Stream):
     async def connect(self) -> None:
         return None
 
-    async def append(
-        self, subject: str, body: bytes, *, msg_id: str, headers: Mapping[str, str],
-        timeout_s: float,
-    ) -> None:  # fmt: skip
+    async def append(self, messages: Sequence[OutboxMessage], *, timeout_s: float) -> list[str]:
         """Subjects end in ``.p{partition}``, as the ingress names them."""
-        _, _, tail = subject.rpartition(".p")
-        if not tail.isdigit():
-            raise ValueError(f"not a partition subject: {subject!r}")
-        received = headers.get(HEADER_RECEIVED, "0")
-        item = Ingested(
-            msg_id,
-            headers.get(HEADER_SOURCE, ""),
-            body,
-            int(received) if received.isdigit() else 0,
-            asset_id=headers.get(HEADER_ASSET, ""),
-        )
-        self.add(int(tail), [item])
+        results = []
+        for message in messages:
+            _, _, tail = message.subject.rpartition(".p")
+            if not tail.isdigit():
+                results.append(f"refused: not a partition subject: {message.subject!r}")
+                continue
+            headers = message.headers
+            received = headers.get(HEADER_RECEIVED, "0")
+            item = Ingested(
+                message.msg_id,
+                headers.get(HEADER_SOURCE, ""),
+                message.body,
+                int(received) if received.isdigit() else 0,
+                asset_id=headers.get(HEADER_ASSET, ""),
+            )
+            self.add(int(tail), [item])
+            results.append("")
+        return results
 
     async def pending(self, partition: int) -> int:
         part = self._partition(partition)

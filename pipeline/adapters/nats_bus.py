@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,6 +33,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from eventray.pipeline.adapters.nats_wire import (
+    WireConnection,
+    WireError,
+    WireMessage,
+    header_block,
+)
 from eventray.pipeline.errors import PermanentError, RetryableError
 from eventray.pipeline.ingress import (
     HEADER_ASSET,
@@ -205,43 +214,147 @@ class PartitionPuller:
 
 
 class JetStreamSource(EventSource):
-    """One partition's consumer as the pipeline sees it: deliveries become :class:`Ingested`."""
+    """One partition's consumer as the pipeline sees it, pulled over the bus's
+    :class:`~eventray.pipeline.adapters.nats_wire.WireConnection`.
 
-    def __init__(self, bus: JetStreamBus, puller: PartitionPuller) -> None:
-        self.partition = puller.partition
+    One pull request is kept open for up to twice a batch, so the next batch fills while this
+    one is processed. A batch closes on size or age: it is handed over once ``max_events`` are
+    in, or ``linger_s`` after its first event arrived. Deliveries stay raw bytes until then,
+    and become :class:`Ingested` in one pass.
+
+    If the connection drops, the next fetch reconnects and takes ownership of the partition
+    again (with the rewind of :meth:`JetStreamBus.own`), so nothing delivered to the lost
+    connection is skipped.
+    """
+
+    def __init__(self, bus: JetStreamBus, partition: int, consumer: dict[str, Any]) -> None:
+        self.partition = partition
         self._bus = bus
-        self._puller = puller
+        self._consumer = consumer
+        self._buffer: deque[WireMessage] = deque()
+        self._remaining = 0  # deliveries the open pull request may still bring
+        self._want = 1
+        self._first_at = 0.0
+        self._arrived = asyncio.Event()
+        self._sid: bytes | None = None
+        self._inbox = ""
+        self._generation = -1
+        self._next = ""
+
+    async def _ensure(self) -> WireConnection:
+        wire = await self._bus.wire()
+        if self._generation != self._bus.wire_generation:
+            durable = await self._bus.own(self.partition, **self._consumer)
+            self._next = f"$JS.API.CONSUMER.MSG.NEXT.{self._bus.stream}.{durable}"
+            self._inbox = f"_INBOX.{secrets.token_hex(8)}.p{self.partition}"
+            self._buffer.clear()
+            self._remaining = 0
+            self._sid = wire.subscribe(self._inbox, self._on_message)
+            self._generation = self._bus.wire_generation
+        return wire
+
+    def _on_message(self, message: WireMessage) -> None:
+        if message.reply:
+            if not self._buffer:
+                self._first_at = time.monotonic()
+            self._buffer.append(message)
+            self._remaining -= 1
+            if len(self._buffer) in (1, self._want):
+                self._arrived.set()
+        else:  # a status (404 no messages, 408 request expired, 409 ...): the request ended
+            self._remaining = 0
+            self._arrived.set()
 
     async def fetch(self, max_events: int, *, timeout_s: float, linger_s: float) -> list[Ingested]:
-        deliveries = await self._puller.fetch(max_events, timeout_s=timeout_s, linger_s=linger_s)
-        out = []
-        for d in deliveries:
-            headers = d.headers
-            out.append(
-                Ingested(
-                    headers.get("Nats-Msg-Id") or f"seq-{d.seq}",
-                    headers.get(HEADER_SOURCE, ""),
-                    d.body,
-                    _received_ms(headers),
-                    d.seq,
-                    headers.get(HEADER_ASSET, ""),
-                    d.delivered,
-                    d.reply,
-                )
-            )
-        return out
+        try:
+            wire = await self._ensure()
+            deadline = time.monotonic() + timeout_s
+            self._want = max_events
+            while True:
+                count = len(self._buffer)
+                if count >= max_events:
+                    break
+                if self._remaining <= 0:
+                    ask = 2 * max_events - count
+                    request = orjson.dumps({"batch": ask, "expires": int(timeout_s * 1e9)})
+                    wire.publish(self._next, request, reply=self._inbox)
+                    await wire.drain()
+                    self._remaining = ask
+                now = time.monotonic()
+                wake = self._first_at + linger_s if count else deadline
+                if now >= wake:
+                    break
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), wake - now)
+                if not wire.connected:
+                    raise WireError(f"NATS connection lost ({wire.error})")
+        except WireError as exc:
+            self._generation = -1
+            raise BusError(f"pulling partition {self.partition} failed: {exc}") from exc
+        taken = [self._buffer.popleft() for _ in range(min(max_events, len(self._buffer)))]
+        if self._buffer:
+            self._first_at = time.monotonic()
+        return [_ingested(message) for message in taken]
 
     async def ack_through(self, last: Ingested) -> None:
+        """Acknowledge ``last`` and everything before it. Not confirmed: a lost ack only
+        means the batch is delivered again, which the pipeline handles (rows collapse, the
+        state fence refuses a replay)."""
         try:
-            await self._bus.client.request(last.ack, b"+ACK", timeout=5)
-        except (NatsError, TimeoutError) as exc:
+            wire = await self._bus.wire()
+            wire.publish(last.ack, b"+ACK")
+            await wire.drain()
+        except WireError as exc:
             raise BusError(f"ack of stream sequence {last.seq} failed: {exc}") from exc
 
     async def pending(self) -> int:
         return await self._bus.pending(self.partition)
 
     async def close(self) -> None:
-        await self._puller.stop()
+        wire = self._bus.current_wire
+        if wire is not None and self._sid is not None and wire.connected:
+            wire.unsubscribe(self._sid)
+        self._sid = None
+        self._generation = -1
+
+
+_MSG_ID = b"Nats-Msg-Id"
+_SOURCE, _RECEIVED, _ASSET = HEADER_SOURCE.encode(), HEADER_RECEIVED.encode(), HEADER_ASSET.encode()
+_LEGACY = LEGACY_HEADER_RECEIVED.encode()
+
+
+def _ack_error(reply: WireMessage) -> str:
+    """ "" for a JetStream publish acknowledgement, else what went wrong."""
+    if reply.status:  # 503: no stream listens on the subject
+        return f"no stream stored it (status {reply.status})"
+    try:
+        answer = orjson.loads(reply.payload)
+    except orjson.JSONDecodeError:
+        return f"unexpected answer {reply.payload[:80]!r}"
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if error:
+        return str(error.get("description", error)) if isinstance(error, dict) else str(error)
+    return ""
+
+
+def _ingested(message: WireMessage) -> Ingested:
+    reply = message.reply.decode()
+    delivered, seq = _parse_ack_subject(reply)
+    header = message.header
+    received = header(_RECEIVED)
+    return Ingested(
+        header(_MSG_ID) or f"seq-{seq}",
+        header(_SOURCE),
+        message.payload,
+        int(received)
+        if received.isdigit()
+        else _received_ms({LEGACY_HEADER_RECEIVED: header(_LEGACY)}),
+        seq,
+        header(_ASSET),
+        delivered,
+        reply,
+    )
 
 
 class JetStreamQueue(Queue):
@@ -276,9 +389,12 @@ class JetStreamOutbox(Outbox):
         return self._bus.max_payload
 
     async def enqueue(self, messages: Sequence[OutboxMessage]) -> None:
-        await asyncio.gather(
-            *(self._bus.publish(m.subject, m.body, msg_id=m.msg_id) for m in messages)
-        )
+        errors = await self._bus.append(messages, timeout_s=5.0)
+        for message, error in zip(messages, errors, strict=True):
+            if error.startswith("refused"):
+                raise MessageRefused(f"{message.subject}: {error}")
+            if error:
+                raise BusError(f"{message.subject}: {error}")
 
     async def publish(self, messages: Sequence[OutboxMessage]) -> None:
         client = self._bus.client
@@ -317,6 +433,8 @@ class JetStreamBus(Stream):
         self.consumer = dict(consumer or {})
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._wire: WireConnection | None = None
+        self.wire_generation = 0
 
     @property
     def max_payload(self) -> int:
@@ -324,8 +442,31 @@ class JetStreamBus(Stream):
         return int(self.client.max_payload)
 
     async def source(self, partition: int) -> EventSource:
-        """Take ownership of ``partition`` (see :meth:`puller` for the rewind)."""
-        return JetStreamSource(self, await self.puller(partition, **self.consumer))
+        """Take ownership of ``partition`` (see :meth:`own` for the rewind)."""
+        source = JetStreamSource(self, partition, self.consumer)
+        await source._ensure()
+        return source
+
+    async def wire(self) -> WireConnection:
+        """The bus's pull connection, connected (a new generation after each reconnect)."""
+        if self._wire is None:
+            self._wire = WireConnection(self.url)
+        if not self._wire.connected:
+            await self._wire.connect()
+            self.wire_generation += 1
+        return self._wire
+
+    @property
+    def current_wire(self) -> WireConnection | None:
+        return self._wire
+
+    async def own(self, partition: int, **consumer: Any) -> str:
+        """Take ownership of a partition's durable consumer, rewound to the acknowledged
+        floor when messages are pending acknowledgement (see :meth:`puller` for why)."""
+        start_seq = await self._unacknowledged_start(partition_durable(partition))
+        if start_seq is not None:
+            consumer = {**consumer, "start_seq": start_seq}
+        return await self.ensure_consumer(partition, **consumer)
 
     def outbox(self) -> Outbox:
         return JetStreamOutbox(self)
@@ -340,11 +481,36 @@ class JetStreamBus(Stream):
         await self.client.publish(self.config_subject, b"reload")
         await self.client.flush()
 
-    async def append(
-        self, subject: str, body: bytes, *, msg_id: str, headers: Mapping[str, str],
-        timeout_s: float,
-    ) -> None:  # fmt: skip
-        await self.publish(subject, body, msg_id=msg_id, headers=dict(headers), timeout_s=timeout_s)
+    async def append(self, messages: Sequence[OutboxMessage], *, timeout_s: float) -> list[str]:
+        """Publish ``messages`` on the pull connection in one write and collect every
+        acknowledgement in one wait (~10x the rate of awaiting each ``js.publish``)."""
+        wire = await self.wire()
+        results = [""] * len(messages)
+        sendable: list[tuple[str, bytes, bytes]] = []
+        positions: list[int] = []
+        for index, message in enumerate(messages):
+            try:
+                headers = header_block({"Nats-Msg-Id": message.msg_id, **message.headers})
+            except ValueError as exc:
+                results[index] = f"refused: {exc}"
+                continue
+            if len(headers) + len(message.body) > wire.max_payload:
+                results[index] = (
+                    f"refused: {len(message.body):,} bytes exceed the stream's limit of "
+                    f"{wire.max_payload:,} bytes"
+                )
+                continue
+            sendable.append((message.subject, headers, message.body))
+            positions.append(index)
+        if not sendable:
+            return results
+        try:
+            replies = await wire.request_many(sendable, timeout_s=timeout_s)
+        except WireError as exc:
+            raise BusError(f"the stream did not acknowledge: {exc}") from exc
+        for index, reply in zip(positions, replies, strict=True):
+            results[index] = _ack_error(reply)
+        return results
 
     async def queue(self, name: str, subject: str, *, ack_wait_s: float, max_pending: int) -> Queue:
         puller = await self.named_puller(
@@ -542,6 +708,9 @@ class JetStreamBus(Stream):
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def close(self) -> None:
+        if self._wire is not None:
+            await self._wire.close()
+            self._wire = None
         if self._nc is not None:
             with contextlib.suppress(NatsError):
                 await self._nc.drain()

@@ -217,15 +217,6 @@ class TriggerAttempt:
     error: str = ""
 
 
-def _dates(values: dict[int, str]) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for key, text in values.items():
-        ms = ms_from_iso(text)
-        if ms is not None:
-            out[key] = ms
-    return out
-
-
 class _Builder:
     """Appends one batch's rows; one instance per batch (it caches per-batch lookups)."""
 
@@ -255,7 +246,7 @@ class _Builder:
                 created_ms or logged, org, path, tid, days(org, "events"), asset.id,
                 ev.template.id, str(event.get("eventType", "")), str(event.get("eventId", "")),
                 source, _json(event.get("data", {})), _json(event.get("metadata") or {}),
-                eva.number, eva.string, eva.bool, _dates(eva.date) if eva.date else {},
+                eva.number, eva.string, eva.bool, eva.date,
                 ev.seq or 0,
             ))  # fmt: skip
         if asset.debug_enabled:
