@@ -1,7 +1,10 @@
 """Route-group evaluation: which routers fire for an event, and a history record per group.
 
-Route groups are compiled once (:class:`Router` predicates become closures over compiled
-paths); :meth:`RouteTable.route` is then a few closure calls per router.
+Route groups are compiled once, twice over: :class:`Router` predicates become closures over
+compiled paths (the reference semantics, used for views that are not plain dicts and as the
+fallback for uncommon value types), and each group also becomes one generated function
+(:mod:`pipeline.rules.codegen`) with the common comparisons inline, so
+:meth:`RouteTable.route` costs one call per group instead of two or three per match rule.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from typing import Any, NamedTuple
 
 from eventray.pipeline.models.routing import MatchRule, RouteGroup, Router
 from eventray.pipeline.paths import MISSING, compile_path
+from eventray.pipeline.rules.codegen import NUMBERS, Paths, Source
 from eventray.pipeline.rules.operators import loose_equal
 from eventray.pipeline.rules.values import as_number
 
 __all__ = ["Dispatch", "GroupHistory", "RouteTable", "RoutingResult"]
 
 Predicate = Callable[[Any], bool]
+GroupFn = Callable[[Any, list["Dispatch"]], "GroupHistory"]
 
 
 class Dispatch(NamedTuple):
@@ -178,6 +183,8 @@ class _CompiledGroup:
     group: RouteGroup
     routers: tuple[tuple[int, Dispatch, Predicate | None], ...]
     kinds: tuple[str, ...]
+    fast: GroupFn  # for views that are dicts (every event): generated
+    slow: GroupFn  # for anything else: the closures
 
 
 def _dispatch_of(router: Router) -> Dispatch:
@@ -193,7 +200,113 @@ def _compile_group(group: RouteGroup) -> _CompiledGroup:
         (index, _dispatch_of(router), _router_predicate(router))
         for index, router in enumerate(group.routers)
     )
-    return _CompiledGroup(group, routers, tuple(r.kind for r in group.routers))
+    kinds = tuple(r.kind for r in group.routers)
+    if not group.enabled:
+
+        def skipped(view: Any, dispatches: list[Dispatch]) -> GroupHistory:
+            return GroupHistory(group.id, group.version, skipped="disabled")
+
+        return _CompiledGroup(group, routers, kinds, skipped, skipped)
+
+    def slow(view: Any, dispatches: list[Dispatch]) -> GroupHistory:
+        matched: list[int] = []
+        for index, dispatch, predicate in routers:
+            if predicate is None or predicate(view):
+                matched.append(index)
+                if dispatch not in dispatches:
+                    dispatches.append(dispatch)
+        return GroupHistory(group.id, group.version, len(routers), matched, kinds)
+
+    return _CompiledGroup(group, routers, kinds, _generate_group(group, routers, kinds), slow)
+
+
+def _generate_group(
+    group: RouteGroup,
+    routers: tuple[tuple[int, Dispatch, Predicate | None], ...],
+    kinds: tuple[str, ...],
+) -> GroupFn:
+    """One function per group: read each path once, then one ``if`` per router."""
+    source = Source(("view", "dispatches"))
+    paths = Paths(source, "view")
+    source.declare("matched", "fresh")
+    # With pairwise distinct dispatches, nothing this group adds can repeat another: the
+    # membership test is needed only if earlier groups dispatched something.
+    distinct = len({d for _, d, _ in routers}) == len(routers)
+    if distinct:
+        source.emit(0, "fresh = not dispatches")
+    unconditional = []
+    for index, _, predicate in routers:
+        if predicate is not None:
+            break
+        unconditional.append(str(index))
+    source.emit(0, f"matched = [{', '.join(unconditional)}]")
+    for (index, dispatch, predicate), router in zip(routers, group.routers, strict=True):
+        depth = 0
+        if predicate is not None and router.match is not None:
+            checks = [
+                _inline_check(source, paths, rule, source.const(compile_match_rule(rule)))
+                for rule in router.match.rules
+            ]
+            joiner = " and " if router.match.policy == "all" else " or "
+            source.emit(0, f"if {joiner.join(checks)}:")
+            depth = 1
+        if index >= len(unconditional):
+            source.emit(depth, f"matched.append({index})")
+        target = source.const(dispatch)
+        source.emit(depth, f"if {'fresh or ' if distinct else ''}{target} not in dispatches:")
+        source.emit(depth + 1, f"dispatches.append({target})")
+    record = ", ".join(source.const(v) for v in (group.id, group.version, len(routers)))
+    source.emit(0, f"return {source.const(GroupHistory)}({record}, matched, {source.const(kinds)})")
+    source.prelude = paths.render()
+    function: GroupFn = source.build("<route group>")
+    return function
+
+
+_INLINE_ORDER = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _inline_check(source: Source, paths: Paths, rule: MatchRule, reference: str) -> str:
+    """An expression equal to the rule's predicate: the common value types inline, behind an
+    exact type guard; any other value asks the reference predicate (``reference(view)``)."""
+    op, expected = rule.operator, rule.value
+    fallback = f"{reference}(view)"
+
+    def guarded(test: str, expression: str) -> str:
+        v = paths.value(rule.field)
+        return f"({expression.format(v=v)} if {paths.guard(v, test)} else {fallback})"
+
+    if op == "exists":
+        v = paths.value(rule.field)
+        present = f"({v} is not M and {v} is not None)"
+        return present if expected is not False else f"(not {present})"
+    if op == "eq" and _is_plain_text(expected):
+        return f"({paths.value(rule.field)} == {source.const(expected)})"
+    if op in _INLINE_ORDER:
+        symbol = _INLINE_ORDER[op]
+        if type(expected) in NUMBERS:
+            return guarded("in NUM", f"{{v}} {symbol} {source.const(expected)}")
+        want = as_number(expected)
+        if want is not None:
+            return guarded("in NUM", f"{{v}} {symbol} {source.const(want)}")
+        if isinstance(expected, str):
+            return guarded("is str", f"{{v}} {symbol} {source.const(expected)}")
+        return fallback
+    if op in ("eq", "neq"):
+        negate = "not " if op == "neq" else ""
+        if isinstance(expected, bool):
+            return guarded("is bool", f"{negate}{{v}} is {source.const(expected)}")
+        if type(expected) in NUMBERS:
+            return guarded("in NUM", f"{negate}{{v}} == {source.const(expected)}")
+        if type(expected) is str:
+            return guarded("is str", f"{negate}{{v}} == {source.const(expected)}")
+        return fallback
+    if op in ("in", "nin") and all(type(o) is str for o in expected):
+        member = "in" if op == "in" else "not in"
+        return guarded("is str", f"{{v}} {member} {source.const(frozenset(expected))}")
+    if op == "regex":
+        search = source.const(re.compile(str(expected)).search)
+        return guarded("is str", f"{search}({{v}}) is not None")
+    return fallback
 
 
 class RouteTable:
@@ -210,24 +323,14 @@ class RouteTable:
         groups that both store the event store it once."""
         dispatches: list[Dispatch] = []
         history: list[GroupHistory] = []
+        fast = type(view) is dict
+        groups = self._groups
         for group_id in group_ids:
-            compiled = self._groups.get(group_id)
+            compiled = groups.get(group_id)
             if compiled is None:
                 history.append(GroupHistory(group_id, 0, skipped="unknown route group"))
-                continue
-            group = compiled.group
-            if not group.enabled:
-                history.append(GroupHistory(group_id, group.version, skipped="disabled"))
-                continue
-            matched: list[int] = []
-            for index, dispatch, predicate in compiled.routers:
-                if predicate is None or predicate(view):
-                    matched.append(index)
-                    if dispatch not in dispatches:
-                        dispatches.append(dispatch)
-            history.append(
-                GroupHistory(
-                    group_id, group.version, len(compiled.routers), matched, compiled.kinds
-                )
-            )
+            elif fast:
+                history.append(compiled.fast(view, dispatches))
+            else:
+                history.append(compiled.slow(view, dispatches))
         return RoutingResult(dispatches, history)

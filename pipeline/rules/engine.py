@@ -25,9 +25,16 @@ from eventray.pipeline.rules.compiler import (
     EvalContext,
     compile_business_rule,
 )
-from eventray.pipeline.rules.outcome import BatchOutcome, Evaluation, RuleInput
+from eventray.pipeline.rules.outcome import (
+    BatchOutcome,
+    Evaluation,
+    RuleInput,
+    failed_evaluation,
+)
 
 __all__ = ["RuleEngine", "RuleSet", "state_key"]
+
+_SCOPE_CACHE_LIMIT = 65_536  # distinct (org, asset, template, tags) seen before starting over
 
 
 def state_key(org_id: str, business_rule_id: str, variable: str) -> str:
@@ -39,6 +46,28 @@ class _Scoped:
     compiled: CompiledBusinessRule
     path_key: str
     include_children: bool
+
+
+class _Target:
+    """One business rule as it applies to one organization's events: its state keys are
+    built once here, not per event. Compared by identity (one per (org, rule) per RuleSet)."""
+
+    __slots__ = ("br_id", "compiled", "keys", "run", "traced")
+
+    def __init__(self, org_id: str, compiled: CompiledBusinessRule) -> None:
+        self.compiled = compiled
+        self.br_id = compiled.id
+        self.run = compiled.run
+        self.traced = compiled.debug  # debug rules always build their trace
+        self.keys = {var: state_key(org_id, self.br_id, var) for var in compiled.defaults}
+
+    def load(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The working state from a snapshot; empty state reads the variable's default."""
+        state = {}
+        for var, default in self.compiled.defaults.items():
+            value = values.get(self.keys[var])
+            state[var] = default if value is None else value
+        return state
 
 
 class RuleSet:
@@ -76,6 +105,10 @@ class RuleSet:
             if br.enabled and rule.enabled and br.org_id in org_paths:
                 self._scoped.append(_Scoped(compiled, org_paths[br.org_id], br.include_children))
         self._org_cache: dict[tuple[str, str], tuple[CompiledBusinessRule, ...]] = {}
+        self._targets: dict[tuple[str, str], _Target] = {}
+        self._scope_cache: dict[tuple[str, str, str, str, tuple[str, ...]], tuple[_Target, ...]]
+        self._scope_cache = {}
+        self._interned: dict[tuple[_Target, ...], tuple[_Target, ...]] = {}
 
     def for_org(self, org_id: str, path_key: str) -> tuple[CompiledBusinessRule, ...]:
         """Business rules whose org scope covers ``org_id`` (cached per org)."""
@@ -92,11 +125,31 @@ class RuleSet:
         return found
 
     def applicable(self, event: RuleInput) -> list[CompiledBusinessRule]:
-        return [
-            br
-            for br in self.for_org(event.org_id, event.path_key)
-            if br.accepts_asset(event.asset_id, event.template_id, event.tags)
-        ]
+        return [t.compiled for t in self.targets(event)]
+
+    def targets(self, event: RuleInput) -> tuple[_Target, ...]:
+        """The business rules that apply to ``event``, cached per (org, asset, template, tags):
+        events of one asset share the answer, and the same tuple object."""
+        key = (event.org_id, event.path_key, event.asset_id, event.template_id, event.tags)
+        try:
+            found = self._scope_cache.get(key)
+        except TypeError:  # tags given as a list: correct, just not cacheable
+            return self._find_targets(event)
+        if found is None:
+            if len(self._scope_cache) >= _SCOPE_CACHE_LIMIT:
+                self._scope_cache.clear()
+            found = self._scope_cache[key] = self._find_targets(event)
+        return found
+
+    def _find_targets(self, event: RuleInput) -> tuple[_Target, ...]:
+        found = []
+        for br in self.for_org(event.org_id, event.path_key):
+            if br.accepts_asset(event.asset_id, event.template_id, event.tags):
+                target = self._targets.get((event.org_id, br.id))
+                if target is None:
+                    target = self._targets[(event.org_id, br.id)] = _Target(event.org_id, br)
+                found.append(target)
+        return self._interned.setdefault(tuple(found), tuple(found))
 
 
 class RuleEngine:
@@ -126,45 +179,60 @@ class RuleEngine:
             commit: apply the state changes now. With False the caller commits later with
                 :meth:`commit` (after the batch's outputs are durable elsewhere); until then
                 ``outcome.committed`` is False.
+
+        The clock is read once per batch, when the first event with a business rule is
+        evaluated: a batch is one moment (test mode sets the clock per single-event batch).
         """
-        plan: list[tuple[RuleInput, list[CompiledBusinessRule]]] = []
-        keys: set[str] = set()
+        if not isinstance(events, list | tuple):
+            events = list(events)  # read twice below: planning, then evaluating
+        targets_of = self.rules.targets
+        plan: list[tuple[_Target, ...]] = []
+        needed: dict[_Target, None] = {}
+        previous: tuple[_Target, ...] = ()
         for event in events:
-            brs = self.rules.applicable(event)
+            targets = targets_of(event)
             if only is not None:
-                brs = [br for br in brs if br.id == only]
-            plan.append((event, brs))
-            for br in brs:
-                for var in br.defaults:
-                    keys.add(state_key(event.org_id, br.id, var))
-        snapshot = self.store.load(sorted(keys), partition=partition)
+                targets = tuple(t for t in targets if t.br_id == only)
+            plan.append(targets)
+            if targets is not previous:  # events mostly share one interned tuple
+                needed.update(dict.fromkeys(targets))
+                previous = targets
+        snapshot = self.store.load(
+            sorted({key for t in needed for key in t.keys.values()}), partition=partition
+        )
+        working = {t: t.load(snapshot.values) for t in needed}
         outcome = BatchOutcome()
-        working: dict[tuple[str, str], dict[str, Any]] = {}
+        evaluations, replayed, writes = outcome.evaluations, outcome.replayed, outcome.writes
+        record = evaluations.append
+        applied_seq = snapshot.applied_seq
         batch_seq = None
-        for event, brs in plan:
-            if event.seq is not None:
-                if event.seq <= snapshot.applied_seq:
-                    outcome.replayed.append(event.event_tracker_id)
+        now: datetime | None = None
+        for event, targets in zip(events, plan, strict=True):
+            seq = event.seq
+            if seq is not None:
+                if seq <= applied_seq:
+                    replayed.append(event.event_tracker_id)
                     continue
-                batch_seq = event.seq if batch_seq is None else max(batch_seq, event.seq)
-            now = self.clock.now() if brs else None
-            for br in brs:
-                state = working.get((event.org_id, br.id))
-                if state is None:
-                    state = {}
-                    for var, default in br.defaults.items():
-                        value = snapshot.values.get(state_key(event.org_id, br.id, var))
-                        state[var] = default if value is None else value
-                    working[(event.org_id, br.id)] = state
-                assert now is not None
-                outcome.evaluations.append(self._evaluate_one(event, br, state, trace, now))
-        writes: dict[str, Any] = {}
-        for evaluation in outcome.evaluations:
-            for var, change in evaluation.state_changes.items():
-                writes[state_key(evaluation.org_id, evaluation.business_rule_id, var)] = change[
-                    "to"
-                ]
-        outcome.writes = writes
+                if batch_seq is None or seq > batch_seq:
+                    batch_seq = seq
+            if not targets:
+                continue
+            if now is None:
+                now = self.clock.now()
+            view = event.view
+            slow = trace or type(view) is not dict
+            for target in targets:
+                state = working[target]
+                if slow or target.traced:
+                    evaluation = self._evaluate_one(event, target.compiled, state, trace, now)
+                else:
+                    evaluation = target.run(event, state, now)
+                record(evaluation)
+                changes = evaluation.state_changes
+                if changes:
+                    keys = target.keys
+                    for var, change in changes.items():
+                        writes[keys[var]] = change["to"]
         outcome.seq = batch_seq if batch_seq is not None else 0
         if not commit:
             outcome.committed = False
@@ -201,18 +269,7 @@ class RuleEngine:
         try:
             matched = br.root(ctx, tree)
         except Exception as exc:  # one bad evaluation must not stop the batch
-            for var, change in ctx.changes.items():  # a failed evaluation applies nothing
-                state[var] = change["from"]
-            reason = str(exc) if isinstance(exc, RuleError) else f"{type(exc).__name__}: {exc}"
-            return Evaluation(
-                event.event_tracker_id,
-                event.org_id,
-                event.path_key,
-                br.id,
-                br.rule.id,
-                False,
-                error=reason,
-            )
+            return failed_evaluation(event, br.id, br.rule.id, state, ctx.changes, exc)
 
         return Evaluation(
             event.event_tracker_id, event.org_id, event.path_key, br.id, br.rule.id, matched,

@@ -18,7 +18,7 @@ from eventray.pipeline.models.rule import OPERATORS
 from eventray.pipeline.paths import MISSING
 from eventray.pipeline.rules.values import as_datetime, as_number, as_time_of_day
 
-__all__ = ["OPERATOR_FUNCTIONS", "Env", "OperatorFn", "loose_equal"]
+__all__ = ["OPERATOR_FUNCTIONS", "Env", "OperatorFn", "loose_equal", "pattern"]
 
 
 class Env(Protocol):
@@ -85,7 +85,8 @@ def _contains(left: Any, right: Any, env: Env) -> bool:
 
 
 @lru_cache(maxsize=1024)
-def _pattern(source: str) -> re.Pattern[str]:
+def pattern(source: str) -> re.Pattern[str]:
+    """The compiled regex (cached); raises RuleError if it is invalid."""
     try:
         return re.compile(source)
     except re.error as exc:
@@ -95,7 +96,7 @@ def _pattern(source: str) -> re.Pattern[str]:
 def _regex(left: Any, right: Any, env: Env) -> bool:
     if not isinstance(right, str) or not isinstance(left, (str, int, float)):
         return False  # missing, null, objects and lists never match
-    return _pattern(right).search(str(left)) is not None
+    return pattern(right).search(str(left)) is not None
 
 
 def _dates(test: Callable[[datetime, datetime], bool]) -> OperatorFn:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BatchOutcome", "CaptureRecord", "Evaluation", "ExecIntent", "RuleInput"]
+from eventray.pipeline.errors import RuleError
+
+__all__ = [
+    "BatchOutcome",
+    "CaptureRecord",
+    "Evaluation",
+    "ExecIntent",
+    "RuleInput",
+    "failed_evaluation",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +75,25 @@ class Evaluation:
     execs: list[ExecIntent] = field(default_factory=list)
     trace: dict[str, Any] | None = None
     error: str | None = None
+
+
+def failed_evaluation(
+    event: RuleInput,
+    business_rule_id: str,
+    rule_id: str,
+    state: dict[str, Any],
+    changes: dict[str, dict[str, Any]],
+    exc: Exception,
+) -> Evaluation:
+    """A failed evaluation applies nothing: its state changes are undone (``state`` is the
+    working state), its actions dropped, and its error reported."""
+    for var, change in changes.items():
+        state[var] = change["from"]
+    reason = str(exc) if isinstance(exc, RuleError) else f"{type(exc).__name__}: {exc}"
+    return Evaluation(
+        event.event_tracker_id, event.org_id, event.path_key, business_rule_id, rule_id, False,
+        error=reason,
+    )  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -344,3 +346,151 @@ def test_groups_are_evaluated_in_the_assets_order() -> None:
     assert [d.target for d in result.dispatches] == ["y", "x"]
     assert [h.route_group_id for h in result.history] == ["y", "x"]
     assert table.route(VIEW, []).dispatches == []
+
+
+# --------------------------------------------------------------------------- generated code
+# RouteTable runs each group as one generated function; compile_match_rule (the closures) is
+# the reference. Every operator, over awkward values and path shapes, must decide the same.
+
+ODD_VALUES: list[Any] = [
+    None, True, False, 0, 1, 3, 3.0, 2.5, -0.0, float("nan"), float("inf"), 2**53 + 1, 10**400,
+    "3", "3.0", " 3", "1e3", "", "abc", "critical", "CRITICAL", "true", "False", "b", [],
+    [1, 2], ["critical"], {"a": 1}, "freezer-07",
+]  # fmt: skip
+EXPECTED: dict[str, list[Any]] = {
+    "eq": ODD_VALUES, "neq": ODD_VALUES,
+    "gt": ODD_VALUES, "gte": ODD_VALUES, "lt": ODD_VALUES, "lte": ODD_VALUES,
+    "in": [[], ["critical", "ok"], ["3", 3], [True, "true"], [None], ["a", "b", "c"], [2.5, 3]],
+    "nin": [[], ["critical", "ok"], ["3", 3], [True, "true"], [None], ["a", "b", "c"]],
+    "exists": [None, True, False],
+    "regex": ["^c", r"^\d+$", "", "7$", "[a-z]+-[0-9]+"],
+}  # fmt: skip
+FIELDS = ["x", "data.x", "data.a.b", "data.a.b.c", "data.l[0].v", "data.l.0.v", "data.x.y",
+          "data.od.b", "data.od.b.c", "data"]  # fmt: skip
+
+
+def odd_views(value: Any) -> list[dict[str, Any]]:
+    """``value`` at every field shape, and views whose intermediates are not plain dicts."""
+    from collections import OrderedDict
+    from types import MappingProxyType
+
+    full = {"x": value, "data": {"x": value, "a": {"b": value, "c": value},
+                                 "l": [{"v": value}], "od": OrderedDict(b={"c": value})}}  # fmt: skip
+    return [
+        full,
+        {"x": value, "data": {"x": value, "a": {"b": {"c": value}}, "od": {"b": value}}},
+        {"data": {"a": OrderedDict(b={"c": value}), "l": [], "od": MappingProxyType({"b": 1})}},
+        {"data": {"a": [value], "l": {"0": {"v": value}}, "x": {"y": value}}},
+        {"data": {"a": "text", "l": "text", "od": None}},
+        {"data": [value]},
+        {"data": None},
+        {},
+    ]
+
+
+def _outcome(route: Callable[..., Any], *args: Any) -> str:
+    """What routing did, or the error it raised (both paths must raise alike), as text."""
+    try:
+        return repr(route(*args))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _generated(table: RouteTable, view: dict[str, Any]) -> tuple[list[int], list[Dispatch]]:
+    result = table.route(view, ["g"])
+    return result.history[0].matched, result.dispatches
+
+
+def _reference(
+    routers: list[tuple[list[MatchRule], str]], view: dict[str, Any]
+) -> tuple[list[int], list[Dispatch]]:
+    matched, dispatches = [], []
+    for index, (rules, policy) in enumerate(routers):
+        results = [compile_match_rule(rule)(view) for rule in rules]
+        if not rules or (all(results) if policy == "all" else any(results)):
+            matched.append(index)
+            if Dispatch("trigger", str(index % 3)) not in dispatches:
+                dispatches.append(Dispatch("trigger", str(index % 3)))
+    return matched, dispatches
+
+
+def _table(routers: list[tuple[list[MatchRule], str]]) -> RouteTable:
+    docs = [{"kind": "trigger", "trigger": {"triggerId": str(i % 3)},
+             "match": {"policy": policy, "rules": [r.model_dump() for r in rules]}}
+            for i, (rules, policy) in enumerate(routers)]  # fmt: skip
+    first = group("first", [{"kind": "trigger", "trigger": {"triggerId": "1"}}])
+    return RouteTable([group("g", docs), first])
+
+
+@pytest.mark.parametrize("operator", sorted(EXPECTED))
+def test_generated_groups_decide_as_the_match_rules(operator: str) -> None:
+    for expected in EXPECTED[operator]:
+        rules = [MatchRule.model_validate({"field": f, "operator": operator, "value": expected})
+                 for f in FIELDS]  # fmt: skip
+        routers = [([rule], "all") for rule in rules]
+        refused = _outcome(compile_match_rule, rules[0])
+        if "Error" in refused:  # e.g. an integer too large for a float: refused at compile time
+            assert _outcome(_table, routers) == refused
+            continue
+        table = _table(routers)
+        for value in ODD_VALUES:
+            for view in odd_views(value):
+                generated = _outcome(_generated, table, view)
+                reference = _outcome(_reference, routers, view)
+                assert generated == reference, (operator, expected, value, view)
+
+
+def test_generated_groups_combine_rules_and_dedupe_like_the_closures() -> None:
+    rules = [MatchRule.model_validate(doc) for doc in (
+        {"field": "data.x", "operator": "gte", "value": "3"},
+        {"field": "data.x", "operator": "lt", "value": 10},
+        {"field": "data.s", "operator": "eq", "value": "critical"},
+        {"field": "data.s", "operator": "in", "value": ["ok", "critical"]},
+        {"field": "data.flag", "operator": "eq", "value": True},
+        {"field": "data.missing", "operator": "exists", "value": False},
+    )]  # fmt: skip
+    routers = [([], "all")] + [
+        (rules[i : i + width], policy)
+        for width in (1, 2, 3)
+        for i in range(len(rules) - width + 1)
+        for policy in ("all", "any")
+    ]
+    table = _table(routers)
+    for x in (2, 3, "3", 9.5, 10, "x", None):
+        for s in ("critical", "ok", 3, None):
+            for flag in (True, "true", 1):
+                view = {"data": {"x": x, "s": s, "flag": flag}}
+                result = table.route(view, ["g"])
+                matched, dispatches = _reference(routers, view)
+                assert (result.history[0].matched, result.dispatches) == (matched, dispatches)
+                # what an earlier group dispatched is not dispatched again
+                after = table.route(view, ["first", "g"])
+                first = Dispatch("trigger", "1")
+                assert after.dispatches == [first, *(d for d in dispatches if d != first)]
+                assert after.history[1].matched == matched
+
+
+def test_hostile_route_configuration_is_data_not_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = "x'); __import__('os').system('touch PWNED'); (\"\"\"\n    raise SystemExit\n#"
+    key = text.replace(".", "_")  # one key, not a path of several
+    table = RouteTable([
+        group(text, [
+            {"kind": "trigger", "trigger": {"triggerId": text}, "match": {"rules": [
+                {"field": f"data.{key}", "operator": "eq", "value": text}]}},
+            {"kind": "publish", "publish": {"subject": text}, "match": {"policy": "any", "rules": [
+                {"field": f"data.{key}.{key}", "operator": "in", "value": [text]},
+                {"field": f"data.{key}", "operator": "regex", "value": "^x'"}]}},
+        ])
+    ])  # fmt: skip
+    source = table._groups[text].fast.__source__  # type: ignore[attr-defined]
+    assert "import" not in source and "PWNED" not in source
+    result = table.route({"data": {key: text}}, [text])
+    assert result.dispatches == [Dispatch("trigger", text), Dispatch("publish", text)]
+    assert [record(h) for h in result.history] == [
+        hist(text, 1, evaluated=2, matched=[0, 1], dispatched=["trigger", "publish"])
+    ]
+    assert table.route({"data": {key: "other"}}, [text]).dispatches == []
+    assert not (tmp_path / "PWNED").exists()
