@@ -10,6 +10,8 @@ half way (the stream was not up yet), and must clean up what a failed start open
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -19,9 +21,29 @@ from eventray.config.settings import Settings
 from eventray.pipeline.catalog import Catalog, catalog_from_store
 from eventray.pipeline.ports import Adapters, Stream
 
-__all__ = ["ActorHost"]
+__all__ = ["NO_ARROW", "SETUP_HOOK", "ActorHost", "forgo_arrow"]
 
 T = TypeVar("T")
+
+SETUP_HOOK = "eventray.actors.host.forgo_arrow"
+"""The job's worker setup hook (see :func:`forgo_arrow`)."""
+NO_ARROW = ("EVENTRAY_ACTOR_ARROW", "0")
+"""The environment variable, and its value, of actors that never use Arrow."""
+
+
+def forgo_arrow() -> None:
+    """Keep pyarrow out of this process when it asked to (:data:`NO_ARROW` in its
+    environment): the job's Ray ``worker_process_setup_hook``.
+
+    Ray imports pyarrow (and numpy) into every worker that has it installed, when it first
+    deserializes anything, to register Ray Data's serializers: ~70 MB of RSS per process here,
+    for actors that never touch Arrow (every actor but the store). Marking the module absent
+    before any task runs makes that import fail the way Ray expects when pyarrow is not
+    installed. Actors ask for it through their runtime environment's ``env_vars`` (which Ray
+    merges into the job's); the hook runs in every worker of the job, before its first task.
+    """
+    if os.environ.get(NO_ARROW[0]) == NO_ARROW[1]:
+        sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
 
 
 class ActorHost:

@@ -1,8 +1,16 @@
-"""The lane actor: hosts a :class:`eventray.pipeline.lane.Lane` for some partitions.
+"""The lane actor: hosts a :class:`eventray.pipeline.lane.Lane` for some partitions, and a
+trigger dispatcher.
 
 The lane's logic (the loop, the batch's head and tail, retries and the narrowing of failures)
 lives in ``eventray.pipeline``; this actor builds it from the adapters it is handed, keeps it
 on the current catalog and reports its counters.
+
+Trigger deliveries are dispatched by the lanes too: every lane runs a
+:class:`~eventray.pipeline.triggers.dispatcher.TriggerDispatcher` on the one trigger queue,
+which JetStream shares out among them, so delivery capacity grows with the lanes and needs no
+process of its own (a separate trigger actor cost ~155 MB of RSS for work that is mostly
+waiting on the network). A slow webhook still never holds a partition back: deliveries are
+tasks of their own, on a queue of their own.
 
 Lanes *are* the script-executor pool: each holds warm compiled templates in its script host,
 and more lanes (a setting) is more executors. Why the host is a child process and not a Ray
@@ -12,8 +20,11 @@ on out-of-memory) and a core of its own, and a pipe is cheaper than an actor cal
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 
@@ -25,13 +36,20 @@ from eventray.pipeline.batch import BatchPipeline
 from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.clock import SystemClock
 from eventray.pipeline.lane import Lane
-from eventray.pipeline.ports import Adapters, Stream
+from eventray.pipeline.ports import Adapters, Queue, Stream
 from eventray.pipeline.rules.stage import LocalRules, RuleStage
 from eventray.pipeline.scripts.cache import ScriptCache
 from eventray.pipeline.scripts.executor import TemplateExecutor
 from eventray.pipeline.scripts.host import ScriptHost
+from eventray.pipeline.secrets import EnvSecrets
+from eventray.pipeline.storage.rows import RowContext
+from eventray.pipeline.triggers.delivery import Deliverer
+from eventray.pipeline.triggers.dispatcher import TriggerDispatcher
+from eventray.pipeline.triggers.policy import CircuitBreaker, RetryPolicy
 
 __all__ = ["LaneActor"]
+
+T = TypeVar("T")
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -62,6 +80,13 @@ class LaneActor(ActorHost):
         self._rule_actors = rule_actors or {}
         self._host: ScriptHost | None = None
         self._cache: ScriptCache | None = None
+        self._sender = adapters.sender()
+        # Rules get a thread of their own: on the scripts thread they would wait behind the
+        # head of the next batch (which mostly waits for the script host), and the head
+        # behind their state store round trips. The two waits now overlap.
+        self._rules_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rules")
+        self._queue: Queue | None = None
+        self._dispatcher: TriggerDispatcher | None = None
         self.lane: Lane | None = None
 
     async def open(self, stream: Stream, catalog: Catalog) -> None:
@@ -86,7 +111,7 @@ class LaneActor(ActorHost):
                 store=self.adapters.state_store(),
                 clock=SystemClock(),
                 catalog=catalog,
-                run_sync=self.run_sync,
+                run_sync=self._run_rules,
             )
         batch = BatchPipeline(
             catalog=catalog,
@@ -109,8 +134,48 @@ class LaneActor(ActorHost):
             run_sync=self.run_sync,
         )
         self.lane.start()
+        triggers = self.settings.triggers
+        # Retries with backoff hold a group unacknowledged: the wait covers the longest one.
+        self._queue = await stream.queue(
+            "triggers",
+            self.settings.nats.trigger_subject,
+            ack_wait_s=300.0,
+            max_pending=triggers.concurrency * 4,
+        )
+        deliverer, rows = self._deliverer(catalog)
+        self._dispatcher = TriggerDispatcher(
+            queue=self._queue,
+            deliverer=deliverer,
+            sink=StoreClient(self._store_name),
+            rows=rows,
+            concurrency=triggers.concurrency,
+        )
+        self._dispatcher.start()
+
+    async def _run_rules(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._rules_thread, fn, *args)
+
+    def _deliverer(self, catalog: Catalog) -> tuple[Deliverer, RowContext]:
+        t = self.settings.triggers
+        deliverer = Deliverer(
+            catalog.triggers,
+            self._sender,
+            secrets=EnvSecrets(),
+            retry=RetryPolicy(
+                max_attempts=t.max_attempts,
+                base_delay_s=t.backoff_base_s,
+                max_delay_s=t.backoff_max_s,
+            ),
+            breaker=CircuitBreaker(threshold=t.circuit_failures, reset_s=t.circuit_reset_s),
+        )
+        rows = RowContext.from_catalog(
+            catalog, self.settings.store.retention(), log_detail=self.settings.store.log_detail
+        )
+        return deliverer, rows
 
     async def use(self, catalog: Catalog) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.use(*self._deliverer(catalog))
         if self.lane is None:
             return
         rules = self.lane.pipeline.rules
@@ -123,6 +188,15 @@ class LaneActor(ActorHost):
             await self.lane.stop()
             for source in self.lane.sources.values():
                 await source.close()
+        if self._dispatcher is not None:
+            await self._dispatcher.stop()
+            self._dispatcher = None
+        if self._queue is not None:
+            await self._queue.close()
+            self._queue = None
+        close = getattr(self._sender, "close", None)
+        if close is not None:
+            await close()
         if self._host is not None:
             await self.run_sync(self._host.close)
             self._host = None
@@ -139,6 +213,13 @@ class LaneActor(ActorHost):
         if self.lane is not None and not self.lane.running:
             self.lane.start()
 
+    async def handled(self) -> int:
+        """Events carried to the store or the DLQ since the stats were reset (cheap: no
+        round trip to the stream, unlike :meth:`status`)."""
+        if self.lane is None:
+            return 0
+        return self.lane.stats.events + self.lane.stats.failed
+
     async def reset_stats(self) -> None:
         """Start counting afresh (benchmarks measure one phase at a time)."""
         if self.lane is not None:
@@ -147,6 +228,7 @@ class LaneActor(ActorHost):
     async def status(self) -> dict[str, Any]:
         base: dict[str, Any] = {"partitions": self.partitions, "revision": self.revision}
         if self.lane is None:
-            return {**base, "events": 0, "failed": 0, "lag": {}, "stage_s": {}}
+            return {**base, "events": 0, "failed": 0, "lag": {}, "stage_s": {}, "triggers": {}}
         host = asdict(self._host.stats) if self._host is not None else None
-        return {**base, **await self.lane.status(), "script_host": host}
+        triggers = self._dispatcher.status() if self._dispatcher is not None else {}
+        return {**base, **await self.lane.status(), "script_host": host, "triggers": triggers}

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,9 +39,7 @@ from eventray.cluster.stack_cli import sample_documents
 from eventray.config.settings import Settings, load_settings
 from eventray.pipeline.catalog import Catalog, load_catalog
 from eventray.pipeline.ingress import Accepted, IngressPolicy
-from eventray.testing.mail_sink import MailSink
 from eventray.testing.simulator import DeviceSimulator
-from eventray.testing.sink import WebhookSink
 from eventray.testing.traffic import post_traffic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +109,8 @@ def _name(proc: psutil.Process) -> str:
         return "ray-monitor"
     if proc.pid == psutil.Process().pid:
         return "driver (bench)"
+    if any("testing.serve" in part for part in cmd):
+        return "sinks (bench)"
     return name
 
 
@@ -149,25 +151,66 @@ def _rss() -> dict[str, float]:
     return {k: round(v) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
+def _pipeline_us(cpu: dict[str, float], events: int, *, bench_process: bool) -> int:
+    """CPU per event of the pipeline's own processes: without the loopback sinks, and
+    without the benchmark's driver when the pipeline runs elsewhere (the Ray stack)."""
+    excluded = {"sinks (bench)"} | ({"driver (bench)"} if bench_process else set())
+    return round(sum(v for k, v in cpu.items() if k not in excluded) / events * 1e6)
+
+
 # ---------------------------------------------------------------------- the stack
 def _stored(stack: Stack) -> int:
     """Events the lanes have carried to the store (processed or sent to the DLQ), from the
     lanes' counters (polling the store would compete with its inserts)."""
     import ray
 
-    return sum(
-        lane["events"] + lane["failed"]
-        for lane in ray.get([lane.status.remote() for lane in stack.lanes()])
-    )
+    return sum(ray.get([lane.handled.remote() for lane in stack.lanes()]))
 
 
-def _wait(check: Callable[[], int], target: int, timeout_s: float = 600) -> float:
+def _wait(
+    check: Callable[[], int], target: int, timeout_s: float = 600, trace: list[Any] | None = None
+) -> float:
     start = time.perf_counter()
-    while check() < target:
+    while (done := check()) < target:
+        if trace is not None:
+            trace.append((round(time.perf_counter() - start, 2), done))
         if time.perf_counter() - start > timeout_s:
-            raise TimeoutError(f"only {check()} of {target} handled")
-        time.sleep(0.05)
+            raise TimeoutError(f"only {done} of {target} handled")
+        time.sleep(0.1)
     return time.perf_counter() - start
+
+
+class _Sinks:
+    """The loopback webhook and SMTP sinks in a process of their own
+    (``eventray.testing.serve``), so their work is not charged to what is measured."""
+
+    def __enter__(self) -> _Sinks:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "eventray.testing.serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.process.stdout is not None
+        ready = orjson.loads(self.process.stdout.readline())
+        self.webhook: str = ready["webhook"]
+        self.smtp_port: int = ready["smtp_port"]
+        return self
+
+    def counts(self) -> dict[str, int]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(b"\n")
+        self.process.stdin.flush()
+        counts: dict[str, int] = orjson.loads(self.process.stdout.readline())
+        return counts
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def run_stack(lanes: int, partitions: int, events: int, *, http: bool) -> dict[str, Any]:
@@ -177,11 +220,11 @@ def run_stack(lanes: int, partitions: int, events: int, *, http: bool) -> dict[s
     settings = _settings(data, partitions=partitions, lanes=lanes)
     result: dict[str, Any] = {"lanes": lanes, "partitions": partitions, "events": events}
     catalog = load_catalog([TENANT], compile_scripts=False)
-    with WebhookSink() as sink, MailSink() as mail:
+    with _Sinks() as sinks:
         stack = Stack(settings)
         try:
             stack.start()
-            stack.wait_revision(stack.apply(sample_documents(sink.url, mail.port)))
+            stack.wait_revision(stack.apply(sample_documents(sinks.webhook, sinks.smtp_port)))
             assert stack.endpoints is not None
             url = stack.endpoints.nats_url
             asyncio.run(_publish(url, settings, _messages(catalog, settings, 500, seed=1)))
@@ -194,11 +237,14 @@ def run_stack(lanes: int, partitions: int, events: int, *, http: bool) -> dict[s
             asyncio.run(_publish(url, settings, _messages(catalog, settings, events, seed=2)))
             cpu_before = _cpu()
             ray.get([lane.resume.remote() for lane in stack.lanes()])
-            elapsed = _wait(lambda: _stored(stack), events)
+            progress: list[Any] = []
+            elapsed = _wait(lambda: _stored(stack), events, trace=progress)
             cpu = _cpu_delta(cpu_before, _cpu())
+            result["drain_progress"] = progress[::5]
             result["drain_events_per_s"] = round(events / elapsed)
             result["cpu_s"] = cpu
             result["cpu_us_per_event"] = round(sum(cpu.values()) / events * 1e6)
+            result["cpu_us_per_event_pipeline"] = _pipeline_us(cpu, events, bench_process=True)
             result["cpu_us_per_event_by_process"] = {
                 k: round(v / events * 1e6, 1) for k, v in cpu.items()
             }
@@ -236,7 +282,7 @@ def run_stack(lanes: int, partitions: int, events: int, *, http: bool) -> dict[s
                     max(lane["latency_p99_ms"] for lane in lanes_status), 1
                 )
             result["rss_loaded_mb"] = _rss()
-            result["deliveries"] = {"webhook": len(sink.requests), "email": len(mail.mails)}
+            result["deliveries"] = sinks.counts()
         finally:
             stack.stop()
     return result
@@ -271,15 +317,14 @@ async def _baseline(events: int, partitions: int) -> dict[str, Any]:
     with (
         start_nats(store_dir=data / "nats") as nats,
         start_redis(data_dir=data / "redis", persist=True) as redis,
-        WebhookSink() as sink,
-        MailSink() as mail,
+        _Sinks() as sinks,
     ):
         wiring = Wiring(
             settings,
             Endpoints(nats.url, redis.url, data / "chdb", None, data / "config", None, None),
         )
         config = wiring.config_store()
-        config.put(sample_documents(sink.url, mail.port))
+        config.put(sample_documents(sinks.webhook, sinks.smtp_port))
         catalog, _ = catalog_from_store(config)
         store = wiring.event_store()
         store.ensure_schema()
@@ -331,6 +376,7 @@ async def _baseline(events: int, partitions: int) -> dict[str, Any]:
         "drain_events_per_s": round(events / elapsed),
         "cpu_s": cpu,
         "cpu_us_per_event": round(sum(cpu.values()) / events * 1e6),
+        "cpu_us_per_event_pipeline": _pipeline_us(cpu, events, bench_process=False),
         "rss_mb": rss,
     }
 
@@ -339,10 +385,11 @@ async def _baseline(events: int, partitions: int) -> dict[str, Any]:
 def _table(baseline: dict[str, Any], stacks: list[dict[str, Any]]) -> str:
     lines = [
         "| configuration | drain events/s (no HTTP) | via HTTP | p50 / p99 ms at 70% of HTTP "
-        "| CPU us/event, all processes | RSS MB idle / loaded, all processes |",
+        "| CPU us/event: pipeline (all processes) | RSS MB idle / loaded, all processes |",
         "|---|---|---|---|---|---|",
         f"| baseline: 1 process, no Ray | {baseline['drain_events_per_s']:,} | - | - | "
-        f"{baseline['cpu_us_per_event']} | {sum(baseline['rss_mb'].values()):,.0f} |",
+        f"{baseline.get('cpu_us_per_event_pipeline', 0)} ({baseline['cpu_us_per_event']}) | "
+        f"{sum(baseline['rss_mb'].values()):,.0f} |",
     ]
     for r in stacks:
         http = f"{r['http_events_per_s']:,}" if "http_events_per_s" in r else "-"
@@ -353,10 +400,24 @@ def _table(baseline: dict[str, Any], stacks: list[dict[str, Any]]) -> str:
         )
         lines.append(
             f"| Ray, {r['lanes']} lane(s), {r['partitions']} partitions | "
-            f"{r['drain_events_per_s']:,} | {http} | {lat} | {r['cpu_us_per_event']} | "
+            f"{r['drain_events_per_s']:,} | {http} | {lat} | "
+            f"{r['cpu_us_per_event_pipeline']} ({r['cpu_us_per_event']}) | "
             f"{sum(r['rss_idle_mb'].values()):,.0f} / {sum(r['rss_loaded_mb'].values()):,.0f} |"
         )
     return "\n".join(lines)
+
+
+def _run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One configuration in a fresh process, so no run carries another's memory (the
+    baseline loads chDB into its own process) and every driver is measured alike."""
+    command = [sys.executable, "-m", "benchmarks.bench_e2e", "--one", what,
+               "--events", str(args.events), "--partitions", str(args.partitions)]  # fmt: skip
+    if args.no_http:
+        command.append("--no-http")
+    done = subprocess.run(command, stdout=subprocess.PIPE, check=True)
+    line = done.stdout.decode().strip().splitlines()[-1]
+    result: dict[str, Any] = orjson.loads(line)
+    return result
 
 
 def main() -> None:
@@ -367,22 +428,28 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true", help="drain only")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="where to write the figures")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # baseline | lanes:N
     args = parser.parse_args()
+    if args.one is not None:  # a child run: one JSON line on stdout
+        if args.one == "baseline":
+            result = run_baseline(args.events, args.partitions)
+        else:
+            result = run_stack(
+                int(args.one.split(":")[1]), args.partitions, args.events, http=not args.no_http
+            )
+        print(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode(), flush=True)
+        return
     started = datetime.now(UTC)
     baseline = (
         {"drain_events_per_s": 0, "cpu_us_per_event": 0, "rss_mb": {}, "cpu_s": {}}
         if args.no_baseline
-        else run_baseline(args.events, args.partitions)
+        else _run_one("baseline", args)
     )
     print("baseline:", orjson.dumps(baseline).decode(), flush=True)
     stacks = []
     for lanes in [int(x) for x in args.lanes.split(",")]:
-        result = run_stack(lanes, args.partitions, args.events, http=not args.no_http)
-        print(
-            f"ray, {lanes} lane(s):",
-            orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode(),
-            flush=True,
-        )
+        result = _run_one(f"lanes:{lanes}", args)
+        print(f"ray, {lanes} lane(s):", orjson.dumps(result).decode(), flush=True)
         stacks.append(result)
     print()
     print(_table(baseline, stacks))
@@ -390,8 +457,8 @@ def main() -> None:
     if 1 in by_lanes and 2 in by_lanes:
         print(
             f"\nscaling 1 -> 2 lanes: x{by_lanes[2] / by_lanes[1]:.2f} "
-            f"(efficiency {by_lanes[2] / (2 * by_lanes[1]):.0%}); "
-            f"best Ray drain vs baseline: x{max(by_lanes.values()) / max(1, baseline['drain_events_per_s']):.2f}"
+            f"(efficiency {by_lanes[2] / (2 * by_lanes[1]):.0%}); best Ray drain vs baseline: "
+            f"x{max(by_lanes.values()) / max(1, baseline['drain_events_per_s']):.2f}"
         )
     for r in stacks:
         print(
@@ -400,6 +467,7 @@ def main() -> None:
         print(f"  stage seconds (summed over lanes): {r['stage_s']}; store: {r['store']}")
         print(f"  RSS MB idle: {r['rss_idle_mb']}")
         print(f"  RSS MB loaded: {r['rss_loaded_mb']}")
+        print(f"  deliveries to the sinks: {r.get('deliveries')}")
     print(f"\nbaseline CPU s by process: {baseline['cpu_s']}; RSS MB: {baseline['rss_mb']}")
     out = args.json or Path(".eventray") / "bench" / f"bench_e2e-{started:%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,14 +17,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eventray.cluster.raylocal import keep_ray_on_loopback
+from eventray.cluster.raylocal import LocalRay, keep_ray_on_loopback, start_local_ray
 from eventray.cluster.wiring import Endpoints, Wiring
 from eventray.config.settings import Settings
 from eventray.pipeline.catalog import build_catalog
 from eventray.pipeline.errors import ConfigError, ConfigIssue
 from eventray.pipeline.loader import entity_from_dict
 
-__all__ = ["Stack", "StackInfo", "apply_documents", "check_merged", "read_stack_info"]
+__all__ = [
+    "Stack",
+    "StackInfo",
+    "apply_documents",
+    "check_merged",
+    "lane_triggers",
+    "read_stack_info",
+]
 
 NAMESPACE = "eventray"
 
@@ -64,7 +71,7 @@ class Stack:
     actors: dict[str, Any] = field(default_factory=dict)
     ingress_port: int = 0
     metrics_port: int = 0
-    _ray_started: bool = False
+    _local_ray: LocalRay | None = None
     _metrics_server: Any = None
 
     # ------------------------------------------------------------------ services
@@ -108,19 +115,11 @@ class Stack:
         if address:
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
         else:
-            ray.init(
-                address="local",  # a new local instance, never one found on the machine
-                namespace=NAMESPACE,
-                num_cpus=r.num_cpus,
-                include_dashboard=r.include_dashboard,
-                log_to_driver=False,
-                _node_ip_address="127.0.0.1",
-                runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
+            self._local_ray = start_local_ray(
+                namespace=NAMESPACE, num_cpus=r.num_cpus, include_dashboard=r.include_dashboard
             )
-            self._ray_started = True
         return str(ray.get_runtime_context().gcs_address)
 
-    # ------------------------------------------------------------------ topology
     @property
     def wiring(self) -> Wiring:
         """The adapters of this stack (only valid once started)."""
@@ -134,7 +133,6 @@ class Stack:
         from eventray.actors.lane import LaneActor
         from eventray.actors.rules import RulePartitionActor, rule_actor_name
         from eventray.actors.store import EventStoreActor
-        from eventray.actors.triggers import TriggerActor
 
         self.endpoints = endpoints = self._start_services()
         wiring = self.wiring
@@ -152,12 +150,15 @@ class Stack:
             else {p: rule_actor_name(p) for p in range(s.pipeline.partitions)}
         )
         rules = {
-            name: RulePartitionActor.options(name=name).remote(s, wiring, p)  # type: ignore[attr-defined]
+            name: RulePartitionActor.options(name=name, runtime_env=_arrowless()).remote(  # type: ignore[attr-defined]
+                s, wiring, p
+            )
             for p, name in rule_names.items()
         }
         lanes_n = min(s.pipeline.lanes, s.pipeline.partitions)
+        lean = _arrowless()
         lanes = {
-            i: LaneActor.options(name=f"lane-{i}").remote(  # type: ignore[attr-defined]
+            i: LaneActor.options(name=f"lane-{i}", runtime_env=lean).remote(  # type: ignore[attr-defined]
                 s,
                 wiring,
                 [p for p in range(s.pipeline.partitions) if p % lanes_n == i],
@@ -166,16 +167,16 @@ class Stack:
             )
             for i in range(lanes_n)
         }
-        triggers = TriggerActor.options(name="triggers").remote(s, wiring, store="store")  # type: ignore[attr-defined]
-        ingress = IngressActor.options(name="ingress").remote(s, wiring, store="store")  # type: ignore[attr-defined]
+        ingress = IngressActor.options(name="ingress", runtime_env=lean).remote(  # type: ignore[attr-defined]
+            s, wiring, store="store"
+        )
         self.actors = {
             "store": store,
-            "triggers": triggers,
             "ingress": ingress,
             **rules,
             **{f"lane-{i}": a for i, a in lanes.items()},
         }
-        ray.get([lane.start.remote() for lane in lanes.values()] + [triggers.start.remote()])
+        ray.get([lane.start.remote() for lane in lanes.values()])
         self.ingress_port = int(ray.get(ingress.port.remote()))
         if s.metrics.enabled:
             from eventray.cluster.metrics import serve_metrics
@@ -214,9 +215,7 @@ class Stack:
         import ray
 
         checks = [
-            a.health.remote()
-            for n, a in self.actors.items()
-            if n.startswith(("lane-", "triggers", "ingress"))
+            a.health.remote() for n, a in self.actors.items() if n.startswith(("lane-", "ingress"))
         ]
         with contextlib.suppress(Exception):
             ray.get(checks, timeout=30)
@@ -227,7 +226,7 @@ class Stack:
         lanes = ray.get([lane.status.remote() for lane in self.lanes()])
         return {
             "lanes": lanes,
-            "triggers": ray.get(self.actors["triggers"].status.remote()),
+            "triggers": lane_triggers(lanes),
             "ingress": ray.get(self.actors["ingress"].health.remote()),
             "store": ray.get(self.actors["store"].stats.remote()),
         }
@@ -276,8 +275,6 @@ class Stack:
             with contextlib.suppress(Exception):
                 ray.get([lane.drain.remote() for lane in self.lanes()], timeout=60)
             with contextlib.suppress(Exception):
-                ray.get(self.actors["triggers"].drain.remote(), timeout=30)
-            with contextlib.suppress(Exception):
                 ray.get(self.actors["ingress"].stop.remote(), timeout=10)
             with contextlib.suppress(Exception):
                 ray.get(self.actors["store"].close.remote(), timeout=10)
@@ -285,15 +282,34 @@ class Stack:
                 with contextlib.suppress(Exception):
                     ray.kill(actor)
             self.actors = {}
-        if self._ray_started:
-            ray.shutdown()
-            self._ray_started = False
+        if self._local_ray is not None:
+            self._local_ray.stop()
+            self._local_ray = None
         for service in reversed(self.services):
             with contextlib.suppress(Exception):
                 service.stop()
         self.services = []
         with contextlib.suppress(FileNotFoundError):
             (self.settings.data_dir / "stack.json").unlink()
+
+
+def _arrowless() -> dict[str, Any]:
+    """The runtime environment of actors that never touch Arrow (see ``forgo_arrow``); Ray
+    merges the job's into it."""
+    from eventray.actors.host import NO_ARROW
+
+    return {"env_vars": {NO_ARROW[0]: NO_ARROW[1]}}
+
+
+def lane_triggers(lanes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The trigger dispatchers' counters, summed over the lanes that run them."""
+    out: dict[str, Any] = {"delivered": 0, "failed": 0, "attempts": 0, "last_error": ""}
+    for lane in lanes:
+        triggers = lane.get("triggers") or {}
+        for key in ("delivered", "failed", "attempts"):
+            out[key] += int(triggers.get(key, 0))
+        out["last_error"] = triggers.get("last_error") or out["last_error"]
+    return out
 
 
 def _ensure_stream(settings: Settings, wiring: Wiring) -> None:

@@ -141,14 +141,17 @@ def _attach(settings: Settings) -> Any:
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    from eventray.cluster.stack import lane_triggers as _triggers
+
     settings = _settings(args)
     ray = _attach(settings)
     try:
         names = list(ray.util.list_named_actors(all_namespaces=False))
         lanes = [ray.get_actor(n) for n in sorted(names) if n.startswith("lane-")]
+        lanes_status = ray.get([lane.status.remote() for lane in lanes])
         status = {
-            "lanes": ray.get([lane.status.remote() for lane in lanes]),
-            "triggers": ray.get(ray.get_actor("triggers").status.remote()),
+            "lanes": lanes_status,
+            "triggers": _triggers(lanes_status),
             "ingress": ray.get(ray.get_actor("ingress").health.remote()),
             "store": ray.get(ray.get_actor("store").stats.remote()),
         }

@@ -24,3 +24,4 @@ class TriggerSenders:
 
     async def close(self) -> None:
         await self.http.close()
+        await self.smtp.close()

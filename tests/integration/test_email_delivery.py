@@ -46,17 +46,33 @@ def trigger(port: int, **email: Any) -> Trigger:
     )
 
 
-def deliver(trig: Trigger, **kw: Any) -> DeliveryOutcome:
-    context = {
-        "event": {"data": {"t": -12}},
-        "metadata": {"assetId": "freezer-01"},
-        "state": {},
-        "params": {"domain": "example.com", "oncall": "oncall@example.com"},
-    }
-    job = DeliveryJob("trk-9", "o", "0001", trig.id, None, context, "br", "a-mail")
-    deliverer = Deliverer({trig.id: trig}, SmtpSender(), secrets=EnvSecrets({}),
-                          retry=RetryPolicy(max_attempts=3, base_delay_s=0.01), **kw)  # fmt: skip
-    return asyncio.run(deliverer.deliver(DeliveryGroup((job,))))
+CONTEXT = {
+    "event": {"data": {"t": -12}},
+    "metadata": {"assetId": "freezer-01"},
+    "state": {},
+    "params": {"domain": "example.com", "oncall": "oncall@example.com"},
+}
+
+
+def deliver(trig: Trigger, *, times: int = 1, sender: SmtpSender | None = None,
+            context: dict[str, Any] | None = None, **kw: Any) -> DeliveryOutcome:  # fmt: skip
+    """Deliver ``times`` emails through one sender (closed afterwards); the last outcome."""
+
+    async def run() -> DeliveryOutcome:
+        smtp = sender or SmtpSender()
+        deliverer = Deliverer({trig.id: trig}, smtp, secrets=EnvSecrets({}),
+                              retry=RetryPolicy(max_attempts=3, base_delay_s=0.01), **kw)  # fmt: skip
+        try:
+            outcome = DeliveryOutcome()
+            for n in range(times):
+                job = DeliveryJob(f"trk-{n}", "o", "0001", trig.id, None, context or CONTEXT,
+                                  "br", "a-mail")  # fmt: skip
+                outcome = await deliverer.deliver(DeliveryGroup((job,)))
+            return outcome
+        finally:
+            await smtp.close()
+
+    return asyncio.run(run())
 
 
 def test_rendered_email_reaches_the_server(mail: MailSink) -> None:
@@ -94,3 +110,33 @@ def test_unreachable_server_is_retried_then_reported(mail: MailSink) -> None:
 def test_credentials_never_reach_the_log() -> None:
     request = EmailRequest("h", 25, "a@b.c", ("x@y.z",), "s", "b", username="u", password="pw")
     assert "pw" not in request.describe() and "pw" not in repr(request)
+
+
+def test_one_connection_carries_many_emails(mail: MailSink) -> None:
+    sender = SmtpSender(threads=1)
+    outcome = deliver(trigger(mail.port), times=5, sender=sender)
+    assert not outcome.failed
+    assert len(mail.mails) == 5
+    assert sender.connects == 1  # kept and reused, not one connection per email
+
+
+def test_a_kept_connection_the_server_closed_is_opened_again(mail: MailSink) -> None:
+    sender = SmtpSender(threads=1)
+    first = deliver(trigger(mail.port), sender=SmtpSender(threads=1))
+    assert not first.failed
+    port = mail.port
+    mail.stop()  # every open session ends with the server
+    mail.start(port=port)
+    outcome = deliver(trigger(port), times=2, sender=sender)
+    assert not outcome.failed and len(mail.mails) == 3
+
+
+def test_rendered_header_values_cannot_add_headers_and_may_be_any_text(mail: MailSink) -> None:
+    context = {**CONTEXT, "metadata": {"assetId": "Kühlraum 2\r\nBcc: evil@example.com"}}
+    outcome = deliver(trigger(mail.port), context=context)
+    assert not outcome.failed
+    [received] = mail.mails
+    assert received.subject == "Kühlraum 2  Bcc: evil@example.com at -12 C"
+    assert received.message["Bcc"] is None
+    assert "evil@example.com" not in received.rcpt_tos
+    assert received.text() == "Temperature -12 C on Kühlraum 2\r\nBcc: evil@example.com."

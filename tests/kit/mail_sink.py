@@ -64,10 +64,14 @@ class MailSink:
         self.mails.append(ReceivedMail(envelope.mail_from, tuple(envelope.rcpt_tos), message))
         return "250 Message accepted for delivery"
 
-    def start(self) -> MailSink:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+    def start(self, *, port: int = 0) -> MailSink:
+        """Listen on ``port`` (0: a free one; a server restarted on its old port keeps it)."""
+        if port:
+            self.port = port
+        else:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
         self._controller.start()
         return self
