@@ -76,7 +76,7 @@ class LaneActor(ActorHost):
     ) -> None:
         super().__init__(settings, adapters, thread_name="quickjs")
         self.partitions = partitions
-        self._store_name = store
+        self._store = StoreClient(store)  # one client: the lane and its dispatcher share calls
         self._rule_actors = rule_actors or {}
         self._host: ScriptHost | None = None
         self._cache: ScriptCache | None = None
@@ -117,7 +117,7 @@ class LaneActor(ActorHost):
             catalog=catalog,
             executor=TemplateExecutor(self._cache),
             rules=rules,
-            sink=StoreClient(self._store_name),
+            sink=self._store,
             outbox=stream.outbox(),
             clock=SystemClock(),
             retention=self.settings.store.retention(),
@@ -146,7 +146,7 @@ class LaneActor(ActorHost):
         self._dispatcher = TriggerDispatcher(
             queue=self._queue,
             deliverer=deliverer,
-            sink=StoreClient(self._store_name),
+            sink=self._store,
             rows=rows,
             concurrency=triggers.concurrency,
         )

@@ -46,10 +46,13 @@ ROOT = Path(__file__).resolve().parent.parent
 TENANT = ROOT / "config" / "samples" / "tenant"
 
 
-def _settings(data: Path, *, partitions: int, lanes: int) -> Settings:
+def _settings(data: Path, *, partitions: int, lanes: int, batch_size: int = 0) -> Settings:
+    pipeline: dict[str, Any] = {"partitions": partitions, "lanes": lanes}
+    if batch_size:
+        pipeline["batch_size"] = batch_size
     return load_settings(
         data_dir=data,
-        pipeline={"partitions": partitions, "lanes": lanes},
+        pipeline=pipeline,
         ingress={"port": 0, "max_lag": 10_000_000},
         metrics={"enabled": False},
         ray={"num_cpus": 2},
@@ -213,12 +216,19 @@ class _Sinks:
             self.process.wait()
 
 
-def run_stack(lanes: int, partitions: int, events: int, *, http: bool) -> dict[str, Any]:
+def run_stack(
+    lanes: int, partitions: int, events: int, *, http: bool, batch_size: int = 0
+) -> dict[str, Any]:
     import ray
 
     data = Path(tempfile.mkdtemp(prefix="eventray-bench-"))
-    settings = _settings(data, partitions=partitions, lanes=lanes)
-    result: dict[str, Any] = {"lanes": lanes, "partitions": partitions, "events": events}
+    settings = _settings(data, partitions=partitions, lanes=lanes, batch_size=batch_size)
+    result: dict[str, Any] = {
+        "lanes": lanes,
+        "partitions": partitions,
+        "events": events,
+        "batch_size": settings.pipeline.batch_size,
+    }
     catalog = load_catalog([TENANT], compile_scripts=False)
     with _Sinks() as sinks:
         stack = Stack(settings)
@@ -414,6 +424,8 @@ def _run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
                "--events", str(args.events), "--partitions", str(args.partitions)]  # fmt: skip
     if args.no_http:
         command.append("--no-http")
+    if args.batch_size:
+        command += ["--batch-size", str(args.batch_size)]
     done = subprocess.run(command, stdout=subprocess.PIPE, check=True)
     line = done.stdout.decode().strip().splitlines()[-1]
     result: dict[str, Any] = orjson.loads(line)
@@ -427,6 +439,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--no-http", action="store_true", help="drain only")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="events per batch (default: the setting)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="where to write the figures")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # baseline | lanes:N
     args = parser.parse_args()
@@ -435,7 +450,11 @@ def main() -> None:
             result = run_baseline(args.events, args.partitions)
         else:
             result = run_stack(
-                int(args.one.split(":")[1]), args.partitions, args.events, http=not args.no_http
+                int(args.one.split(":")[1]),
+                args.partitions,
+                args.events,
+                http=not args.no_http,
+                batch_size=args.batch_size,
             )
         print(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode(), flush=True)
         return

@@ -7,7 +7,10 @@ in a blob store (L2). The ``quickjs`` binding does not expose QuickJS bytecode s
 so the compiled functions themselves live only in warm contexts (L0); see ``cache.py``.
 
 Each stage is evaluated separately with its wrapper on the same line as the script's first
-line, so a line QuickJS reports is the line in the user's script.
+line, so a line QuickJS reports is the line in the user's script. Two static checks make the
+per-event path cheaper without changing what a script sees: a codec that provably keeps no
+state loads once instead of per uplink (``codec_reuse.py``), and literal-only ``$mv`` schema
+expressions are built once per context (``mv_hoist.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Literal
 import orjson
 
 from eventray.pipeline.models.template import AssetTemplate
+from eventray.pipeline.scripts.codec_reuse import mentions_this, reusable_codec
+from eventray.pipeline.scripts.mv_hoist import HOIST_ACCESSOR, hoist_schemas
 
 __all__ = [
     "ENGINE_VERSION",
@@ -33,7 +38,7 @@ __all__ = [
 ]
 
 # Bump when the prelude or the wrappers change: it is part of every cache key.
-ENGINE_VERSION = "3"
+ENGINE_VERSION = "4"
 
 CodecStyle = Literal["decodeUplink", "Decoder", "Decode"]
 _CODEC_STYLES: tuple[CodecStyle, ...] = ("decodeUplink", "Decode", "Decoder")
@@ -92,23 +97,37 @@ def _wrap_script(name: str, source: str) -> str:
     # `result` is declared for the script unless it declares `result` itself (a second
     # `let result` in the same scope would be a SyntaxError); `typeof` keeps a result declared
     # only in a nested block from throwing. A `return value` in the body also sets the result.
+    # The hoisted schema expressions come after the user's last line (their own lines do not
+    # shift the script's); the stage reaches them through its accessor parameter.
+    body, hoisted = hoist_schemas(source)
     if _DECLARES_RESULT.search(source):
-        return (
-            f"__stageScript({name!r}, function (payload) {{{source}\n;"
-            f"return typeof result === 'undefined' ? undefined : result; }});"
+        function = (
+            f"function (payload) {{{body}\n;"
+            "return typeof result === 'undefined' ? undefined : result; }"
         )
-    # `result` as a parameter, not a `var`, so a leading "use strict" stays a directive.
-    return f"__stageScript({name!r}, function (payload, result) {{{source}\n;return result; }});"
+    else:
+        # `result` as a parameter, not a `var`, so a leading "use strict" stays a directive.
+        function = f"function (payload, result) {{{body}\n;return result; }}"
+    makers = ", ".join(f"function __mvx() {{ return ({text}\n); }}" for text in hoisted)
+    accessor = HOIST_ACCESSOR if hoisted else ""
+    return (
+        f"__eventray.stage({name!r}, function ({accessor}) {{ return {function}; }}, [{makers}]);"
+    )
 
 
 def _wrap_codec(name: str, source: str, style: CodecStyle, strict: bool) -> str:
-    # The factory runs once per uplink, so the codec's top-level state is fresh every time.
+    # The factory runs once per uplink, so the codec's top-level state is fresh every time,
+    # unless the codec provably keeps none (then once per context).
     exports = ", ".join(
         f"{s}: typeof {s} === 'function' ? {s} : undefined"
         for s in ("decodeUplink", "Decoder", "Decode")
     )
+    flags = ", ".join(
+        "true" if flag else "false"
+        for flag in (strict, reusable_codec(source), mentions_this(source))
+    )
     return (
-        f"__stageCodec({name!r}, {style!r}, {'true' if strict else 'false'}, function () {{"
+        f"__eventray.codec({name!r}, {style!r}, {flags}, function () {{"
         f"{source}\n;return {{ {exports} }}; }});"
     )
 

@@ -14,12 +14,15 @@ It also buys parallelism: while the child runs JavaScript, the lane's process is
 Python work (rows, rules, acks) on the other core.
 
 Protocol: length-prefixed pickle frames over the child's stdin/stdout; one request, one reply.
-The child exits when its stdin closes, so it never outlives its parent.
+A batch goes down as its JSON array and comes back as the results' JSON text exactly as the
+JavaScript loop wrote it: the child never parses it, the parent decodes it once. The child exits
+when its stdin closes, so it never outlives its parent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pickle
@@ -31,19 +34,21 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import orjson
 
 from eventray.pipeline.errors import ScriptError
+from eventray.pipeline.scripts.batch import PayloadBatch, json_array, run_each_encoded
 from eventray.pipeline.scripts.bundle import Bundle
 from eventray.pipeline.scripts.limits import ScriptLimits
-from eventray.pipeline.scripts.runner import ScriptResult, ScriptRunner, json_array
+from eventray.pipeline.scripts.results import CRASH_STAGE, ScriptResult, decode_results, malformed
+from eventray.pipeline.scripts.runner import ScriptRunner
 
 __all__ = ["HostStats", "HostedRunner", "ScriptHost"]
 
 _HEADER = struct.Struct("<I")
-CRASH_STAGE = "script"
+_PIPE_BYTES = 1 << 20
 
 
 class _HostDied(Exception):
@@ -99,6 +104,8 @@ class ScriptHost:
             stdout=subprocess.PIPE,
             env=env,
         )
+        for stream in (proc.stdin, proc.stdout):
+            _widen_pipe(stream)
         self._proc = proc
         self._loaded = set()
         self.stats.spawns += 1
@@ -176,38 +183,68 @@ class ScriptHost:
         self._loaded.add(key)
 
     def run(
-        self, key: str, bundle: Bundle, array: bytes, count: int, *, trace: bool = False
+        self,
+        key: str,
+        bundle: Bundle,
+        array: bytes,
+        count: int,
+        *,
+        trace: bool = False,
+        lengths: list[int] | None = None,
     ) -> list[ScriptResult]:
-        """Run a JSON array of ``count`` payloads through ``key``'s stages in the child.
+        """Run a JSON array of ``count`` payloads through ``key``'s stages in the child
+        (``lengths``: of the array's elements, when :func:`json_array` made it).
 
         If the child dies, the batch runs again one event at a time in fresh children: events
         that crash it again fail alone with stage ``script``, the others get their results.
         """
         if count == 0:
             return []
+        stages = tuple(stage.name for stage in bundle.stages)
         with self._lock:
+            failure: ScriptResult
             try:
-                return self._run_once(key, bundle, array, count, trace)
+                text = self._run_once(key, bundle, array, count, trace, lengths)
+                decoded = decode_results(text, count, stages)
+                if decoded is not None:
+                    return decoded
+                # Not one result per payload (a runtime fault): rebuild its context, and run
+                # each payload alone.
+                self._drop(key)
+                failure = malformed()
             except _HostDied as died:
-                if count == 1:
-                    return [self._crashed(died)]
+                failure = self._crashed(died)
+            if count == 1:
+                return [failure]
             self.stats.isolated_reruns += 1
+            elements = PayloadBatch(array, count, lengths).elements()
+            if elements is None:  # the events cannot be told apart: none can be run alone
+                return [failure for _ in range(count)]
             out: list[ScriptResult] = []
-            for item in orjson.loads(array):
+            for element in elements:
                 try:
-                    out.extend(self._run_once(key, bundle, orjson.dumps([item]), 1, trace))
-                except _HostDied as died:
-                    out.append(self._crashed(died))
+                    text = self._run_once(key, bundle, json_array([element]), 1, trace, None)
+                    one = decode_results(text, 1, stages)
+                    out.append(one[0] if one is not None else malformed())
+                except _HostDied as alone:
+                    out.append(self._crashed(alone))
             return out
 
     def _run_once(
-        self, key: str, bundle: Bundle, array: bytes, count: int, trace: bool
-    ) -> list[ScriptResult]:
+        self,
+        key: str,
+        bundle: Bundle,
+        array: bytes,
+        count: int,
+        trace: bool,
+        lengths: list[int] | None,
+    ) -> bytes:
+        """The results' JSON text as the child's runner wrote it: decoded once, here."""
         self._load(key, bundle)
         budget = self.watchdog_s + 3 * self.limits.time_s * count
-        reply = self._call(("run", key, array, count, trace), budget)
-        results: list[ScriptResult] = orjson.loads(reply[1])
-        return results
+        reply = self._call(("run", key, array, count, trace, lengths), budget)
+        text: bytes = reply[1]
+        return text
 
     @staticmethod
     def _crashed(died: _HostDied) -> ScriptResult:
@@ -224,11 +261,14 @@ class ScriptHost:
     def drop(self, key: str) -> None:
         """Free ``key``'s context in the child (eviction or invalidation)."""
         with self._lock:
-            if key not in self._loaded:
-                return
-            self._loaded.discard(key)
-            with contextlib.suppress(_HostDied):  # a dead child holds no context to free
-                self._call(("drop", key), self.watchdog_s)
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        if key not in self._loaded:
+            return
+        self._loaded.discard(key)
+        with contextlib.suppress(_HostDied):  # a dead child holds no context to free
+            self._call(("drop", key), self.watchdog_s)
 
     def close(self) -> str:
         """Stop the child: closing its stdin makes it exit. Returns how it ended."""
@@ -249,15 +289,35 @@ class HostedRunner:
         host.load(key, bundle)
 
     def run(self, payloads: list[Any], *, trace: bool = False) -> list[ScriptResult]:
-        return self.host.run(
-            self.key, self.bundle, orjson.dumps(payloads), len(payloads), trace=trace
-        )
+        try:
+            array = orjson.dumps(payloads)
+        except TypeError:  # e.g. a lone surrogate, which only the standard library escapes
+            stage = self.bundle.stages[0].name if self.bundle.stages else CRASH_STAGE
+            return run_each_encoded(
+                payloads, lambda bodies: self.run_raw(bodies, trace=trace), stage
+            )
+        return self.host.run(self.key, self.bundle, array, len(payloads), trace=trace)
 
     def run_raw(self, bodies: list[bytes], *, trace: bool = False) -> list[ScriptResult]:
-        return self.host.run(self.key, self.bundle, json_array(bodies), len(bodies), trace=trace)
+        return self.host.run(
+            self.key,
+            self.bundle,
+            json_array(bodies),
+            len(bodies),
+            trace=trace,
+            lengths=list(map(len, bodies)),
+        )
 
     def close(self) -> None:
         self.host.drop(self.key)
+
+
+def _widen_pipe(stream: IO[bytes] | None) -> None:
+    # A batch and its results are a few hundred KB: with Linux's default 64 KB pipe, each
+    # crossing would block and wake both processes several times.
+    if stream is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
+            fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
 
 
 def _read_exact(fd: int, size: int, deadline: float) -> bytes:
@@ -298,8 +358,9 @@ def _serve(limits: ScriptLimits, inp: BinaryIO, out: BinaryIO) -> None:
                 except ScriptError as exc:
                     reply = ("script_error", exc.stage, exc.message, exc.line)
             elif op == "run":
-                _, key, array, count, trace = message
-                reply = ("ok", orjson.dumps(runners[key].run_json(array, count, trace=trace)))
+                _, key, array, count, trace, lengths = message
+                text = runners[key].run_text(array, count, trace=trace, lengths=lengths)
+                reply = ("ok", text.encode())
             elif op == "ping":
                 reply = ("ok",)
             elif op == "drop":
