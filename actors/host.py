@@ -55,7 +55,7 @@ class ActorHost:
 
     Args:
         settings: the whole settings tree.
-        adapters: builds this process's connections (``eventray.cluster.wiring.Wiring``).
+        adapters: builds this process's connections (the composition root's ``Wiring``).
         thread_name: the name of the actor's worker thread, where blocking work runs (QuickJS
             contexts are confined to the thread that created them: one worker thread).
     """

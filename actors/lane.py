@@ -97,7 +97,7 @@ class LaneActor(ActorHost):
         if self._cache is None:
             self._cache = ScriptCache(
                 capacity=scripts.cache_capacity,
-                l1_dir=self.settings.script_cache_dir,
+                l1=self.adapters.local_blob_store(),
                 l2=self.adapters.blob_store(),
                 limits=scripts.limits(),
                 host=self._host,

@@ -130,7 +130,8 @@ class EventStoreActor:
         return {
             "rows_written": self.rows_written,
             "insert_calls": self.insert_calls,
-            "statements": self.statements,
+            "statements": getattr(self._store, "statements", self.statements),
+            "flushes": getattr(self._store, "flushes", 0),
             "insert_s": round(self.insert_s, 3),
             "select_s": round(self.select_s, 3),
         }

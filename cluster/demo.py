@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from eventray.config.settings import Settings
+from eventray.pipeline.adapters.localdir import LocalDirBlobStore
 from eventray.pipeline.adapters.memory_state import MemoryStateStore
 from eventray.pipeline.adapters.memory_stream import MemoryStream
 from eventray.pipeline.batch import BatchPipeline
@@ -69,7 +70,7 @@ async def _run(
     partitions = settings.pipeline.partitions
     stream, sink = MemoryStream(), MemoryRowSink()
     cache = ScriptCache(
-        capacity=settings.scripts.cache_capacity, l1_dir=settings.script_cache_dir,
+        capacity=settings.scripts.cache_capacity, l1=LocalDirBlobStore(settings.script_cache_dir),
         limits=settings.scripts.limits(),
     )  # fmt: skip
     pipeline = BatchPipeline(

@@ -66,7 +66,14 @@ class Wiring(Adapters):
         from eventray.pipeline.adapters.chdb_store import ChdbEventStore
 
         assert self.endpoints.chdb_path is not None
-        return ChdbEventStore(path=self.endpoints.chdb_path, database=database)
+        store = self.settings.store
+        return ChdbEventStore(
+            path=self.endpoints.chdb_path,
+            database=database,
+            flush_interval_s=store.flush_interval_s,
+            flush_rows=store.flush_rows,
+            fsync=store.fsync,
+        )
 
     def config_store(self) -> ConfigStore:
         if self.endpoints.mongodb_url:
@@ -95,6 +102,11 @@ class Wiring(Adapters):
         from eventray.pipeline.adapters.localdir import LocalDirBlobStore
 
         return LocalDirBlobStore(self.endpoints.blob_dir)
+
+    def local_blob_store(self) -> BlobStore:
+        from eventray.pipeline.adapters.localdir import LocalDirBlobStore
+
+        return LocalDirBlobStore(self.settings.script_cache_dir)
 
     def sender(self) -> Sender:
         from eventray.pipeline.adapters.http_sender import AiohttpSender

@@ -42,6 +42,9 @@ class ScriptSettings(_Section):
     time_limit_s: PositiveFloat = 1.0
     memory_limit_mb: PositiveInt = 32
     stack_limit_kb: PositiveInt = 512
+    max_result_kb: PositiveInt = Field(
+        default=1024, description="largest template result one event may return (its JSON)"
+    )
     cache_capacity: PositiveInt = Field(default=256, description="warm contexts kept in L0")
     batch_size: PositiveInt = Field(default=1000, description="events per crossing into JS")
     isolate: bool = Field(
@@ -57,6 +60,7 @@ class ScriptSettings(_Section):
             time_s=self.time_limit_s,
             memory_bytes=self.memory_limit_mb * 1024 * 1024,
             stack_bytes=self.stack_limit_kb * 1024,
+            max_result_bytes=self.max_result_kb * 1024,
         )
 
 
@@ -106,6 +110,22 @@ class StoreSettings(_Section):
     log_detail: Literal["errors", "all"] = Field(
         default="errors",
         description="errors: per-event logs only for failures, debug assets and rules that acted",
+    )
+
+    flush_interval_s: float = Field(
+        default=0.2,
+        ge=0,
+        description=(
+            "embedded store (chDB): rows accepted into its write-ahead log are inserted at "
+            "least this often; 0 inserts every batch as it comes"
+        ),
+    )
+    flush_rows: PositiveInt = Field(
+        default=50_000, description="embedded store: insert sooner once this many rows wait"
+    )
+    fsync: bool = Field(
+        default=False,
+        description="embedded store: fsync its write-ahead log on every batch (machine crashes)",
     )
 
     def retention(self) -> RetentionPolicy:

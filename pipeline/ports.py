@@ -331,7 +331,11 @@ class Adapters(Protocol):
         ...
 
     def blob_store(self) -> BlobStore | None:
-        """The script cache's L2, if any."""
+        """The script cache's L2 (shared by every node), if any."""
+        ...
+
+    def local_blob_store(self) -> BlobStore:
+        """The script cache's L1: this node's own directory."""
         ...
 
     def sender(self) -> Sender:

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-from eventray.pipeline.adapters.localdir import LocalDirBlobStore
 from eventray.pipeline.errors import ScriptError
 from eventray.pipeline.models.template import AssetTemplate
 from eventray.pipeline.ports import BlobStore
@@ -60,7 +58,7 @@ class ScriptCache:
 
     Args:
         capacity: how many warm contexts L0 keeps.
-        l1_dir: local directory for L1, or None to skip L1.
+        l1: this node's store for L1 (a local directory in production), or None to skip L1.
         l2: shared blob store for L2, or None to skip L2.
         limits: limits for every runner this cache builds.
         host: run the warm contexts in this crash-isolated child process (the pipeline's
@@ -71,7 +69,7 @@ class ScriptCache:
         self,
         *,
         capacity: int = 256,
-        l1_dir: Path | None = None,
+        l1: BlobStore | None = None,
         l2: BlobStore | None = None,
         limits: ScriptLimits | None = None,
         host: ScriptHost | None = None,
@@ -79,7 +77,7 @@ class ScriptCache:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self.l1 = LocalDirBlobStore(l1_dir) if l1_dir is not None else None
+        self.l1 = l1
         self.l2 = l2
         self.limits = limits or (host.limits if host is not None else ScriptLimits())
         self.host = host

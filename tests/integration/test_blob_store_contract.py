@@ -104,11 +104,13 @@ def test_keys_with_slashes_are_distinct(store: BlobStore) -> None:
 
 def test_script_cache_hits_l2_from_an_empty_l1(store: BlobStore, tmp_path: Path) -> None:
     template = tpl(f"t-{uuid.uuid4().hex[:8]}", 2)
-    first = ScriptCache(l1_dir=tmp_path / "node-a", l2=store)
+    first = ScriptCache(l1=LocalDirBlobStore(tmp_path / "node-a"), l2=store)
     first.runner_for(template)
     assert (first.stats.compiles, first.stats.l2_hits) == (1, 0)
 
-    other_node = ScriptCache(l1_dir=tmp_path / "node-b", l2=store)  # empty L1, same L2
+    other_node = ScriptCache(
+        l1=LocalDirBlobStore(tmp_path / "node-b"), l2=store
+    )  # empty L1, same L2
     [out] = TemplateExecutor(other_node).run([ScriptJob(template, b'{"v": 21}')])
     assert out["r"]["data"]["v"] == 42, "the bundle read back from L2 runs"
     stats = other_node.stats

@@ -67,3 +67,22 @@ def test_every_package_is_listed_in_pyproject() -> None:
         for init in (REPO / folder).rglob("__init__.py")
     }
     assert found == listed
+
+
+def test_actors_are_hosts_that_build_nothing() -> None:
+    # cluster/wiring.py is the only place that builds adapters: actors are handed an Adapters
+    # object and import neither the composition root nor a concrete adapter.
+    for path in (REPO / "actors").rglob("*.py"):
+        text = path.read_text()
+        for forbidden in ("eventray.cluster", "eventray.pipeline.adapters"):
+            assert forbidden not in text, f"{path} imports {forbidden}"
+
+
+def test_the_domain_uses_no_adapter_but_the_in_memory_twins() -> None:
+    twins = {"memory_state", "memory_stream"}
+    found = re.compile(r"eventray\.pipeline\.adapters\.(\w+)")
+    for path in (REPO / "pipeline").rglob("*.py"):
+        if "adapters" in path.parts:
+            continue
+        used = set(found.findall(path.read_text())) - twins
+        assert not used, f"{path} uses adapters {sorted(used)}"

@@ -27,23 +27,25 @@ def tpl(tid: str, factor: int) -> AssetTemplate:
 
 def test_levels_fill_and_hit(tmp_path: Path) -> None:
     l2 = LocalDirBlobStore(tmp_path / "l2")
-    first = ScriptCache(l1_dir=tmp_path / "node-a", l2=l2)
+    first = ScriptCache(l1=LocalDirBlobStore(tmp_path / "node-a"), l2=l2)
     first.runner_for(tpl("t1", 2))
     first.runner_for(tpl("t1", 2))
     assert (first.stats.compiles, first.stats.l0_hits) == (1, 1)
 
-    same_node = ScriptCache(l1_dir=tmp_path / "node-a", l2=l2)  # a restarted executor
+    same_node = ScriptCache(
+        l1=LocalDirBlobStore(tmp_path / "node-a"), l2=l2
+    )  # a restarted executor
     same_node.runner_for(tpl("t1", 2))
     assert (same_node.stats.l1_hits, same_node.stats.compiles) == (1, 0)
 
-    other_node = ScriptCache(l1_dir=tmp_path / "node-b", l2=l2)  # another machine
+    other_node = ScriptCache(l1=LocalDirBlobStore(tmp_path / "node-b"), l2=l2)  # another machine
     other_node.runner_for(tpl("t1", 2))
     assert (other_node.stats.l2_hits, other_node.stats.compiles) == (1, 0)
     assert list((tmp_path / "node-b").rglob("*.json")), "an L2 hit is copied into L1"
 
 
 def test_edited_template_never_runs_stale_code(tmp_path: Path) -> None:
-    cache = ScriptCache(l1_dir=tmp_path / "l1")
+    cache = ScriptCache(l1=LocalDirBlobStore(tmp_path / "l1"))
     executor = TemplateExecutor(cache)
     [before] = executor.run([ScriptJob(tpl("t1", 2), b'{"v": 5}')])
     [after] = executor.run([ScriptJob(tpl("t1", 3), b'{"v": 5}')])
@@ -80,10 +82,10 @@ def test_broken_template_fails_its_events_only_and_compiles_once() -> None:
 
 
 def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path) -> None:
-    cache = ScriptCache(l1_dir=tmp_path)
+    cache = ScriptCache(l1=LocalDirBlobStore(tmp_path))
     cache.runner_for(tpl("t1", 2))
     for path in tmp_path.rglob("*.json"):
         path.write_bytes(b"not json")
-    fresh = ScriptCache(l1_dir=tmp_path)
+    fresh = ScriptCache(l1=LocalDirBlobStore(tmp_path))
     fresh.runner_for(tpl("t1", 2))
     assert fresh.stats.compiles == 1
