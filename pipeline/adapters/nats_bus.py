@@ -434,6 +434,7 @@ class JetStreamBus(Stream):
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._wire: WireConnection | None = None
+        self._wire_lock = asyncio.Lock()
         self.wire_generation = 0
 
     @property
@@ -451,10 +452,13 @@ class JetStreamBus(Stream):
         """The bus's pull connection, connected (a new generation after each reconnect)."""
         if self._wire is None:
             self._wire = WireConnection(self.url)
-        if not self._wire.connected:
-            await self._wire.connect()
-            self.wire_generation += 1
-        return self._wire
+        wire = self._wire
+        if not wire.connected:
+            async with self._wire_lock:  # one reconnect, one new generation, for every caller
+                if not wire.connected:
+                    await wire.connect()
+                    self.wire_generation += 1
+        return wire
 
     @property
     def current_wire(self) -> WireConnection | None:

@@ -108,6 +108,7 @@ class WireConnection:
         self._reply_prefix = ""
         self._reply_seq = 0
         self._replies: dict[bytes, asyncio.Future[WireMessage]] = {}
+        self._connecting = asyncio.Lock()
         self.error = ""
 
     @property
@@ -115,9 +116,13 @@ class WireConnection:
         return self._writer is not None and not self._writer.is_closing() and not self.error
 
     async def connect(self) -> None:
-        """Open the connection and finish the handshake (idempotent while connected)."""
-        if self.connected:
-            return
+        """Open the connection and finish the handshake (idempotent while connected; callers
+        racing to connect share one connection)."""
+        async with self._connecting:
+            if not self.connected:
+                await self._connect()
+
+    async def _connect(self) -> None:
         await self.close()
         self.error = ""
         parts = urlsplit(self.url if "://" in self.url else f"nats://{self.url}")
@@ -198,11 +203,13 @@ class WireConnection:
         futures = []
         chunks = []
         prefix = self._reply_prefix
+        tokens = []
         for subject, headers, payload in messages:
             self._reply_seq += 1
             token = str(self._reply_seq)
             future: asyncio.Future[WireMessage] = loop.create_future()
             self._replies[token.encode()] = future
+            tokens.append(token.encode())
             futures.append(future)
             reply = (prefix + token).encode()
             if headers:
@@ -225,8 +232,8 @@ class WireConnection:
             for future in futures:
                 if not future.done():
                     future.cancel()
-            for n in range(self._reply_seq - len(messages) + 1, self._reply_seq + 1):
-                self._replies.pop(str(n).encode(), None)
+            for mine in tokens:  # only this call's: others may be waiting on theirs
+                self._replies.pop(mine, None)
 
     def _on_reply(self, message: WireMessage) -> None:
         token = message.subject[message.subject.rfind(b".") + 1 :]

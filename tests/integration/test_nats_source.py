@@ -139,3 +139,33 @@ def test_after_a_server_restart_unacknowledged_events_come_again(tmp_path: Path)
             server.stop()
 
     asyncio.run(scenario())
+
+
+def test_concurrent_appends_on_a_fresh_connection_are_all_acknowledged(tmp_path: Path) -> None:
+    # Callers racing to open the connection must share one, and each waits for its own
+    # acknowledgements only (this lost every acknowledgement of all but one caller once).
+    from eventray.pipeline.ports import OutboxMessage
+
+    async def scenario() -> None:
+        with start_nats(store_dir=tmp_path / "nats") as server:
+            bus = _bus(server)
+            await bus.connect()
+            await bus.ensure_stream(storage="memory")
+
+            async def batch(k: int) -> list[str]:
+                messages = [
+                    OutboxMessage(f"{bus.subject_prefix}.p{n % 3}", b"{}", f"m{k}-{n}")
+                    for n in range(300)
+                ]
+                return await bus.append(messages, timeout_s=5)
+
+            results = await asyncio.gather(*(batch(k) for k in range(8)))
+            assert all(error == "" for errors in results for error in errors)
+            info = await bus.js.stream_info(bus.stream)
+            assert info.state.messages == 8 * 300
+            again = await batch(0)  # the same ids inside the duplicate window: stored once
+            assert again == [""] * 300
+            assert (await bus.js.stream_info(bus.stream)).state.messages == 8 * 300
+            await bus.close()
+
+    asyncio.run(scenario())
