@@ -3,7 +3,8 @@
 * Router: one route group with 1 and with 10 match rules (policy all), 4 routers.
 * Rules: a 3-condition AND rule with one state action (the seeds' cooldown shape), evaluated
   through the full engine: scope lookup, batched state load, evaluation, one atomic commit
-  (in-memory store, so this is the CPU cost of the engine itself).
+  (in-memory store, so this is the CPU cost of the engine itself); and the same rule with
+  ``debug: true``, which builds and keeps the evaluation trace of every event.
 
 The eventray rows carry the throughput the issue asks of them (the baselines carry none).
 """
@@ -111,46 +112,46 @@ def router() -> list[Result]:
     return results
 
 
-def rules() -> list[Result]:
-    rule = Rule.model_validate(
-        {
-            "id": "r",
-            "orgId": "o",
-            "parameters": [{"name": "threshold", "type": "number"}],
-            "variables": [{"name": "counter", "type": "number", "default": 0}],
-            "actions": [{"id": "bump", "type": "state", "op": "increment", "variable": "counter"}],
-            "when": {
-                "logic": "AND",
-                "actions": ["bump"],
-                "items": [
-                    {
-                        "type": "condition",
-                        "data": {
-                            "field": {"type": "event", "value": "data.temperature"},
-                            "operator": "greaterThanEquals",
-                            "value": {"type": "variable", "value": "threshold"},
-                        },
-                    },
-                    {
-                        "type": "condition",
-                        "data": {
-                            "field": {"type": "event", "value": "data.status"},
-                            "operator": "equals",
-                            "value": {"type": "literal", "value": "critical"},
-                        },
-                    },
-                    {
-                        "type": "condition",
-                        "data": {
-                            "field": {"type": "event", "value": "data.humidity"},
-                            "operator": "lessThan",
-                            "value": {"type": "literal", "value": 90},
-                        },
-                    },
-                ],
+_RULE: dict[str, Any] = {
+    "id": "r",
+    "orgId": "o",
+    "parameters": [{"name": "threshold", "type": "number"}],
+    "variables": [{"name": "counter", "type": "number", "default": 0}],
+    "actions": [{"id": "bump", "type": "state", "op": "increment", "variable": "counter"}],
+    "when": {
+        "logic": "AND",
+        "actions": ["bump"],
+        "items": [
+            {
+                "type": "condition",
+                "data": {
+                    "field": {"type": "event", "value": "data.temperature"},
+                    "operator": "greaterThanEquals",
+                    "value": {"type": "variable", "value": "threshold"},
+                },
             },
-        }
-    )
+            {
+                "type": "condition",
+                "data": {
+                    "field": {"type": "event", "value": "data.status"},
+                    "operator": "equals",
+                    "value": {"type": "literal", "value": "critical"},
+                },
+            },
+            {
+                "type": "condition",
+                "data": {
+                    "field": {"type": "event", "value": "data.humidity"},
+                    "operator": "lessThan",
+                    "value": {"type": "literal", "value": 90},
+                },
+            },
+        ],
+    },
+}
+
+
+def _rule_engine(*, debug: bool) -> tuple[RuleEngine, list[RuleInput]]:
     br = BusinessRule.model_validate(
         {
             "id": "br",
@@ -158,10 +159,11 @@ def rules() -> list[Result]:
             "orgId": "o",
             "includeChildren": True,
             "parameters": {"threshold": -20},
+            "debug": debug,
         }
     )
     engine = RuleEngine(
-        RuleSet({"r": rule}, [br], {"o": "0001", "site": "0001/0001"}),
+        RuleSet({"r": Rule.model_validate(_RULE)}, [br], {"o": "0001", "site": "0001/0001"}),
         MemoryStateStore(),
         clock=SystemClock(),
     )
@@ -176,6 +178,11 @@ def rules() -> list[Result]:
         )
         for i, v in enumerate(_views())
     ]
+    return engine, inputs
+
+
+def rules() -> list[Result]:
+    engine, inputs = _rule_engine(debug=False)
     state: dict[str, int] = {}
 
     def baseline() -> int:
@@ -201,9 +208,49 @@ def rules() -> list[Result]:
     return [subject.with_target(RULES_TARGET), reference]
 
 
+def traced_rules() -> list[Result]:
+    """The same rule with ``debug: true``: every evaluation keeps its trace tree."""
+    engine, inputs = _rule_engine(debug=True)
+    state: dict[str, int] = {}
+    traces: list[dict[str, Any]] = []
+
+    def condition(path: str, operator: str, left: Any, right: Any, result: bool) -> dict[str, Any]:
+        return {"type": "condition", "path": path, "operator": operator, "left": left,
+                "right": right, "result": result}  # fmt: skip
+
+    def baseline() -> int:
+        counter = state.get("state:site:br:counter", 0)
+        traces.clear()
+        for item in inputs:
+            data = item.view["data"]
+            t, s, h = data["temperature"], data["status"], data["humidity"]
+            a, b, c = t >= -20, s == "critical", h < 90
+            matched = a and b and c
+            items = [
+                condition("when.items[0]", "greaterThanEquals", t, -20, a),
+                condition("when.items[1]", "equals", s, "critical", b),
+                condition("when.items[2]", "lessThan", h, 90, c),
+            ]
+            traces.append({"type": "group", "path": "when", "logic": "AND", "result": matched,
+                           "items": items})  # fmt: skip
+            if matched:
+                counter += 1
+        state["state:site:br:counter"] = counter
+        return len(inputs)
+
+    subject, reference = measure_pair(
+        (
+            "rule engine, debug rule (trace), 3 conditions + 1 state action",
+            lambda: (engine.evaluate(inputs), len(inputs))[1],
+        ),
+        ("hand-written Python condition + trace (baseline)", baseline),
+    )
+    return [subject, reference]  # no issue sets a target for traced evaluation
+
+
 def main() -> None:
     print_table("Router (one core)", router())
-    print_table("Rule engine (one core, in-memory state)", rules())
+    print_table("Rule engine (one core, in-memory state)", rules() + traced_rules())
 
 
 if __name__ == "__main__":

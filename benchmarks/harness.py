@@ -41,7 +41,7 @@ class Result:
 
     def row(self) -> str:
         return (
-            f"| {self.name:<46} | {self.events_per_s:>12,.0f} | {self.event_p50_us:>9.2f} | "
+            f"| {self.name:<62} | {self.events_per_s:>12,.0f} | {self.event_p50_us:>9.2f} | "
             f"{self.batch_p50_ms:>8.2f} | {self.batch_p99_ms:>8.2f} | {self.peak_rss_mb:>7.0f} | "
             f"{self.verdict():<17} |"
         )
@@ -129,12 +129,12 @@ def measure_pair(
 def print_table(title: str, results: list[Result]) -> None:
     print(f"\n### {title}\n")
     print(
-        "| benchmark                                      |     events/s | us/event | batch p50 "
+        "| benchmark                                                      |     events/s | us/event | batch p50 "
         "| batch p99 | RSS MB | target            |"
     )
     print(
         "|"
-        + "-" * 48
+        + "-" * 64
         + "|"
         + "-" * 14
         + "|"

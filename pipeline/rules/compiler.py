@@ -1,9 +1,10 @@
-"""Compiles a business rule (its Rule + parameters) once, into two equivalent evaluators.
+"""Compiles a business rule (its Rule + parameters) once, into equivalent evaluators.
 
 The YAML tree is walked at compile time only. ``root`` is a tree of closures over an
-:class:`EvalContext`: the reference semantics, and the only evaluator that builds a trace
-(debug or test mode). ``run`` is one generated function (:mod:`rulegen`) making the same
-decisions without a trace, several times faster, for everything else.
+:class:`EvalContext`: the reference semantics (tests compare the others against it, and the
+engine falls back to it for event views that are not dicts). ``run`` and ``traced`` are
+generated functions (:mod:`rulegen`) making the same decisions several times faster, without
+and with the trace tree (debug rules and test mode).
 
 Semantics (CONTRACTS.md "Rules"):
 
@@ -18,8 +19,8 @@ Semantics (CONTRACTS.md "Rules"):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -32,12 +33,11 @@ from eventray.pipeline.models.rule import (
     Rule,
     ValueRef,
 )
-from eventray.pipeline.paths import MISSING
 from eventray.pipeline.rules.actions import Actions
 from eventray.pipeline.rules.context import EvalContext, ValueFn, event_timezone, value_fn
 from eventray.pipeline.rules.operators import OPERATOR_FUNCTIONS
 from eventray.pipeline.rules.rulegen import RuleFn, generate_rule
-from eventray.pipeline.rules.values import as_datetime, as_number, iso
+from eventray.pipeline.rules.values import as_datetime, as_number, traceable
 
 __all__ = ["CompiledBusinessRule", "EvalContext", "compile_business_rule"]
 
@@ -51,16 +51,6 @@ def _operand(value: ValueRef | list[ValueRef] | None) -> ValueFn:
         low, high = value_fn(value[0]), value_fn(value[1])
         return lambda ctx: [low(ctx), high(ctx)]
     return value_fn(value)
-
-
-def _traceable(value: Any) -> Any:
-    if value is MISSING:
-        return None
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, list):
-        return [_traceable(v) for v in value]
-    return value
 
 
 class _Compiler:
@@ -79,7 +69,7 @@ class _Compiler:
             result = op(a, b, ctx)
             if trace is not None:
                 trace.append({"type": "condition", "path": path, "operator": operator,
-                              "left": _traceable(a), "right": _traceable(b), "result": result})  # fmt: skip
+                              "left": traceable(a), "right": traceable(b), "result": result})  # fmt: skip
             if result and attached is not None:
                 attached(ctx)
             return result
@@ -124,8 +114,9 @@ class CompiledBusinessRule:
 
     business_rule: BusinessRule
     rule: Rule
-    root: Node  # the closure tree: the reference semantics, and the trace
+    root: Node  # the closure tree: the reference semantics
     run: RuleFn  # the generated function: the same decisions, without a trace
+    generate_traced: Callable[[], RuleFn]  # the same with the trace: see ``traced``
     defaults: dict[str, Any]
     params: dict[str, Any]
     tz: tzinfo | None  # None: dynamic, from the event's metadata.timezone
@@ -133,10 +124,21 @@ class CompiledBusinessRule:
     tags: frozenset[str]
     asset_ids: frozenset[str]
     debug: bool = False
+    _traced: list[RuleFn] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def id(self) -> str:
         return self.business_rule.id
+
+    @property
+    def traced(self) -> RuleFn:
+        """The generated function that also builds the reference's trace tree. Made on first
+        use: it costs as much to generate as ``run`` does, and most business rules are never
+        traced (a debug rule's is made at compile time). Two threads racing here both get
+        a correct function."""
+        if not self._traced:
+            self._traced.append(self.generate_traced())
+        return self._traced[0]
 
     def accepts_asset(self, asset_id: str, template_id: str, tags: Sequence[str]) -> bool:
         if self.asset_ids and asset_id not in self.asset_ids:
@@ -181,11 +183,17 @@ def compile_business_rule(rule: Rule, business_rule: BusinessRule) -> CompiledBu
     root = compiler.group(rule.when, "when")
     tz = None if business_rule.timezone == "dynamic" else ZoneInfo(business_rule.timezone)
     assets = business_rule.assets
+    actions = compiler.actions
+
+    def generate_traced() -> RuleFn:
+        return generate_rule(rule, business_rule.id, params, actions, tz, trace=True)
+
     return CompiledBusinessRule(
         business_rule=business_rule,
         rule=rule,
         root=root,
-        run=generate_rule(rule, business_rule.id, params, compiler.actions, tz),
+        run=generate_rule(rule, business_rule.id, params, actions, tz),
+        generate_traced=generate_traced,
         defaults={v.name: v.default for v in rule.variables},
         params=params,
         tz=tz,
@@ -193,4 +201,5 @@ def compile_business_rule(rule: Rule, business_rule: BusinessRule) -> CompiledBu
         tags=frozenset(assets.tags),
         asset_ids=frozenset(assets.asset_ids),
         debug=business_rule.debug,
+        _traced=[generate_traced()] if business_rule.debug else [],
     )

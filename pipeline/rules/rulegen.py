@@ -1,8 +1,9 @@
-"""A business rule as one generated function: the untraced evaluation path.
+"""A business rule as one generated function, without or with its evaluation trace.
 
 ``run(event, state, now) -> Evaluation`` makes the same decisions, in the same order, with the
-same side effects as the closure tree in :mod:`compiler` (which stays the reference and builds
-the trace), and reports them the same way (a failure undoes its state changes):
+same side effects as the closure tree in :mod:`compiler` (which stays the reference), and
+reports them the same way (a failure undoes its state changes); generated with ``trace``, it
+also builds the same trace tree, node for node:
 
 * every item of a group is computed into a local before the group combines them (no
   short-circuit), and a true condition's or group's actions run right there, State -> Log ->
@@ -12,7 +13,11 @@ the trace), and reports them the same way (a failure undoes its state changes):
 * each operator is inline only for operand types where that is provably the operator's
   result (behind an exact ``type(x)`` guard); any other value calls the operator function;
 * the common number transition of a state action is inline; every other case calls
-  :func:`actions.state_transition`, and Log/Exec actions call their closures.
+  :func:`actions.state_transition`, and Log/Exec actions call their closures;
+* a trace node is built right after its condition's or group's result (before its actions
+  run, as the reference appends it), as a copy of a compile-time template plus the values
+  known per event; operands are shown through :func:`values.traceable`, inline for the types
+  it returns unchanged.
 
 The caller guarantees ``event.view`` is a ``dict`` (see :class:`codegen.Paths`).
 """
@@ -30,7 +35,7 @@ from eventray.pipeline.rules.codegen import NUMBERS, Paths, Source
 from eventray.pipeline.rules.context import EvalContext, event_timezone
 from eventray.pipeline.rules.operators import OPERATOR_FUNCTIONS, pattern
 from eventray.pipeline.rules.outcome import Evaluation, RuleInput, failed_evaluation
-from eventray.pipeline.rules.values import as_number
+from eventray.pipeline.rules.values import as_number, traceable
 
 __all__ = ["ENV_OPERATORS", "RuleFn", "generate_rule"]
 
@@ -44,12 +49,19 @@ ENV_OPERATORS = frozenset(
 _PARAMS = ("event", "state", "now")
 _ORDER = {"greaterThan": ">", "greaterThanEquals": ">=", "lessThan": "<", "lessThanEquals": "<="}
 _DYNAMIC: Any = object()  # an operand whose value is known only per event
+# The types traceable() returns as they are (exact types: a subclass goes through the call).
+_SHOWN_AS_IS = frozenset({str, int, float, bool, type(None), dict})
 
 
 class _Operand(NamedTuple):
     name: str  # a local or a bound constant holding the value
     value: Any  # the value when known at compile time, else _DYNAMIC
     hoisted: bool = False  # read once at the top (an event path): its type tests can be too
+
+
+def _known(value: str) -> _Operand:
+    """A trace field fixed at compile time (a node's type, path, operator or logic)."""
+    return _Operand("", value)
 
 
 def _numbers(*values: Any) -> list[float] | None:
@@ -75,7 +87,13 @@ def _equality_guard(value: Any) -> tuple[str, str] | None:
 
 class _Writer:
     def __init__(
-        self, rule: Rule, business_rule_id: str, params: Mapping[str, Any], actions: Actions
+        self,
+        rule: Rule,
+        business_rule_id: str,
+        params: Mapping[str, Any],
+        actions: Actions,
+        *,
+        trace: bool,
     ) -> None:
         self.source = Source(_PARAMS, indent=1)
         self.source.declare(
@@ -87,6 +105,8 @@ class _Writer:
         self.actions = actions
         self.rule = rule
         self.ids = f"{self.source.const(business_rule_id)}, {self.source.const(rule.id)}"
+        self.trace = trace
+        self.now_shown: str | None = None  # the local holding traceable(now), once needed
 
     def write(self, tz: tzinfo | None) -> RuleFn:
         s = self.source
@@ -96,15 +116,17 @@ class _Writer:
             zone = s.const(tz) if tz is not None else f"{s.const(event_timezone)}(view)"
             s.emit(0, f"ctx = {s.const(EvalContext)}(view, state, {s.const(self.params)}, now, "
                       f"{zone}, changes, fired, captures, execs)")  # fmt: skip
-        matched = self.group(self.rule.when, 0)
+        matched, tree = self.group(self.rule.when, "when", 0)
         s.prelude = self.paths.render()
+        if self.now_shown is not None:
+            s.prelude.append(f"{self.now_shown} = {s.const(traceable)}(now)")
         s.tail += [
             "except Exception as exc:  # one bad evaluation must not stop the batch",
             f"    return {s.const(failed_evaluation)}(event, {self.ids}, state, changes, exc)",
             f"return {s.const(Evaluation)}(event.event_tracker_id, event.org_id, event.path_key, "
-            f"{self.ids}, {matched}, fired, changes, captures, execs, None)",
+            f"{self.ids}, {matched}, fired, changes, captures, execs, {tree or 'None'})",
         ]
-        function: RuleFn = s.build("<business rule>")
+        function: RuleFn = s.build("<business rule, traced>" if self.trace else "<business rule>")
         return function
 
     def _needs_context(self, group: Group) -> bool:
@@ -122,21 +144,27 @@ class _Writer:
         return False
 
     # ---------------------------------------------------------------- conditions and groups
-    def group(self, group: Group, depth: int) -> str:
-        results = [
-            self.group(item.data, depth)
+    def group(self, group: Group, path: str, depth: int) -> tuple[str, str]:
+        """Emit the group; returns the locals of its result and of its trace node ("" if none)."""
+        items = [
+            self.group(item.data, f"{path}.items[{index}]", depth)
             if isinstance(item, GroupItem)
-            else self.condition(item.data, depth)
-            for item in group.items
+            else self.condition(item.data, f"{path}.items[{index}]", depth)
+            for index, item in enumerate(group.items)
         ]
+        results = [result for result, _ in items]
         every, some = " and ".join(results), " or ".join(results)
         combined = {"AND": every, "OR": some, "NAND": f"not ({every})", "NOR": f"not ({some})"}
         result = self.source.local("r")
         self.source.emit(depth, f"{result} = {combined[group.logic]}")
+        node = "" if not self.trace else self.node(depth, {
+            "type": _known("group"), "path": _known(path), "logic": _known(group.logic),
+            "result": result, "items": f"[{', '.join(node for _, node in items)}]",
+        })  # fmt: skip
         self.attach(group.actions, result, depth)
-        return result
+        return result, node
 
-    def condition(self, cond: Condition, depth: int) -> str:
+    def condition(self, cond: Condition, path: str, depth: int) -> tuple[str, str]:
         left = self.operand(cond.field, depth)
         if cond.value is None:
             right = _Operand("None", None)
@@ -146,8 +174,52 @@ class _Writer:
             right = self.operand(cond.value, depth)
         result = self.source.local("r")
         self.source.emit(depth, f"{result} = {self.test(cond.operator, left, right)}")
+        node = "" if not self.trace else self.node(depth, {
+            "type": _known("condition"), "path": _known(path), "operator": _known(cond.operator),
+            "left": left, "right": right, "result": result,
+        })  # fmt: skip
         self.attach(cond.actions, result, depth)
-        return result
+        return result, node
+
+    # ---------------------------------------------------------------- the trace
+    def node(self, depth: int, fields: dict[str, _Operand | str]) -> str:
+        """Emit a trace node: its fields (operands, or source text) in the reference's order.
+
+        A copy of a template holding what is known at compile time, then a store per value
+        known only per event: about half the cost of a dict display, and the key order is the
+        template's. A known list is not in the template: each trace gets a list of its own.
+        """
+        s = self.source
+        template: dict[str, Any] = {}
+        stores = []
+        for key, field in fields.items():
+            if isinstance(field, str):
+                template[key] = None
+                stores.append((key, field))
+            elif field.value is _DYNAMIC or isinstance(field.value, list):
+                template[key] = None
+                stores.append((key, self.shown(field)))
+            else:
+                template[key] = traceable(field.value)
+        name = s.local("d")
+        s.emit(depth, f"{name} = {s.const(dict.copy)}({s.const(template)})")
+        for key, expression in stores:
+            s.emit(depth, f"{name}[{s.const(key)}] = {expression}")
+        return name
+
+    def shown(self, operand: _Operand) -> str:
+        """An expression equal to ``traceable(value)``: what the trace shows of an operand."""
+        s = self.source
+        if operand.value is not _DYNAMIC:
+            if isinstance(operand.value, list):  # a fresh list per trace, as the reference's
+                return f"{s.const(traceable)}({operand.name})"
+            return s.const(traceable(operand.value))
+        if operand.name == "now":
+            if self.now_shown is None:
+                self.now_shown = s.local("n")
+            return self.now_shown
+        x = operand.name
+        return f"({x} if type({x}) in {s.const(_SHOWN_AS_IS)} else {s.const(traceable)}({x}))"
 
     def operand(self, ref: ValueRef, depth: int) -> _Operand:
         s = self.source
@@ -311,6 +383,9 @@ def generate_rule(
     params: Mapping[str, Any],
     actions: Actions,
     tz: tzinfo | None,
+    *,
+    trace: bool = False,
 ) -> RuleFn:
-    """The business rule's evaluation as one function (``tz`` None: read from each event)."""
-    return _Writer(rule, business_rule_id, params, actions).write(tz)
+    """The business rule's evaluation as one function (``tz`` None: read from each event);
+    with ``trace``, its Evaluation carries the evaluation tree."""
+    return _Writer(rule, business_rule_id, params, actions, trace=trace).write(tz)

@@ -28,12 +28,14 @@ def engine(
     brs: list[BusinessRule],
     clock: ManualClock | None = None,
     store: MemoryStateStore | None = None,
+    *,
+    reference: bool = False,
 ) -> tuple[RuleEngine, MemoryStateStore, ManualClock]:
     store = store or MemoryStateStore()
     clock = clock or ManualClock()
     ruleset = RuleSet({r.id: r for r in rules}, brs, ORG_PATHS)
     assert not ruleset.errors, ruleset.errors
-    return RuleEngine(ruleset, store, clock=clock), store, clock
+    return RuleEngine(ruleset, store, clock=clock, reference=reference), store, clock
 
 
 _counter = 0

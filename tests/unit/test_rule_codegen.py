@@ -1,9 +1,10 @@
-"""The generated rule evaluator (rulegen.py over codegen.py) against the closure tree.
+"""The generated rule evaluators (rulegen.py over codegen.py) against the closure tree.
 
-The closure tree is the reference semantics (the engine uses it when a trace is asked for);
-the generated function must produce the same evaluations, state changes, writes and errors for
-every operator and every kind of operand, over values of every JSON type plus the awkward ones:
-numeric strings, bools, NaN, integers too large for a float, dates, missing fields.
+The closure tree is the reference semantics; both generated functions, untraced and traced,
+must produce the same evaluations, state changes, writes and errors for every operator and
+every kind of operand, over values of every JSON type plus the awkward ones: numeric strings,
+bools, NaN, integers too large for a float, dates, missing fields; the traced one must also
+build the same trace tree (compared as text: key order and NaN included).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -88,6 +89,13 @@ def _plain(e: Evaluation) -> str:
                  e.state_changes, e.captures, execs, e.error))  # fmt: skip
 
 
+class _Run(NamedTuple):
+    evaluations: list[str]
+    traces: list[str]
+    writes: str
+    stored: str
+
+
 def _run(
     rules: Sequence[Rule],
     brs: Sequence[BusinessRule],
@@ -95,12 +103,17 @@ def _run(
     state: dict[str, Any] | None,
     *,
     traced: bool,
-) -> tuple[list[str], str, str]:
+    reference: bool = False,
+) -> _Run:
     store = MemoryStateStore(state)
-    eng, _, _ = engine(list(rules), list(brs), clock=ManualClock(NOW), store=store)
+    eng, _, _ = engine(list(rules), list(brs), ManualClock(NOW), store, reference=reference)
     out = eng.evaluate(batch, trace=traced)
-    assert all((e.trace is not None) == traced for e in out.evaluations if e.error is None)
-    return [_plain(e) for e in out.evaluations], repr(out.writes), repr(store.dump())
+    debug = {br.id for br in brs if br.debug}
+    for e in out.evaluations:
+        wanted = e.error is None and (traced or e.business_rule_id in debug)
+        assert (e.trace is not None) == wanted
+    return _Run([_plain(e) for e in out.evaluations], [repr(e.trace) for e in out.evaluations],
+                repr(out.writes), repr(store.dump()))  # fmt: skip
 
 
 def assert_same(
@@ -109,13 +122,20 @@ def assert_same(
     batch: Sequence[RuleInput],
     state: dict[str, Any] | None = None,
 ) -> None:
-    """The generated path decides and reports exactly as the closure tree."""
-    reference = _run(rules, brs, batch, state, traced=True)
-    generated = _run(rules, brs, batch, state, traced=False)
-    assert len(generated[0]) == len(reference[0])
-    for mine, theirs in zip(generated[0], reference[0], strict=True):
+    """Both generated paths decide and report exactly as the closure tree, and the traced one
+    (and a debug rule's untraced one) builds the same trace."""
+    reference = _run(rules, brs, batch, state, traced=True, reference=True)
+    traced = _run(rules, brs, batch, state, traced=True)
+    plain = _run(rules, brs, batch, state, traced=False)
+    for generated in (traced, plain):
+        assert len(generated.evaluations) == len(reference.evaluations)
+        for mine, theirs in zip(generated.evaluations, reference.evaluations, strict=True):
+            assert mine == theirs
+        assert (generated.writes, generated.stored) == (reference.writes, reference.stored)
+    for mine, theirs in zip(traced.traces, reference.traces, strict=True):
         assert mine == theirs
-    assert generated[1:] == reference[1:]
+    for shown, theirs in zip(plain.traces, reference.traces, strict=True):
+        assert shown in ("None", theirs)  # debug rules: the same trace, untraced: none
 
 
 def xy_events(xs: Sequence[Any], ys: Sequence[Any] = (MISSING,)) -> list[RuleInput]:
@@ -308,6 +328,9 @@ def test_an_unloadable_event_timezone_reads_as_utc_instead_of_failing_the_batch(
     for traced in (False, True):
         out = eng.evaluate(batch, trace=traced)
         assert [(e.matched, e.error) for e in out.evaluations] == [(True, None)] * 3
+    eng.reference = True
+    out = eng.evaluate(batch, trace=True)
+    assert [(e.matched, e.error) for e in out.evaluations] == [(True, None)] * 3
 
 
 # --------------------------------------------------------------------------- hostile input
@@ -359,6 +382,7 @@ def test_hostile_paths_values_and_ids_are_data_not_code(
         eng, store, _ = engine([rule], [br], clock=ManualClock(NOW))
         compiled = eng.rules.by_id[br.id]
         assert text not in compiled.run.__source__  # type: ignore[attr-defined]
+        assert text not in compiled.traced.__source__  # type: ignore[attr-defined]
         view = nested(f"data.{text}", text)
         out = eng.evaluate([event(view["data"]), event({"other": 1})])
         first, second = out.evaluations
@@ -368,6 +392,9 @@ def test_hostile_paths_values_and_ids_are_data_not_code(
         assert first.execs[0].message == text and first.execs[0].trigger_id == text
         assert (second.matched, second.actions) == (False, [])
         assert store.dump()[state_key("factory-alpha", br.id, "n")] == 1
+        traced = eng.evaluate([event(view["data"])], trace=True).evaluations[0]
+        assert traced.trace is not None
+        assert traced.trace["items"][0]["left"] == traced.trace["items"][0]["right"] == text
     assert not (tmp_path / "PWNED").exists()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,6 +12,7 @@ import pytest
 from eventray.pipeline.errors import RuleError
 from eventray.pipeline.models.rule import OPERATORS
 from eventray.pipeline.paths import MISSING
+from eventray.pipeline.rules import values
 from eventray.pipeline.rules.operators import OPERATOR_FUNCTIONS, loose_equal
 from eventray.pipeline.rules.values import as_datetime, as_number, as_time_of_day, iso
 
@@ -365,3 +366,55 @@ def test_age_operators_refuse_garbage() -> None:
 def test_invalid_regex_is_a_rule_error() -> None:
     with pytest.raises(RuleError, match="invalid regex"):
         op("regex", "abc", "(unclosed")
+
+
+# --------------------------------------------------------------------------- memoised parsing
+
+TEXTS = ["2026-01-15T11:55:00Z", "2026-01-15T11:55:00.123+05:30", "2026-01-01T10:00:00",
+         "2026-06-01", "2026-03-29T02:30:00", "12:00", "22:00:30", "25:00", "", "abc",
+         "2026-13-01", "x" * 100, "2026-01-15T11:55:00Z" + " " * 60]  # fmt: skip
+ZONES: list[tzinfo] = [UTC, BERLIN, ZoneInfo("America/New_York"), timezone(timedelta(0), "Z"),
+                       timezone(timedelta(hours=2))]  # fmt: skip
+
+
+class Text(str):
+    """A str subclass: parsed like text, never memoised."""
+
+
+def _uncached_datetime(value: str, tz: tzinfo) -> datetime | None:
+    return values._from_text.__wrapped__(value, tz) if value else None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("repeat", [1, 2])
+def test_memoised_dates_and_times_equal_fresh_parses(repeat: int) -> None:
+    """Same value, same zone object (equal zones of another name keep theirs), either pass."""
+    for _ in range(repeat):
+        for text in TEXTS:
+            for tz in ZONES:
+                fresh = _uncached_datetime(text, tz)
+                for value in (text, Text(text)):
+                    got = as_datetime(value, tz)
+                    assert got == fresh and repr(got) == repr(fresh)
+                    if got is not None and fresh is not None:  # the caller's zone object
+                        assert (got.tzinfo is tz) == (fresh.tzinfo is tz)
+                moment = fresh.astimezone(tz).timetz().replace(tzinfo=None) if fresh else None
+                short = len(text) <= 8 and ":" in text
+                if not short:
+                    assert as_time_of_day(text, tz) == moment
+
+
+def test_zones_equal_by_offset_do_not_share_results() -> None:
+    named = timezone(timedelta(0), "Z")
+    assert as_datetime("2026-01-01T10:00:00", UTC).tzname() == "UTC"  # type: ignore[union-attr]
+    assert as_datetime("2026-01-01T10:00:00", named).tzname() == "Z"  # type: ignore[union-attr]
+
+
+def test_memos_are_bounded_and_skip_long_text() -> None:
+    for i in range(values._MEMO_LIMIT + 10):
+        as_datetime(f"2026-01-01T00:00:{i % 60:02d}.{i:06d}", UTC)
+        as_time_of_day(f"2026-01-01T00:00:00.{i:06d}", BERLIN)
+    assert 0 < len(values._DATES) <= values._MEMO_LIMIT
+    assert 0 < len(values._TIMES) <= values._MEMO_LIMIT
+    long = "2026-01-01T00:00:00" + "0" * 100
+    as_datetime(long, UTC)
+    assert not any(text == long for text, _ in values._DATES)
