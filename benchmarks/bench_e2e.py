@@ -37,13 +37,30 @@ import psutil
 from eventray.cluster.stack import Stack
 from eventray.cluster.stack_cli import sample_documents
 from eventray.config.settings import Settings, load_settings
-from eventray.pipeline.catalog import Catalog, load_catalog
+from eventray.pipeline.catalog import Catalog, build_catalog
+from eventray.pipeline.errors import ConfigError, ConfigIssue
 from eventray.pipeline.ingress import Accepted, IngressPolicy
+from eventray.pipeline.loader import entity_from_dict
 from eventray.testing.simulator import DeviceSimulator
+from eventray.testing.tenants import copy_tenants
 from eventray.testing.traffic import post_traffic
 
 ROOT = Path(__file__).resolve().parent.parent
-TENANT = ROOT / "config" / "samples" / "tenant"
+
+
+def _documents(sinks: _Sinks, tenants: int) -> list[dict[str, Any]]:
+    """The sample tenant's customer copied ``tenants`` times (see ``eventray.testing.tenants``:
+    with one customer, three organizations own every device, so at most three partitions are
+    ever busy), its triggers pointed at the sinks."""
+    return copy_tenants(sample_documents(sinks.webhook, sinks.smtp_port), tenants)
+
+
+def _catalog(documents: list[dict[str, Any]]) -> Catalog:
+    issues: list[ConfigIssue] = []
+    entities = [entity_from_dict("bench", d, issues) for d in documents]
+    if issues:
+        raise ConfigError(issues)
+    return build_catalog([("bench", e) for e in entities if e is not None], compile_scripts=False)
 
 
 def _settings(data: Path, *, partitions: int, lanes: int, batch_size: int = 0) -> Settings:
@@ -217,7 +234,7 @@ class _Sinks:
 
 
 def run_stack(
-    lanes: int, partitions: int, events: int, *, http: bool, batch_size: int = 0
+    lanes: int, partitions: int, events: int, *, http: bool, batch_size: int = 0, tenants: int = 8
 ) -> dict[str, Any]:
     import ray
 
@@ -228,13 +245,15 @@ def run_stack(
         "partitions": partitions,
         "events": events,
         "batch_size": settings.pipeline.batch_size,
+        "tenants": tenants,
     }
-    catalog = load_catalog([TENANT], compile_scripts=False)
     with _Sinks() as sinks:
+        documents = _documents(sinks, tenants)
+        catalog = _catalog(documents)
         stack = Stack(settings)
         try:
             stack.start()
-            stack.wait_revision(stack.apply(sample_documents(sinks.webhook, sinks.smtp_port)))
+            stack.wait_revision(stack.apply(documents))
             assert stack.endpoints is not None
             url = stack.endpoints.nats_url
             asyncio.run(_publish(url, settings, _messages(catalog, settings, 500, seed=1)))
@@ -299,13 +318,13 @@ def run_stack(
 
 
 # ---------------------------------------------------------------------- the baseline
-def run_baseline(events: int, partitions: int) -> dict[str, Any]:
+def run_baseline(events: int, partitions: int, tenants: int = 8) -> dict[str, Any]:
     """One plain process doing the same work: the same Lane and BatchPipeline over the same
     kinds of servers, QuickJS in this thread, chDB in this process, triggers delivered here."""
-    return asyncio.run(_baseline(events, partitions))
+    return asyncio.run(_baseline(events, partitions, tenants))
 
 
-async def _baseline(events: int, partitions: int) -> dict[str, Any]:
+async def _baseline(events: int, partitions: int, tenants: int) -> dict[str, Any]:
     from eventray.cluster.services.nats_server import start_nats
     from eventray.cluster.services.redis_server import start_redis
     from eventray.cluster.wiring import Endpoints, Wiring
@@ -334,7 +353,7 @@ async def _baseline(events: int, partitions: int) -> dict[str, Any]:
             Endpoints(nats.url, redis.url, data / "chdb", None, data / "config", None, None),
         )
         config = wiring.config_store()
-        config.put(sample_documents(sinks.webhook, sinks.smtp_port))
+        config.put(_documents(sinks, tenants))
         catalog, _ = catalog_from_store(config)
         store = wiring.event_store()
         store.ensure_schema()
@@ -421,7 +440,8 @@ def _run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
     """One configuration in a fresh process, so no run carries another's memory (the
     baseline loads chDB into its own process) and every driver is measured alike."""
     command = [sys.executable, "-m", "benchmarks.bench_e2e", "--one", what,
-               "--events", str(args.events), "--partitions", str(args.partitions)]  # fmt: skip
+               "--events", str(args.events), "--partitions", str(args.partitions),
+               "--tenants", str(args.tenants)]  # fmt: skip
     if args.no_http:
         command.append("--no-http")
     if args.batch_size:
@@ -440,6 +460,9 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true", help="drain only")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument(
+        "--tenants", type=int, default=8, help="copies of the sample customer (1: as shipped)"
+    )
+    parser.add_argument(
         "--batch-size", type=int, default=0, help="events per batch (default: the setting)"
     )
     parser.add_argument("--json", type=Path, default=None, help="where to write the figures")
@@ -447,7 +470,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.one is not None:  # a child run: one JSON line on stdout
         if args.one == "baseline":
-            result = run_baseline(args.events, args.partitions)
+            result = run_baseline(args.events, args.partitions, args.tenants)
         else:
             result = run_stack(
                 int(args.one.split(":")[1]),
@@ -455,6 +478,7 @@ def main() -> None:
                 args.events,
                 http=not args.no_http,
                 batch_size=args.batch_size,
+                tenants=args.tenants,
             )
         print(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode(), flush=True)
         return

@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
-    """Entry point of the ``eventray`` command. Errors print one clear message, exit 2."""
+    """Entry point of the ``eventray`` command. Errors print one clear message, exit 2 (130
+    when interrupted)."""
     args = build_parser().parse_args(argv)
     stream = out or sys.stdout
     try:
@@ -272,6 +273,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except OSError as exc:
         print(f"eventray: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: what ran was stopped; no traceback
+        print(f"eventray: {exc or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

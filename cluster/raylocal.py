@@ -6,17 +6,36 @@ every interface (``_node_ip_address="127.0.0.1"`` is ignored). Ray keeps to 127.
 ``ray._private.ray_constants`` is imported. So: set it in the environment (the raylet and the
 workers inherit it) and, if Ray was already imported by then, also correct the constant Ray
 consults when it picks the node address.
+
+Token authentication: ``ray.init`` turns it on for a local cluster it starts, and when it finds a
+cluster by itself (``address="auto"``) it turns it on if a token is saved (``~/.ray/auth_token``).
+The head here is started without ``ray.init``, and ``eventray status`` attaches by the address
+``stack.json`` names, so both do what ``ray.init`` would have done themselves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["LocalRay", "keep_ray_on_loopback", "start_local_ray"]
+from eventray.cluster.services.procs import free_port
+from eventray.cluster.services.reaper import Reaper, start_reaper
+
+__all__ = [
+    "LocalRay",
+    "keep_ray_on_loopback",
+    "keep_signal_handlers",
+    "start_local_ray",
+    "use_saved_ray_token",
+]
 
 _VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_AUTH_MODE = "RAY_AUTH_MODE"
 
 
 def keep_ray_on_loopback() -> None:
@@ -25,6 +44,50 @@ def keep_ray_on_loopback() -> None:
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None:
         constants.ENABLE_RAY_CLUSTER = False  # type: ignore[attr-defined]
+
+
+def use_saved_ray_token() -> None:
+    """Before ``ray.init(address=...)``: authenticate with the saved token if there is one,
+    unless ``RAY_AUTH_MODE`` says otherwise (what ``ray.init`` does only for ``"auto"``)."""
+    if os.environ.get(_AUTH_MODE) is not None:
+        return
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+    except ImportError:  # a Ray without token authentication
+        return
+    if AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        os.environ[_AUTH_MODE] = "token"
+        Config.initialize("")  # Ray read its settings when it was imported
+
+
+def _token_auth_for_new_cluster() -> None:
+    """What ``ray.init`` does before it starts a local cluster: token authentication unless
+    ``RAY_AUTH_MODE`` opts out, with a token generated and saved if none exists yet."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            enable_token_auth_by_default,
+            ensure_token_if_auth_enabled,
+        )
+    except ImportError:  # a Ray without token authentication
+        return
+    enable_token_auth_by_default()
+    ensure_token_if_auth_enabled(None, create_token_if_missing=True)
+
+
+@contextlib.contextmanager
+def keep_signal_handlers() -> Iterator[None]:
+    """``ray.init`` replaces the main thread's SIGTERM handler with one that exits at once;
+    the process that runs the stack keeps its own (it stops the stack first)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 # Every process the embedded stack starts must earn its place (~80-90 MB of RSS each on this
@@ -37,8 +100,9 @@ _LEAN_SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_d
 class LocalRay:
     """A local Ray head this process started; :meth:`stop` ends it and its processes."""
 
-    def __init__(self, node: Any | None) -> None:
+    def __init__(self, node: Any | None, reaper: Reaper | None) -> None:
         self._node = node
+        self._reaper = reaper
 
     def stop(self) -> None:
         import ray
@@ -47,6 +111,9 @@ class LocalRay:
         if self._node is not None:
             self._node.kill_all_processes(check_alive=False, allow_graceful=True)
             self._node = None
+        if self._reaper is not None:
+            self._reaper.dismiss()
+            self._reaper = None
 
 
 def start_local_ray(*, namespace: str, num_cpus: int | None, include_dashboard: bool) -> LocalRay:
@@ -55,8 +122,20 @@ def start_local_ray(*, namespace: str, num_cpus: int | None, include_dashboard: 
     The head is started the way ``ray.init`` starts one (a ``ray._private.node.Node``, as
     ``ray.cluster_utils.Cluster`` does), with the two monitors turned off; if this Ray
     version's internals differ, it falls back to a plain ``ray.init``, which only costs the
-    two extra processes.
+    two extra processes. Ray ties the head's processes to this one; a reaper (see
+    :mod:`~eventray.cluster.services.reaper`) ends the rest if this process is killed.
     """
+    reaper = start_reaper()
+    try:
+        return LocalRay(_start_head(namespace, num_cpus, include_dashboard), reaper)
+    except BaseException:  # failed or interrupted half-way: end what the head started
+        if reaper is not None:
+            reaper.reap()
+        raise
+
+
+def _start_head(namespace: str, num_cpus: int | None, include_dashboard: bool) -> Any | None:
+    """The head's node (None when started by the fallback ``ray.init``)."""
     import ray
 
     from eventray.actors.host import SETUP_HOOK
@@ -73,9 +152,13 @@ def start_local_ray(*, namespace: str, num_cpus: int | None, include_dashboard: 
             "include_dashboard": include_dashboard,
             "no_monitor": True,
             "include_log_monitor": False,
+            # Not Ray's fixed 52365: two stacks (or a stack and `ray start`) on one machine
+            # would fight over it, and jobs are submitted through it.
+            "dashboard_agent_listen_port": free_port(),
             "_system_config": dict(_LEAN_SYSTEM_CONFIG),
         }
         params = RayParams(**options)
+        _token_auth_for_new_cluster()
         node = Node(params, head=True, shutdown_at_exit=False, spawn_reaper=True)
     except (ImportError, TypeError, AttributeError):
         ray.init(
@@ -88,10 +171,10 @@ def start_local_ray(*, namespace: str, num_cpus: int | None, include_dashboard: 
             _system_config=dict(_LEAN_SYSTEM_CONFIG),
             runtime_env=env,
         )
-        return LocalRay(None)
+        return None
     try:
         ray.init(address=node.address, namespace=namespace, log_to_driver=False, runtime_env=env)
     except BaseException:
         node.kill_all_processes(check_alive=False, allow_graceful=False)
         raise
-    return LocalRay(node)
+    return node

@@ -10,21 +10,32 @@ The endpoints of a running stack are written to ``<data_dir>/stack.json`` so ``e
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eventray.cluster.raylocal import LocalRay, keep_ray_on_loopback, start_local_ray
+from eventray.cluster.raylocal import (
+    LocalRay,
+    keep_ray_on_loopback,
+    keep_signal_handlers,
+    start_local_ray,
+    use_saved_ray_token,
+)
 from eventray.cluster.wiring import Endpoints, Wiring
 from eventray.config.settings import Settings
 from eventray.pipeline.catalog import build_catalog
-from eventray.pipeline.errors import ConfigError, ConfigIssue
+from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
 from eventray.pipeline.loader import entity_from_dict
 
 __all__ = [
+    "PortTakenError",
     "Stack",
     "StackInfo",
     "apply_documents",
@@ -34,6 +45,21 @@ __all__ = [
 ]
 
 NAMESPACE = "eventray"
+INGRESS_PORT_VARIABLE = "EVENTRAY_INGRESS__PORT"
+METRICS_PORT_VARIABLE = "EVENTRAY_METRICS__PORT"
+
+_log = logging.getLogger(__name__)
+
+
+class PortTakenError(EventrayError):
+    """A port the stack must listen on is in use by another process."""
+
+    def __init__(self, port: int, variable: str) -> None:
+        super().__init__(
+            f"port {port} is taken: set {variable} to another port (0 picks a free one)"
+        )
+        self.port = port
+        self.variable = variable
 
 
 @dataclass
@@ -112,12 +138,14 @@ class Stack:
         r = self.settings.ray
         # A job submitted with `ray job submit` gets RAY_ADDRESS: attach to that cluster.
         address = r.address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-        else:
-            self._local_ray = start_local_ray(
-                namespace=NAMESPACE, num_cpus=r.num_cpus, include_dashboard=r.include_dashboard
-            )
+        with keep_signal_handlers():
+            if address:
+                use_saved_ray_token()
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+            else:
+                self._local_ray = start_local_ray(
+                    namespace=NAMESPACE, num_cpus=r.num_cpus, include_dashboard=r.include_dashboard
+                )
         return str(ray.get_runtime_context().gcs_address)
 
     @property
@@ -127,6 +155,7 @@ class Stack:
         return Wiring(self.settings, self.endpoints)
 
     def start(self) -> Stack:
+        _check_ports_free(self.settings)
         import ray
 
         from eventray.actors.ingress import IngressActor
@@ -177,13 +206,15 @@ class Stack:
             **{f"lane-{i}": a for i, a in lanes.items()},
         }
         ray.get([lane.start.remote() for lane in lanes.values()])
-        self.ingress_port = int(ray.get(ingress.port.remote()))
+        with _port_named(s.ingress.port, INGRESS_PORT_VARIABLE):
+            self.ingress_port = int(ray.get(ingress.port.remote()))
         if s.metrics.enabled:
             from eventray.cluster.metrics import serve_metrics
 
-            self._metrics_server, self.metrics_port = serve_metrics(
-                self.status, host=s.metrics.host, port=s.metrics.port
-            )
+            with _port_named(s.metrics.port, METRICS_PORT_VARIABLE):
+                self._metrics_server, self.metrics_port = serve_metrics(
+                    self.status, host=s.metrics.host, port=s.metrics.port
+                )
         info = StackInfo(
             endpoints={
                 k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(endpoints).items()
@@ -211,14 +242,37 @@ class Stack:
         return [a for name, a in self.actors.items() if name.startswith("lane-")]
 
     def supervise(self) -> None:
-        """One health round: restarted actors get ``start`` again (Ray re-runs only __init__)."""
+        """One health round: a dead embedded server is started again, and restarted actors get
+        ``start`` again (Ray re-runs only __init__)."""
         import ray
 
+        self._revive_services()
         checks = [
             a.health.remote() for n, a in self.actors.items() if n.startswith(("lane-", "ingress"))
         ]
         with contextlib.suppress(Exception):
             ray.get(checks, timeout=30)
+
+    def _revive_services(self) -> None:
+        """Start a dead embedded server again on its port and data directory: the actors keep
+        their URLs and reconnect (JetStream and the append-only file keep what was acknowledged).
+        A server that cannot start yet is tried again on the next round."""
+        for index, service in enumerate(self.services):
+            code = service.process.poll()
+            if code is None:
+                continue
+            _log.warning(
+                "%s on port %d exited (code %s); starting it again",
+                service.name,
+                service.port,
+                code,
+            )
+            try:
+                self.services[index] = service.restarted()
+            except (RuntimeError, OSError) as exc:
+                _log.warning(
+                    "%s did not start again (next round tries again): %s", service.name, exc
+                )
 
     def status(self) -> dict[str, Any]:
         import ray
@@ -263,25 +317,17 @@ class Stack:
             time.sleep(0.2)
         return False
 
-    def stop(self) -> None:
-        """Drain lanes and triggers, stop the actors, Ray (if we started it) and services."""
-        import ray
+    def stop(self, *, drain: bool = True) -> None:
+        """Drain lanes and triggers, stop the actors, Ray (if we started it) and services.
 
+        ``drain=False`` skips the draining: after an interrupted start there is nothing in
+        flight, and actors still being built would hold the stop for their whole start."""
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server, self.metrics_port = None, 0
-        if self.actors and ray.is_initialized():
-            with contextlib.suppress(Exception):
-                ray.get([lane.drain.remote() for lane in self.lanes()], timeout=60)
-            with contextlib.suppress(Exception):
-                ray.get(self.actors["ingress"].stop.remote(), timeout=10)
-            with contextlib.suppress(Exception):
-                ray.get(self.actors["store"].close.remote(), timeout=10)
-            for actor in self.actors.values():
-                with contextlib.suppress(Exception):
-                    ray.kill(actor)
-            self.actors = {}
+        if self.actors:
+            self._stop_actors(drain=drain)
         if self._local_ray is not None:
             self._local_ray.stop()
             self._local_ray = None
@@ -289,8 +335,72 @@ class Stack:
             with contextlib.suppress(Exception):
                 service.stop()
         self.services = []
-        with contextlib.suppress(FileNotFoundError):
-            (self.settings.data_dir / "stack.json").unlink()
+        self._forget_info()
+
+    def _stop_actors(self, *, drain: bool) -> None:
+        import ray
+
+        if ray.is_initialized():
+            if drain:
+                self._drain_actors()
+            for actor in self.actors.values():
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+        self.actors = {}
+
+    def _drain_actors(self) -> None:
+        import ray
+
+        with contextlib.suppress(Exception):
+            ray.get([lane.drain.remote() for lane in self.lanes()], timeout=60)
+        with contextlib.suppress(Exception):
+            ray.get(self.actors["ingress"].stop.remote(), timeout=10)
+        with contextlib.suppress(Exception):
+            ray.get(self.actors["store"].close.remote(), timeout=10)
+
+    def _forget_info(self) -> None:
+        """Remove ``stack.json`` if this process wrote it: a start that failed (a port taken by
+        another stack on the same data directory) must not hide the stack that runs."""
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
+            info = read_stack_info(self.settings.data_dir)
+            if info is not None and info.pid == os.getpid():
+                (self.settings.data_dir / "stack.json").unlink()
+
+
+def _check_ports_free(settings: Settings) -> None:
+    """Fail before anything starts when a fixed port is taken, naming the setting to change."""
+    wanted = [(settings.ingress.host, settings.ingress.port, INGRESS_PORT_VARIABLE)]
+    if settings.metrics.enabled:
+        wanted.append((settings.metrics.host, settings.metrics.port, METRICS_PORT_VARIABLE))
+    for host, port, variable in wanted:
+        if port and not _bindable(host, port):
+            raise PortTakenError(port, variable)
+
+
+def _bindable(host: str, port: int) -> bool:
+    # With SO_REUSEADDR, as the servers bind: a closed connection in TIME_WAIT is no obstacle.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+@contextlib.contextmanager
+def _port_named(port: int, variable: str) -> Iterator[None]:
+    """Bind failures that a check before the start could not foresee (the port was taken
+    meanwhile) get the same message as those it found."""
+    try:
+        yield
+    except Exception as exc:
+        cause = getattr(exc, "cause", None) or exc  # a Ray task error carries the actor's
+        if port and isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            raise PortTakenError(port, variable) from exc
+        raise
 
 
 def _arrowless() -> dict[str, Any]:

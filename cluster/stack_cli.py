@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
@@ -16,6 +18,9 @@ from eventray.cluster.demo import SAMPLE_TENANT
 from eventray.config.settings import Settings, load_settings
 from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
 from eventray.pipeline.loader import entity_from_dict, read_documents
+
+if TYPE_CHECKING:
+    from eventray.cluster.stack import Stack
 
 __all__ = [
     "cmd_apply",
@@ -63,38 +68,90 @@ def _status_line(status: dict[str, Any], started: float) -> str:
 def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
     from eventray.cluster.stack import Stack
 
-    settings = _settings(args)
-    stack = Stack(settings)
-    stopping = False
+    stack = Stack(_settings(args))
+    with _own_signal_handlers():
+        _start_or_stop(stack, args)
+        stopping = _stop_requested()
+        try:
+            _serve(stack, out, stopping)
+        finally:
+            out.write("draining in-flight batches and stopping...\n")
+            out.flush()
+            stack.stop()
+    return 0
 
-    def on_signal(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+@contextlib.contextmanager
+def _own_signal_handlers() -> Iterator[None]:
+    """The caller's Ctrl-C and SIGTERM handlers come back afterwards (``up`` may run
+    in-process, e.g. in a test)."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _start_or_stop(stack: Stack, args: argparse.Namespace) -> None:
+    """Start the stack; on Ctrl-C (or SIGTERM) or a failure, stop what was started so far.
+
+    Raises:
+        KeyboardInterrupt: interrupted while starting (the CLI exits with one line).
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         stack.start()
         if args.config:
             stack.apply(read_entity_documents([Path(args.config)]))
-        out.write(
-            f"eventray is up: ingress {stack.ingress_url}/api/v1/events?ds=...  "
-            f"metrics {stack.metrics_url or 'off'}  (Ctrl-C drains and stops)\n"
-        )
-        out.flush()
-        started = time.monotonic()
-        last = 0.0
-        while not stopping:
-            time.sleep(0.5)
-            if time.monotonic() - last >= 5:
-                stack.supervise()
-                out.write(_status_line(stack.status(), started) + "\n")
-                out.flush()
-                last = time.monotonic()
-    finally:
-        out.write("draining in-flight batches and stopping...\n")
-        stack.stop()
-    return 0
+    except BaseException as exc:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup
+            signal.signal(sig, signal.SIG_IGN)
+        stack.stop(drain=False)
+        if isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt(
+                "interrupted while starting; stopped what had started"
+            ) from None
+        raise
+
+
+def _stop_requested() -> list[bool]:
+    """Once up, Ctrl-C and SIGTERM ask for a drained stop: the flag is checked between rounds,
+    so no batch is cut in the middle of a Ray call."""
+    stopping: list[bool] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopping.append(True)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stopping
+
+
+def _serve(stack: Stack, out: TextIO, stopping: list[bool]) -> None:
+    out.write(
+        f"eventray is up: ingress {stack.ingress_url}/api/v1/events?ds=...  "
+        f"metrics {stack.metrics_url or 'off'}  (Ctrl-C drains and stops)\n"
+    )
+    out.flush()
+    started = time.monotonic()
+    last = 0.0
+    while not stopping:
+        time.sleep(0.5)
+        if time.monotonic() - last >= 5:
+            stack.supervise()
+            out.write(_status_or_why_not(stack, started) + "\n")
+            out.flush()
+            last = time.monotonic()
+
+
+def _status_or_why_not(stack: Stack, started: float) -> str:
+    try:
+        return _status_line(stack.status(), started)
+    except Exception as exc:  # an actor restarting: the next round supervises it; `up` runs on
+        lines = str(exc).strip().splitlines()
+        return f"status unavailable: {lines[0] if lines else type(exc).__name__}"
 
 
 def cmd_apply(args: argparse.Namespace, out: TextIO) -> int:
@@ -127,7 +184,7 @@ def cmd_apply(args: argparse.Namespace, out: TextIO) -> int:
 def _attach(settings: Settings) -> Any:
     import ray
 
-    from eventray.cluster.raylocal import keep_ray_on_loopback
+    from eventray.cluster.raylocal import keep_ray_on_loopback, use_saved_ray_token
     from eventray.cluster.stack import NAMESPACE, read_stack_info
 
     info = read_stack_info(settings.data_dir)
@@ -136,6 +193,7 @@ def _attach(settings: Settings) -> Any:
             f"no running stack found in {settings.data_dir} (start one with eventray up)"
         )
     keep_ray_on_loopback()
+    use_saved_ray_token()
     ray.init(address=info.ray_address, namespace=NAMESPACE, log_to_driver=False)
     return ray
 
@@ -260,6 +318,17 @@ SUMMARY_QUERIES = {
 }
 
 
+def _free_ports_unless_set(settings: Settings) -> Settings:
+    """The demo is a one-off: it listens on ports the OS picks, so a service already on the
+    default ports (8088, 9464) cannot stop it; ports the user set are kept."""
+    changes: dict[str, Any] = {}
+    for name in ("ingress", "metrics"):
+        section = getattr(settings, name)
+        if "port" not in section.model_fields_set:
+            changes[name] = section.model_copy(update={"port": 0})
+    return settings.model_copy(update=changes)
+
+
 def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
     import ray
 
@@ -269,7 +338,7 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
     from eventray.testing.sink import WebhookSink
     from eventray.testing.traffic import post_traffic
 
-    settings = _settings(args)
+    settings = _free_ports_unless_set(_settings(args))
     # The sample's ops webhook sends "Authorization: Bearer {{secrets.OPS_TOKEN}}": give the
     # demo a value (set before Ray starts, so the trigger actor inherits it).
     os.environ.setdefault("EVENTRAY_SECRET_OPS_TOKEN", "demo-token")
@@ -289,6 +358,7 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
             out.flush()
 
             def progress(_: object) -> None:
+                stack.supervise()
                 out.write(_status_line(stack.status(), started) + "\n")
                 out.flush()
 

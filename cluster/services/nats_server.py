@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from eventray.cluster.services.procs import free_port, log_tail, wait_until
+from eventray.cluster.services.procs import bound_to_owner, free_port, log_tail, wait_until
 
 __all__ = ["RunningNats", "find_nats_server", "start_nats"]
 
@@ -41,6 +41,19 @@ class RunningNats:
     store_dir: Path
     log: Path
     process: subprocess.Popen[bytes] = field(repr=False)
+    sync_interval: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "nats-server"
+
+    def restarted(self) -> RunningNats:
+        """A new server on the same port and store (clients keep their URL; JetStream
+        recovers its streams and consumers from the store)."""
+        self.stop()
+        return start_nats(
+            store_dir=self.store_dir, port=self.port, sync_interval=self.sync_interval
+        )
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s); idempotent."""
@@ -99,10 +112,16 @@ def start_nats(
         command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        start_new_session=True,  # a Ctrl+C meant for the owner must not stop it first
+        preexec_fn=bound_to_owner(),
     )
-    running = RunningNats(f"nats://127.0.0.1:{port}", port, store_dir, log, process)
-    if not wait_until(lambda: process.poll() is None and _accepts(port), timeout_s=timeout_s):
+    running = RunningNats(f"nats://127.0.0.1:{port}", port, store_dir, log, process, sync_interval)
+    try:
+        started = wait_until(lambda: process.poll() is None and _accepts(port), timeout_s=timeout_s)
+    except BaseException:  # interrupted (Ctrl+C): the caller never gets a handle to stop
+        running.stop()
+        raise
+    if not started:
         running.stop()
         raise RuntimeError(f"{binary} did not start on 127.0.0.1:{port}:\n{log_tail(log)}")
     return running

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
-from eventray.cluster.services.procs import free_port, wait_until
+from eventray.cluster.services.procs import bound_to_owner, free_port, wait_until
 
 __all__ = ["RunningRedis", "find_redis_servers", "start_redis"]
 
@@ -46,6 +46,7 @@ class RunningRedis:
         data_dir: where the server keeps its files (AOF when persistent) and its log.
         log: the server's log file.
         process: the server, our child process (signalled only through this handle).
+        persist: whether the server keeps an append-only file.
     """
 
     url: str
@@ -54,6 +55,17 @@ class RunningRedis:
     data_dir: Path
     log: Path
     process: subprocess.Popen[bytes] = field(repr=False)
+    persist: bool = False
+
+    @property
+    def name(self) -> str:
+        return Path(self.binary).name
+
+    def restarted(self, *, timeout_s: float = 10.0) -> RunningRedis:
+        """A new server on the same port and data directory (clients keep their URL; a
+        persistent server reloads its append-only file)."""
+        self.stop()
+        return _start_one(self.binary, self.data_dir, self.persist, timeout_s, port=self.port)
 
     @property
     def pid(self) -> int:
@@ -150,10 +162,13 @@ def start_redis(
     raise RuntimeError("\n".join(failures))
 
 
-def _start_one(binary: str, data_dir: Path, persist: bool, timeout_s: float) -> RunningRedis:
+def _start_one(
+    binary: str, data_dir: Path, persist: bool, timeout_s: float, *, port: int | None = None
+) -> RunningRedis:
+    """Start ``binary`` on ``port``, or on a free port (tried again if taken meanwhile)."""
     log = data_dir / f"{Path(binary).name}.log"
-    for _ in range(_START_ATTEMPTS):
-        port = free_port()
+    for _ in range(1 if port else _START_ATTEMPTS):
+        at = port or free_port()
         log_start = log.stat().st_size if log.exists() else 0  # the log is appended to
         try:
             # The server logs to stdout (no --logfile), so the log also catches what a binary
@@ -162,7 +177,7 @@ def _start_one(binary: str, data_dir: Path, persist: bool, timeout_s: float) -> 
                 process = subprocess.Popen(
                     [
                         binary,
-                        *("--bind", "127.0.0.1", "--port", str(port), "--protected-mode", "yes"),
+                        *("--bind", "127.0.0.1", "--port", str(at), "--protected-mode", "yes"),
                         *("--daemonize", "no", "--dir", str(data_dir)),
                         *("--save", ""),  # the AOF is the record when persisting; no RDB
                         *("--appendonly", "yes" if persist else "no", "--appendfsync", "everysec"),
@@ -171,13 +186,20 @@ def _start_one(binary: str, data_dir: Path, persist: bool, timeout_s: float) -> 
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # a Ctrl+C meant for the caller must not kill it first
+                    preexec_fn=bound_to_owner(),
                 )
         except OSError as exc:
             raise RuntimeError(f"{binary} could not be executed: {exc}") from exc
-        running = RunningRedis(f"redis://127.0.0.1:{port}/0", port, binary, data_dir, log, process)
+        running = RunningRedis(
+            f"redis://127.0.0.1:{at}/0", at, binary, data_dir, log, process, persist
+        )
         atexit.register(running.stop)
-        # Stop waiting as soon as the process exits: an early exit is a failure, not slowness.
-        wait_until(partial(_settled, running), timeout_s=timeout_s)
+        try:
+            # Stop waiting as soon as the process exits: an early exit is a failure, not slowness.
+            wait_until(partial(_settled, running), timeout_s=timeout_s)
+        except BaseException:  # interrupted (Ctrl+C): the caller never gets a handle to stop
+            running.stop()
+            raise
         if running.answers_ping():
             return running
         exited = process.poll()
@@ -186,10 +208,12 @@ def _start_one(binary: str, data_dir: Path, persist: bool, timeout_s: float) -> 
         if "already in use" in tail:
             continue
         if exited is None:
-            what = f"did not answer PING on 127.0.0.1:{port} within {timeout_s} s"
+            what = f"did not answer PING on 127.0.0.1:{at} within {timeout_s} s"
         else:
-            what = f"exited with code {exited} before answering PING on 127.0.0.1:{port}"
+            what = f"exited with code {exited} before answering PING on 127.0.0.1:{at}"
         raise RuntimeError(f"{binary} {what}; log {log}:\n{tail}")
+    if port:
+        raise RuntimeError(f"{binary} could not listen on 127.0.0.1:{port}: it is taken")
     raise RuntimeError(f"{binary} found no free port in {_START_ATTEMPTS} attempts")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -83,3 +84,9 @@ def wait_for(check: Callable[[], bool], timeout_s: float = 60.0) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("condition not met in time")
+
+
+def plain_environment() -> dict[str, str]:
+    """The environment of a user's shell: none of the RAY_* variables that starting Ray put
+    into this process (RAY_AUTH_MODE among them)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}

@@ -54,6 +54,7 @@ COUNTING_BR = {
 
 
 ORG = "alpha-cold-room-1"  # freezer-01 and freezer-02 live here
+SUPERVISE_EVERY_S = 2.0  # `eventray up` supervises every 5 s; shorter keeps the tests short
 
 
 def kill_mid_stream(
@@ -62,12 +63,17 @@ def kill_mid_stream(
     kill: Callable[[], None],
     *,
     day: int,
-) -> None:
-    """Post 600 readings (every third one critical) while ``kill`` strikes after 0.8 s; then
-    assert every event is stored exactly once and the counting rule's state is exact."""
+    all_accepted: bool = True,
+) -> int:
+    """Post 600 readings (every third one critical) while ``kill`` strikes after 0.8 s, with
+    the stack supervised as ``eventray up`` does; then assert every event the ingress accepted
+    (201) is stored exactly once and the counting rule's state is exact. ``all_accepted=False``
+    lets the ingress refuse events meanwhile (503: the stream was down); the rule must then have
+    counted exactly the critical events that were stored. Returns how many were refused."""
     stack.apply([COUNTING_RULE, COUNTING_BR])
     time.sleep(1.0)
     partition = partition_of(ORG, stack.settings.pipeline.partitions)
+    counted_before = critical_seen(stack, partition)  # an earlier test of the module counted too
     bodies = [
         {
             "deviceId": "FRZ-0002",
@@ -78,8 +84,8 @@ def kill_mid_stream(
         }
         for n in range(600)
     ]
-    expected_critical = sum(1 for b in bodies if b["readings"]["t"] == -10.0)
     trackers: list[str] = []
+    refused: list[int] = []
 
     def send() -> None:
         for start in range(0, len(bodies), 20):
@@ -87,33 +93,61 @@ def kill_mid_stream(
                 f"{stack.ingress_url}/api/v1/events/batch?ds=ds-gateway-http",
                 data=orjson.dumps(bodies[start : start + 20]),
                 headers={"X-Api-Key": "sample-key-change-me-0001"},
-                timeout=10,
+                timeout=30,
             )
-            trackers.extend(r["eventTrackerId"] for r in answer.json()["results"])
+            for result in answer.json()["results"]:
+                if result["status"] == 201:
+                    trackers.append(result["eventTrackerId"])
+                else:
+                    refused.append(result["status"])
             time.sleep(0.05)
 
     sender = threading.Thread(target=send)
     sender.start()
     time.sleep(0.8)
     kill()
-    sender.join()
-    assert len(trackers) == len(bodies)
+    while sender.is_alive():  # supervised meanwhile, as `eventray up` does every few seconds
+        sender.join(timeout=SUPERVISE_EVERY_S)
+        stack.supervise()
+    if all_accepted:
+        assert len(trackers) == len(bodies)
+    assert set(refused) <= {503}, refused
+    assert len(trackers) + len(refused) == len(bodies)
     quoted = ",".join(f"'{t}'" for t in trackers)
 
     def stored() -> int:
-        stack.supervise()  # what `eventray up` does every few seconds
+        stack.supervise()
         sql = f"SELECT count() AS n FROM {{db}}.events FINAL WHERE event_tracker_id IN ({quoted})"
         return int(select(sql)[0]["n"])
 
-    wait_for(lambda: stored() == len(bodies), timeout_s=90)
+    wait_for(lambda: stored() == len(trackers), timeout_s=90)
     assert stack.wait_idle(timeout_s=60)
-    assert stored() == len(bodies)  # FINAL collapses redelivered copies; none is missing
+    assert stored() == len(trackers)  # FINAL collapses redelivered copies; none is missing
+    critical = stored_critical(select, day)  # a refused event may have reached the stream
+    if all_accepted:
+        assert critical == sum(1 for b in bodies if b["readings"]["t"] == -10.0)
+    assert critical_seen(stack, partition) - counted_before == critical
+    return len(refused)
+
+
+def critical_seen(stack: Stack, partition: int) -> int:
+    """The counting rule's state: critical events it has seen so far."""
     state = RedisStateStore(url=stack.endpoints.redis_url)  # type: ignore[union-attr]
     try:
         key = state_key(ORG, "br-count-critical", "seen")
-        assert state.load([key], partition=f"p{partition}").values[key] == expected_critical
+        return int(state.load([key], partition=f"p{partition}").values.get(key, 0))
     finally:
         state.close()
+
+
+def stored_critical(select: Callable[[str], list[dict[str, Any]]], day: int) -> int:
+    """Critical readings of ``day`` in the events table, each counted once."""
+    sql = (
+        f"SELECT count() AS n FROM {{db}}.events FINAL WHERE org_id = '{ORG}' "
+        f"AND toDate(created) = '2026-03-{day:02d}' "
+        "AND JSONExtractString(payload, 'status') = 'critical'"
+    )
+    return int(select(sql)[0]["n"])
 
 
 def test_killing_a_rule_partition_mid_stream_loses_and_doubles_nothing(

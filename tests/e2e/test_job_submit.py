@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from eventray.cluster.services.procs import free_port, wait_until
+from tests.e2e.conftest import plain_environment
 
 pytestmark = pytest.mark.ray
 
@@ -25,16 +26,16 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def _env() -> dict[str, str]:
-    # `ray start` turns on token authentication; the job client must use it too.
-    # The venv's bin first: the head's workers and the job's entry point run this Python.
+def _env(*, job_client: bool = False) -> dict[str, str]:
+    """The README's commands, from a user's shell. The venv's bin first: the head's workers
+    and the job's entry point run this Python."""
     path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {
-        **os.environ,
-        "PATH": path,
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_AUTH_MODE": "token",
-    }
+    env = {**plain_environment(), "PATH": path, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    if job_client:
+        # `ray start` turns on token authentication with the saved token, but Ray's job client
+        # sends it only when told to (eventray's own commands need no such variable).
+        env["RAY_AUTH_MODE"] = "token"
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,11 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--num-cpus=2",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            f"--dashboard-agent-listen-port={free_port()}",  # jobs go through it; not 52365
             "--disable-usage-stats",
         ],
-        env=_env(),
+        # Stopped by SIGTERM: without this, the head waits 30 s for a drain nothing needs.
+        env={**_env(), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -102,7 +105,7 @@ def test_demo_runs_as_a_submitted_job(ray_head: str, tmp_path: Path) -> None:
             "--data-dir",
             str(tmp_path / "data"),
         ],
-        env=_env(),
+        env=_env(job_client=True),
         capture_output=True,
         text=True,
         timeout=400,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,7 +14,7 @@ import pytest
 
 from eventray.cluster.stack import Stack
 from eventray.cluster.stack_cli import read_entity_documents
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import plain_environment, wait_for
 from tests.e2e.test_cold_chain import post, reading
 
 pytestmark = pytest.mark.ray
@@ -59,7 +58,6 @@ def test_edited_template_applies_to_the_next_event_without_restart(
 
 
 def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
     return subprocess.run(
         [
             sys.executable,
@@ -69,7 +67,7 @@ def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
             "--data-dir",
             str(stack.settings.data_dir),
         ],
-        env=env,
+        env=plain_environment(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -77,7 +75,17 @@ def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _head_requires_a_token() -> bool:
+    import psutil
+
+    [gcs] = [
+        p for p in psutil.Process().children(recursive=True) if p.name().startswith("gcs_server")
+    ]
+    return bool(gcs.environ().get("RAY_AUTH_MODE") == "token")
+
+
 def test_cli_attaches_to_the_running_stack(stack: Stack, tmp_path: Path) -> None:
+    assert _head_requires_a_token()  # as a head started by ray.init would (Ray's default)
     tracker = post(stack, reading("FRZ-0003", 20, -18.5)).json()["eventTrackerId"]
     wait_for(
         lambda: (

@@ -48,6 +48,14 @@ class DeviceSimulator:
         sources = list(catalog.data_sources.values())
         self.gateway = next((s.id for s in sources if s.id == "ds-gateway-http"), sources[0].id)
         self.ttn = next((s.id for s in sources if s.id == "ds-ttn-webhook"), sources[0].id)
+        # Each device posts through a data source of its own tenant (copies of the sample
+        # tenant have their own gateway and webhook sources): the nearest one of its kind.
+        self.sources: dict[str, tuple[str, str]] = {}
+        for asset in self.assets:
+            mine = [s for s in sources if catalog.is_ancestor_or_self(s.org_id, asset.org_id)]
+            gateway = next((s.id for s in mine if s.id.startswith("ds-gateway")), self.gateway)
+            ttn = next((s.id for s in mine if s.id.startswith("ds-ttn")), self.ttn)
+            self.sources[asset.id] = (gateway, ttn)
         self.temps = {a.id: -19.0 + self.rng.uniform(-1, 1) for a in self.assets}
         self.doors = {a.id: False for a in self.assets}
         self.seq = 0
@@ -76,11 +84,12 @@ class DeviceSimulator:
 
     def _uplink(self, asset_id: str, template_id: str, uuid: str) -> Uplink:
         self.seq += 1
+        gateway, ttn = self.sources[asset_id]
         ts = self.now.isoformat().replace("+00:00", "Z")
         if self.rng.random() < self.bad_ratio:
             bad = b"[1, 2, 3]" if self.rng.random() < 0.5 else orjson.dumps(
                 {"deviceId": uuid, "ts": ts, "readings": {"t": 85.0}, "door": "closed"})  # fmt: skip
-            return Uplink(self.gateway, bad)
+            return Uplink(gateway, bad)
         if template_id == "em300-th":
             frame = _em300_frame(self._temperature(asset_id), 40 + self.rng.random() * 20, 90)
             body = {
@@ -89,7 +98,7 @@ class DeviceSimulator:
                 "received_at": ts,
                 "uplink_message": {"f_port": 85, "frm_payload": base64.b64encode(frame).decode()},
             }
-            return Uplink(self.ttn, orjson.dumps(body))
+            return Uplink(ttn, orjson.dumps(body))
         if template_id == "ws301-door":
             if self.rng.random() < 0.05:
                 self.doors[asset_id] = not self.doors[asset_id]
@@ -99,7 +108,7 @@ class DeviceSimulator:
                 "received_at": ts,
                 "uplink_message": {"f_port": 85, "frm_payload": base64.b64encode(frame).decode()},
             }
-            return Uplink(self.ttn, orjson.dumps(body))
+            return Uplink(ttn, orjson.dumps(body))
         door = self.doors[asset_id]
         if self.rng.random() < (0.3 if door else 0.01):
             door = self.doors[asset_id] = not door
@@ -112,4 +121,4 @@ class DeviceSimulator:
                 "t": self._temperature(asset_id),
                 "rh": round(55 + self.rng.random() * 10),
             }
-        return Uplink(self.gateway, orjson.dumps(reading))
+        return Uplink(gateway, orjson.dumps(reading))

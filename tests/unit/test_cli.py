@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,35 @@ def test_local_demo_runs_the_sample_tenant_end_to_end() -> None:
     assert "3000 events in" in text
     assert "factory-alpha-high-temp" in text  # a rule ran actions
     assert "DLQ reasons:" in text and "bind: body is not a JSON object" in text
+
+
+@pytest.mark.parametrize("variable", ["EVENTRAY_INGRESS__PORT", "EVENTRAY_METRICS__PORT"])
+def test_up_names_a_taken_port_and_the_setting_that_moves_it(
+    variable: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = tmp_path / "data"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        monkeypatch.setenv("EVENTRAY_INGRESS__PORT", "0")
+        monkeypatch.setenv("EVENTRAY_METRICS__PORT", "0")
+        monkeypatch.setenv(variable, str(port))
+        assert main(["up", "--data-dir", str(data)]) == 2
+    assert capsys.readouterr().err == (
+        f"eventray: port {port} is taken: set {variable} to another port (0 picks a free one)\n"
+    )
+    assert not data.exists()  # refused before anything started
+
+
+def test_demo_keeps_only_the_ports_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventray.cluster.stack_cli import _free_ports_unless_set
+    from eventray.config.settings import load_settings
+
+    monkeypatch.delenv("EVENTRAY_INGRESS__PORT", raising=False)
+    monkeypatch.setenv("EVENTRAY_METRICS__PORT", "19464")
+    settings = _free_ports_unless_set(load_settings())
+    assert (settings.ingress.port, settings.metrics.port) == (0, 19464)
