@@ -157,6 +157,7 @@ class Stack:
     def start(self) -> Stack:
         _check_ports_free(self.settings)
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from eventray.actors.ingress import IngressActor
         from eventray.actors.lane import LaneActor
@@ -171,7 +172,10 @@ class Stack:
         s = self.settings
         # Actors find each other by name (an actor handle passed to a constructor would keep
         # the constructor's arguments in the object store, where a restart can lose them).
-        store = EventStoreActor.options(name="store").remote(s, wiring)  # type: ignore[attr-defined]
+        # The store actor stays on this node: the embedded chDB and the store's write-ahead
+        # log are in this node's data_dir, and a restarted store must find what it left there.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        store = EventStoreActor.options(name="store", scheduling_strategy=here).remote(s, wiring)  # type: ignore[attr-defined]
         ray.get(store.stats.remote())
         rule_names = (
             {}

@@ -66,14 +66,7 @@ class Wiring(Adapters):
         from eventray.pipeline.adapters.chdb_store import ChdbEventStore
 
         assert self.endpoints.chdb_path is not None
-        store = self.settings.store
-        return ChdbEventStore(
-            path=self.endpoints.chdb_path,
-            database=database,
-            flush_interval_s=store.flush_interval_s,
-            flush_rows=store.flush_rows,
-            fsync=store.fsync,
-        )
+        return ChdbEventStore(path=self.endpoints.chdb_path, database=database)
 
     def config_store(self) -> ConfigStore:
         if self.endpoints.mongodb_url:

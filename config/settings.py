@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventray.pipeline.scripts.limits import ScriptLimits
@@ -116,16 +116,16 @@ class StoreSettings(_Section):
         default=0.2,
         ge=0,
         description=(
-            "embedded store (chDB): rows accepted into its write-ahead log are inserted at "
-            "least this often; 0 inserts every batch as it comes"
+            "the store actor: rows accepted into its write-ahead log (in data_dir/store-log) "
+            "are inserted at least this often; 0 inserts each batch as soon as it can"
         ),
     )
     flush_rows: PositiveInt = Field(
-        default=50_000, description="embedded store: insert sooner once this many rows wait"
+        default=50_000, description="the store actor: insert sooner once this many rows wait"
     )
     fsync: bool = Field(
         default=False,
-        description="embedded store: fsync its write-ahead log on every batch (machine crashes)",
+        description="the store actor: fsync its write-ahead log on every batch (machine crashes)",
     )
 
     def retention(self) -> RetentionPolicy:
@@ -224,6 +224,13 @@ class Settings(BaseSettings):
     triggers: TriggerSettings = TriggerSettings()
     ray: RaySettings = RaySettings()
     metrics: MetricsSettings = MetricsSettings()
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Made absolute where the settings are read: the actors that receive them run
+        in other working directories."""
+        return value.absolute()
 
     @property
     def script_cache_dir(self) -> Path:

@@ -7,15 +7,8 @@ Inserts go columnar: the row tuples become one Arrow table (typed from the DDL),
 Arrow IPC stream to a file in memory (``/dev/shm``) and inserted with ``INSERT ... FROM INFILE
 ... FORMAT ArrowStream``.
 
-**Write-behind.** Every statement costs chDB a fixed few milliseconds and its parts must later
-be merged, so many small inserts cost far more CPU than a few big ones, and each caller would
-wait behind the others' statements. So an insert only converts its rows (which is where bad
-values are refused, to the caller that sent them), appends them to a write-ahead log
-(:mod:`~eventray.pipeline.adapters.arrow_log`) and returns; a flusher thread inserts what has
-gathered every ``flush_interval_s`` (or sooner past ``flush_rows``), one statement per table.
-The log is as durable as chDB's own files (the page cache; ``fsync`` makes it stricter) and is
-replayed when the store opens, so an accepted row survives a crash of the process. Reads flush
-first: a query sees every row accepted before it. Measured here on the events table: ~1.4 us per row and ~3 ms per
+(The store actor writes behind a log in front of this adapter, so its inserts come few and
+big: :mod:`eventray.pipeline.storage.write_behind`.) Measured here on the events table: ~1.4 us per row and ~3 ms per
 statement, against ~5-6 us per row for ``JSONEachRow`` (which also costs the producer ~1 us
 per row to encode) and ~5-8 ms per statement for the ``Python()`` table function. Binary data
 cannot travel inside the query text (chDB reads the query as a C string: it stops at the
@@ -34,14 +27,12 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from eventray.pipeline.adapters.arrow_log import ArrowLog, read_segment
 from eventray.pipeline.errors import PermanentError, RetryableError
 from eventray.pipeline.ports import EventStore
 from eventray.pipeline.storage.rows import format_ts, parse_json_each_row
@@ -203,25 +194,13 @@ class ChdbEventStore(EventStore):
     Args:
         path: the data directory (created if missing); one process at a time.
         database: the database holding the tables.
-        flush_interval_s: write-behind: rows wait at most this long before their insert (0:
-            every insert goes to chDB at once, no log).
-        flush_rows: write-behind: insert sooner once this many rows wait.
-        fsync: write-behind: fsync the log on every append.
 
     Raises:
         ChdbUnavailableError: the directory is held by another process, or this process has
             another chDB directory open (chDB allows one per process).
     """
 
-    def __init__(
-        self,
-        *,
-        path: Path,
-        database: str = DEFAULT_DATABASE,
-        flush_interval_s: float = 0.2,
-        flush_rows: int = 50_000,
-        fsync: bool = False,
-    ) -> None:
+    def __init__(self, *, path: Path, database: str = DEFAULT_DATABASE) -> None:
         self._database = check_identifier(database)
         if "?" in str(path):
             raise ValueError(f"chDB reads '?' in a path as connection options: {path}")
@@ -229,22 +208,7 @@ class ChdbEventStore(EventStore):
         self._path = path
         self._spool = _spool_dir(path) / f"eventray-insert-{os.getpid()}-{id(self):x}.arrows"
         self._lock = threading.Lock()  # the chDB session
-        self.flush_interval_s = flush_interval_s
-        self.flush_rows = flush_rows
-        self.fsync = fsync
-        self.flushes = 0
         self.statements = 0
-        self._pending: dict[str, list[Any]] = {}
-        self._pending_rows = 0
-        self._oldest = 0.0
-        self._written: list[Path] = []  # closed log segments whose rows are not inserted yet
-        self._buffer_lock = threading.Lock()  # the pending rows and the log
-        self._flush_lock = threading.Lock()  # one flush at a time
-        self._wake = threading.Condition(self._buffer_lock)
-        self._closing = False
-        self._log: ArrowLog | None = None
-        self._flusher: threading.Thread | None = None
-        self.last_flush_error = ""
         try:
             self._session: Any = _open_session(str(path))
         except RuntimeError as exc:
@@ -268,108 +232,23 @@ class ChdbEventStore(EventStore):
                 raise ChdbQueryError(str(exc)) from exc
 
     def ensure_schema(self) -> None:
-        """Create the database and every table if missing (idempotent); then insert what a
-        previous process left in the write-ahead log, and start accepting inserts."""
+        """Create the database and every table if missing (idempotent)."""
         for statement in ddl_statements(self._database):
             self._run(statement, "TabSeparated")
-        if self._log is None and self.flush_interval_s > 0:
-            log = ArrowLog(self._path / "write-ahead" / self._database, TABLES, fsync=self.fsync)
-            self._replay(log)
-            self._log = log
-            self._flusher = threading.Thread(
-                target=self._flush_loop, name="chdb-flush", daemon=True
-            )
-            self._flusher.start()
-
-    def _replay(self, log: ArrowLog) -> None:
-        leftovers = [p for p in log.leftovers() if p.stat().st_size]
-        batches: dict[str, list[Any]] = {}
-        for segment in leftovers:
-            for table, batch in read_segment(segment, TABLES):
-                batches.setdefault(table, []).append(batch)
-        for table, items in batches.items():
-            self._insert_batches(table, items)
-        ArrowLog.drop([p for p in log.leftovers() if p != log.current])
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Accept row tuples (DDL column order, dates as epoch milliseconds) for ``table``.
-
-        With write-behind (the default), returns once the rows are converted and in the
-        write-ahead log; without (``flush_interval_s=0``), once chDB inserted them.
+        """Insert row tuples (DDL column order, dates as epoch milliseconds) into ``table``
+        with one ``INSERT ... FORMAT ArrowStream``.
 
         Raises:
             ValueError: ``table`` is not one of :data:`TABLES`.
-            RowsRejected: a value does not fit its column (nothing of the call is kept).
-            ChdbQueryError: chDB refused the insert (without write-behind).
+            RowsRejected: a value does not fit its column (nothing of the call is inserted).
+            ChdbQueryError: chDB refused the insert.
         """
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}")
-        if not rows:
-            return
-        batch = _record_batch(table, rows)
-        if self._log is None:
-            self._insert_batches(table, [batch])
-            return
-        with self._buffer_lock:
-            if self._session is None or self._closing:
-                raise RuntimeError("the chDB event store is closed")
-            self._log.append(table, batch)
-            self._pending.setdefault(table, []).append(batch)
-            first = not self._pending_rows
-            if first:
-                self._oldest = time.monotonic()
-            self._pending_rows += batch.num_rows
-            if first or self._pending_rows >= self.flush_rows:
-                self._wake.notify()  # the flusher starts its timer, or flushes now
-
-    def flush(self) -> None:
-        """Insert every accepted row now (reads do this first)."""
-        if self._log is None:
-            return
-        with self._flush_lock:
-            with self._buffer_lock:
-                if not self._pending_rows:
-                    return
-                taken, self._pending, self._pending_rows = self._pending, {}, 0
-                closed = self._log.rotate()
-                if closed is not None:
-                    self._written.append(closed)
-                segments = list(self._written)
-            try:
-                for table, batches in taken.items():
-                    self._insert_batches(table, batches)
-            except Exception as exc:
-                with self._buffer_lock:  # keep them, in order, for the next flush
-                    for table, batches in taken.items():
-                        self._pending[table] = batches + self._pending.get(table, [])
-                        self._pending_rows += sum(b.num_rows for b in batches)
-                    self._oldest = time.monotonic()
-                self.last_flush_error = f"{type(exc).__name__}: {exc}"
-                raise
-            self.flushes += 1
-            ArrowLog.drop(segments)
-            with self._buffer_lock:
-                self._written = [s for s in self._written if s not in segments]
-
-    def _flush_loop(self) -> None:
-        while True:
-            with self._buffer_lock:
-                while not self._closing:
-                    if self._pending_rows >= self.flush_rows:
-                        break
-                    if self._pending_rows:
-                        left = self._oldest + self.flush_interval_s - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._wake.wait(left)
-                    else:
-                        self._wake.wait()
-                if self._closing:
-                    return
-            try:
-                self.flush()
-            except Exception:  # logged in last_flush_error; the rows stay for the next try
-                time.sleep(min(5.0, max(self.flush_interval_s, 0.5)))
+        if rows:
+            self._insert_batches(table, [_record_batch(table, rows)])
 
     def _insert_batches(self, table: str, batches: list[Any]) -> None:
         """One ``INSERT ... FORMAT ArrowStream`` of ``batches`` (all of ``table``)."""
@@ -396,27 +275,13 @@ class ChdbEventStore(EventStore):
                     self._spool.unlink()
 
     def select(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run a query with ``{name:Type}`` parameters; rows as dicts (JSONEachRow). Every
-        row accepted before is flushed first, so the query sees it."""
-        self.flush()
+        """Run a query with ``{name:Type}`` parameters; rows as dicts (JSONEachRow)."""
         params = {name: param_text(value) for name, value in (parameters or {}).items()}
         result = self._run(sql, "JSONEachRow", params)
         return parse_json_each_row(bytes(result.bytes()))
 
     def close(self) -> None:
-        """Insert what is pending, close the chDB session (idempotent); the directory is free
-        for others after."""
-        with self._buffer_lock:
-            self._closing = True
-            self._wake.notify_all()
-        if self._flusher is not None:
-            self._flusher.join(timeout=30)
-            self._flusher = None
-        with contextlib.suppress(Exception):  # what is not inserted stays in the log
-            self.flush()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        """Close the chDB session (idempotent); the directory is free for others after."""
         with self._lock:
             session, self._session = self._session, None
         if session is not None:

@@ -160,3 +160,15 @@ def test_killing_a_rule_partition_mid_stream_loses_and_doubles_nothing(
     kill_mid_stream(stack, select, lambda: ray.kill(victim, no_restart=False), day=2)
     lanes = stack.status()["lanes"]
     assert sum(lane["retries"] for lane in lanes) >= 1, "the kill should have interrupted a batch"
+
+
+def test_killing_the_store_actor_mid_stream_loses_and_doubles_nothing(
+    stack: Stack, select: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    """The store answers a lane once the rows are in its write-ahead log, before they are
+    inserted; killed, Ray restarts it and the successor inserts what the log holds, while the
+    lanes retry the batches whose call the kill interrupted."""
+    victim = stack.actors["store"]
+    kill_mid_stream(stack, select, lambda: ray.kill(victim, no_restart=False), day=3)
+    stats = stack.status()["store"]
+    assert stats["last_error"] == "" and stats["kept_in_dlq"] == 0
