@@ -21,6 +21,7 @@ on out-of-memory) and a core of its own, and a pipe is cheaper than an actor cal
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -50,6 +51,7 @@ from eventray.pipeline.triggers.policy import CircuitBreaker, RetryPolicy
 __all__ = ["LaneActor"]
 
 T = TypeVar("T")
+_SWITCH_INTERVAL_S = 0.001
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -75,6 +77,10 @@ class LaneActor(ActorHost):
         rule_actors: dict[int, str] | None = None,
     ) -> None:
         super().__init__(settings, adapters, thread_name="quickjs")
+        # The event loop shares the GIL with the rules thread and the delivery threads; a
+        # shorter switch interval than Python's 5 ms hands it back sooner. Measured at
+        # 4,600 events/s on 2 lanes (near the knee): p50 62-108 ms with 1 ms, 120-145 with 5.
+        sys.setswitchinterval(_SWITCH_INTERVAL_S)
         self.partitions = partitions
         self._store = StoreClient(store)  # one client: the lane and its dispatcher share calls
         self._rule_actors = rule_actors or {}

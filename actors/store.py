@@ -9,6 +9,7 @@ statement per table. Queries flush first, on the store's own thread.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from eventray.pipeline.storage.write_behind import WriteBehind, encode_rows
 __all__ = ["EventStoreActor", "StoreClient", "StoreUnavailable"]
 
 Rows = Mapping[str, Sequence[Sequence[Any]]]
+_SWITCH_INTERVAL_S = 0.0005
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -35,6 +37,12 @@ class EventStoreActor:
     def __init__(self, settings: Settings, adapters: Adapters) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
+        # The flusher thread converts and inserts for tens of milliseconds at a time; with
+        # Python's default 5 ms switch interval every hand-over of the GIL to the event loop
+        # (which answers the lanes) waits that long, several times per call. Measured at
+        # 4,000 events/s on 2 lanes: p99 ingress-to-stored 140-345 ms with 5 ms, 105-173 ms
+        # with 0.5 ms, for the same CPU.
+        sys.setswitchinterval(_SWITCH_INTERVAL_S)
         store = adapters.event_store()
         store.ensure_schema()
         s = settings.store

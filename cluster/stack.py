@@ -308,7 +308,7 @@ class Stack:
         return False
 
     def wait_idle(self, *, timeout_s: float = 60.0, settle_s: float = 0.5) -> bool:
-        """Wait until every partition is drained and triggers are idle."""
+        """Wait until every partition is drained (trigger deliveries may still be going)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             status = self.status()

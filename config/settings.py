@@ -113,7 +113,7 @@ class StoreSettings(_Section):
     )
 
     flush_interval_s: float = Field(
-        default=0.2,
+        default=1.0,
         ge=0,
         description=(
             "the store actor: rows accepted into its write-ahead log (in data_dir/store-log) "

@@ -6,7 +6,10 @@ later, so the many small batches of a lightly loaded pipeline cost far more CPU 
 and each caller would wait behind the others' statements. So a batch's rows are appended to a
 log (one ``write`` of the bytes the caller already serialised) and the caller is answered; a
 flusher inserts what has gathered every ``flush_interval_s`` (or sooner past ``flush_rows``),
-one statement per table.
+one statement per table. Every statement makes a part per table that chDB merges later in
+this process, so fewer, bigger flushes cost far less: at 4,000 events/s on 2 lanes the store
+used 49% of a core flushing every 0.2 s and 27% every 1 s (and the lanes' p50 went from
+120-230 ms, rising as the parts grew, to 20-30 ms).
 
 Durability matches the store's own files: the log is in the page cache once :meth:`append`
 returns (it survives the process, not the machine, like chDB's parts, which are not fsynced
@@ -72,7 +75,7 @@ class WriteBehind:
         store: EventStore,
         directory: Path,
         *,
-        flush_interval_s: float = 0.2,
+        flush_interval_s: float = 1.0,
         flush_rows: int = 50_000,
         fsync: bool = False,
     ) -> None:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from eventray.pipeline.catalog import Catalog
+from eventray.testing.tenants import original_id
 
 __all__ = ["DeviceSimulator", "Uplink"]
 
@@ -90,6 +91,7 @@ class DeviceSimulator:
             bad = b"[1, 2, 3]" if self.rng.random() < 0.5 else orjson.dumps(
                 {"deviceId": uuid, "ts": ts, "readings": {"t": 85.0}, "door": "closed"})  # fmt: skip
             return Uplink(gateway, bad)
+        template_id = original_id(template_id)  # copied tenants send what the sample does
         if template_id == "em300-th":
             frame = _em300_frame(self._temperature(asset_id), 40 + self.rng.random() * 20, 90)
             body = {

@@ -12,9 +12,10 @@ and rule state.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
-__all__ = ["copy_tenants"]
+__all__ = ["copy_tenants", "original_id"]
 
 # Fields that name another entity (all ids are renamed by the same suffix).
 _REFERENCES = ("orgId", "parentId", "templateId", "ruleId", "triggerId", "fixedAssetId")
@@ -35,6 +36,14 @@ def _rename(value: Any, suffix: str, keep: set[str]) -> Any:
     if isinstance(value, list):
         return [_rename(item, suffix, keep) for item in value]
     return value
+
+
+def original_id(entity_id: str) -> str:
+    """The sample's id an entity was copied from (``em300-th-t3`` -> ``em300-th``)."""
+    return _SUFFIX.sub("", entity_id)
+
+
+_SUFFIX = re.compile(r"-t[0-9]+$")
 
 
 def copy_tenants(documents: list[dict[str, Any]], copies: int) -> list[dict[str, Any]]:
