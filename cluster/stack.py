@@ -81,10 +81,19 @@ class StackInfo:
 
 
 def read_stack_info(data_dir: Path) -> StackInfo | None:
+    """The stack ``eventray up`` runs on ``data_dir``; None when there is none, including when
+    the ``up`` that wrote the file is gone (killed with -9, it could not remove it)."""
     path = data_dir / "stack.json"
     if not path.exists():
         return None
-    return StackInfo(**json.loads(path.read_text()))
+    info = StackInfo(**json.loads(path.read_text()))
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return info
 
 
 @dataclass
