@@ -107,10 +107,21 @@ class ActorHost:
     async def reload(self) -> int:
         """Apply the config store's current entities (after ``eventray apply``)."""
         async with self._reloading:
-            catalog, revision = await self.run_sync(self.load_catalog)
-            await self.use(catalog)
-            self.revision = revision
-            return revision
+            return await self._load_and_use()
+
+    async def catch_up(self, revision: int) -> None:
+        """Reload unless the catalog in use is ``revision`` or newer: an event the ingress
+        accepted under a newer revision than this actor's must not meet an older catalog
+        (the change notice may not have arrived yet)."""
+        async with self._reloading:
+            if self.revision < revision:
+                await self._load_and_use()
+
+    async def _load_and_use(self) -> int:
+        catalog, revision = await self.run_sync(self.load_catalog)
+        await self.use(catalog)
+        self.revision = revision
+        return revision
 
     async def health(self) -> dict[str, Any]:
         """Start if needed (the supervisor's check), then the status."""

@@ -138,6 +138,7 @@ class LaneActor(ActorHost):
             linger_s=pipeline.linger_s,
             fetch_timeout_s=pipeline.fetch_timeout_s,
             run_sync=self.run_sync,
+            catch_up=self.catch_up,
         )
         self.lane.start()
         triggers = self.settings.triggers

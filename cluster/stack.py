@@ -303,14 +303,14 @@ class Stack:
         return apply_documents(self.wiring, documents)
 
     def wait_revision(self, revision: int, *, timeout_s: float = 30.0) -> bool:
-        """Wait until every lane runs the catalog of ``revision`` (after :meth:`apply`)."""
+        """Wait until the ingress and every lane run the catalog of ``revision`` (after
+        :meth:`apply`)."""
         import ray
 
+        hosts = [self.actors["ingress"], *self.lanes()]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            revisions = [
-                h["revision"] for h in ray.get([lane.health.remote() for lane in self.lanes()])
-            ]
+            revisions = [h["revision"] for h in ray.get([a.health.remote() for a in hosts])]
             if min(revisions) >= revision:
                 return True
             time.sleep(0.1)

@@ -348,7 +348,9 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
             out.write("starting the embedded stack (NATS, Valkey, chDB, Ray)...\n")
             out.flush()
             stack.start()
-            stack.apply(sample_documents(sink.url, mail.port))
+            # The ingress must know the sample's data sources before traffic comes (it answers
+            # 404 for one it does not know); a lane that is behind catches up by itself.
+            stack.wait_revision(stack.apply(sample_documents(sink.url, mail.port)))
             catalog = load_catalog([SAMPLE_TENANT], compile_scripts=False)
             started = time.monotonic()
             out.write(

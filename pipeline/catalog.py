@@ -10,7 +10,7 @@ name the file, the field path and the reason.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -58,6 +58,8 @@ class Catalog:
     rules: dict[str, Rule] = field(default_factory=dict)
     business_rules: dict[str, BusinessRule] = field(default_factory=dict)
     sources: dict[tuple[str, str], str] = field(default_factory=dict)
+    revision: int = 0
+    """The config store revision it was built from (0: not from a store)."""
 
     @property
     def org_paths(self) -> dict[str, str]:
@@ -299,4 +301,5 @@ def catalog_from_store(store: ConfigStore, *, compile_scripts: bool = False) -> 
             entities.append(("config store", entity))
     if issues:
         raise ConfigError(issues)
-    return build_catalog(entities, compile_scripts=compile_scripts), revision
+    catalog = build_catalog(entities, compile_scripts=compile_scripts)
+    return replace(catalog, revision=revision), revision

@@ -33,6 +33,7 @@ __all__ = [
     "HEADER_ASSET",
     "HEADER_ORG",
     "HEADER_RECEIVED",
+    "HEADER_REVISION",
     "HEADER_SOURCE",
     "LEGACY_HEADER_RECEIVED",
     "Accepted",
@@ -47,16 +48,22 @@ HEADER_SOURCE = "Eventray-Data-Source"
 HEADER_RECEIVED = "Eventray-Received-Ms"  # epoch milliseconds
 HEADER_ORG = "Eventray-Org"
 HEADER_ASSET = "Eventray-Asset"  # the bound asset: the lane need not parse the body again
+# The config revision the ingress accepted it under: a lane that runs an older one catches up
+# before it processes the event (else an event of a data source or device applied a moment ago
+# would reach a lane that does not know it yet, and go to the DLQ).
+HEADER_REVISION = "Eventray-Revision"
 LEGACY_HEADER_RECEIVED = "Eventray-Received-At"  # ISO text, written by earlier versions
 
 
 def ingested_headers(
-    *, data_source_id: str, received_ms: int, org_id: str, asset_id: str = ""
+    *, data_source_id: str, received_ms: int, org_id: str, asset_id: str = "", revision: int = 0
 ) -> dict[str, str]:
     """The headers of an accepted ingestion."""
     headers = {HEADER_SOURCE: data_source_id, HEADER_RECEIVED: str(received_ms), HEADER_ORG: org_id}
     if asset_id:
         headers[HEADER_ASSET] = asset_id
+    if revision:
+        headers[HEADER_REVISION] = str(revision)
     return headers
 
 
@@ -186,5 +193,6 @@ class IngressPolicy:
             received_ms=when,
             org_id=org_id,
             asset_id=asset.id if not isinstance(asset, str) else "",
+            revision=self.catalog.revision,
         )
         return Accepted(new_tracker_id(), subject, body, headers)

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +74,9 @@ class Lane:
         run_sync: where the head's blocking work runs (a lane actor's worker thread).
         narrow_budget: extra tail runs a batch may spend narrowing a failure down.
         retry_initial_s, retry_max_s: backoff of in-place retries.
+        catch_up: called with the config revision a batch's events were accepted under when it
+            is newer than the pipeline's catalog, before the batch is processed; returns once
+            the pipeline runs that revision or a newer one (the lane actor reloads).
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class Lane:
         narrow_budget: int = 64,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 2.0,
+        catch_up: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.sources = dict(sources)
@@ -98,6 +102,8 @@ class Lane:
         self.narrow_budget = narrow_budget
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self.catch_up = catch_up
+        self._asked = 0  # the newest revision catch_up was asked for
         self.stats = LaneStats()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -154,12 +160,29 @@ class Lane:
                 continue
             if not items:
                 continue
+            newest = max(item.revision for item in items)
+            if newest > self._asked and newest > self.pipeline.catalog.revision:
+                await self._catch_up(newest)
             processed = await self.run_sync(self._head, items)
             if tail is not None:
                 await tail
             tail = asyncio.create_task(self._settle_batch(source, items, processed))
         if tail is not None:
             await tail
+
+    async def _catch_up(self, revision: int) -> None:
+        """Ask once per revision: a revision the config store never reaches (a stream kept
+        across a reset store) must not cost a reload per batch. If catching up fails, the
+        batch runs on the catalog in use, as it would have without the revision."""
+        self._asked = revision
+        if self.catch_up is None:
+            return
+        try:
+            await self.catch_up(revision)
+        except Exception as exc:
+            self.stats.last_error = (
+                f"catching up with config revision {revision}: {type(exc).__name__}: {exc}"
+            )
 
     def _head(self, items: Sequence[Ingested]) -> ProcessedBatch:
         try:

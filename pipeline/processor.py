@@ -43,6 +43,8 @@ class Ingested:
             its own catalog, and binds from the body when it is absent).
         delivered: how many times the stream has delivered it (1 the first time).
         ack: the source's acknowledgement handle (JetStream's reply subject).
+        revision: the config revision the ingress accepted it under (0: unknown); the lane
+            runs at least that revision's catalog for it.
     """
 
     event_tracker_id: str
@@ -53,6 +55,7 @@ class Ingested:
     asset_id: str = ""
     delivered: int = 1
     ack: str = ""
+    revision: int = 0
 
 
 @dataclass(slots=True)

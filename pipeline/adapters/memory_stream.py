@@ -14,7 +14,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from eventray.pipeline.ingress import HEADER_ASSET, HEADER_RECEIVED, HEADER_SOURCE
+from eventray.pipeline.ingress import (
+    HEADER_ASSET,
+    HEADER_RECEIVED,
+    HEADER_REVISION,
+    HEADER_SOURCE,
+)
 from eventray.pipeline.ports import (
     EventSource,
     Outbox,
@@ -188,12 +193,14 @@ class MemoryStream(Stream):
                 continue
             headers = message.headers
             received = headers.get(HEADER_RECEIVED, "0")
+            revision = headers.get(HEADER_REVISION, "0")
             item = Ingested(
                 message.msg_id,
                 headers.get(HEADER_SOURCE, ""),
                 message.body,
                 int(received) if received.isdigit() else 0,
                 asset_id=headers.get(HEADER_ASSET, ""),
+                revision=int(revision) if revision.isdigit() else 0,
             )
             self.add(int(tail), [item])
             results.append("")

@@ -43,6 +43,7 @@ from eventray.pipeline.errors import PermanentError, RetryableError
 from eventray.pipeline.ingress import (
     HEADER_ASSET,
     HEADER_RECEIVED,
+    HEADER_REVISION,
     HEADER_SOURCE,
     LEGACY_HEADER_RECEIVED,
 )
@@ -321,7 +322,7 @@ class JetStreamSource(EventSource):
 
 _MSG_ID = b"Nats-Msg-Id"
 _SOURCE, _RECEIVED, _ASSET = HEADER_SOURCE.encode(), HEADER_RECEIVED.encode(), HEADER_ASSET.encode()
-_LEGACY = LEGACY_HEADER_RECEIVED.encode()
+_LEGACY, _REVISION = LEGACY_HEADER_RECEIVED.encode(), HEADER_REVISION.encode()
 
 
 def _ack_error(reply: WireMessage) -> str:
@@ -343,6 +344,7 @@ def _ingested(message: WireMessage) -> Ingested:
     delivered, seq = _parse_ack_subject(reply)
     header = message.header
     received = header(_RECEIVED)
+    revision = header(_REVISION)
     return Ingested(
         header(_MSG_ID) or f"seq-{seq}",
         header(_SOURCE),
@@ -354,6 +356,7 @@ def _ingested(message: WireMessage) -> Ingested:
         header(_ASSET),
         delivered,
         reply,
+        int(revision) if revision.isdigit() else 0,
     )
 
 

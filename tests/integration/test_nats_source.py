@@ -34,7 +34,7 @@ async def _publish(bus: JetStreamBus, count: int, *, start: int = 0, partition: 
             msg_id=f"trk-{n}",
             headers=ingested_headers(
                 data_source_id="ds-1", received_ms=1_700_000_000_000 + n, org_id="o",
-                asset_id=f"a-{n}" if n % 2 else "",
+                asset_id=f"a-{n}" if n % 2 else "", revision=n % 3,
             ),
         )  # fmt: skip
 
@@ -59,6 +59,7 @@ def test_fields_order_acks_and_batch_sizes(tmp_path: Path) -> None:
             )  # fmt: skip
             assert first.received_ms == 1_700_000_000_000 and first.delivered == 1
             assert (seen[0].asset_id, seen[1].asset_id) == ("", "a-1")
+            assert [i.revision for i in seen[:4]] == [0, 1, 2, 0]  # the config revision
             assert [i.seq for i in seen] == sorted(i.seq for i in seen)
             assert [i.event_tracker_id for i in seen] == [f"trk-{n}" for n in range(1200)]
             for _ in range(50):

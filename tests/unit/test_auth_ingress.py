@@ -120,3 +120,33 @@ def test_accept_partitions_by_the_assets_org(policy: IngressPolicy) -> None:
     assert isinstance(policy.accept(source, [1]), Refused)
     too_big = policy.accept(source, {"deviceId": "FRZ-0001", "pad": "x" * 2000})
     assert isinstance(too_big, Refused) and too_big.status == 413
+
+
+def test_accepted_events_carry_the_config_revision_they_were_accepted_under() -> None:
+    from dataclasses import replace
+
+    from eventray.pipeline.ingress import HEADER_REVISION
+
+    catalog = load_catalog([SAMPLES / "tenant"], compile_scripts=False)
+    source = catalog.data_sources["ds-gateway-http"]
+    for revision, expected in ((0, None), (12, "12")):
+        policy = IngressPolicy(
+            replace(catalog, revision=revision), partitions=4, subject_prefix="eventray.in",
+            max_body_bytes=1000,
+        )  # fmt: skip
+        accepted = policy.accept(source, {"deviceId": "FRZ-0003"})
+        assert isinstance(accepted, Accepted)
+        assert accepted.headers.get(HEADER_REVISION) == expected
+
+
+def test_a_catalog_from_the_config_store_knows_its_revision(tmp_path: Path) -> None:
+    from eventray.cluster.stack_cli import read_entity_documents
+    from eventray.pipeline.adapters.file_config import FileConfigStore
+    from eventray.pipeline.catalog import catalog_from_store
+
+    store = FileConfigStore(root=tmp_path)
+    first = store.put(read_entity_documents([SAMPLES / "tenant"]))
+    catalog, revision = catalog_from_store(store)
+    assert catalog.revision == revision == first > 0
+    second = store.put([{"kind": "Organization", "id": "extra", "name": "x", "type": "customer"}])
+    assert catalog_from_store(store)[0].revision == second > first

@@ -234,3 +234,69 @@ def test_a_hinted_asset_is_trusted_only_inside_its_data_sources_tenant() -> None
 
 def _fields(item: Any) -> dict[str, Any]:
     return {name: getattr(item, name) for name in item.__slots__}
+
+
+def _without_the_device() -> Any:
+    """The tenant's catalog before its device was applied (revision 1)."""
+    from dataclasses import replace
+
+    from eventray.pipeline.catalog import build_catalog
+    from eventray.pipeline.loader import entity_from_dict
+    from tests.unit.pipelinekit import DOCUMENTS
+
+    issues: list[Any] = []
+    documents = [d for d in DOCUMENTS if d["kind"] != "Asset"]
+    entities = [entity_from_dict("test", d, issues) for d in documents]
+    return replace(build_catalog([("test", e) for e in entities if e is not None]), revision=1)
+
+
+def test_events_accepted_under_a_newer_config_wait_for_the_lane_to_catch_up() -> None:
+    """The ingress knew the device (revision 2) before the lane's change notice came: the
+    lane catches up before the batch, so no event meets the old catalog and the DLQ."""
+    from dataclasses import replace
+
+    from tests.unit.pipelinekit import catalog
+
+    async def scenario() -> None:
+        r = await rig()
+        r.pipeline.use(_without_the_device())
+        asked: list[int] = []
+
+        async def catch_up(revision: int) -> None:
+            asked.append(revision)
+            r.pipeline.use(replace(catalog(), revision=2))
+
+        r.lane.catch_up = catch_up
+        r.stream.add(0, [replace(ingested(n), revision=2) for n in range(30)])
+        await r.lane.run_until(30, timeout_s=20)
+        assert r.rows()["dlq"] == []
+        assert sorted(r.trackers("events")) == [f"e{n:04d}" for n in range(30)]
+        assert asked == [2]
+
+    run(scenario())
+
+
+def test_a_revision_the_config_never_reaches_is_asked_for_once() -> None:
+    """A stream kept across a reset config store holds revisions the store never reaches
+    again: the lane asks once and goes on with what it has (here the device is unknown, so
+    the events go to the DLQ at bind, as they would have)."""
+    from dataclasses import replace
+
+    async def scenario() -> None:
+        r = await rig()
+        r.pipeline.use(_without_the_device())
+        asked: list[int] = []
+
+        async def catch_up(revision: int) -> None:
+            asked.append(revision)
+            raise RuntimeError("the config store is unreachable")
+
+        r.lane.catch_up = catch_up
+        r.stream.add(0, [replace(ingested(n), revision=7) for n in range(250)])
+        await r.lane.run_until(250, timeout_s=20)
+        assert asked == [7] and r.lane.stats.batches >= 3
+        assert "catching up with config revision 7" in r.lane.stats.last_error
+        assert {row["stage"] for row in r.rows()["dlq"]} == {"bind"}
+        assert len(r.rows()["dlq"]) == 250
+
+    run(scenario())
