@@ -6,12 +6,20 @@ requests, publishes accepted events to JetStream and answers once the stream ack
 (201), keeps refused authentications for ``events_raw``, and applies backpressure: 429 with
 ``Retry-After`` when more than ``max_lag`` events wait in the stream, 503 with ``Retry-After``
 when the stream does not answer.
+
+Input alone never makes a 500: a body that is not a JSON type is 415, an ambiguous request
+(a query parameter or a credential header given twice) 400, a batch over ``max_batch_items``
+413, an event nested deeper than the stages can re-encode 400, credentials that are not UTF-8
+401. What still raises is a bug: it is answered 500 and logged as one line, at most once per
+``_LOG_EVERY_S`` with a count, so a client cannot fill the log with tracebacks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +37,9 @@ from eventray.pipeline.storage.rows import RowContext, refusal_row
 __all__ = ["IngressApp", "KeepRows"]
 
 _CHUNK = 1000  # events per append: bounds what one wait holds
+_JSON_TYPES = frozenset({"application/json", "text/json"})
+_LOG_EVERY_S = 10.0
+_log = logging.getLogger(__name__)
 
 KeepRows = Callable[[dict[str, list[tuple[Any, ...]]]], Awaitable[object]]
 """Where refused authentications go (a row sink's ``write``)."""
@@ -77,6 +88,11 @@ class IngressApp:
         self._rows = rows
         self._runner: web.AppRunner | None = None
         self._lag_task: asyncio.Task[None] | None = None
+        self.refusals_not_kept = 0
+        self._kept: dict[str, tuple[float, int]] = {}  # data source -> (minute start, kept)
+        self.internal_errors = 0
+        self._errors_logged_at = 0.0
+        self._errors_unlogged = 0
 
     def use(self, policy: IngressPolicy, rows: RowContext) -> None:
         """Apply a new catalog (config change) to the next request."""
@@ -85,7 +101,7 @@ class IngressApp:
     async def start(self) -> int:
         """Listen; returns the port (``settings.port`` 0 picks a free one)."""
         limit = max(self.settings.max_body_bytes, self.settings.max_batch_bytes)
-        app = web.Application(client_max_size=limit)
+        app = web.Application(client_max_size=limit, middlewares=[self._no_tracebacks])
         app.router.add_post("/api/v1/events", self._single)
         app.router.add_post("/api/v1/events/batch", self._batch)
         app.router.add_get("/healthz", self._health)
@@ -117,6 +133,33 @@ class IngressApp:
             await asyncio.sleep(self.lag_interval_s)
 
     # ------------------------------------------------------------------ handlers
+    @web.middleware
+    async def _no_tracebacks(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: one line, rate-limited, never the client's input
+            self.internal_errors += 1
+            now = time.monotonic()
+            if now - self._errors_logged_at >= _LOG_EVERY_S:
+                _log.error(
+                    "ingress: %s on %s: %s: %s (%d more since the last report)",
+                    "internal error",
+                    request.path,
+                    type(exc).__name__,
+                    exc,
+                    self._errors_unlogged,
+                )
+                self._errors_logged_at, self._errors_unlogged = now, 0
+            else:
+                self._errors_unlogged += 1
+            return self._answer(_json(500, {"error": "internal error"}))
+
     async def _health(self, request: web.Request) -> web.Response:
         return _json(200, {"ok": True, "lag": self.lag})
 
@@ -125,6 +168,9 @@ class IngressApp:
     ) -> DataSource | web.Response:
         if len(body) > limit:
             return self._answer(_json(413, {"error": f"body too large (limit {limit} bytes)"}))
+        problem = self._malformed(request)
+        if problem is not None:
+            return self._answer(_json(*problem))
         headers = {k.lower(): v for k, v in request.headers.items()}
         source = self._policy.source(
             request.query.get("ds"),
@@ -143,13 +189,53 @@ class IngressApp:
             )
         return source
 
+    def _malformed(self, request: web.Request) -> tuple[int, dict[str, str]] | None:
+        """400 for an ambiguous request, 415 for a body that is not JSON by its type."""
+        query = request.query
+        for key in set(query.keys()):
+            if len(query.getall(key)) > 1:
+                return 400, {"error": f"query parameter {key!r} given more than once"}
+        for name in (*self._policy.credential_headers, "content-type"):
+            if len(request.headers.getall(name, ())) > 1:
+                return 400, {"error": f"header {name!r} given more than once"}
+        if "Content-Type" in request.headers:
+            kind = request.content_type
+            json_type = kind in _JSON_TYPES or (
+                kind.startswith("application/") and kind.endswith("+json")
+            )
+            if not json_type:
+                return 415, {"error": f"content type {kind!r} is not JSON (application/json)"}
+            charset = request.charset
+            if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+                return 415, {"error": f"charset {charset!r} is not supported (utf-8)"}
+        return None
+
+    def _may_keep(self, data_source_id: str) -> bool:
+        """A budget per data source and minute: refusals cost the store nothing past it."""
+        budget = self.settings.refused_keep_per_minute
+        now = time.monotonic()
+        start, kept = self._kept.get(data_source_id, (now, 0))
+        if now - start >= 60.0:
+            start, kept = now, 0
+        if kept >= budget:
+            self.refusals_not_kept += 1
+            return False
+        self._kept[data_source_id] = (start, kept + 1)
+        return True
+
     async def _keep(self, refused: Refused) -> None:
+        if not self._may_keep(refused.data_source_id):
+            return
+        prefix = refused.body[: self.settings.refused_keep_bytes]
+        reason = refused.error
+        if len(prefix) < len(refused.body):
+            reason += f" (body of {len(refused.body)} bytes; the first {len(prefix)} kept)"
         row = refusal_row(
             event_tracker_id=refused.event_tracker_id,
             org_id=refused.org_id,
             data_source_id=refused.data_source_id,
-            body=refused.body,
-            reason=refused.error,
+            body=prefix,
+            reason=reason,
             at=datetime.now(UTC),
             context=self._rows,
         )
@@ -215,7 +301,17 @@ class IngressApp:
         source, items, _ = parsed
         if not isinstance(items, list):
             return self._answer(_json(400, {"error": "batch body must be a JSON array"}))
-        decisions = [self._policy.accept(source, item) for item in items]
+        limit = self.settings.max_batch_items
+        if len(items) > limit:
+            return self._answer(
+                _json(413, {"error": f"batch of {len(items)} events (limit {limit} per request)"})
+            )
+        policy = self._policy
+        decisions: list[Accepted | Refused] = []
+        for start in range(0, len(items), _CHUNK):  # other clients' requests run in between
+            if start:
+                await asyncio.sleep(0)
+            decisions += [policy.accept(source, item) for item in items[start : start + _CHUNK]]
         published = await self._publish([d for d in decisions if isinstance(d, Accepted)])
         answers = iter(published)
         results = []

@@ -170,6 +170,18 @@ class IngressSettings(_Section):
     max_batch_bytes: PositiveInt = Field(
         default=16 * 1024 * 1024, description="a /api/v1/events/batch body"
     )
+    max_batch_items: PositiveInt = Field(
+        default=10_000, description="events in one /api/v1/events/batch request (413 above)"
+    )
+    refused_keep_bytes: int = Field(
+        default=1024, ge=0, description="how much of a refused request's body events_raw keeps"
+    )
+    refused_keep_per_minute: int = Field(
+        default=60,
+        ge=0,
+        description="refused requests kept in events_raw per data source and minute (the rest "
+        "are counted only)",
+    )
     max_lag: PositiveInt = Field(
         default=500_000, description="answer 429 when this many events wait in the stream"
     )

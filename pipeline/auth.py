@@ -37,6 +37,12 @@ class AuthResult:
     reason: str = ""
 
 
+def _bytes(text: str) -> bytes:
+    """A header or query value as the client sent it: aiohttp decodes bytes that are not UTF-8
+    as surrogate escapes, which a plain ``encode()`` refuses (a 500 from input alone)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _b64url(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
@@ -57,7 +63,7 @@ def _jwt(auth: JwtAuth, headers: Mapping[str, str], now: float) -> AuthResult:
     if algorithm not in auth.algorithms:
         return AuthResult(False, f"JWT algorithm {algorithm!r} is not allowed")
     expected = hmac.new(
-        auth.secret.encode(), f"{head_b64}.{body_b64}".encode(), _HASHES[algorithm]
+        auth.secret.encode(), _bytes(f"{head_b64}.{body_b64}"), _HASHES[algorithm]
     ).digest()
     if not hmac.compare_digest(expected, signature):
         return AuthResult(False, "JWT signature does not verify")
@@ -86,7 +92,7 @@ def authenticate(
         given = headers.get(auth.name.lower()) if auth.in_ == "header" else query.get(auth.name)
         if not given:
             return AuthResult(False, f"missing API key in {auth.in_} {auth.name}")
-        if not hmac.compare_digest(given.encode(), auth.key.encode()):
+        if not hmac.compare_digest(_bytes(given), auth.key.encode()):
             return AuthResult(False, "invalid API key")
         return AuthResult(True)
     if isinstance(auth, JwtAuth):

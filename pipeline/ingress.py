@@ -27,6 +27,7 @@ from eventray.pipeline.auth import authenticate
 from eventray.pipeline.binding import AssetBinder
 from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.models import DataSource
+from eventray.pipeline.models.datasource import ApiKeyAuth, JwtAuth
 from eventray.pipeline.partitioning import partition_of, subject_for
 
 __all__ = [
@@ -65,6 +66,16 @@ def ingested_headers(
     if revision:
         headers[HEADER_REVISION] = str(revision)
     return headers
+
+
+MAX_DEPTH = 254
+"""Deepest nesting of an event (orjson's limit: every stage after the ingress re-encodes)."""
+
+
+def _encode_error(exc: Exception) -> str:
+    if "recursion" in str(exc).lower():
+        return f"event nested deeper than {MAX_DEPTH} levels"
+    return f"event cannot be encoded as JSON: {exc}"
 
 
 class _TrackerIds:
@@ -127,6 +138,15 @@ class IngressPolicy:
         self.subject_prefix = subject_prefix
         self.max_body_bytes = max_body_bytes
         self.binder = AssetBinder(catalog)
+        # Headers that carry credentials: one value each, or the request is ambiguous.
+        names = {"authorization"}
+        for source in catalog.data_sources.values():
+            auth = source.auth
+            if isinstance(auth, ApiKeyAuth) and auth.in_ == "header":
+                names.add(auth.name.lower())
+            elif isinstance(auth, JwtAuth):
+                names.add(auth.header.lower())
+        self.credential_headers = frozenset(names)
 
     def source(
         self,
@@ -179,7 +199,15 @@ class IngressPolicy:
         """
         if not isinstance(item, dict):
             return Refused(400, "body must be a JSON object", source.id, source.org_id)
-        body = raw if raw is not None else orjson.dumps(item)
+        if raw is None or raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+            try:  # also proves a raw body that might be deeper than the stages can re-encode
+                body = orjson.dumps(item)
+            except orjson.JSONEncodeError as exc:
+                return Refused(400, _encode_error(exc), source.id, source.org_id)
+            if raw is not None:
+                body = raw
+        else:
+            body = raw
         if len(body) > self.max_body_bytes:
             return Refused(
                 413, f"event larger than {self.max_body_bytes} bytes", source.id, source.org_id

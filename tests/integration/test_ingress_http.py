@@ -26,6 +26,7 @@ from eventray.pipeline.storage.rows import RowContext, as_dicts
 pytestmark = pytest.mark.services
 
 KEY = {"X-Api-Key": "sample-key-change-me-0001"}
+JSON = {"Content-Type": "application/json"}
 READING = {
     "deviceId": "FRZ-0001",
     "ts": "2026-03-01T08:00:00Z",
@@ -61,9 +62,8 @@ class Harness:
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
         path = "/api/v1/events/batch" if batch else "/api/v1/events"
         url = f"http://127.0.0.1:{self.app.port}{path}?ds={ds}"
-        async with self.session.post(
-            url, data=raw, headers=KEY if headers is None else headers
-        ) as r:
+        sent = {**JSON, **(KEY if headers is None else headers)}
+        async with self.session.post(url, data=raw, headers=sent) as r:
             return r.status, dict(r.headers), orjson.loads(await r.read())
 
 
@@ -159,5 +159,148 @@ def test_503_with_retry_after_when_the_stream_does_not_answer(
             status, headers, body = await h.post([READING], batch=True)
             assert status == 207 and body["results"][0]["status"] == 503
             assert headers["Retry-After"] == "1"
+
+    asyncio.run(scenario())
+
+
+def _nested(depth: int) -> bytes:
+    """A reading nested ``depth`` objects deep (deeper than orjson would encode it)."""
+    head = orjson.dumps(READING)[:-1]
+    return head + b',"x":' * 1 + b'{"x":' * (depth - 2) + b"{}" + b"}" * (depth - 2) + b"}"
+
+
+async def _raw(port: int, head: bytes, body: bytes) -> int:
+    """One request written byte for byte (headers a client library would refuse to send);
+    returns the status."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(body)
+        await writer.drain()
+        status_line = await reader.readline()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+def test_malformed_requests_get_a_4xx_naming_what_is_wrong(
+    nats_server: RunningNats, samples_dir: Path
+) -> None:
+    async def scenario() -> None:
+        async with harness(nats_server, samples_dir, max_batch_items=5) as h:
+            # a batch over the item limit: 413, nothing published
+            status, _, body = await h.post([READING] * 6, batch=True)
+            assert status == 413 and "6 events (limit 5" in body["error"]
+            # nesting the stages could not re-encode: 400 for that event only
+            status, _, body = await h.post(_nested(300))
+            assert status == 400 and body["error"] == "event nested deeper than 254 levels"
+            assert (await h.post(_nested(200)))[0] == 201
+            batch = (
+                b"["
+                + b",".join([orjson.dumps(READING), _nested(300), orjson.dumps(READING)])
+                + b"]"
+            )
+            status, _, body = await h.post(batch, batch=True)
+            assert [r["status"] for r in body["results"]] == [201, 400, 201]
+            # content types: JSON types only (and none at all)
+            for kind in ("text/plain", "application/x-www-form-urlencoded", "image/png"):
+                status, _, body = await h.post(READING, headers={**KEY, "Content-Type": kind})
+                assert status == 415 and kind in body["error"], kind
+            latin = {**KEY, "Content-Type": "application/json; charset=latin-1"}
+            assert (await h.post(READING, headers=latin))[0] == 415
+            vendor = {**KEY, "Content-Type": "application/vnd.acme+json"}
+            assert (await h.post(READING, headers=vendor))[0] == 201
+            path = "/api/v1/events?ds=ds-gateway-http"
+            untyped = f"POST {path} HTTP/1.1\r\nHost: x\r\nX-Api-Key: {KEY['X-Api-Key']}\r\n"
+            assert await _raw(h.app.port, untyped.encode(), orjson.dumps(READING)) == 201
+            # ambiguity: a query parameter or a credential header twice
+            ambiguous = f"http://127.0.0.1:{h.app.port}/api/v1/events?ds=ds-gateway-http&ds=x"
+            async with h.session.post(
+                ambiguous, data=orjson.dumps(READING), headers={**JSON, **KEY}
+            ) as r:
+                assert r.status == 400 and "'ds' given more than once" in (await r.json())["error"]
+            twice = (
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"X-Api-Key: {KEY['X-Api-Key']}\r\nX-Api-Key: other\r\n"
+            )
+            assert await _raw(h.app.port, twice.encode(), orjson.dumps(READING)) == 400
+            # credentials that are not UTF-8 (or are Latin-1): 401, not 500
+            for key in (b"\xff\xfe-key", "s\xe9same".encode("latin-1")):
+                head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                status = await _raw(
+                    h.app.port,
+                    head.encode() + b"X-Api-Key: " + key + b"\r\n",
+                    orjson.dumps(READING),
+                )
+                assert status == 401, key
+            assert h.app.internal_errors == 0
+
+    asyncio.run(scenario())
+
+
+def test_refused_requests_keep_a_bounded_prefix_within_a_budget(
+    nats_server: RunningNats, samples_dir: Path
+) -> None:
+    async def scenario() -> None:
+        async with harness(
+            nats_server, samples_dir, refused_keep_bytes=100, refused_keep_per_minute=3
+        ) as h:
+            big = {**READING, "pad": "x" * 100_000}
+            for _ in range(5):
+                assert (await h.post(big, headers={"X-Api-Key": "wrong"}))[0] == 401
+            assert len(h.kept) == 3 and h.app.refusals_not_kept == 2
+            row = h.kept[0]
+            assert len(row["body"]) <= 100
+            assert "the first 100 kept" in row["reason"] and "invalid API key" in row["reason"]
+
+    asyncio.run(scenario())
+
+
+def test_no_input_makes_a_500(nats_server: RunningNats, samples_dir: Path) -> None:
+    """Seeded random requests: bodies of random bytes, JSON of random shapes, random header
+    bytes, both endpoints. Each gets an answer below 500 (or 207 per event) and the log stays
+    quiet."""
+    import random
+
+    rng = random.Random(6)
+
+    def junk_json(depth: int = 0) -> Any:
+        pick = rng.randrange(8 if depth < 4 else 5)
+        if pick == 0:
+            return rng.choice([None, True, False, 0, -1, 2**63, 1e308, -0.0])
+        if pick == 1:
+            return "".join(chr(rng.randrange(0x20, 0x2FF)) for _ in range(rng.randrange(20)))
+        if pick == 2:
+            return rng.random() * 10 ** rng.randrange(-30, 30)
+        if pick in (3, 4):
+            return dict(READING)
+        if pick == 5:
+            return [junk_json(depth + 1) for _ in range(rng.randrange(5))]
+        return {str(rng.randrange(99)): junk_json(depth + 1) for _ in range(rng.randrange(5))}
+
+    async def scenario() -> None:
+        async with harness(nats_server, samples_dir, max_body_bytes=4096) as h:
+            path = "/api/v1/events"
+            for n in range(300):
+                batch = n % 2 == 1
+                target = f"{path}/batch" if batch else path
+                if n % 3 == 0:
+                    body = bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
+                else:
+                    body = orjson.dumps([junk_json() for _ in range(3)] if batch else junk_json())
+                header = bytes(rng.choice(b"abc\xff\xfe\x80 :;=,\t\"'\\") for _ in range(8))
+                kind = rng.choice([b"application/json", b"text/plain", b"", header])
+                head = (
+                    f"POST {target}?ds={rng.choice(['ds-gateway-http', 'ds-ttn-webhook', ''])} "
+                    "HTTP/1.1\r\nHost: x\r\n"
+                ).encode()
+                head += b"Content-Type: " + kind + b"\r\n" if kind else b""
+                head += b"X-Api-Key: " + rng.choice([KEY["X-Api-Key"].encode(), header]) + b"\r\n"
+                head += b"X-Junk: " + header + b"\r\n"
+                status = await _raw(h.app.port, head, body)
+                assert status < 500, (status, head, body)
+            assert h.app.internal_errors == 0
 
     asyncio.run(scenario())
