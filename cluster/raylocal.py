@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from eventray.cluster.services.procs import free_port
@@ -72,6 +73,15 @@ def _token_auth_for_new_cluster() -> None:
         return
     enable_token_auth_by_default()
     ensure_token_if_auth_enabled(None, create_token_if_missing=True)
+    _owner_only(Path.home() / ".ray" / "auth_token")  # Ray writes it 0644
+
+
+def _owner_only(token: Path) -> None:
+    """The token opens the cluster: readable by its owner alone (if it is ours to change)."""
+    with contextlib.suppress(OSError):
+        if token.exists() and token.stat().st_uid == os.getuid():
+            token.parent.chmod(0o700)
+            token.chmod(0o600)
 
 
 @contextlib.contextmanager

@@ -114,6 +114,9 @@ class Stack:
         s = self.settings
         data = s.data_dir.resolve()
         data.mkdir(parents=True, exist_ok=True)
+        # Events, rule state, the config and stack.json (the Ray token's address) live here:
+        # only the owner may enter, whatever the files' own modes (chDB writes 0644).
+        data.chmod(0o700)
         nats_url = s.nats.url
         if nats_url is None:
             from eventray.cluster.services.nats_server import start_nats

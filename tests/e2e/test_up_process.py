@@ -11,6 +11,7 @@ import errno
 import json
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -162,6 +163,12 @@ def test_killed_up_takes_its_servers_and_ray_with_it(start_up: Callable[[], Up])
     up = start_up()
     up.wait_until_up()
     assert json.loads((up.data_dir / "stack.json").read_text())["pid"] == up.process.pid
+    # Events, rule state, the config and stack.json are the owner's alone, as is the token
+    # that opens the Ray cluster (Ray writes it 0644, chDB its files 0644).
+    assert stat.S_IMODE(up.data_dir.stat().st_mode) == 0o700
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():  # a Ray with token authentication
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
     lines = up.look()
     assert any("nats-server" in line for line in lines)
     assert any("valkey-server" in line for line in lines)
