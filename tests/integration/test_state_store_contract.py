@@ -239,10 +239,12 @@ def test_a_stopped_server_raises_a_retryable_state_store_error(
             store.commit({"k": 2}, partition="p0", seq=2)
     finally:
         store.close()
+    shown = server.url.replace(f":{server.password}@", ":***@")  # never the password
     for error, operation in ((loaded.value, "load"), (committed.value, "commit")):
         assert isinstance(error, RetryableError)
+        assert server.password not in str(error)
         assert error.retryable is True
-        assert f"rule state {operation} failed: Redis at {server.url}" in str(error)
+        assert f"rule state {operation} failed: Redis at {shown}" in str(error)
         assert isinstance(error.__cause__, RedisConnectionError)
 
 
