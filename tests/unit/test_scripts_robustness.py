@@ -184,38 +184,53 @@ def test_max_result_bytes_is_a_limit_in_utf8_bytes() -> None:
 
 # ---------------------------------------------------------------------- (c) overrides
 @pytest.mark.parametrize(
-    ("script", "message"),
+    "script",
     [
-        (
-            "if (payload.evil) { JSON.parse = function () { throw new Error('parse hijacked'); };"
-            " JSON.parse('{}'); }",
-            "Error: parse hijacked",
-        ),
-        (
-            "if (payload.evil) { JSON.stringify = function () { return '\"forged\"'; };"
-            " throw new Error('stringify replaced'); }",
-            "Error: stringify replaced",
-        ),
-        (
-            "if (payload.evil) { Array.prototype.push = function () {"
-            " throw new Error('push hijacked'); }; [].push(1); }",
-            "Error: push hijacked",
-        ),
-        (
-            # Every helper name the runtime ever had, and its current entry points.
-            "if (payload.evil) { __run = __load = __runOne = __err = __partial = __seal ="
-            " __restoreGlobals = __stageScript = __stageCodec = __codecInput = __lineOf ="
-            ' __eventray = function () { return \'[{"r":"forged"}]\'; };'
-            " throw new Error('helpers replaced'); }",
-            "Error: helpers replaced",
-        ),
+        "if (payload.evil) { JSON.parse = function () { throw new Error('parse hijacked'); };"
+        " JSON.parse('{}'); }",
+        "if (payload.evil) { JSON.stringify = function () { return '\"forged\"'; }; }",
+        "if (payload.evil) { Array.prototype.push = function () {"
+        " throw new Error('push hijacked'); }; [].push(1); }",
+        "if (payload.evil) { JSON = null; Math.max = null; Object.prototype.forged = 1; }",
     ],
-    ids=["JSON.parse", "JSON.stringify", "Array.prototype.push", "runtime-helpers"],
+    ids=["JSON.parse", "JSON.stringify", "Array.prototype.push", "JSON-Math-Object.prototype"],
 )
-def test_overriding_what_the_runtime_uses_changes_nothing_else(
-    run: Run, script: str, message: str
-) -> None:
-    assert_only_bad_fails(run, template(script), message, line=2)
+def test_built_ins_cannot_be_overridden(run: Run, script: str) -> None:
+    """The intrinsics are frozen before any event: a template's assignment to one is ignored
+    (stage bodies are sloppy code), so the event gets its own result and no later event, of
+    this template or another, sees a changed built-in."""
+    tpl = template(script)
+    assert [outcome(o) for o in run(tpl, GOOD_THEN_BAD)] == [("1", 1), ("2", 2), ("3", 3)]
+    assert [outcome(o) for o in run(tpl, NEXT_BATCH)] == [("4", 4), ("5", 5)]
+
+
+def test_strict_code_is_told_that_a_built_in_is_frozen(run: Run) -> None:
+    script = "if (payload.evil) { (function () { 'use strict'; Math.max = null; })(); }"
+    outs = run(template(script), GOOD_THEN_BAD)
+    assert outcome(outs[0]) == ("1", 1) and outcome(outs[2]) == ("3", 3)
+    assert outs[1]["e"]["message"].startswith("TypeError:"), outs[1]
+
+
+def test_a_write_to_a_built_in_does_not_reach_the_next_event(run: Run) -> None:
+    """The probe's finding: one event set a value on Object.prototype and a later event of
+    another asset (the same template, so the same context) read it."""
+    script = (
+        "if (payload.evil) { Object.prototype.leak = 'x'; Math.leak = 'y'; }\n"
+        "result.data.c = [({}).leak, Math.leak].join('|');"
+    )
+    outs = run(template(script), GOOD_THEN_BAD + NEXT_BATCH)
+    assert [o["r"]["data"]["c"] for o in outs] == ["|"] * 5
+
+
+def test_overriding_the_runtime_s_helpers_changes_nothing_else(run: Run) -> None:
+    # Every helper name the runtime ever had, and its current entry points.
+    script = (
+        "if (payload.evil) { __run = __load = __runOne = __err = __partial = __seal ="
+        " __restoreGlobals = __stageScript = __stageCodec = __codecInput = __lineOf ="
+        ' __eventray = function () { return \'[{"r":"forged"}]\'; };'
+        " throw new Error('helpers replaced'); }"
+    )
+    assert_only_bad_fails(run, template(script), "Error: helpers replaced", line=2)
 
 
 def test_the_runtime_is_out_of_reach() -> None:

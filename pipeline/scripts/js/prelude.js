@@ -621,12 +621,59 @@ var console = (function () {
     return '{"cur":' + cur + ',"stage":' + toJSON(curStage) + ',"phase":' + toJSON(phase) +
       ',"n":' + segCount + "}\n" + (seg !== null && segCount ? join(seg, ",\n") : "");
   }
+  // ---------------------------------------------------------------- pristine intrinsics
+  // Before any event runs, every intrinsic reachable from the global object (constructors,
+  // their prototypes, Math, JSON, Reflect, console, ... and every function or object reachable
+  // from their properties and accessors) is frozen, and the global bindings that name them are
+  // made read-only. A template can then change no built-in: `Object.prototype.x = 1`,
+  // `Math.max = ...` or `JSON = ...` are ignored (sloppy code) or throw (strict code, and
+  // defineProperty anywhere), so nothing one event does to them reaches the next event, of
+  // this template or another one in the same context. The cost is paid once per context (the
+  // walk), none per event. The one visible difference is JavaScript's "override mistake": a
+  // plain object cannot get an own property by assignment whose name is a non-writable
+  // inherited one (`obj.toString = f`, `obj["constructor"] = v`); object literals,
+  // JSON.parse and defineProperty still can.
+  function __lockdown() {
+    var ownKeys = Reflect.ownKeys, describe = Object.getOwnPropertyDescriptor;
+    var seen = new WeakSet(), has = uncurry(WeakSet.prototype.has), add = uncurry(WeakSet.prototype.add);
+    var todo = [];
+    function __reach(value) {
+      if (value !== global && (typeof value === "function" || (typeof value === "object" && value !== null))) {
+        nativePush.call(todo, value);
+      }
+    }
+    var names = getOwnPropertyNames(global);
+    for (var i = 0; i < names.length; i++) {
+      var d = describe(global, names[i]);
+      if (d === undefined || !("value" in d)) continue;
+      __reach(d.value);
+      if (d.configurable || d.writable) {
+        defineProperty(global, names[i], { value: d.value, writable: false, configurable: false });
+      }
+    }
+    __reach(getPrototypeOf(global));  // Object.prototype, through the global's own chain
+    while (todo.length) {
+      var o = todo.pop();
+      if (has(seen, o)) continue;
+      add(seen, o);
+      freeze(o);
+      __reach(getPrototypeOf(o));
+      var keys = ownKeys(o);
+      for (var k = 0; k < keys.length; k++) {
+        var p = describe(o, keys[k]);
+        if (p === undefined) continue;
+        if ("value" in p) __reach(p.value); else { __reach(p.get); __reach(p.set); }
+      }
+    }
+  }
+
   function __seal(config) {
     var options = parseJSON(config);
     memoryMessage = toStr(options.memoryMessage);
     checkStandardEvent = options.standardEvent === true;
     maxResultBytes = +options.maxResultBytes;
     delete global.__eventray;
+    __lockdown();
     baseline = create(null);
     var names = getOwnPropertyNames(global);
     for (var i = 0; i < names.length; i++) baseline[names[i]] = true;
