@@ -212,7 +212,7 @@ class ScriptRunner:
         retried one payload at a time, one whose output is malformed in halves; the work list
         replaces recursion."""
         chunks: list[str] = []
-        pending = [(0, batch.count)]
+        pending = self._windows(batch)
         while pending:
             lo, hi = pending.pop()
             failure = self._ensure_loaded(batch, lo, hi)
@@ -253,6 +253,7 @@ class ScriptRunner:
         self._arm_memory(len(text))
         try:
             loaded = self._load(text)
+            self._arm_events(len(text))
         except _JS_ERRORS as exc:
             if str(exc).startswith("SyntaxError"):
                 first = _first_line(exc)
@@ -318,10 +319,41 @@ class ScriptRunner:
             return None
         return _Partial(done=done, joined=joined, stage=stage, phase=phase)
 
+    def _windows(self, batch: PayloadBatch) -> list[tuple[int, int]]:
+        """The batch as ranges of at most :meth:`window_bytes` of JSON each (every range holds
+        one payload at least), last first: the work list pops from its end."""
+        limit = self.window_bytes
+        if len(batch.array) <= limit or batch.count == 1:
+            return [(0, batch.count)]
+        elements = batch.elements()
+        if elements is None:  # cannot be told apart: the whole, which narrows on failure
+            return [(0, batch.count)]
+        windows, start, size = [], 0, 0
+        for i, element in enumerate(elements):
+            if i > start and size + len(element) > limit:
+                windows.append((start, i))
+                start, size = i, 0
+            size += len(element) + 1
+        windows.append((start, batch.count))
+        return windows[::-1]
+
+    @property
+    def window_bytes(self) -> int:
+        """The most payload JSON loaded at once: a quarter of the per-event memory limit."""
+        return max(self.limits.memory_bytes // 4, 1)
+
     def _arm_memory(self, incoming: int) -> None:
-        # The runtime limit covers everything the context holds; leave room for the parsed
-        # batch (generously, 8x its JSON size) plus the per-event allowance.
+        # While the payloads load, the limit leaves room for their parsed form (generously,
+        # 8x their JSON size).
         self._ctx.set_memory_limit(self._baseline + 8 * incoming + self.limits.memory_bytes)
+
+    def _arm_events(self, incoming: int) -> None:
+        # Once loaded, what the context holds is the baseline of the events: each may allocate
+        # the per-event allowance on top, plus room for the results the range gathers (about
+        # its input, at most a quarter of the allowance: the window size). An event can so use
+        # its limit and at most 25% more, whatever the size of the batch.
+        used = int(self._ctx.memory()["memory_used_size"])
+        self._ctx.set_memory_limit(used + self.limits.memory_bytes + incoming)
 
     def _limit_message(self, kind: FailureKind, exc: BaseException, phase: str) -> str:
         if kind == "time":

@@ -331,3 +331,31 @@ def test_a_batch_splits_into_its_payloads_without_parsing_them() -> None:
     assert split_array(b"[]") == []
     assert split_array(b'[1, {"a": 2]') is None
     assert split_array(b"{}") is None
+
+
+# ---------------------------------------------------------------------- (d) memory per event
+def test_the_memory_limit_is_per_event_whatever_the_batch_s_size() -> None:
+    """The probe: an event in a batch of 1,000 bodies of 200 KB could allocate 1,388 MB, since
+    the limit left room for the whole parsed batch. Payloads now load in windows of a quarter
+    of the limit, and each event gets the limit on top of what is loaded: the same allocation
+    fails in a big batch as in a small one, and a modest one succeeds in both."""
+    limits = ScriptLimits(memory_bytes=8 * 1024 * 1024)
+    script = (
+        "var n = payload.alloc || 0, a = [];\n"
+        "for (var i = 0; i < n; i++) a.push({i: i, s: 'x' + i});\n"
+        "result.data.c = a.length;"
+    )
+    runner = ScriptRunner(bundle_for_template(template(script)), limits=limits)
+    pad = "p" * 100_000
+
+    def batch(size: int) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = [{"id": i, "pad": pad} for i in range(size)]
+        events[size // 2]["alloc"] = 400_000  # ~40 MB of objects: far over 8 MB
+        events[size // 2 + 1]["alloc"] = 10_000  # ~1 MB: within it
+        return events
+
+    for size in (4, 200):  # 0.4 MB and 20 MB of payloads
+        outs = runner.run(batch(size))
+        assert outs[size // 2]["e"]["message"].startswith("memory limit of 8 MB exceeded"), size
+        assert outs[size // 2 + 1]["r"]["data"]["c"] == 10_000
+        assert sum("e" in o for o in outs) == 1
