@@ -77,6 +77,22 @@ class Catalog:
             return False
         return org.path_key == ancestor.path_key or org.path_key.startswith(ancestor.path_key + "/")
 
+    def lineage(self, org_id: str) -> tuple[str, ...]:
+        """``org_id`` then its ancestors up to the root (empty for an unknown org)."""
+        chain: list[str] = []
+        org = self.orgs.get(org_id)
+        while org is not None and org.id not in chain:
+            chain.append(org.id)
+            org = self.orgs.get(org.parent_id) if org.parent_id is not None else None
+        return tuple(chain)
+
+    def may_dispatch(self, trigger: Trigger, org_id: str) -> bool:
+        """Whether configuration of ``org_id`` may use ``trigger``: its own, or an ancestor's
+        shared one."""
+        return trigger.org_id == org_id or (
+            trigger.shared and self.is_ancestor_or_self(trigger.org_id, org_id)
+        )
+
 
 class _Builder:
     def __init__(self, entities: Sequence[tuple[str, Entity]], *, compile_scripts: bool) -> None:
@@ -207,7 +223,13 @@ class _Builder:
                 self.flag(asset, "templateId", f"template {template.id!r} of organization "
                           f"{template.org_id!r} is not shared with {asset.org_id!r}")  # fmt: skip
             for index, group_id in enumerate(asset.route_group_ids):
-                self.need(asset, f"routeGroupIds[{index}]", group_id, groups, "route group")
+                group = self.need(asset, f"routeGroupIds[{index}]", group_id, groups, "route group")
+                if group is not None and not catalog.is_ancestor_or_self(
+                    group.org_id, asset.org_id
+                ):
+                    self.flag(asset, f"routeGroupIds[{index}]", f"route group {group.id!r} of "
+                              f"organization {group.org_id!r} is neither {asset.org_id!r}'s nor "
+                              "an ancestor's")  # fmt: skip
             if asset.asset_uuid in uuids:
                 self.flag(
                     asset, "assetUUID", f"assetUUID also used by asset {uuids[asset.asset_uuid]!r}"
@@ -216,8 +238,8 @@ class _Builder:
         for group in groups.values():
             for index, router in enumerate(group.routers):
                 if router.trigger is not None:
-                    self.need(group, f"routers[{index}].trigger.triggerId",
-                              router.trigger.trigger_id, triggers, "trigger")  # fmt: skip
+                    self.usable_trigger(catalog, group, f"routers[{index}].trigger.triggerId",
+                                        router.trigger.trigger_id, group.org_id)  # fmt: skip
         for trigger in triggers.values():
             for name, value in trigger.settings():
                 if isinstance(value, str):
@@ -229,10 +251,13 @@ class _Builder:
             if rule.org_id is not None:
                 self.need(rule, "orgId", rule.org_id, orgs, "organization")
             for index, action in enumerate(rule.actions):
-                if isinstance(action, ExecAction):
-                    self.need(
-                        rule, f"actions[{index}].triggerId", action.trigger_id, triggers, "trigger"
-                    )
+                if not isinstance(action, ExecAction):
+                    continue
+                path = f"actions[{index}].triggerId"
+                if rule.org_id is None:
+                    self.need(rule, path, action.trigger_id, triggers, "trigger")
+                else:  # a system rule's triggers are checked for each business rule using it
+                    self.usable_trigger(catalog, rule, path, action.trigger_id, rule.org_id)
         for br in brs.values():
             found = self.need(br, "ruleId", br.rule_id, rules, "rule")
             if found is None:
@@ -243,11 +268,29 @@ class _Builder:
             )):  # fmt: skip
                 self.flag(br, "ruleId", f"rule {rule.id!r} of organization {rule.org_id!r} is "
                           f"not shared with {br.org_id!r}")  # fmt: skip
+            elif rule.org_id != br.org_id:
+                for index, action in enumerate(rule.actions):
+                    target = (
+                        triggers.get(action.trigger_id) if isinstance(action, ExecAction) else None
+                    )
+                    if target is not None and not catalog.may_dispatch(target, br.org_id):
+                        self.flag(br, "ruleId", f"rule {rule.id!r} dispatches trigger "
+                                  f"{target.id!r} (actions[{index}]) of organization "
+                                  f"{target.org_id!r}, which is not shared with {br.org_id!r}")  # fmt: skip
             try:
                 compile_business_rule(rule, br)
             except RuleError as exc:
                 self.flag(br, "parameters", str(exc))
         return catalog
+
+    def usable_trigger(
+        self, catalog: Catalog, entity: Entity, path: str, ref: str, org_id: str
+    ) -> None:
+        """``ref`` names a trigger that configuration of ``org_id`` may dispatch."""
+        trigger = self.need(entity, path, ref, catalog.triggers, "trigger")
+        if trigger is not None and not catalog.may_dispatch(trigger, org_id):
+            self.flag(entity, path, f"trigger {trigger.id!r} of organization "
+                      f"{trigger.org_id!r} is not shared with {org_id!r}")  # fmt: skip
 
     def check_scripts(self, template: AssetTemplate) -> None:
         from eventray.pipeline.scripts.bundle import bundle_for_template  # QuickJS only when asked

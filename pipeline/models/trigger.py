@@ -118,10 +118,18 @@ class TriggerConfig(Model):
 
 
 class Trigger(Entity):
+    """A delivery target owned by one organization.
+
+    ``shared: true`` lets route groups and rules of the owner's descendants dispatch it (as a
+    shared template or rule is inherited); without it only the owner's own may, so one
+    tenant's configuration can never send events through, or spend the secrets of, another's.
+    """
+
     kind: Literal["Trigger"] = "Trigger"
     org_id: str
     name: str
     enabled: bool = True
+    shared: bool = False
     trigger_type: TriggerType
     config: TriggerConfig
 

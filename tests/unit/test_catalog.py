@@ -344,13 +344,77 @@ def test_shared_rule_is_usable_by_child_orgs_only(tmp_path: Path) -> None:
     )
     rule = BASE["rules.yaml"].replace("orgId: cust\n", "orgId: cust\nshared: true\n", 1)
     kid = "{kind: BusinessRule, id: br1, ruleId: r1, orgId: kid, parameters: {threshold: 5}}"
-    shared = {"orgs_yaml": orgs, "rules_yaml": rule}
+    trigger = BASE["triggers.yaml"].replace("orgId: cust\n", "orgId: cust\nshared: true\n")
+    shared = {"orgs_yaml": orgs, "rules_yaml": rule, "triggers_yaml": trigger}
     catalog = load_catalog([write_tenant(tmp_path, **shared, businessrules_yaml=kid)])
     assert catalog.business_rules["br1"].org_id == "kid"
     # shared reaches down the tree, not across to a sibling of the rule's org
     sibling = kid.replace("orgId: kid", "orgId: other")
     issue = only_issue(write_tenant(tmp_path, **shared, businessrules_yaml=sibling), "br1")
     assert issue.reason == "rule 'r1' of organization 'cust' is not shared with 'other'"
+
+
+KID_ORG = "- {kind: Organization, id: kid, name: Kid, type: site, parentId: cust}\n"
+
+
+def test_a_route_group_may_not_dispatch_another_orgs_trigger(tmp_path: Path) -> None:
+    group = BASE["routegroups.yaml"].replace("orgId: cust", "orgId: other")
+    issue = only_issue(write_tenant(tmp_path, routegroups_yaml=group), "rg")
+    assert (issue.path, issue.reason) == (
+        "routers[1].trigger.triggerId",
+        "trigger 'hook' of organization 'cust' is not shared with 'other'",
+    )
+
+
+def test_a_shared_trigger_reaches_down_the_tree_only(tmp_path: Path) -> None:
+    trigger = BASE["triggers.yaml"].replace("orgId: cust\n", "orgId: cust\nshared: true\n")
+    kid_group = BASE["routegroups.yaml"].replace("orgId: cust", "orgId: kid")
+    orgs = BASE["orgs.yaml"] + KID_ORG
+    asset = BASE["assets.yaml"].replace("orgId: cust", "orgId: kid")
+    template = BASE["templates.yaml"].replace("orgId: cust\n", "orgId: cust\nshared: true\n")
+    files = {"orgs_yaml": orgs, "triggers_yaml": trigger, "assets_yaml": asset,
+             "templates_yaml": template}  # fmt: skip
+    catalog = load_catalog([write_tenant(tmp_path, **files, routegroups_yaml=kid_group)])
+    assert catalog.may_dispatch(catalog.triggers["hook"], "kid")
+    assert not catalog.may_dispatch(catalog.triggers["hook"], "other")
+    assert catalog.lineage("kid") == ("kid", "cust", "root")
+    # unshared, the same group of the child organization is refused
+    del files["triggers_yaml"]
+    issue = only_issue(write_tenant(tmp_path, **files, routegroups_yaml=kid_group), "rg")
+    assert issue.reason == "trigger 'hook' of organization 'cust' is not shared with 'kid'"
+
+
+def test_a_rule_may_not_dispatch_another_orgs_trigger(tmp_path: Path) -> None:
+    rules = BASE["rules.yaml"].replace("orgId: cust", "orgId: other")
+    br = "{kind: BusinessRule, id: br1, ruleId: r1, orgId: other, parameters: {threshold: 5}}"
+    issue = only_issue(write_tenant(tmp_path, rules_yaml=rules, businessrules_yaml=br), "r1")
+    assert (issue.path, issue.reason) == (
+        "actions[0].triggerId", "trigger 'hook' of organization 'cust' is not shared with 'other'"
+    )  # fmt: skip
+
+
+def test_a_system_rule_dispatches_only_triggers_the_business_rule_s_org_may_use(
+    tmp_path: Path,
+) -> None:
+    rules = BASE["rules.yaml"].replace("orgId: cust", "system: true")
+    ok = load_catalog([write_tenant(tmp_path, rules_yaml=rules)])  # br1 of cust: its own trigger
+    assert ok.business_rules["br1"].org_id == "cust"
+    br = "{kind: BusinessRule, id: br1, ruleId: r1, orgId: other, parameters: {threshold: 5}}"
+    issue = only_issue(write_tenant(tmp_path, rules_yaml=rules, businessrules_yaml=br), "br1")
+    assert (issue.path, issue.reason) == (
+        "ruleId", "rule 'r1' dispatches trigger 'hook' (actions[0]) of organization 'cust', "
+        "which is not shared with 'other'",
+    )  # fmt: skip
+
+
+def test_an_asset_may_not_use_another_orgs_route_group(tmp_path: Path) -> None:
+    asset = BASE["assets.yaml"].replace("orgId: cust", "orgId: other")
+    template = BASE["templates.yaml"].replace("orgId: cust", "orgId: other")
+    issue = only_issue(write_tenant(tmp_path, assets_yaml=asset, templates_yaml=template), "a1")
+    assert (issue.path, issue.reason) == (
+        "routeGroupIds[0]",
+        "route group 'rg' of organization 'cust' is neither 'other''s nor an ancestor's",
+    )
 
 
 def test_missing_required_parameter(tmp_path: Path) -> None:
