@@ -42,7 +42,6 @@ from eventray.pipeline.rules.stage import LocalRules, RuleStage
 from eventray.pipeline.scripts.cache import ScriptCache
 from eventray.pipeline.scripts.executor import TemplateExecutor
 from eventray.pipeline.scripts.host import ScriptHost
-from eventray.pipeline.secrets import EnvSecrets
 from eventray.pipeline.storage.rows import RowContext
 from eventray.pipeline.triggers.delivery import Deliverer
 from eventray.pipeline.triggers.dispatcher import TriggerDispatcher
@@ -87,6 +86,7 @@ class LaneActor(ActorHost):
         self._host: ScriptHost | None = None
         self._cache: ScriptCache | None = None
         self._sender = adapters.sender()
+        self._secrets = adapters.secrets()
         # Rules get a thread of their own: on the scripts thread they would wait behind the
         # head of the next batch (which mostly waits for the script host), and the head
         # behind their state store round trips. The two waits now overlap.
@@ -167,7 +167,8 @@ class LaneActor(ActorHost):
         deliverer = Deliverer(
             catalog.triggers,
             self._sender,
-            secrets=EnvSecrets(),
+            secrets=self._secrets,
+            lineage=catalog.lineage,
             retry=RetryPolicy(
                 max_attempts=t.max_attempts,
                 base_delay_s=t.backoff_base_s,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,8 +35,9 @@ import orjson
 import psutil
 
 from eventray.cluster.stack import Stack
-from eventray.cluster.stack_cli import sample_documents
+from eventray.cluster.stack_cli import sample_documents, sample_secrets
 from eventray.config.settings import Settings, load_settings
+from eventray.pipeline.adapters.secrets_file import write_secrets_file
 from eventray.pipeline.catalog import Catalog, build_catalog
 from eventray.pipeline.errors import ConfigError, ConfigIssue
 from eventray.pipeline.ingress import Accepted, IngressPolicy
@@ -279,6 +279,8 @@ def run_stack(
     with _Sinks() as sinks:
         documents = _documents(sinks, tenants)
         catalog = _catalog(documents)
+        # Each tenant's ops webhook renders its organization's OPS_TOKEN, as in the demo.
+        write_secrets_file(settings.secrets_path, sample_secrets(documents, "bench-token"))
         stack = Stack(settings)
         try:
             stack.start()
@@ -368,7 +370,7 @@ async def _baseline(events: int, partitions: int, tenants: int) -> dict[str, Any
     from eventray.pipeline.rules.stage import LocalRules
     from eventray.pipeline.scripts.cache import ScriptCache
     from eventray.pipeline.scripts.executor import TemplateExecutor
-    from eventray.pipeline.secrets import EnvSecrets
+    from eventray.pipeline.secrets import DictSecrets
     from eventray.pipeline.storage.rows import RowContext
     from eventray.pipeline.storage.sink import StoreSink
     from eventray.pipeline.triggers.delivery import Deliverer
@@ -386,7 +388,8 @@ async def _baseline(events: int, partitions: int, tenants: int) -> dict[str, Any
             Endpoints(nats.url, redis.url, data / "chdb", None, data / "config", None, None),
         )
         config = wiring.config_store()
-        config.put(_documents(sinks, tenants))
+        documents = _documents(sinks, tenants)
+        config.put(documents)
         catalog, _ = catalog_from_store(config)
         store = wiring.event_store()
         store.ensure_schema()
@@ -414,7 +417,12 @@ async def _baseline(events: int, partitions: int, tenants: int) -> dict[str, Any
         sender = wiring.sender()
         dispatcher = TriggerDispatcher(
             queue=queue,
-            deliverer=Deliverer(catalog.triggers, sender, secrets=EnvSecrets()),
+            deliverer=Deliverer(
+                catalog.triggers,
+                sender,
+                secrets=DictSecrets(sample_secrets(documents, "bench-token")),
+                lineage=catalog.lineage,
+            ),
             sink=StoreSink(store),
             rows=RowContext.from_catalog(catalog, settings.store.retention()),
         )
@@ -510,9 +518,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="where to write the figures")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # baseline | lanes:N
     args = parser.parse_args()
-    # The sample's ops webhook sends "Bearer {{secrets.OPS_TOKEN}}": as the demo does, give it
-    # a value (the actors inherit this environment), so those deliveries are made, not refused.
-    os.environ.setdefault("EVENTRAY_SECRET_OPS_TOKEN", "bench-token")
     if args.one is not None:  # a child run: one JSON line on stdout
         if args.one == "baseline":
             result = run_baseline(args.events, args.partitions, args.tenants)

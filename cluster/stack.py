@@ -168,6 +168,7 @@ class Stack:
 
     def start(self) -> Stack:
         _check_ports_free(self.settings)
+        _check_secrets(self.settings)
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -440,6 +441,14 @@ def lane_triggers(lanes: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] += int(triggers.get(key, 0))
         out["last_error"] = triggers.get("last_error") or out["last_error"]
     return out
+
+
+def _check_secrets(settings: Settings) -> None:
+    """A secrets file the lanes would refuse (readable by others, malformed) stops ``up``
+    before anything starts, with its path and the fix, instead of failing every delivery."""
+    from eventray.pipeline.adapters.secrets_file import FileSecrets
+
+    FileSecrets(settings.secrets_path)
 
 
 def _ensure_stream(settings: Settings, wiring: Wiring) -> None:

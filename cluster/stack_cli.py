@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -298,6 +297,16 @@ def sample_documents(sink_url: str | None, smtp_port: int | None = None) -> list
     return out
 
 
+def sample_secrets(documents: list[dict[str, Any]], value: str) -> dict[str, dict[str, object]]:
+    """A secrets table giving ``OPS_TOKEN`` to every organization owning a trigger that
+    renders it (the sample's ops webhook, and its copies in the bench's tenants)."""
+    return {
+        str(doc["orgId"]): {"OPS_TOKEN": value}
+        for doc in documents
+        if doc.get("kind") == "Trigger" and b"secrets.OPS_TOKEN" in orjson.dumps(doc)
+    }
+
+
 SUMMARY_QUERIES = {
     "events per organization and type": (
         "SELECT org_id, event_type, count() AS n FROM {db}.events FINAL "
@@ -333,16 +342,20 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
     import ray
 
     from eventray.cluster.stack import Stack
+    from eventray.pipeline.adapters.secrets_file import write_secrets_file
     from eventray.pipeline.catalog import load_catalog
     from eventray.testing.mail_sink import MailSink
     from eventray.testing.sink import WebhookSink
     from eventray.testing.traffic import post_traffic
 
     settings = _free_ports_unless_set(_settings(args))
-    # The sample's ops webhook sends "Authorization: Bearer {{secrets.OPS_TOKEN}}": give the
-    # demo a value (set before Ray starts, so the trigger actor inherits it).
-    os.environ.setdefault("EVENTRAY_SECRET_OPS_TOKEN", "demo-token")
     with WebhookSink() as sink, MailSink() as mail:
+        # The sample's ops webhook sends "Authorization: Bearer {{secrets.OPS_TOKEN}}" with
+        # acme-foods' secret: give it one, unless the operator keeps a secrets file already.
+        if not settings.secrets_path.exists():
+            table = sample_secrets(sample_documents(sink.url), "demo-token")
+            write_secrets_file(settings.secrets_path, table)
+            out.write(f"wrote the sample's secrets to {settings.secrets_path} (mode 0600)\n")
         stack = Stack(settings)
         try:
             out.write("starting the embedded stack (NATS, Valkey, chDB, Ray)...\n")

@@ -14,6 +14,7 @@ from pathlib import Path
 from eventray.config.settings import Settings
 from eventray.pipeline.adapters.nats_bus import JetStreamBus
 from eventray.pipeline.ports import Adapters, BlobStore, ConfigStore, EventStore, StateStore
+from eventray.pipeline.secrets import SecretsSource
 from eventray.pipeline.triggers.delivery import Sender
 
 __all__ = ["Endpoints", "Wiring"]
@@ -109,3 +110,8 @@ class Wiring(Adapters):
         return TriggerSenders(
             http=AiohttpSender(limit=self.settings.triggers.concurrency), smtp=SmtpSender()
         )
+
+    def secrets(self) -> SecretsSource:
+        from eventray.pipeline.adapters.secrets_file import FileSecrets
+
+        return FileSecrets(self.settings.secrets_path)

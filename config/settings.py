@@ -197,6 +197,13 @@ class TriggerSettings(_Section):
     circuit_failures: PositiveInt = 5
     circuit_reset_s: PositiveFloat = 30.0
     concurrency: PositiveInt = 64
+    secrets_file: Path | None = Field(
+        default=None,
+        description=(
+            "per-organization secrets, {orgId: {NAME: value | {value, shared}}}, mode 0600; "
+            "None: <data_dir>/secrets.yaml"
+        ),
+    )
 
 
 class RaySettings(_Section):
@@ -248,6 +255,12 @@ class Settings(BaseSettings):
     def script_cache_dir(self) -> Path:
         """L1 of the script cache."""
         return self.data_dir / "script-cache" / "l1"
+
+    @property
+    def secrets_path(self) -> Path:
+        """Where ``{{secrets.NAME}}`` values are read from."""
+        given = self.triggers.secrets_file
+        return given.absolute() if given is not None else self.data_dir / "secrets.yaml"
 
     @property
     def blob_dir(self) -> Path:

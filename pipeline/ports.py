@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from eventray.pipeline.processor import Ingested
+    from eventray.pipeline.secrets import SecretsSource
     from eventray.pipeline.triggers.delivery import Sender
 
 __all__ = [
@@ -340,4 +341,8 @@ class Adapters(Protocol):
 
     def sender(self) -> Sender:
         """One sender for every trigger transport."""
+        ...
+
+    def secrets(self) -> SecretsSource:
+        """Per-organization secrets for trigger deliveries."""
         ...

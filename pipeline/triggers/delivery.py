@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
 
-from eventray.pipeline.errors import EventrayError, RetryableError
+from eventray.pipeline.errors import EventrayError, PermanentError, RetryableError
 from eventray.pipeline.models.trigger import Trigger
-from eventray.pipeline.ports import SecretsProvider
+from eventray.pipeline.secrets import SecretsSource
 from eventray.pipeline.triggers.policy import CircuitBreaker, RetryPolicy
 from eventray.pipeline.triggers.requests import DeliveryJob, Request, build_request
+
+RESPONSE_KEPT_CHARS = 2000
+"""What a recorded attempt keeps of the endpoint's answer."""
 
 __all__ = ["Attempt", "Deliverer", "DeliveryGroup", "DeliveryOutcome", "SendResult", "Sender"]
 
@@ -96,7 +99,9 @@ class Deliverer:
     Args:
         triggers: the catalog's triggers by id.
         send: the transport (an aiohttp adapter in production, a loopback server in tests).
-        secrets: resolves ``{{secrets.NAME}}`` at send time.
+        secrets: resolves ``{{secrets.NAME}}`` at send time, as the trigger's organization
+            sees them; every value rendered is replaced by ``***`` in what is recorded.
+        lineage: an organization and its ancestors (``Catalog.lineage``), for shared secrets.
         retry: attempts and backoff.
         breaker: per-trigger circuit breaker.
         sleep: injectable for tests.
@@ -107,7 +112,8 @@ class Deliverer:
         triggers: Mapping[str, Trigger],
         send: Sender,
         *,
-        secrets: SecretsProvider | None = None,
+        secrets: SecretsSource | None = None,
+        lineage: Callable[[str], Sequence[str]] = lambda org_id: (org_id,),
         retry: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -115,6 +121,7 @@ class Deliverer:
         self.triggers = triggers
         self.send = send
         self.secrets = secrets
+        self.lineage = lineage
         self.retry = retry or RetryPolicy()
         self.breaker = breaker or CircuitBreaker()
         self.sleep = sleep
@@ -137,17 +144,25 @@ class Deliverer:
             reason = "unknown trigger" if trigger is None else "trigger is disabled"
             outcome.failed.append((job, f"{reason} {job.trigger_id!r}"))
             return False
+        provider = self.secrets.for_org(self.lineage(trigger.org_id)) if self.secrets else None
+        hide: Callable[[str], str] = provider.redact if provider is not None else str
+
+        def failed(attempt: int, elapsed: float, described: str, response: str, error: str) -> None:
+            outcome.attempts.append(
+                Attempt(job, attempt, False, elapsed, described, hide(response), hide(error))
+            )
+
         try:
-            request = build_request(trigger, job, self.secrets)
+            request = build_request(trigger, job, provider)
         except EventrayError as exc:
-            outcome.attempts.append(Attempt(job, 1, False, 0.0, "", "", str(exc)))
-            outcome.failed.append((job, str(exc)))
+            failed(1, 0.0, "", "", str(exc))
+            outcome.failed.append((job, hide(str(exc))))
             return False
-        described = request.describe()
+        described = hide(request.describe())
         for attempt in range(1, self.retry.max_attempts + 1):
             if not self.breaker.allow(trigger.id, time.monotonic()):
                 error = f"circuit open for trigger {trigger.id!r} after repeated failures"
-                outcome.attempts.append(Attempt(job, attempt, False, 0.0, described, "", error))
+                failed(attempt, 0.0, described, "", error)
                 outcome.failed.append((job, error))
                 return False
             started = time.perf_counter()
@@ -156,13 +171,15 @@ class Deliverer:
                 result = await self.send(request)
             except RetryableError as exc:
                 error, retryable, response, retry_after = str(exc), True, "", exc.retry_after_s
+            except PermanentError as exc:  # e.g. refused by the egress policy: never retried
+                error, retryable, response = str(exc), False, ""
             else:
-                response = result.body[:2000]
+                response = result.body[:RESPONSE_KEPT_CHARS]
                 if 200 <= result.status < 300:
                     self.breaker.success(trigger.id)
                     elapsed = (time.perf_counter() - started) * 1000
                     outcome.attempts.append(
-                        Attempt(job, attempt, True, elapsed, described, response, "")
+                        Attempt(job, attempt, True, elapsed, described, hide(response), "")
                     )
                     return True
                 error = result.error or f"HTTP {result.status}"
@@ -173,12 +190,10 @@ class Deliverer:
                 )
                 retry_after = result.retry_after_s
             elapsed = (time.perf_counter() - started) * 1000
-            outcome.attempts.append(
-                Attempt(job, attempt, False, elapsed, described, response, error)
-            )
+            failed(attempt, elapsed, described, response, error)
             self.breaker.failure(trigger.id, time.monotonic())
             if not retryable or attempt == self.retry.max_attempts:
-                outcome.failed.append((job, f"{error} after {attempt} attempt(s)"))
+                outcome.failed.append((job, hide(f"{error} after {attempt} attempt(s)")))
                 return False
             await self.sleep(self.retry.delay(attempt, retry_after))
         return False  # pragma: no cover - the loop always returns

@@ -1,8 +1,9 @@
 """Turning an exec intent and its trigger into a concrete request, with placeholders rendered.
 
-Only at this point are ``{{secrets.NAME}}`` placeholders resolved (from the SecretsProvider),
-so secrets never reach a stored log (``describe()``, which the logs keep, leaves credentials
-out). A request is plain data (an HTTP request, or an email for SMTP) so the senders are thin
+Only at this point are ``{{secrets.NAME}}`` placeholders resolved (from the trigger's
+organization's provider); ``describe()``, which the logs keep, leaves headers and SMTP
+credentials out, and the deliverer replaces any secret value left in it (a URL, a body) by
+``***``. A request is plain data (an HTTP request, or an email for SMTP) so the senders are thin
 adapters and the rendering is testable without a network.
 """
 

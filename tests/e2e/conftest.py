@@ -13,10 +13,13 @@ import pytest
 from eventray.cluster.stack import Stack
 from eventray.cluster.stack_cli import sample_documents
 from eventray.config.settings import load_settings
+from eventray.pipeline.adapters.secrets_file import write_secrets_file
 from eventray.testing.mail_sink import MailSink
 from eventray.testing.sink import WebhookSink
 
 pytestmark = pytest.mark.ray
+
+OPS_TOKEN = "e2e-ops-token-4f1c"
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +56,8 @@ def stack(
         triggers={"max_attempts": 3, "backoff_base_s": 0.1, "backoff_max_s": 0.5},
         ray={"num_cpus": 2},
     )
+    # The sample's ops webhook sends "Bearer {{secrets.OPS_TOKEN}}" (acme-foods' secret).
+    write_secrets_file(settings.secrets_path, {"acme-foods": {"OPS_TOKEN": OPS_TOKEN}})
     running = Stack(settings)
     try:
         running.start()

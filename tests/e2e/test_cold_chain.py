@@ -13,7 +13,7 @@ import requests
 from eventray.cluster.stack import Stack
 from eventray.testing.mail_sink import MailSink
 from eventray.testing.sink import WebhookSink
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import OPS_TOKEN, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -145,6 +145,24 @@ def test_door_incident_opens_a_ticket_by_email(
             )
         )
     )
+
+
+def test_the_ops_webhook_renders_its_organization_s_secret_from_the_file(
+    stack: Stack, sink: WebhookSink, select: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    """The lane reads <data_dir>/secrets.yaml: acme-foods' OPS_TOKEN reaches the endpoint, and
+    not what logs_trigger keeps."""
+    answer = post(stack, reading("FRZ-0003", 30, -9.0))
+    assert answer.status_code == 201
+    tracker = answer.json()["eventTrackerId"]
+    wait_for(lambda: any(r["path"] == "/hooks/ops" for r in list(sink.requests)))
+    [ops] = [r for r in sink.requests if r["path"] == "/hooks/ops"][-1:]
+    assert ops["headers"]["Authorization"] == f"Bearer {OPS_TOKEN}"
+    wait_for(lambda: bool(select(
+        f"SELECT 1 FROM {{db}}.logs_trigger FINAL WHERE event_tracker_id = '{tracker}' "
+        "AND trigger_id = 'ops-webhook' AND success = 1")))  # fmt: skip
+    rows = select(f"SELECT * FROM {{db}}.logs_trigger FINAL WHERE event_tracker_id = '{tracker}'")
+    assert rows and OPS_TOKEN not in orjson.dumps(rows, default=str).decode()
 
 
 def test_ingress_statuses(stack: Stack, select: Callable[[str], list[dict[str, Any]]]) -> None:

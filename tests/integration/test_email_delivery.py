@@ -10,7 +10,7 @@ import pytest
 
 from eventray.pipeline.adapters.smtp_sender import SmtpSender
 from eventray.pipeline.models import Trigger
-from eventray.pipeline.secrets import EnvSecrets
+from eventray.pipeline.secrets import DictSecrets
 from eventray.pipeline.triggers.delivery import Deliverer, DeliveryGroup, DeliveryOutcome
 from eventray.pipeline.triggers.policy import RetryPolicy
 from eventray.pipeline.triggers.requests import DeliveryJob, EmailRequest
@@ -60,7 +60,7 @@ def deliver(trig: Trigger, *, times: int = 1, sender: SmtpSender | None = None,
 
     async def run() -> DeliveryOutcome:
         smtp = sender or SmtpSender()
-        deliverer = Deliverer({trig.id: trig}, smtp, secrets=EnvSecrets({}),
+        deliverer = Deliverer({trig.id: trig}, smtp, secrets=DictSecrets(),
                               retry=RetryPolicy(max_attempts=3, base_delay_s=0.01), **kw)  # fmt: skip
         try:
             outcome = DeliveryOutcome()

@@ -11,7 +11,7 @@ import pytest
 
 from eventray.pipeline.adapters.http_sender import AiohttpSender
 from eventray.pipeline.models import Trigger
-from eventray.pipeline.secrets import EnvSecrets
+from eventray.pipeline.secrets import DictSecrets
 from eventray.pipeline.triggers.delivery import Deliverer, DeliveryGroup, DeliveryOutcome
 from eventray.pipeline.triggers.policy import CircuitBreaker, RetryPolicy
 from eventray.pipeline.triggers.requests import DeliveryJob
@@ -63,8 +63,11 @@ def deliver(sink: WebhookSink, group: DeliveryGroup, **kw: Any) -> DeliveryOutco
     async def run() -> DeliveryOutcome:
         sender = AiohttpSender()
         try:
-            deliverer = Deliverer(triggers(sink.url), sender, secrets=EnvSecrets({"EVENTRAY_SECRET_TOKEN": "t0k"}),
-                                  retry=RetryPolicy(max_attempts=3, base_delay_s=0.01), **kw)  # fmt: skip
+            kw.setdefault("secrets", DictSecrets({"o": {"TOKEN": "t0k"}}))
+            kw.setdefault("triggers", triggers(sink.url))
+            deliverer = Deliverer(
+                send=sender, retry=RetryPolicy(max_attempts=3, base_delay_s=0.01), **kw
+            )
             return await deliverer.deliver(group)
         finally:
             await sender.close()
@@ -110,3 +113,82 @@ def test_unsupported_type_and_open_circuit_fail_fast(sink: WebhookSink) -> None:
     assert first.failed[0][1] == "circuit open for trigger 'down' after repeated failures"
     parallel = deliver(sink, DeliveryGroup((job("slack", "a"), job("slack", "b")), mode="parallel"))
     assert sorted(r["body"]["text"] for r in sink.requests) == ["a", "b"] and not parallel.failed
+
+
+# --------------------------------------------------------------------------- per-org secrets
+
+ORGS = {"root": ("root",), "acme": ("acme", "root"), "rival": ("rival", "root")}
+SECRETS = DictSecrets({
+    "root": {"ROOT_SHARED": {"value": "r00t-shared-value", "shared": True},
+             "ROOT_PRIVATE": "r00t-private-value"},
+    "acme": {"TOKEN": "acme-token-value"},
+    "rival": {"TOKEN": "rival-token-value"},
+})  # fmt: skip
+
+
+def hook(org: str, header: str, endpoint: str = "/hook") -> Trigger:
+    return Trigger.model_validate({
+        "id": f"hook-{org}", "orgId": org, "name": "h", "triggerType": "http",
+        "config": {"http": {"endpoint": endpoint, "headers": {"X-Token": header}, "timeoutMs": 2000}},
+    })  # fmt: skip
+
+
+def deliver_as(sink: WebhookSink, trigger: Trigger, job_org: str = "acme") -> DeliveryOutcome:
+    trigger = trigger.model_copy(update={"config": trigger.config.model_copy(update={
+        "http": trigger.config.http.model_copy(update={"endpoint": sink.url + trigger.config.http.endpoint})  # type: ignore[union-attr]
+    })})  # fmt: skip
+    one = DeliveryJob("trk-1", job_org, "0001", trigger.id, None, {"event": {}}, "br", "a")
+    return deliver(sink, DeliveryGroup((one,)), triggers={trigger.id: trigger}, secrets=SECRETS,
+                   lineage=ORGS.__getitem__)  # fmt: skip
+
+
+def test_a_trigger_renders_its_own_organization_s_secret(sink: WebhookSink) -> None:
+    assert not deliver_as(sink, hook("acme", "{{secrets.TOKEN}}")).failed
+    assert not deliver_as(sink, hook("rival", "{{secrets.TOKEN}}"), job_org="rival").failed
+    assert [r["headers"]["X-Token"] for r in sink.requests] == [
+        "acme-token-value", "rival-token-value"
+    ]  # fmt: skip
+
+
+def test_an_ancestor_s_secret_only_when_shared(sink: WebhookSink) -> None:
+    assert not deliver_as(sink, hook("acme", "{{secrets.ROOT_SHARED}}")).failed
+    refused = deliver_as(sink, hook("acme", "{{secrets.ROOT_PRIVATE}}"))
+    assert refused.failed[0][1] == "unknown secret 'ROOT_PRIVATE'"
+    assert [r["headers"]["X-Token"] for r in sink.requests] == ["r00t-shared-value"]
+
+
+def test_no_secret_of_another_organization_whatever_the_name(sink: WebhookSink) -> None:
+    # "rival" has a TOKEN; an organization without one cannot reach it by naming it
+    lonely = DictSecrets({"rival": {"TOKEN": "rival-token-value"}})
+    trigger = hook("acme", "{{secrets.TOKEN}}")
+    trigger = trigger.model_copy(update={"config": trigger.config.model_copy(update={
+        "http": trigger.config.http.model_copy(update={"endpoint": sink.url + "/hook"})  # type: ignore[union-attr]
+    })})  # fmt: skip
+    one = DeliveryJob("trk-1", "acme", "0001", trigger.id, None, {"event": {}}, "br", "a")
+    outcome = deliver(sink, DeliveryGroup((one,)), triggers={trigger.id: trigger}, secrets=lonely,
+                      lineage=ORGS.__getitem__)  # fmt: skip
+    assert outcome.failed[0][1] == "unknown secret 'TOKEN'" and not sink.requests
+
+
+def test_secret_values_never_reach_what_is_recorded(sink: WebhookSink) -> None:
+    """A secret placed in the URL's path and query, in the body and echoed back by the
+    endpoint is replaced by *** in the recorded request, response and error."""
+    sink.echo = True
+    secret = "acme-token-value"
+    trigger = Trigger.model_validate({
+        "id": "leaky", "orgId": "acme", "name": "h", "triggerType": "http",
+        "config": {"http": {"endpoint": sink.url + "/x/{{secrets.TOKEN}}?key={{secrets.TOKEN}}",
+                            "body": {"token": "{{secrets.TOKEN}}"}, "timeoutMs": 2000}},
+    })  # fmt: skip
+    one = DeliveryJob("trk-1", "acme", "0001", "leaky", None, {"event": {}}, "br", "a")
+    ok = deliver(sink, DeliveryGroup((one,)), triggers={"leaky": trigger}, secrets=SECRETS,
+                 lineage=ORGS.__getitem__)  # fmt: skip
+    assert sink.requests[0]["body"] == {"token": secret}  # delivered with the value
+    sink.fail_first = 5  # the same endpoint now fails: the error and response are recorded
+    failed = deliver(sink, DeliveryGroup((one,)), triggers={"leaky": trigger}, secrets=SECRETS,
+                     lineage=ORGS.__getitem__)  # fmt: skip
+    attempts = ok.attempts + failed.attempts
+    recorded = " ".join(f"{a.request} {a.response} {a.error}" for a in attempts)
+    recorded += " ".join(reason for _, reason in failed.failed)
+    assert secret not in recorded and "***" in recorded
+    assert "/x/***?key=***" in ok.attempts[0].request

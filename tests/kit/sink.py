@@ -17,10 +17,12 @@ __all__ = ["WebhookSink"]
 class WebhookSink:
     """An HTTP server on 127.0.0.1 (free port) that answers 200 and keeps every request.
 
-    ``fail_first`` makes the first N requests answer 503, to exercise retries.
+    ``fail_first`` makes the first N requests answer 503, to exercise retries; ``echo`` makes
+    every answer repeat the request's URL and body (what a careless endpoint does with a token).
     """
 
     fail_first: int = 0
+    echo: bool = False
     requests: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
@@ -45,10 +47,11 @@ class WebhookSink:
                 "body": parsed,
             }
         )
+        echoed = f" {request.url} {body.decode(errors='replace')}" if self.echo else ""
         if self.fail_first > 0:
             self.fail_first -= 1
-            return web.Response(status=503, text="try again", headers={"Retry-After": "0"})
-        return web.Response(status=200, text="ok")
+            return web.Response(status=503, text="try again" + echoed, headers={"Retry-After": "0"})
+        return web.Response(status=200, text="ok" + echoed)
 
     def start(self) -> WebhookSink:
         ready = threading.Event()
