@@ -69,4 +69,13 @@ class IngressActor(ActorHost):
     async def status(self) -> dict[str, Any]:
         if self._app is None:
             return {"port": 0, "lag": 0, "answers": {}}
-        return {"port": self._app.port, "lag": self._app.lag, "answers": dict(self._app.counts)}
+        app = self._app
+        meter = app.admission.meter
+        return {
+            "port": app.port,
+            "lag": app.lag,
+            "queued_s": round(meter.queued_s, 3),
+            "drain_per_s": round(meter.drain_per_s, 1),
+            "shed": dict(app.shed),
+            "answers": dict(app.counts),
+        }

@@ -3,9 +3,11 @@
 :class:`IngressActor` hosts it in the cluster; tests run it directly against a real
 nats-server. The decisions are :class:`pipeline.ingress.IngressPolicy`'s; this class parses
 requests, publishes accepted events to JetStream and answers once the stream acknowledged them
-(201), keeps refused authentications for ``events_raw``, and applies backpressure: 429 with
-``Retry-After`` when more than ``max_lag`` events wait in the stream, 503 with ``Retry-After``
-when the stream does not answer.
+(201), keeps refused authentications for ``events_raw``, and applies admission
+(:mod:`pipeline.admission`): 429 with ``Retry-After`` when an organization is over its quota,
+or when more than ``max_queue_s`` seconds of work wait in the stream (from half of it, for
+the organizations sending more than their share); 503 with ``Retry-After`` when the stream does
+not answer.
 
 Input alone never makes a 500: a body that is not a JSON type is 415, an ambiguous request
 (a query parameter or a credential header given twice) 400, a batch over ``max_batch_items``
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -28,6 +31,7 @@ import orjson
 from aiohttp import web
 
 from eventray.config.settings import IngressSettings
+from eventray.pipeline.admission import Admission, Backlog, DrainMeter, quota_table
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.ingress import Accepted, IngressPolicy, Refused
 from eventray.pipeline.models import DataSource
@@ -46,7 +50,7 @@ KeepRows = Callable[[dict[str, list[tuple[Any, ...]]]], Awaitable[object]]
 
 
 def _json(status: int, payload: Any, retry_after: float | None = None) -> web.Response:
-    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
     return web.Response(
         status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
     )
@@ -86,6 +90,11 @@ class IngressApp:
         self.counts: dict[int, int] = {}
         self._policy = policy
         self._rows = rows
+        self.admission = Admission(
+            settings.max_queue_s, DrainMeter(prior_per_s=settings.drain_rate_prior)
+        )
+        self.admission.use_quotas(*quota_table(policy.catalog.orgs))
+        self.shed: dict[str, int] = {"quota": 0, "queue": 0}
         self._runner: web.AppRunner | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self.refusals_not_kept = 0
@@ -97,6 +106,7 @@ class IngressApp:
     def use(self, policy: IngressPolicy, rows: RowContext) -> None:
         """Apply a new catalog (config change) to the next request."""
         self._policy, self._rows = policy, rows
+        self.admission.use_quotas(*quota_table(policy.catalog.orgs))
 
     async def start(self) -> int:
         """Listen; returns the port (``settings.port`` 0 picks a free one)."""
@@ -125,11 +135,16 @@ class IngressApp:
 
     async def _watch_lag(self) -> None:
         while True:
-            total = 0
+            pending = acked = answered = 0
             for partition in range(self.partitions):
                 with contextlib.suppress(RetryableError):
-                    total += await self.stream.pending(partition)
-            self.lag = total
+                    backlog = await self.stream.backlog(partition)
+                    pending, acked, answered = (
+                        pending + backlog.pending, acked + backlog.acked, answered + 1
+                    )  # fmt: skip
+            self.lag = pending
+            if answered == self.partitions:  # a partial sum would read as a jump in the rate
+                self.admission.meter.update(time.monotonic(), Backlog(pending, acked))
             await asyncio.sleep(self.lag_interval_s)
 
     # ------------------------------------------------------------------ handlers
@@ -161,7 +176,9 @@ class IngressApp:
             return self._answer(_json(500, {"error": "internal error"}))
 
     async def _health(self, request: web.Request) -> web.Response:
-        return _json(200, {"ok": True, "lag": self.lag})
+        meter = self.admission.meter
+        return _json(200, {"ok": True, "lag": self.lag, "queuedSeconds": round(meter.queued_s, 3),
+                           "drainPerSecond": round(meter.drain_per_s)})  # fmt: skip
 
     async def _authenticated(
         self, request: web.Request, body: bytes, limit: int
@@ -183,9 +200,11 @@ class IngressApp:
             if source.keep:
                 await self._keep(source)
             return self._answer(_json(source.status, {"error": source.error}))
-        if self.lag > self.settings.max_lag:
+        refused = self.admission.check(source.org_id, time.monotonic())
+        if refused is not None:
+            self.shed["quota" if refused.error.startswith("quota") else "queue"] += 1
             return self._answer(
-                _json(429, {"error": f"{self.lag} events waiting in the stream; retry later"}, 1)
+                _json(refused.status, {"error": refused.error}, refused.retry_after_s)
             )
         return source
 
@@ -289,6 +308,7 @@ class IngressApp:
             return parsed
         source, item, body = parsed
         decision = self._policy.accept(source, item, raw=body)
+        self.admission.admitted(source.org_id, 1, time.monotonic())
         if isinstance(decision, Refused):
             return self._answer(_json(decision.status, {"error": decision.error}))
         [(status, payload)] = await self._publish([decision])
@@ -306,6 +326,7 @@ class IngressApp:
             return self._answer(
                 _json(413, {"error": f"batch of {len(items)} events (limit {limit} per request)"})
             )
+        self.admission.admitted(source.org_id, len(items), time.monotonic())
         policy = self._policy
         decisions: list[Accepted | Refused] = []
         for start in range(0, len(items), _CHUNK):  # other clients' requests run in between

@@ -76,7 +76,7 @@ def _settings(data: Path, *, partitions: int, lanes: int, batch_size: int = 0) -
     return load_settings(
         data_dir=data,
         pipeline=pipeline,
-        ingress={"port": 0, "max_lag": 10_000_000},
+        ingress={"port": 0},
         metrics={"enabled": False},
         ray={"num_cpus": 2},
     )

@@ -182,8 +182,16 @@ class IngressSettings(_Section):
         description="refused requests kept in events_raw per data source and minute (the rest "
         "are counted only)",
     )
-    max_lag: PositiveInt = Field(
-        default=500_000, description="answer 429 when this many events wait in the stream"
+    max_queue_s: PositiveFloat = Field(
+        default=2.0,
+        description=(
+            "answer 429 when more than this many seconds of work (at the measured drain rate) "
+            "wait in the stream; past half of it, to the organizations sending more than their "
+            "share of the traffic"
+        ),
+    )
+    drain_rate_prior: PositiveFloat = Field(
+        default=2000.0, description="events/s assumed before the drain rate was first measured"
     )
     ack_timeout_s: PositiveFloat = Field(
         default=5.0, description="answer 503 when the stream has not acknowledged by then"

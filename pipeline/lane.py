@@ -52,6 +52,8 @@ class LaneStats:
     narrowed: int = 0
     last_error: str = ""
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    by_source_ms: dict[str, deque[float]] = field(default_factory=dict)
+    """Recent latencies per data source: which tenant waits, when one floods."""
     started: float = field(default_factory=time.monotonic)
 
 
@@ -282,9 +284,15 @@ class Lane:
         stats.failed += len(processed.failures)
         now_ms = time.time() * 1000
         latencies = stats.latencies_ms
+        by_source = stats.by_source_ms
         for item in items:
             if item.received_ms:
-                latencies.append(now_ms - item.received_ms)
+                latency = now_ms - item.received_ms
+                latencies.append(latency)
+                mine = by_source.get(item.data_source_id)
+                if mine is None:
+                    mine = by_source[item.data_source_id] = deque(maxlen=4096)
+                mine.append(latency)
 
     # ------------------------------------------------------------------ observability
     async def status(self) -> dict[str, Any]:
@@ -308,9 +316,23 @@ class Lane:
             "stage_s": {k: round(v, 4) for k, v in self.pipeline.stage_s.items()},
             "latency_p50_ms": pct(0.5),
             "latency_p99_ms": pct(0.99),
+            "latency_by_source": {
+                source: _percentiles(values) for source, values in self.stats.by_source_ms.items()
+            },
             "last_error": self.stats.last_error,
             "uptime_s": time.monotonic() - self.stats.started,
         }
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"n": 0, "p50_ms": 0.0, "p99_ms": 0.0}
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+    return {"n": len(ordered), "p50_ms": round(at(0.5), 1), "p99_ms": round(at(0.99), 1)}
 
 
 def _extend(out: ProcessedBatch, part: ProcessedBatch) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from eventray.pipeline.admission import Backlog
     from eventray.pipeline.processor import Ingested
     from eventray.pipeline.secrets import SecretsSource
     from eventray.pipeline.triggers.delivery import Sender
@@ -278,6 +279,11 @@ class Stream(Protocol):
 
     async def pending(self, partition: int) -> int:
         """Events of ``partition`` not yet acknowledged by its consumer (the lag)."""
+        ...
+
+    async def backlog(self, partition: int) -> Backlog:
+        """The lag and how many events the partition's consumer acknowledged so far (from
+        which the ingress measures the drain rate)."""
         ...
 
     async def queue(self, name: str, subject: str, *, ack_wait_s: float, max_pending: int) -> Queue:

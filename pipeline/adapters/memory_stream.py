@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from eventray.pipeline.admission import Backlog
 from eventray.pipeline.ingress import (
     HEADER_ASSET,
     HEADER_RECEIVED,
@@ -209,6 +210,10 @@ class MemoryStream(Stream):
     async def pending(self, partition: int) -> int:
         part = self._partition(partition)
         return len(part.log) - part.acked
+
+    async def backlog(self, partition: int) -> Backlog:
+        part = self._partition(partition)
+        return Backlog(len(part.log) - part.acked, part.acked)
 
     async def queue(self, name: str, subject: str, *, ack_wait_s: float, max_pending: int) -> Queue:
         return MemoryQueue(self._outbox, subject)

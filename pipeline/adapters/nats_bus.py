@@ -40,6 +40,7 @@ from eventray.pipeline.adapters.nats_wire import (
     header_block,
 )
 from eventray.pipeline.adapters.urls import redacted
+from eventray.pipeline.admission import Backlog
 from eventray.pipeline.errors import PermanentError, RetryableError
 from eventray.pipeline.ingress import (
     HEADER_ASSET,
@@ -714,6 +715,17 @@ class JetStreamBus(Stream):
         except NatsError as exc:
             raise BusError(f"no consumer for partition {partition}: {exc}") from exc
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def backlog(self, partition: int) -> Backlog:
+        """The lag, and the consumer's acknowledgement floor (its own sequence: one per
+        message of the partition, whatever else the stream holds)."""
+        try:
+            info = await self.js.consumer_info(self.stream, partition_durable(partition))
+        except NatsError as exc:
+            raise BusError(f"no consumer for partition {partition}: {exc}") from exc
+        pending = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        floor = info.ack_floor.consumer_seq if info.ack_floor is not None else 0
+        return Backlog(pending, int(floor or 0))
 
     async def close(self) -> None:
         if self._wire is not None:

@@ -6,11 +6,18 @@ from typing import Literal
 
 from pydantic import Field
 
-from eventray.pipeline.models.base import Entity
+from eventray.pipeline.models.base import Entity, Model
 
-__all__ = ["OrgType", "Organization"]
+__all__ = ["IngestQuota", "OrgType", "Organization"]
 
 OrgType = Literal["vendor", "customer", "site", "building", "floor", "zone"]
+
+
+class IngestQuota(Model):
+    """What the ingress accepts from an organization and its sub-organizations together."""
+
+    events_per_second: float = Field(gt=0)
+    burst: float | None = Field(default=None, ge=1, description="default: one second's worth")
 
 
 class Organization(Entity):
@@ -30,3 +37,4 @@ class Organization(Entity):
     code: int | None = Field(default=None, ge=1, le=9999)
     path_key: str = ""
     depth: int = 0
+    ingest_quota: IngestQuota | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,8 +19,11 @@ from eventray.actors.ingress_app import IngressApp
 from eventray.cluster.services.nats_server import RunningNats, start_nats
 from eventray.config.settings import IngressSettings
 from eventray.pipeline.adapters.nats_bus import JetStreamBus
-from eventray.pipeline.catalog import load_catalog
+from eventray.pipeline.catalog import Catalog, build_catalog, load_catalog
 from eventray.pipeline.ingress import IngressPolicy
+from eventray.pipeline.loader import read_entities
+from eventray.pipeline.models import Organization
+from eventray.pipeline.models.org import IngestQuota
 from eventray.pipeline.storage.retention import RetentionPolicy
 from eventray.pipeline.storage.rows import RowContext, as_dicts
 
@@ -69,9 +73,9 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def harness(
-    server: RunningNats, samples_dir: Path, **settings: Any
+    server: RunningNats, samples_dir: Path, *, catalog: Catalog | None = None, **settings: Any
 ) -> AsyncIterator[Harness]:
-    catalog = load_catalog([samples_dir / "tenant"], compile_scripts=False)
+    catalog = catalog or load_catalog([samples_dir / "tenant"], compile_scripts=False)
     name = f"I{uuid.uuid4().hex[:8]}"
     bus = JetStreamBus(url=server.url, stream=name, subject_prefix=f"t.{name.lower()}")
     await bus.connect()
@@ -128,7 +132,8 @@ def test_429_with_retry_after_when_the_stream_backs_up(
     nats_server: RunningNats, samples_dir: Path
 ) -> None:
     async def scenario() -> None:
-        async with harness(nats_server, samples_dir, max_lag=5) as h:
+        # nobody drains: the prior rate (1 event/s) makes 6 queued events 6 s of work
+        async with harness(nats_server, samples_dir, max_queue_s=5, drain_rate_prior=1) as h:
             for partition in (0, 1):  # the lanes' durable consumers, with nobody pulling
                 await bus_of(h).ensure_consumer(partition)
             for _ in range(6):
@@ -139,8 +144,49 @@ def test_429_with_retry_after_when_the_stream_backs_up(
                     break
                 await asyncio.sleep(0.1)
             assert status == 429, body
+            queued = h.app.lag / 1  # seconds at the prior rate
+            assert (
+                body["error"]
+                == f"{queued:.1f} s of work queued (limit 5 s at 1 events/s); retry later"
+            )
+            assert headers["Retry-After"] == str(max(1, math.ceil(queued - 5)))
+
+    asyncio.run(scenario())
+
+
+def test_an_organization_over_its_quota_gets_429_and_the_others_do_not(
+    nats_server: RunningNats, samples_dir: Path
+) -> None:
+    """factory-alpha (ds-gateway-http) may send 1 event/s with a burst of 3; acme-foods, its
+    parent, has no quota and posts through ds-ttn-webhook meanwhile."""
+    entities = read_entities([samples_dir / "tenant"], [])
+    limited = [
+        (source, e.model_copy(update={"ingest_quota": IngestQuota(events_per_second=1, burst=3)})
+         if e.id == "factory-alpha" and isinstance(e, Organization) else e)
+        for source, e in entities
+    ]  # fmt: skip
+    catalog = build_catalog(limited, compile_scripts=False)
+    ttn = {"X-Downlink-Apikey": "sample-key-change-me-0002"}
+    uplink = {"end_device_ids": {"dev_eui": "24E124136B316241"}, "uplink_message": {
+        "f_port": 85, "frm_payload": "AXWTAmdnAQ==", "received_at": "2026-03-01T08:00:00Z"}}  # fmt: skip
+
+    async def scenario() -> None:
+        async with harness(nats_server, samples_dir, catalog=catalog) as h:
+            answers = [(await h.post(READING))[0] for _ in range(3)]
+            assert answers == [201, 201, 201]
+            status, headers, body = await h.post(READING)
+            assert status == 429 and body["error"] == (
+                "quota of organization 'factory-alpha' (1 events/s, burst 3) exceeded; retry later"
+            )
             assert headers["Retry-After"] == "1"
-            assert "events waiting" in body["error"]
+            status, _, body = await h.post([READING] * 5, batch=True)
+            assert status == 429  # refused whole, before its body is parsed
+            for _ in range(10):  # the parent organization is not held by its child's quota
+                status, _, body = await h.post(uplink, ds="ds-ttn-webhook", headers=ttn)
+                assert status == 201, body
+            await asyncio.sleep(1.05)  # one token back
+            assert (await h.post(READING))[0] == 201
+            assert h.app.shed == {"quota": 2, "queue": 0}
 
     asyncio.run(scenario())
 

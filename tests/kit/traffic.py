@@ -15,7 +15,7 @@ from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.models.datasource import ApiKeyAuth
 from eventray.testing.simulator import DeviceSimulator, Uplink
 
-__all__ = ["TrafficResult", "post_traffic"]
+__all__ = ["TrafficResult", "post_traffic", "send_traffic"]
 
 
 @dataclass
@@ -44,24 +44,27 @@ async def _post(
     headers: dict[str, str],
     uplinks: list[Uplink],
     result: TrafficResult,
+    attempts: int = 20,
 ) -> None:
     body = b"[" + b",".join(u.body for u in uplinks) + b"]"
     sent_at = time.time()
-    for attempt in range(20):
+    for attempt in range(attempts):
         async with session.post(
             f"{url}/api/v1/events/batch?ds={ds}",
             data=body,
             headers={"Content-Type": "application/json", **headers},
         ) as response:
             if response.status in (429, 503):
+                if attempt == attempts - 1:
+                    break
                 await asyncio.sleep(
                     float(response.headers.get("Retry-After", "1")) * (attempt + 1) / 4
                 )
                 continue
             payload = orjson.loads(await response.read())
             break
-    else:
-        result.answers[429] += len(uplinks)
+    if response.status in (429, 503):
+        result.answers[response.status] += len(uplinks)
         return
     for item in payload.get("results", []):
         result.answers[int(item["status"])] += 1
@@ -82,6 +85,7 @@ async def _run(
     concurrency: int,
     simulator: DeviceSimulator,
     progress: Callable[[TrafficResult], None] | None,
+    attempts: int = 20,
 ) -> TrafficResult:
     result = TrafficResult()
     auth = _auth_headers(catalog)
@@ -102,7 +106,7 @@ async def _run(
 
                 async def one(ds: str = ds, group: list[Uplink] = group) -> None:
                     try:
-                        await _post(session, url, ds, auth.get(ds, {}), group, result)
+                        await _post(session, url, ds, auth.get(ds, {}), group, result, attempts)
                     finally:
                         limit.release()
 
@@ -135,16 +139,34 @@ def post_traffic(
     progress: Callable[[TrafficResult], None] | None = None,
 ) -> TrafficResult:
     """Post ``events`` simulated uplinks (batch endpoint), at ``rate`` events/s (0 = flat out)."""
-    simulator = DeviceSimulator(catalog, seed=seed)
     return asyncio.run(
-        _run(
-            url,
-            catalog,
-            events=events,
-            rate=rate,
-            chunk=chunk,
-            concurrency=concurrency,
-            simulator=simulator,
-            progress=progress,
-        )
+        send_traffic(url, catalog, events=events, rate=rate, chunk=chunk,
+                     concurrency=concurrency, seed=seed, progress=progress)
+    )  # fmt: skip
+
+
+async def send_traffic(
+    url: str,
+    catalog: Catalog,
+    *,
+    events: int,
+    rate: float = 0.0,
+    chunk: int = 250,
+    concurrency: int = 8,
+    seed: int = 7,
+    progress: Callable[[TrafficResult], None] | None = None,
+    attempts: int = 20,
+) -> TrafficResult:
+    """:func:`post_traffic` in the caller's event loop (several senders at once);
+    ``attempts``: tries per request on 429/503 (1: a refused request is counted, not retried)."""
+    return await _run(
+        url,
+        catalog,
+        events=events,
+        rate=rate,
+        chunk=chunk,
+        concurrency=concurrency,
+        simulator=DeviceSimulator(catalog, seed=seed),
+        progress=progress,
+        attempts=attempts,
     )

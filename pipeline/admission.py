@@ -1,0 +1,254 @@
+"""Admission at the ingress: backpressure in seconds of queued work, and per-tenant quotas.
+
+Why seconds, not events: the latency an accepted event will see is the work queued ahead of
+it divided by the rate the lanes drain it, and that rate depends on the templates, the rules
+and the machine. A threshold in events is either far too high (500,000 events queued 71 s of
+work on this machine) or wrong the day the workload changes. :class:`DrainMeter` measures the
+drain rate from the stream's own acknowledgement counters (so any number of ingresses and
+lanes agree) and turns the backlog into seconds.
+
+Why quotas and fair shedding: one tenant's flood must not take the others' capacity.
+
+- A quota (:class:`Quota`, on an organization and shared by its subtree) is a token bucket
+  in events per second with a burst. A bucket may go into debt by one request's events, so a
+  request is refused before its body is parsed whenever the bucket is empty: refusing a
+  flood costs the ingress almost nothing.
+- Past half of ``max_queue_s`` of queued work, the organizations sending more than their
+  fair share of the recent traffic are refused; past ``max_queue_s`` everyone is (the latency
+  goal would be lost for all). So a flood without a quota is shed before it reaches the
+  others' limit.
+
+Everything here is pure: time comes in as arguments, so the decisions are tested exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from eventray.pipeline.models.org import Organization
+
+__all__ = [
+    "Admission",
+    "Backlog",
+    "Decision",
+    "DrainMeter",
+    "Quota",
+    "QuotaBuckets",
+    "TrafficShares",
+    "quota_table",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """The stream's state for one reading: events waiting (not yet acknowledged) and events
+    acknowledged so far (a counter that only grows, summed over the partitions)."""
+
+    pending: int
+    acked: int
+
+
+@dataclass(slots=True)
+class DrainMeter:
+    """The lanes' drain rate, measured only while they had work queued (otherwise the rate
+    seen is the input's, not the capacity's).
+
+    Args:
+        prior_per_s: the rate assumed before any measurement.
+        busy_backlog: a reading counts when at least this many events waited at its start.
+        alpha: weight of the newest measurement in the moving average.
+    """
+
+    prior_per_s: float = 2000.0
+    busy_backlog: int = 200
+    alpha: float = 0.5
+    rate_per_s: float = 0.0
+    pending: int = 0
+    _last: tuple[float, Backlog] | None = None
+
+    def update(self, now: float, backlog: Backlog) -> None:
+        last = self._last
+        self._last = (now, backlog)
+        self.pending = backlog.pending
+        if last is None:
+            return
+        then, before = last
+        elapsed = now - then
+        if elapsed <= 0 or before.pending < self.busy_backlog:
+            return
+        measured = max(0.0, (backlog.acked - before.acked) / elapsed)
+        if self.rate_per_s == 0.0:
+            self.rate_per_s = measured
+        else:
+            self.rate_per_s += self.alpha * (measured - self.rate_per_s)
+
+    @property
+    def drain_per_s(self) -> float:
+        """The measured rate, or the prior before a measurement; never below 1 event/s (a
+        stopped lane makes the backlog as long as it gets, which is what the limit should
+        see)."""
+        return max(self.rate_per_s if self.rate_per_s > 0 else self.prior_per_s, 1.0)
+
+    @property
+    def queued_s(self) -> float:
+        """Seconds of work waiting in the stream."""
+        return self.pending / self.drain_per_s
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    events_per_s: float
+    burst: float
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass(slots=True)
+class QuotaBuckets:
+    """Token buckets keyed by the organization holding the quota."""
+
+    quotas: Mapping[str, Quota] = field(default_factory=dict)
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def _bucket(self, key: str, quota: Quota, now: float) -> _Bucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(quota.burst, now)
+        else:
+            bucket.tokens = min(quota.burst, bucket.tokens + (now - bucket.at) * quota.events_per_s)
+            bucket.at = now
+        return bucket
+
+    def wait_s(self, key: str, now: float) -> float:
+        """0 if a request may start now, else the seconds until it may."""
+        quota = self.quotas.get(key)
+        if quota is None:
+            return 0.0
+        bucket = self._bucket(key, quota, now)
+        return 0.0 if bucket.tokens >= 1.0 else (1.0 - bucket.tokens) / quota.events_per_s
+
+    def take(self, key: str, events: int, now: float) -> None:
+        """Debit an admitted request's events (the bucket may go into debt)."""
+        quota = self.quotas.get(key)
+        if quota is not None:
+            self._bucket(key, quota, now).tokens -= events
+
+
+@dataclass(slots=True)
+class TrafficShares:
+    """Recent accepted events per organization, decaying with a half-life, so a share is the
+    traffic of the last few seconds."""
+
+    half_life_s: float = 2.0
+    _rates: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (value, at)
+
+    def _decayed(self, key: str, now: float) -> float:
+        value, at = self._rates.get(key, (0.0, now))
+        return value * math.exp2(-(now - at) / self.half_life_s)
+
+    def add(self, key: str, events: int, now: float) -> None:
+        self._rates[key] = (self._decayed(key, now) + events, now)
+        self._rates["*"] = (self._decayed("*", now) + events, now)
+        if len(self._rates) > 10_000:  # forget organizations that went quiet
+            self._rates = {k: v for k, v in self._rates.items() if self._decayed(k, now) >= 1}
+
+    def heavy(self, key: str, now: float) -> bool:
+        """Whether ``key`` sends more than its fair share of the recent traffic (an equal
+        split between the organizations seen sending at least 1% of it)."""
+        total = self._decayed("*", now)
+        if total <= 0:
+            return False
+        active = sum(1 for k in self._rates if k != "*" and self._decayed(k, now) >= 0.01 * total)
+        return self._decayed(key, now) > total / max(active, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A refusal: the HTTP status, the reason and when to retry."""
+
+    status: int
+    error: str
+    retry_after_s: float
+
+
+@dataclass(slots=True)
+class Admission:
+    """Decides, per request, whether the ingress takes it.
+
+    Args:
+        max_queue_s: the work (seconds at the measured drain rate) the stream may hold.
+        quota_of: the organization whose quota applies to an organization (itself or the
+            nearest ancestor holding one), and that quota.
+    """
+
+    max_queue_s: float
+    meter: DrainMeter = field(default_factory=DrainMeter)
+    buckets: QuotaBuckets = field(default_factory=QuotaBuckets)
+    shares: TrafficShares = field(default_factory=TrafficShares)
+    quota_holder: Mapping[str, str] = field(default_factory=dict)
+
+    def use_quotas(self, quotas: Mapping[str, Quota], holder: Mapping[str, str]) -> None:
+        """A new catalog: quotas by holding organization, and each organization's holder."""
+        self.buckets.quotas = quotas
+        self.quota_holder = holder
+
+    def check(self, org_id: str, now: float) -> Decision | None:
+        """Before the body is parsed: refuse, or None to go on."""
+        holder = self.quota_holder.get(org_id)
+        if holder is not None:
+            wait = self.buckets.wait_s(holder, now)
+            if wait > 0:
+                quota = self.buckets.quotas[holder]
+                return Decision(
+                    429,
+                    f"quota of organization {holder!r} ({quota.events_per_s:g} events/s, burst "
+                    f"{quota.burst:g}) exceeded; retry later",
+                    wait,
+                )
+        queued = self.meter.queued_s
+        limit = self.max_queue_s
+        if queued <= limit / 2:
+            return None
+        if queued > limit or self.shares.heavy(org_id, now):
+            reached = limit if queued > limit else limit / 2
+            return Decision(
+                429,
+                f"{queued:.1f} s of work queued (limit {limit:g} s at "
+                f"{self.meter.drain_per_s:,.0f} events/s); retry later",
+                max(1.0, queued - reached),
+            )
+        return None
+
+    def admitted(self, org_id: str, events: int, now: float) -> None:
+        """Count an admitted request's events against its quota and share."""
+        holder = self.quota_holder.get(org_id)
+        if holder is not None:
+            self.buckets.take(holder, events, now)
+        self.shares.add(org_id, events, now)
+
+
+def quota_table(orgs: Mapping[str, Organization]) -> tuple[dict[str, Quota], dict[str, str]]:
+    """Quotas by the organization that declares one, and for every organization the holder
+    whose bucket it draws from (itself or its nearest ancestor with a quota)."""
+    quotas = {
+        org.id: Quota(q.events_per_second, q.burst or max(q.events_per_second, 1.0))
+        for org in orgs.values()
+        if (q := org.ingest_quota) is not None
+    }
+    holder: dict[str, str] = {}
+    for org in orgs.values():
+        seen: set[str] = set()
+        node: Organization | None = org
+        while node is not None and node.id not in seen:
+            if node.id in quotas:
+                holder[org.id] = node.id
+                break
+            seen.add(node.id)
+            node = orgs.get(node.parent_id) if node.parent_id is not None else None
+    return quotas, holder
