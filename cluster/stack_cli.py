@@ -329,6 +329,23 @@ def _free_ports_unless_set(settings: Settings) -> Settings:
     return settings.model_copy(update=changes)
 
 
+DEMO_SINKS_NETWORK = "127.0.0.1/32"
+"""Where the demo's webhook and SMTP sinks listen."""
+
+
+def _allow_demo_sinks(settings: Settings) -> Settings:
+    """Deliveries may not reach loopback by default (see ``triggers.allow_networks``), and the
+    demo's sinks listen there: the demo allows that one network, on top of what the user
+    allowed, through the same setting a user would change."""
+    triggers = settings.triggers
+    if DEMO_SINKS_NETWORK in triggers.allow_networks:
+        return settings
+    allowed = (*triggers.allow_networks, DEMO_SINKS_NETWORK)
+    return settings.model_copy(
+        update={"triggers": triggers.model_copy(update={"allow_networks": allowed})}
+    )
+
+
 def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
     import ray
 
@@ -338,14 +355,18 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
     from eventray.testing.sink import WebhookSink
     from eventray.testing.traffic import post_traffic
 
-    settings = _free_ports_unless_set(_settings(args))
+    settings = _allow_demo_sinks(_free_ports_unless_set(_settings(args)))
     # The sample's ops webhook sends "Authorization: Bearer {{secrets.OPS_TOKEN}}": give the
     # demo a value (set before Ray starts, so the trigger actor inherits it).
     os.environ.setdefault("EVENTRAY_SECRET_OPS_TOKEN", "demo-token")
     with WebhookSink() as sink, MailSink() as mail:
         stack = Stack(settings)
         try:
-            out.write("starting the embedded stack (NATS, Valkey, chDB, Ray)...\n")
+            out.write(
+                f"triggers.allow_networks = {list(settings.triggers.allow_networks)}: the demo's "
+                "sinks listen on loopback, which deliveries may not reach by default\n"
+                "starting the embedded stack (NATS, Valkey, chDB, Ray)...\n"
+            )
             out.flush()
             stack.start()
             # The ingress must know the sample's data sources before traffic comes (it answers

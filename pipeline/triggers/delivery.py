@@ -5,6 +5,10 @@ for: its exec actions with the rule's execution settings. ``sequential`` deliver
 order and, with ``onError: stop``, skips the rest after a failure; ``parallel`` delivers them
 together. Every attempt is recorded (rows of ``logs_trigger``); a delivery that exhausts its
 attempts, or fails permanently, is reported for the DLQ. Nothing is dropped silently.
+
+A transport raises :class:`~eventray.pipeline.errors.RetryableError` for a failure worth trying
+again and :class:`~eventray.pipeline.errors.PermanentError` for one that is not (a delivery the
+egress policy refuses): that one is recorded as one failed attempt, with no response.
 """
 
 from __future__ import annotations
@@ -16,13 +20,25 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from eventray.pipeline.errors import EventrayError, RetryableError
+from eventray.pipeline.errors import EventrayError, PermanentError, RetryableError
 from eventray.pipeline.models.trigger import Trigger
 from eventray.pipeline.ports import SecretsProvider
 from eventray.pipeline.triggers.policy import CircuitBreaker, RetryPolicy
 from eventray.pipeline.triggers.requests import DeliveryJob, Request, build_request
 
-__all__ = ["Attempt", "Deliverer", "DeliveryGroup", "DeliveryOutcome", "SendResult", "Sender"]
+__all__ = [
+    "RESPONSE_KEPT_CHARS",
+    "Attempt",
+    "Deliverer",
+    "DeliveryGroup",
+    "DeliveryOutcome",
+    "SendResult",
+    "Sender",
+]
+
+RESPONSE_KEPT_CHARS = 2000
+"""How much of a response an attempt keeps (``logs_trigger.response``), whatever the transport
+read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +168,17 @@ class Deliverer:
                 return False
             started = time.perf_counter()
             retry_after: float | None = None
+            # A permanent failure of the send (a refused endpoint) says nothing about the
+            # endpoint's health, so it does not count towards opening its circuit.
+            reached = True
             try:
                 result = await self.send(request)
             except RetryableError as exc:
                 error, retryable, response, retry_after = str(exc), True, "", exc.retry_after_s
+            except PermanentError as exc:
+                error, retryable, response, reached = str(exc), False, "", False
             else:
-                response = result.body[:2000]
+                response = result.body[:RESPONSE_KEPT_CHARS]
                 if 200 <= result.status < 300:
                     self.breaker.success(trigger.id)
                     elapsed = (time.perf_counter() - started) * 1000
@@ -176,7 +197,8 @@ class Deliverer:
             outcome.attempts.append(
                 Attempt(job, attempt, False, elapsed, described, response, error)
             )
-            self.breaker.failure(trigger.id, time.monotonic())
+            if reached:
+                self.breaker.failure(trigger.id, time.monotonic())
             if not retryable or attempt == self.retry.max_attempts:
                 outcome.failed.append((job, f"{error} after {attempt} attempt(s)"))
                 return False
