@@ -175,7 +175,9 @@ def main() -> None:
         print(f"victim p99 at 10x quota vs at quota: {change:+.1%} (target < +10%)")
     print(f"({time.monotonic() - started:.0f} s)")
     if args.json:
-        args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        args.json.write_bytes(
+            orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+        )
 
 
 if __name__ == "__main__":

@@ -338,6 +338,23 @@ def _free_ports_unless_set(settings: Settings) -> Settings:
     return settings.model_copy(update=changes)
 
 
+DEMO_SINKS_NETWORK = "127.0.0.1/32"
+"""Where the demo's webhook and SMTP sinks listen."""
+
+
+def _allow_demo_sinks(settings: Settings) -> Settings:
+    """Deliveries may not reach loopback by default (see ``triggers.allow_networks``), and the
+    demo's sinks listen there: the demo allows that one network, on top of what the user
+    allowed, through the same setting a user would change."""
+    triggers = settings.triggers
+    if DEMO_SINKS_NETWORK in triggers.allow_networks:
+        return settings
+    allowed = (*triggers.allow_networks, DEMO_SINKS_NETWORK)
+    return settings.model_copy(
+        update={"triggers": triggers.model_copy(update={"allow_networks": allowed})}
+    )
+
+
 def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
     import ray
 
@@ -348,7 +365,7 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
     from eventray.testing.sink import WebhookSink
     from eventray.testing.traffic import post_traffic
 
-    settings = _free_ports_unless_set(_settings(args))
+    settings = _allow_demo_sinks(_free_ports_unless_set(_settings(args)))
     with WebhookSink() as sink, MailSink() as mail:
         # The sample's ops webhook sends "Authorization: Bearer {{secrets.OPS_TOKEN}}" with
         # acme-foods' secret: give it one, unless the operator keeps a secrets file already.
@@ -358,7 +375,11 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"wrote the sample's secrets to {settings.secrets_path} (mode 0600)\n")
         stack = Stack(settings)
         try:
-            out.write("starting the embedded stack (NATS, Valkey, chDB, Ray)...\n")
+            out.write(
+                f"triggers.allow_networks = {list(settings.triggers.allow_networks)}: the demo's "
+                "sinks listen on loopback, which deliveries may not reach by default\n"
+                "starting the embedded stack (NATS, Valkey, chDB, Ray)...\n"
+            )
             out.flush()
             stack.start()
             # The ingress must know the sample's data sources before traffic comes (it answers

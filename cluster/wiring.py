@@ -107,8 +107,11 @@ class Wiring(Adapters):
         from eventray.pipeline.adapters.senders import TriggerSenders
         from eventray.pipeline.adapters.smtp_sender import SmtpSender
 
+        triggers = self.settings.triggers
+        policy = triggers.egress_policy()
         return TriggerSenders(
-            http=AiohttpSender(limit=self.settings.triggers.concurrency), smtp=SmtpSender()
+            http=AiohttpSender(policy=policy, limit=triggers.concurrency),
+            smtp=SmtpSender(policy=policy),
         )
 
     def secrets(self) -> SecretsSource:

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventray.pipeline.adapters.egress import EgressPolicy, parse_network
 from eventray.pipeline.scripts.limits import ScriptLimits
 from eventray.pipeline.storage.retention import RetentionPolicy
 
@@ -199,6 +200,8 @@ class IngressSettings(_Section):
 
 
 class TriggerSettings(_Section):
+    """Trigger delivery: retries, the circuit breaker, and where deliveries may connect."""
+
     max_attempts: PositiveInt = 5
     backoff_base_s: PositiveFloat = 0.5
     backoff_max_s: PositiveFloat = 30.0
@@ -212,6 +215,25 @@ class TriggerSettings(_Section):
             "None: <data_dir>/secrets.yaml"
         ),
     )
+    allow_networks: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "networks (CIDR) deliveries may reach besides public addresses; by default "
+            "loopback, private, link-local (cloud metadata), CGNAT, multicast and reserved "
+            "addresses are refused, after DNS resolution and on every redirect"
+        ),
+    )
+
+    @field_validator("allow_networks", mode="after")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Refused when loaded, so a typo stops the stack instead of every delivery; kept in
+        normal form (``127.0.0.1`` becomes ``127.0.0.1/32``)."""
+        return tuple(str(parse_network(v)) for v in value)
+
+    def egress_policy(self) -> EgressPolicy:
+        """The policy the trigger senders apply."""
+        return EgressPolicy.allowing(self.allow_networks)
 
 
 class RaySettings(_Section):

@@ -16,6 +16,11 @@ package's default policy (~370 us of CPU per message). So:
 
 SMTP's reply codes decide retrying: 4xx (and connection failures) are transient, 5xx
 permanent (a refused recipient will not be accepted on the next try).
+
+The SMTP host is resolved here, not by ``smtplib``, and only an address the
+:class:`~eventray.pipeline.adapters.egress.EgressPolicy` allows is connected to; TLS still
+checks the certificate against the host name the trigger gives. A refused host fails the
+delivery once (:class:`~eventray.pipeline.adapters.egress.DeliveryRefused`).
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ import asyncio
 import base64
 import secrets
 import smtplib
+import socket
 import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate, make_msgid
 
+from eventray.pipeline.adapters.egress import DeliveryRefused, EgressPolicy, EgressRefused
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.triggers.delivery import SendResult
 from eventray.pipeline.triggers.requests import EmailRequest
@@ -99,10 +106,59 @@ def email_bytes(request: EmailRequest) -> bytes:
     )
 
 
+def _checked_socket(policy: EgressPolicy, host: str, port: int, timeout: float) -> socket.socket:
+    """A connection to the first allowed address ``host`` resolves to that answers.
+
+    Raises:
+        EgressRefused: every address ``host`` resolves to is refused by ``policy``.
+    """
+    error: OSError | None = None
+    for address in policy.resolve("SMTP server", host, port):
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as exc:
+            error = exc
+    raise error or OSError(f"{host} resolved to no address")
+
+
+class _GuardedSMTP(smtplib.SMTP):
+    """``smtplib.SMTP`` connecting only where ``policy`` allows (STARTTLS keeps the name)."""
+
+    def __init__(self, host: str, port: int, *, policy: EgressPolicy, timeout: float) -> None:
+        self.egress = policy  # before super().__init__, which connects
+        super().__init__(host, port, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return _checked_socket(self.egress, host, port, timeout)
+
+
+class _GuardedSMTPSSL(smtplib.SMTP_SSL):
+    """``smtplib.SMTP_SSL`` connecting only where ``policy`` allows; the certificate is
+    checked against the host name, not the address connected to."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        policy: EgressPolicy,
+        timeout: float,
+        context: ssl.SSLContext,
+    ) -> None:
+        self.egress = policy
+        self.server_name = host  # what the certificate must name
+        super().__init__(host, port, timeout=timeout, context=context)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        raw = _checked_socket(self.egress, host, port, timeout)
+        return self.context.wrap_socket(raw, server_hostname=self.server_name)
+
+
 class SmtpSender:
     """Sends :class:`EmailRequest`s on kept connections.
 
     Args:
+        policy: where emails may be sent (default: SMTP servers on public addresses only).
         tls_context: verifies servers (the default context does).
         threads: emails in flight at once (each thread keeps its own connections).
         idle_s: a kept connection unused this long is closed before the next email.
@@ -111,10 +167,12 @@ class SmtpSender:
     def __init__(
         self,
         *,
+        policy: EgressPolicy | None = None,
         tls_context: ssl.SSLContext | None = None,
         threads: int = 4,
         idle_s: float = 30.0,
     ) -> None:
+        self.policy = policy or EgressPolicy()
         self.tls_context = tls_context or ssl.create_default_context()
         self.idle_s = idle_s
         self.connects = 0
@@ -136,11 +194,17 @@ class SmtpSender:
     def _open(self, request: EmailRequest) -> smtplib.SMTP:
         client: smtplib.SMTP
         if request.port == 465:
-            client = smtplib.SMTP_SSL(
-                request.host, request.port, timeout=request.timeout_s, context=self.tls_context
+            client = _GuardedSMTPSSL(
+                request.host,
+                request.port,
+                policy=self.policy,
+                timeout=request.timeout_s,
+                context=self.tls_context,
             )
         else:
-            client = smtplib.SMTP(request.host, request.port, timeout=request.timeout_s)
+            client = _GuardedSMTP(
+                request.host, request.port, policy=self.policy, timeout=request.timeout_s
+            )
         try:
             client.ehlo()
             if request.port != 465 and client.has_extn("starttls"):
@@ -191,6 +255,8 @@ class SmtpSender:
                 else str(exc.smtp_error)
             )
             return _answer(exc.smtp_code, f"{where}: {exc.smtp_code} {text}")
+        except EgressRefused as exc:
+            raise DeliveryRefused(str(exc)) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise RetryableError(f"{where}: {type(exc).__name__}: {exc}") from exc
         finally:

@@ -5,6 +5,10 @@ for: its exec actions with the rule's execution settings. ``sequential`` deliver
 order and, with ``onError: stop``, skips the rest after a failure; ``parallel`` delivers them
 together. Every attempt is recorded (rows of ``logs_trigger``); a delivery that exhausts its
 attempts, or fails permanently, is reported for the DLQ. Nothing is dropped silently.
+
+A transport raises :class:`~eventray.pipeline.errors.RetryableError` for a failure worth trying
+again and :class:`~eventray.pipeline.errors.PermanentError` for one that is not (a delivery the
+egress policy refuses): that one is recorded as one failed attempt, with no response.
 """
 
 from __future__ import annotations
@@ -22,10 +26,19 @@ from eventray.pipeline.secrets import SecretsSource
 from eventray.pipeline.triggers.policy import CircuitBreaker, RetryPolicy
 from eventray.pipeline.triggers.requests import DeliveryJob, Request, build_request
 
-RESPONSE_KEPT_CHARS = 2000
-"""What a recorded attempt keeps of the endpoint's answer."""
+__all__ = [
+    "RESPONSE_KEPT_CHARS",
+    "Attempt",
+    "Deliverer",
+    "DeliveryGroup",
+    "DeliveryOutcome",
+    "SendResult",
+    "Sender",
+]
 
-__all__ = ["Attempt", "Deliverer", "DeliveryGroup", "DeliveryOutcome", "SendResult", "Sender"]
+RESPONSE_KEPT_CHARS = 2000
+"""How much of a response an attempt keeps (``logs_trigger.response``), whatever the transport
+read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +180,15 @@ class Deliverer:
                 return False
             started = time.perf_counter()
             retry_after: float | None = None
+            # A permanent failure of the send (a refused endpoint) says nothing about the
+            # endpoint's health, so it does not count towards opening its circuit.
+            reached = True
             try:
                 result = await self.send(request)
             except RetryableError as exc:
                 error, retryable, response, retry_after = str(exc), True, "", exc.retry_after_s
             except PermanentError as exc:  # e.g. refused by the egress policy: never retried
-                error, retryable, response = str(exc), False, ""
+                error, retryable, response, reached = str(exc), False, "", False
             else:
                 response = result.body[:RESPONSE_KEPT_CHARS]
                 if 200 <= result.status < 300:
@@ -191,7 +207,8 @@ class Deliverer:
                 retry_after = result.retry_after_s
             elapsed = (time.perf_counter() - started) * 1000
             failed(attempt, elapsed, described, response, error)
-            self.breaker.failure(trigger.id, time.monotonic())
+            if reached:
+                self.breaker.failure(trigger.id, time.monotonic())
             if not retryable or attempt == self.retry.max_attempts:
                 outcome.failed.append((job, hide(f"{error} after {attempt} attempt(s)")))
                 return False

@@ -53,7 +53,12 @@ def stack(
         ingress={"port": 0},
         metrics={"port": 0},
         nats={"ack_wait_s": 5.0},
-        triggers={"max_attempts": 3, "backoff_base_s": 0.1, "backoff_max_s": 0.5},
+        triggers={
+            "max_attempts": 3,
+            "backoff_base_s": 0.1,
+            "backoff_max_s": 0.5,
+            "allow_networks": ("127.0.0.1/32",),  # the sinks listen on loopback
+        },
         ray={"num_cpus": 2},
     )
     # The sample's ops webhook sends "Bearer {{secrets.OPS_TOKEN}}" (acme-foods' secret).

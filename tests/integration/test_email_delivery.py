@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from eventray.pipeline.adapters.egress import EgressPolicy
 from eventray.pipeline.adapters.smtp_sender import SmtpSender
 from eventray.pipeline.models import Trigger
 from eventray.pipeline.secrets import DictSecrets
@@ -17,6 +18,8 @@ from eventray.pipeline.triggers.requests import DeliveryJob, EmailRequest
 from eventray.testing.mail_sink import MailSink
 
 pytestmark = pytest.mark.services
+
+LOOPBACK = EgressPolicy.allowing(["127.0.0.1/32"])  # the sink listens there; refused by default
 
 
 @pytest.fixture
@@ -59,7 +62,7 @@ def deliver(trig: Trigger, *, times: int = 1, sender: SmtpSender | None = None,
     """Deliver ``times`` emails through one sender (closed afterwards); the last outcome."""
 
     async def run() -> DeliveryOutcome:
-        smtp = sender or SmtpSender()
+        smtp = sender or SmtpSender(policy=LOOPBACK)
         deliverer = Deliverer({trig.id: trig}, smtp, secrets=DictSecrets(),
                               retry=RetryPolicy(max_attempts=3, base_delay_s=0.01), **kw)  # fmt: skip
         try:
@@ -113,7 +116,7 @@ def test_credentials_never_reach_the_log() -> None:
 
 
 def test_one_connection_carries_many_emails(mail: MailSink) -> None:
-    sender = SmtpSender(threads=1)
+    sender = SmtpSender(policy=LOOPBACK, threads=1)
     outcome = deliver(trigger(mail.port), times=5, sender=sender)
     assert not outcome.failed
     assert len(mail.mails) == 5
@@ -121,8 +124,8 @@ def test_one_connection_carries_many_emails(mail: MailSink) -> None:
 
 
 def test_a_kept_connection_the_server_closed_is_opened_again(mail: MailSink) -> None:
-    sender = SmtpSender(threads=1)
-    first = deliver(trigger(mail.port), sender=SmtpSender(threads=1))
+    sender = SmtpSender(policy=LOOPBACK, threads=1)
+    first = deliver(trigger(mail.port), sender=SmtpSender(policy=LOOPBACK, threads=1))
     assert not first.failed
     port = mail.port
     mail.stop()  # every open session ends with the server

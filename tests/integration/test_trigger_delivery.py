@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from eventray.pipeline.adapters.egress import EgressPolicy
 from eventray.pipeline.adapters.http_sender import AiohttpSender
 from eventray.pipeline.models import Trigger
 from eventray.pipeline.secrets import DictSecrets
@@ -18,6 +19,8 @@ from eventray.pipeline.triggers.requests import DeliveryJob
 from eventray.testing.sink import WebhookSink
 
 pytestmark = pytest.mark.services
+
+LOOPBACK = EgressPolicy.allowing(["127.0.0.1/32"])  # the sink listens there; refused by default
 
 
 @pytest.fixture
@@ -61,7 +64,7 @@ def job(trigger_id: str, message: str | None = None) -> DeliveryJob:
 
 def deliver(sink: WebhookSink, group: DeliveryGroup, **kw: Any) -> DeliveryOutcome:
     async def run() -> DeliveryOutcome:
-        sender = AiohttpSender()
+        sender = AiohttpSender(policy=LOOPBACK)
         try:
             kw.setdefault("secrets", DictSecrets({"o": {"TOKEN": "t0k"}}))
             kw.setdefault("triggers", triggers(sink.url))

@@ -166,3 +166,19 @@ def test_demo_keeps_only_the_ports_the_user_set(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("EVENTRAY_METRICS__PORT", "19464")
     settings = _free_ports_unless_set(load_settings())
     assert (settings.ingress.port, settings.metrics.port) == (0, 19464)
+
+
+def test_demo_allows_its_loopback_sinks_through_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eventray.cluster.stack_cli import _allow_demo_sinks
+    from eventray.config.settings import load_settings
+
+    monkeypatch.delenv("EVENTRAY_TRIGGERS__ALLOW_NETWORKS", raising=False)
+    assert load_settings().triggers.allow_networks == ()  # the default stays public-only
+    demo = _allow_demo_sinks(load_settings()).triggers
+    assert demo.allow_networks == ("127.0.0.1/32",)
+    assert demo.egress_policy().allows("127.0.0.1") and not demo.egress_policy().allows("10.0.0.1")
+    monkeypatch.setenv("EVENTRAY_TRIGGERS__ALLOW_NETWORKS", '["10.0.0.0/8"]')
+    kept = _allow_demo_sinks(load_settings()).triggers.allow_networks
+    assert kept == ("10.0.0.0/8", "127.0.0.1/32")  # added to what the user allowed
