@@ -209,6 +209,32 @@ class LaneActor(ActorHost):
             await self.run_sync(self._host.close)
             self._host = None
 
+    async def assign(self, partitions: list[int]) -> list[int]:
+        """Own exactly ``partitions`` from now on; returns them.
+
+        Partitions given up are released first (their batches in hand finished and
+        acknowledged, their consumers left for the next owner), so the driver moves a
+        partition by calling this on the lane losing it, then on the lane gaining it. The
+        driver also calls it on every supervision round: a lane Ray restarted comes back
+        with the partitions it was created with, and must not keep one that has moved.
+        """
+        wanted = sorted(set(partitions))
+        lane = self.lane
+        if lane is None or self.stream is None:
+            self.partitions = wanted
+            return wanted
+        for partition in sorted(set(lane.sources) - set(wanted)):
+            source = await lane.release(partition)
+            if source is not None:
+                await source.close()
+        for partition in sorted(set(wanted) - set(lane.sources)):
+            lane.acquire(partition, await self.stream.source(partition))
+        rules = lane.pipeline.rules
+        if isinstance(rules, (LocalRules, RuleActorsClient)):
+            rules.own(wanted)
+        self.partitions = wanted
+        return wanted
+
     async def pause(self) -> None:
         """Stop pulling after the batches in hand (they are finished and acknowledged); the
         partitions stay owned. Operators pause a lane to let a backlog build, benchmarks to

@@ -68,6 +68,10 @@ class RuleActorsClient(RuleStage):
         self._names = dict(names)
         self._handles: dict[int, Any] = {}
 
+    def own(self, partitions: list[int]) -> None:
+        """The partitions this lane evaluates from now on (their actors are found by name)."""
+        self._names = {p: rule_actor_name(p) for p in partitions}
+
     def _handle(self, partition: int) -> Any:
         handle = self._handles.get(partition)
         if handle is None:

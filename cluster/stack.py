@@ -30,6 +30,7 @@ from eventray.cluster.raylocal import (
 )
 from eventray.cluster.wiring import Endpoints, Wiring
 from eventray.config.settings import Settings
+from eventray.pipeline.balance import Move, RateMeter, plan_move
 from eventray.pipeline.catalog import build_catalog
 from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
 from eventray.pipeline.loader import entity_from_dict
@@ -108,6 +109,11 @@ class Stack:
     metrics_port: int = 0
     _local_ray: LocalRay | None = None
     _metrics_server: Any = None
+    assignment: dict[str, list[int]] = field(default_factory=dict)
+    """Partitions per lane actor, as the driver last assigned them."""
+    moves: list[Move] = field(default_factory=list)
+    _rates: RateMeter = field(default_factory=RateMeter)
+    _balanced_at: float = 0.0
 
     # ------------------------------------------------------------------ services
     def _start_services(self) -> Endpoints:
@@ -222,6 +228,10 @@ class Stack:
             **rules,
             **{f"lane-{i}": a for i, a in lanes.items()},
         }
+        self.assignment = {
+            f"lane-{i}": [p for p in range(s.pipeline.partitions) if p % lanes_n == i]
+            for i in range(lanes_n)
+        }
         ray.get([lane.start.remote() for lane in lanes.values()])
         with _port_named(s.ingress.port, INGRESS_PORT_VARIABLE):
             self.ingress_port = int(ray.get(ingress.port.remote()))
@@ -268,11 +278,52 @@ class Stack:
         import ray
 
         self._revive_services()
+        # A lane Ray restarted comes back with the partitions it was created with: it is told
+        # the current ones before anything starts it again.
+        owned = [self.actors[name].assign.remote(parts) for name, parts in self.assignment.items()]
+        with contextlib.suppress(Exception):
+            ray.get(owned, timeout=30)
         checks = [
             a.health.remote() for n, a in self.actors.items() if n.startswith(("lane-", "ingress"))
         ]
         with contextlib.suppress(Exception):
             ray.get(checks, timeout=30)
+        interval = self.settings.pipeline.rebalance_interval_s
+        if interval and time.monotonic() - self._balanced_at >= interval:
+            with contextlib.suppress(Exception):
+                self.rebalance()
+
+    def rebalance(self) -> Move | None:
+        """Measure each partition's rate since the last call and move at most one partition
+        from the busiest lane to the idlest (see :mod:`eventray.pipeline.balance`)."""
+        import ray
+
+        self._balanced_at = time.monotonic()
+        names = list(self.assignment)
+        statuses = ray.get([self.actors[n].status.remote() for n in names], timeout=30)
+        counts: dict[int, int] = {}
+        for status in statuses:
+            for partition, n in status.get("events_by_partition", {}).items():
+                counts[int(partition)] = counts.get(int(partition), 0) + int(n)
+        rates = self._rates.update(time.monotonic(), counts)
+        if rates is None:
+            return None
+        move = plan_move(self.assignment, rates)
+        if move is None:
+            return None
+        source = [p for p in self.assignment[move.source] if p != move.partition]
+        target = sorted([*self.assignment[move.target], move.partition])
+        ray.get(self.actors[move.source].assign.remote(source), timeout=60)
+        self.assignment[move.source] = source
+        ray.get(self.actors[move.target].assign.remote(target), timeout=60)
+        self.assignment[move.target] = target
+        self.moves.append(move)
+        _log.info(
+            "partition %d moved from %s to %s (measured events/s per partition: %s)",
+            move.partition, move.source, move.target,
+            {p: round(r) for p, r in sorted(rates.items())},
+        )  # fmt: skip
+        return move
 
     def _revive_services(self) -> None:
         """Start a dead embedded server again on its port and data directory: the actors keep

@@ -155,6 +155,14 @@ class PipelineSettings(_Section):
     batch_size: PositiveInt = 1000
     fetch_timeout_s: PositiveFloat = 0.5
     linger_s: PositiveFloat = 0.005
+    rebalance_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "how often the stack measures each partition's load and moves a partition from "
+            "the busiest lane to the idlest if that evens them out (0: never)"
+        ),
+    )
     rules_in_lane: bool = Field(
         default=True,
         description=(

@@ -52,6 +52,8 @@ class LaneStats:
     narrowed: int = 0
     last_error: str = ""
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    by_partition: dict[int, int] = field(default_factory=dict)
+    """Events handled per partition (the balancer's measure of load)."""
     by_source_ms: dict[str, deque[float]] = field(default_factory=dict)
     """Recent latencies per data source: which tenant waits, when one floods."""
     started: float = field(default_factory=time.monotonic)
@@ -108,7 +110,8 @@ class Lane:
         self._asked = 0  # the newest revision catch_up was asked for
         self.stats = LaneStats()
         self._stopping = False
-        self._tasks: list[asyncio.Task[None]] = []
+        self._released: set[int] = set()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -119,16 +122,38 @@ class Lane:
     def start(self) -> None:
         """Start one loop per partition on the running event loop."""
         self._stopping = False
-        for source in self.sources.values():
-            self._tasks.append(asyncio.create_task(self._loop(source)))
+        for partition, source in self.sources.items():
+            if partition not in self._tasks:
+                self._tasks[partition] = asyncio.create_task(self._loop(source))
 
     async def stop(self) -> None:
         """Stop fetching and finish the batches in hand (they are acknowledged)."""
         self._stopping = True
-        for task in self._tasks:
+        for task in self._tasks.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
+        self._tasks = {}
+
+    async def release(self, partition: int) -> EventSource | None:
+        """Give ``partition`` up: stop fetching it, finish and acknowledge its batches in hand,
+        and return its source (the caller closes it) so another lane can own it; nothing of
+        it stays unacknowledged here."""
+        source = self.sources.pop(partition, None)
+        task = self._tasks.pop(partition, None)
+        if task is not None:
+            self._released.add(partition)
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            finally:
+                self._released.discard(partition)
+        return source
+
+    def acquire(self, partition: int, source: EventSource) -> None:
+        """Own ``partition`` from now on (its loop starts if the lane is running)."""
+        self.sources[partition] = source
+        if self._tasks and not self._stopping:
+            self._tasks[partition] = asyncio.create_task(self._loop(source))
 
     async def run_until(self, events: int, *, timeout_s: float = 300.0) -> None:
         """Run until ``events`` events were handled (stored or sent to the DLQ), then stop:
@@ -151,7 +176,7 @@ class Lane:
     # ------------------------------------------------------------------ the loop
     async def _loop(self, source: EventSource) -> None:
         tail: asyncio.Task[None] | None = None
-        while not self._stopping:
+        while not self._stopping and source.partition not in self._released:
             try:
                 items = await source.fetch(
                     self.batch_size, timeout_s=self.fetch_timeout_s, linger_s=self.linger_s
@@ -267,7 +292,7 @@ class Lane:
                     ids = [item.event_tracker_id for item in half]
                     await self._settle(source, half, processed.subset(ids), budget)
                 return
-            self._done(items, processed)
+            self._done(partition, items, processed)
             return
 
     async def _backoff(self, partition: int, exc: Exception, delay: float) -> float:
@@ -277,11 +302,12 @@ class Lane:
         await asyncio.sleep(hint if isinstance(hint, (int, float)) and hint > 0 else delay)
         return min(delay * 2, self.retry_max_s)
 
-    def _done(self, items: Sequence[Ingested], processed: ProcessedBatch) -> None:
+    def _done(self, partition: int, items: Sequence[Ingested], processed: ProcessedBatch) -> None:
         stats = self.stats
         stats.batches += 1
         stats.events += len(processed.events)
         stats.failed += len(processed.failures)
+        stats.by_partition[partition] = stats.by_partition.get(partition, 0) + len(items)
         now_ms = time.time() * 1000
         latencies = stats.latencies_ms
         by_source = stats.by_source_ms
@@ -316,6 +342,7 @@ class Lane:
             "stage_s": {k: round(v, 4) for k, v in self.pipeline.stage_s.items()},
             "latency_p50_ms": pct(0.5),
             "latency_p99_ms": pct(0.99),
+            "events_by_partition": dict(self.stats.by_partition),
             "latency_by_source": {
                 source: _percentiles(values) for source, values in self.stats.by_source_ms.items()
             },

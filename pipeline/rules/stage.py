@@ -70,10 +70,21 @@ class LocalRules(RuleStage):
         run_sync: RunSync = inline,
     ) -> None:
         self._run = run_sync
+        self._store, self._clock, self._catalog = store, clock, catalog
         self._partitions = {
             p: RulePartition(partition=f"p{p}", store=store, clock=clock, catalog=catalog)
             for p in partitions
         }
+
+    def own(self, partitions: Iterable[int]) -> None:
+        """Evaluate exactly these partitions from now on (a partition moved between lanes:
+        its state and fence are in the store, so the new owner starts from them)."""
+        wanted = set(partitions)
+        for p in set(self._partitions) - wanted:
+            del self._partitions[p]
+        for p in wanted - set(self._partitions):
+            self._partitions[p] = RulePartition(partition=f"p{p}", store=self._store,
+                                                clock=self._clock, catalog=self._catalog)  # fmt: skip
 
     async def evaluate(self, partition: int, inputs: list[RuleInput]) -> BatchOutcome:
         outcome: BatchOutcome = await self._run(self._partitions[partition].evaluate, inputs)
@@ -84,6 +95,7 @@ class LocalRules(RuleStage):
         return status
 
     def use(self, catalog: Catalog) -> None:
+        self._catalog = catalog
         for partition in self._partitions.values():
             partition.use(catalog)
 

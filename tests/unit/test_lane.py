@@ -300,3 +300,32 @@ def test_a_revision_the_config_never_reaches_is_asked_for_once() -> None:
         assert len(r.rows()["dlq"]) == 250
 
     run(scenario())
+
+
+def test_a_partition_moves_between_lanes_without_loss_duplicates_or_reordering() -> None:
+    """The balancer's move: the losing lane finishes and acknowledges its batches in hand,
+    the gaining lane continues from there; the rule state's counter stays exact."""
+
+    async def scenario() -> None:
+        first = await rig()
+        second = await rig(stream=first.stream, state=first.state, sink=first.sink)
+        first.stream.add(0, [ingested(n) for n in range(600)])
+        first.lane.start()
+        while first.lane.stats.events < 100:
+            await asyncio.sleep(0.001)
+        source = await first.lane.release(0)
+        assert source is not None and 0 not in first.lane.sources
+        assert await source.pending() == 600 - first.lane.stats.events  # nothing half-done
+        await source.close()
+        second.lane.acquire(0, await first.stream.source(0))
+        second.lane.start()
+        while first.lane.stats.events + second.lane.stats.events < 600:
+            await asyncio.sleep(0.005)
+        await second.lane.stop()
+        await first.lane.stop()
+        assert first.trackers("events") == [f"e{n:04d}" for n in range(600)]  # once, in order
+        assert first.state.dump()[STATE_KEY] == 600
+        assert second.lane.stats.by_partition[0] == 600 - first.lane.stats.by_partition[0]
+        assert await second.lane.sources[0].pending() == 0
+
+    run(scenario())
