@@ -68,5 +68,12 @@ class IngressActor(ActorHost):
 
     async def status(self) -> dict[str, Any]:
         if self._app is None:
-            return {"port": 0, "lag": 0, "answers": {}}
-        return {"port": self._app.port, "lag": self._app.lag, "answers": dict(self._app.counts)}
+            return {"port": 0, "lag": 0, "answers": {}, "stream_drops": {}, "last_drop": ""}
+        app = self._app
+        return {
+            "port": app.port,
+            "lag": app.lag,
+            "answers": dict(app.counts),
+            "stream_drops": dict(app.stream_drops),
+            "last_drop": app.last_drop,
+        }

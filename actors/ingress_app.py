@@ -31,7 +31,7 @@ from eventray.config.settings import IngressSettings
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.ingress import Accepted, IngressPolicy, Refused
 from eventray.pipeline.models import DataSource
-from eventray.pipeline.ports import OutboxMessage, Stream
+from eventray.pipeline.ports import OutboxMessage, Stream, StreamDrop
 from eventray.pipeline.storage.rows import RowContext, refusal_row
 
 __all__ = ["IngressApp", "KeepRows"]
@@ -91,6 +91,8 @@ class IngressApp:
         self.refusals_not_kept = 0
         self._kept: dict[str, tuple[float, int]] = {}  # data source -> (minute start, kept)
         self.internal_errors = 0
+        self.stream_drops: dict[int, int] = {}  # partition -> drops noticed
+        self.last_drop = ""
         self._errors_logged_at = 0.0
         self._errors_unlogged = 0
 
@@ -124,13 +126,34 @@ class IngressApp:
             await self._runner.cleanup()
 
     async def _watch_lag(self) -> None:
+        """Reads the lag for backpressure, and notices (the ingress is the one process always
+        up while events come in) when the stream dropped events no lane had taken."""
         while True:
             total = 0
             for partition in range(self.partitions):
                 with contextlib.suppress(RetryableError):
                     total += await self.stream.pending(partition)
+                with contextlib.suppress(RetryableError):
+                    drop = await self.stream.dropped(partition)
+                    if drop is not None:
+                        self._dropped(drop)
             self.lag = total
             await asyncio.sleep(self.lag_interval_s)
+
+    def _dropped(self, drop: StreamDrop) -> None:
+        self.stream_drops[drop.partition] = self.stream_drops.get(drop.partition, 0) + 1
+        self.last_drop = (
+            f"partition p{drop.partition}: stream seq {drop.first_seq}-{drop.last_seq} "
+            f"dropped before a lane took them"
+        )
+        _log.warning(
+            "the stream dropped events of partition p%d before a lane took them (stream seq "
+            "%d-%d): they are lost; more was waiting than nats.max_bytes holds, or for longer "
+            "than nats.max_age_s (raise them, or add lanes)",
+            drop.partition,
+            drop.first_seq,
+            drop.last_seq,
+        )
 
     # ------------------------------------------------------------------ handlers
     @web.middleware

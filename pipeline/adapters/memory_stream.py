@@ -27,6 +27,7 @@ from eventray.pipeline.ports import (
     Queue,
     QueuedMessage,
     Stream,
+    StreamDrop,
 )
 from eventray.pipeline.processor import Ingested
 
@@ -209,6 +210,10 @@ class MemoryStream(Stream):
     async def pending(self, partition: int) -> int:
         part = self._partition(partition)
         return len(part.log) - part.acked
+
+    async def dropped(self, partition: int) -> StreamDrop | None:
+        """Never: the twin has no size or age limit."""
+        return None
 
     async def queue(self, name: str, subject: str, *, ack_wait_s: float, max_pending: int) -> Queue:
         return MemoryQueue(self._outbox, subject)
