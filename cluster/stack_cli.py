@@ -82,9 +82,14 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
         try:
             _serve(stack, out, stopping)
         finally:
-            out.write("draining in-flight batches and stopping...\n")
+            out.write(
+                "draining in-flight batches and stopping (at most "
+                f"{stack.settings.pipeline.stop_timeout_s:g} s for the lanes)...\n"
+            )
             out.flush()
-            stack.stop()
+            for line in stack.stop().lines():
+                out.write(line + "\n")
+            out.flush()
     return 0
 
 

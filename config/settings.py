@@ -207,6 +207,14 @@ class PipelineSettings(_Section):
             "per event); false: one RulePartitionActor per partition"
         ),
     )
+    stop_timeout_s: PositiveFloat = Field(
+        default=10.0,
+        description=(
+            "on Ctrl-C or SIGTERM, how long the lanes may take to finish the batches in hand; "
+            "what is unfinished by then is abandoned unacknowledged, and redelivered at the "
+            "next start"
+        ),
+    )
 
 
 class IngressSettings(_Section):

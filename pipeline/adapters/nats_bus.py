@@ -776,6 +776,30 @@ class JetStreamBus(Stream):
         except NatsError as exc:
             raise BusError(f"cannot read partition {partition}'s consumer: {exc}") from exc
 
+    async def unacknowledged(self, partition: int) -> tuple[int, int, int] | None:
+        """What ``partition``'s consumer delivered that is not acknowledged: (messages, first
+        and last stream sequence), or None when nothing is. Read after the lanes stopped, it
+        is what the partition's next owner gets again first.
+
+        Raises:
+            BusError: the server did not answer.
+        """
+        durable = partition_durable(partition)
+        try:
+            info = await self.js.consumer_info(self.stream, durable)
+            count = int(info.num_ack_pending or 0)
+            if not count:
+                return None
+            floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor is not None else 0
+            last = int(info.delivered.stream_seq or 0) if info.delivered is not None else 0
+            subject = f"{self.subject_prefix}.p{partition}"
+            first = await self.js.get_msg(self.stream, seq=floor + 1, subject=subject, next=True)
+        except NotFoundError:
+            return None
+        except NatsError as exc:
+            raise BusError(f"cannot read consumer {durable}: {exc}") from exc
+        return count, int(first.seq or floor + 1), last
+
     async def pending(self, partition: int) -> int:
         """Messages of a partition not yet acknowledged (consumer lag)."""
         try:

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from eventray.pipeline.adapters.http_sender import AiohttpSender
+from eventray.pipeline.adapters.memory_stream import MemoryOutbox, MemoryQueue
 from eventray.pipeline.models import Trigger
+from eventray.pipeline.ports import OutboxMessage
 from eventray.pipeline.secrets import EnvSecrets
+from eventray.pipeline.storage.rows import RowContext
+from eventray.pipeline.storage.sink import MemoryRowSink
 from eventray.pipeline.triggers.delivery import Deliverer, DeliveryGroup, DeliveryOutcome
+from eventray.pipeline.triggers.dispatcher import TriggerDispatcher
 from eventray.pipeline.triggers.policy import CircuitBreaker, RetryPolicy
 from eventray.pipeline.triggers.requests import DeliveryJob
 from eventray.testing.sink import WebhookSink
@@ -110,3 +116,26 @@ def test_unsupported_type_and_open_circuit_fail_fast(sink: WebhookSink) -> None:
     assert first.failed[0][1] == "circuit open for trigger 'down' after repeated failures"
     parallel = deliver(sink, DeliveryGroup((job("slack", "a"), job("slack", "b")), mode="parallel"))
     assert sorted(r["body"]["text"] for r in sink.requests) == ["a", "b"] and not parallel.failed
+
+
+def test_a_bounded_stop_abandons_a_delivery_stuck_in_retries_unacknowledged(
+    sink: WebhookSink,
+) -> None:
+    async def scenario() -> None:
+        outbox = MemoryOutbox()
+        group = DeliveryGroup((job("down"),))
+        await outbox.enqueue([OutboxMessage("triggers", group.to_bytes(), msg_id="g1")])
+        sender = AiohttpSender()
+        deliverer = Deliverer(triggers(sink.url), sender, secrets=EnvSecrets({}),
+                              retry=RetryPolicy(max_attempts=100, base_delay_s=1.0))  # fmt: skip
+        dispatcher = TriggerDispatcher(queue=MemoryQueue(outbox, "triggers"), deliverer=deliverer,
+                                       sink=MemoryRowSink(), rows=RowContext())  # fmt: skip
+        dispatcher.start()
+        await asyncio.sleep(0.5)  # the first attempt failed at once: backing off for a second
+        started = time.monotonic()
+        assert await dispatcher.stop(timeout_s=0.3) == 1
+        assert time.monotonic() - started < 2.0
+        assert outbox.acked == set()  # the queue delivers it again
+        await sender.close()
+
+    asyncio.run(scenario())
