@@ -10,6 +10,7 @@ half way (the stream was not up yet), and must clean up what a failed start open
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from eventray.pipeline.ports import Adapters, Stream
 __all__ = ["NO_ARROW", "SETUP_HOOK", "ActorHost", "forgo_arrow"]
 
 T = TypeVar("T")
+
+_DISCONNECT_S = 2.0  # a drained actor's wait for its stream connection to close
 
 SETUP_HOOK = "eventray.actors.host.forgo_arrow"
 """The job's worker setup hook (see :func:`forgo_arrow`)."""
@@ -128,13 +131,16 @@ class ActorHost:
         await self.start()
         return {"revision": self.revision, **await self.status()}
 
-    async def drain(self) -> dict[str, Any]:
-        """Finish the work in hand and disconnect; returns the final status."""
-        await self.close()
+    async def drain(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """Finish the work in hand and disconnect; returns the final status, with what was
+        abandoned under ``abandoned`` (see :meth:`finish`)."""
+        abandoned = await self.finish(timeout_s)
         if self.stream is not None:
-            await self.stream.close()
-            self.stream = None
-        return await self.status()
+            stream, self.stream = self.stream, None
+            # Past the wait, the process ends anyway and the server drops the connection.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stream.close(), _DISCONNECT_S)
+        return {**await self.status(), "abandoned": abandoned}
 
     # ------------------------------------------------------------------ the work
     async def open(self, stream: Stream, catalog: Catalog) -> None:
@@ -148,6 +154,12 @@ class ActorHost:
     async def close(self) -> None:
         """Stop the work, finishing what is in hand (also after a failed :meth:`open`)."""
         raise NotImplementedError
+
+    async def finish(self, timeout_s: float | None) -> list[Any]:
+        """Stop the work for a drain: within ``timeout_s`` when the work can be cut short
+        (lanes override this), returning what was abandoned; by default :meth:`close`."""
+        await self.close()
+        return []
 
     async def status(self) -> dict[str, Any]:
         """Counters for ``eventray status`` and the metrics."""

@@ -68,7 +68,7 @@ class IngressActor(ActorHost):
 
     async def status(self) -> dict[str, Any]:
         if self._app is None:
-            return {"port": 0, "lag": 0, "answers": {}}
+            return {"port": 0, "lag": 0, "answers": {}, "stream_drops": {}, "last_drop": ""}
         app = self._app
         meter = app.admission.meter
         return {
@@ -78,4 +78,6 @@ class IngressActor(ActorHost):
             "drain_per_s": round(meter.drain_per_s, 1),
             "shed": dict(app.shed),
             "answers": dict(app.counts),
+            "stream_drops": dict(app.stream_drops),
+            "last_drop": app.last_drop,
         }

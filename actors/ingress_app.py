@@ -35,7 +35,7 @@ from eventray.pipeline.admission import Admission, Backlog, DrainMeter, quota_ta
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.ingress import Accepted, IngressPolicy, Refused
 from eventray.pipeline.models import DataSource
-from eventray.pipeline.ports import OutboxMessage, Stream
+from eventray.pipeline.ports import OutboxMessage, Stream, StreamDrop
 from eventray.pipeline.storage.rows import RowContext, refusal_row
 
 __all__ = ["IngressApp", "KeepRows"]
@@ -100,6 +100,8 @@ class IngressApp:
         self.refusals_not_kept = 0
         self._kept: dict[str, tuple[float, int]] = {}  # data source -> (minute start, kept)
         self.internal_errors = 0
+        self.stream_drops: dict[int, int] = {}  # partition -> drops noticed
+        self.last_drop = ""
         self._errors_logged_at = 0.0
         self._errors_unlogged = 0
 
@@ -134,6 +136,8 @@ class IngressApp:
             await self._runner.cleanup()
 
     async def _watch_lag(self) -> None:
+        """Reads the lag for backpressure, and notices (the ingress is the one process always
+        up while events come in) when the stream dropped events no lane had taken."""
         while True:
             pending = acked = answered = 0
             for partition in range(self.partitions):
@@ -142,10 +146,29 @@ class IngressApp:
                     pending, acked, answered = (
                         pending + backlog.pending, acked + backlog.acked, answered + 1
                     )  # fmt: skip
+                with contextlib.suppress(RetryableError):
+                    drop = await self.stream.dropped(partition)
+                    if drop is not None:
+                        self._dropped(drop)
             self.lag = pending
             if answered == self.partitions:  # a partial sum would read as a jump in the rate
                 self.admission.meter.update(time.monotonic(), Backlog(pending, acked))
             await asyncio.sleep(self.lag_interval_s)
+
+    def _dropped(self, drop: StreamDrop) -> None:
+        self.stream_drops[drop.partition] = self.stream_drops.get(drop.partition, 0) + 1
+        self.last_drop = (
+            f"partition p{drop.partition}: stream seq {drop.first_seq}-{drop.last_seq} "
+            f"dropped before a lane took them"
+        )
+        _log.warning(
+            "the stream dropped events of partition p%d before a lane took them (stream seq "
+            "%d-%d): they are lost; more was waiting than nats.max_bytes holds, or for longer "
+            "than nats.max_age_s (raise them, or add lanes)",
+            drop.partition,
+            drop.first_seq,
+            drop.last_seq,
+        )
 
     # ------------------------------------------------------------------ handlers
     @web.middleware

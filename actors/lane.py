@@ -21,8 +21,9 @@ on out-of-memory) and a core of its own, and a pipe is cheaper than an actor cal
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, TypeVar
@@ -36,7 +37,7 @@ from eventray.config.settings import Settings
 from eventray.pipeline.batch import BatchPipeline
 from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.clock import SystemClock
-from eventray.pipeline.lane import Lane
+from eventray.pipeline.lane import Abandoned, Lane
 from eventray.pipeline.ports import Adapters, Queue, Stream
 from eventray.pipeline.rules.stage import LocalRules, RuleStage
 from eventray.pipeline.scripts.cache import ScriptCache
@@ -51,6 +52,7 @@ __all__ = ["LaneActor"]
 
 T = TypeVar("T")
 _SWITCH_INTERVAL_S = 0.001
+_log = logging.getLogger(__name__)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -192,13 +194,28 @@ class LaneActor(ActorHost):
         await self.run_sync(self.lane.pipeline.use, catalog)
 
     async def close(self) -> None:
-        if self.lane is not None:
-            await self.lane.stop()
-            for source in self.lane.sources.values():
+        await self.finish(None)
+
+    async def finish(self, timeout_s: float | None) -> list[Any]:
+        """Stop the partitions' loops and the trigger dispatcher together, within
+        ``timeout_s`` if given; returns the batches abandoned (:class:`Abandoned`), and logs
+        trigger groups abandoned. A head abandoned in the script host holds the worker thread:
+        the host's child is killed rather than closed on that thread."""
+        abandoned: list[Abandoned] = []
+        lane, dispatcher = self.lane, self._dispatcher
+        self._dispatcher = None
+        stops: list[Awaitable[Any]] = []
+        if lane is not None:
+            stops.append(lane.stop(timeout_s))
+        if dispatcher is not None:
+            stops.append(dispatcher.stop(timeout_s))
+        results = await asyncio.gather(*stops)
+        if lane is not None:
+            abandoned = results[0]
+            for source in lane.sources.values():
                 await source.close()
-        if self._dispatcher is not None:
-            await self._dispatcher.stop()
-            self._dispatcher = None
+        if dispatcher is not None and results[-1]:
+            _log.warning("stop: %d trigger groups abandoned, delivered again later", results[-1])
         if self._queue is not None:
             await self._queue.close()
             self._queue = None
@@ -206,8 +223,12 @@ class LaneActor(ActorHost):
         if close is not None:
             await close()
         if self._host is not None:
-            await self.run_sync(self._host.close)
+            if any(batch.stage == "head" for batch in abandoned):
+                self._host.kill()
+            else:
+                await self.run_sync(self._host.close)
             self._host = None
+        return abandoned
 
     async def assign(self, partitions: list[int]) -> list[int]:
         """Own exactly ``partitions`` from now on; returns them.

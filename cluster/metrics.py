@@ -66,6 +66,15 @@ class StackCollector(Collector):
         for status, count in s.get("ingress", {}).get("answers", {}).items():
             answers.add_metric([str(status)], float(count))
         yield answers
+        drops = CounterMetricFamily(
+            "eventray_stream_drops",
+            "times the stream was found to have dropped a partition's events before a lane "
+            "took them (its size or age limit): lost events",
+            labels=["partition"],
+        )
+        for partition, count in s.get("ingress", {}).get("stream_drops", {}).items():
+            drops.add_metric([str(partition)], float(count))
+        yield drops
         store = s.get("store", {})
         yield CounterMetricFamily(
             "eventray_store_rows",

@@ -33,12 +33,14 @@ from eventray.config.settings import Settings
 from eventray.pipeline.balance import Move, RateMeter, plan_move
 from eventray.pipeline.catalog import build_catalog
 from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
+from eventray.pipeline.lane import Abandoned
 from eventray.pipeline.loader import entity_from_dict
 
 __all__ = [
     "PortTakenError",
     "Stack",
     "StackInfo",
+    "StopReport",
     "apply_documents",
     "check_merged",
     "lane_triggers",
@@ -46,6 +48,8 @@ __all__ = [
 ]
 
 NAMESPACE = "eventray"
+_ANSWER_GRACE_S = 3.0  # a lane's drain answers within its deadline plus this, or is cut off
+_SERVICE_STOP_S = 10.0  # the ingress's and the store's own stops (the store flushes its log)
 INGRESS_PORT_VARIABLE = "EVENTRAY_INGRESS__PORT"
 METRICS_PORT_VARIABLE = "EVENTRAY_METRICS__PORT"
 
@@ -79,6 +83,60 @@ class StackInfo:
             if e.get(key):
                 e[key] = Path(e[key])
         return Endpoints(**e)
+
+
+@dataclass
+class StopReport:
+    """What a stop left undone: all of it unacknowledged, so delivered again at the next start.
+
+    Attributes:
+        abandoned: per lane actor name, the batches its drain abandoned.
+        unanswered: lanes whose drain did not report, and why (killed with what they held).
+        unacknowledged: per partition, (events, first, last stream sequence) its consumer had
+            delivered but not acknowledged when the lanes were gone: the abandoned batches and
+            what lanes had fetched ahead. Empty if the stream could not be read.
+        seconds: how long the stop took.
+    """
+
+    abandoned: dict[str, list[Abandoned]] = field(default_factory=dict)
+    unanswered: dict[str, str] = field(default_factory=dict)
+    unacknowledged: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        """One line per abandoned batch, then a summary (what ``eventray up`` prints)."""
+        out = []
+        for name, held in sorted(self.abandoned.items()):
+            lane = name.removeprefix("lane-")
+            for b in held:
+                out.append(
+                    f"lane {lane} partition p{b.partition}: abandoned {b.events} events "
+                    f"(stream seq {b.first_seq}-{b.last_seq}, in its {b.stage}), they will be "
+                    "redelivered at next start"
+                )
+        for name, why in sorted(self.unanswered.items()):
+            out.append(
+                f"{name.replace('-', ' ')} {why} and was killed; what it held will be "
+                "redelivered at next start"
+            )
+        batches = sum(len(b) for b in self.abandoned.values())
+        events = sum(b.events for bs in self.abandoned.values() for b in bs)
+        summary = f"stopped in {self.seconds:.1f} s"
+        if batches:
+            summary += f": {batches} batch(es) of {events} events abandoned"
+        pending = sum(count for count, _, _ in self.unacknowledged.values())
+        if pending:
+            where = "; ".join(
+                f"p{p}: {n} between seq {first} and {last}"
+                for p, (n, first, last) in sorted(self.unacknowledged.items())
+            )
+            summary += (
+                f"; {pending} events were not acknowledged and will be redelivered at next "
+                f"start ({where})"
+            )
+        elif not batches and not self.unanswered:
+            summary += ", nothing abandoned"
+        return [*out, summary]
 
 
 def read_stack_info(data_dir: Path) -> StackInfo | None:
@@ -389,17 +447,23 @@ class Stack:
             time.sleep(0.2)
         return False
 
-    def stop(self, *, drain: bool = True) -> None:
+    def stop(self, *, drain: bool = True) -> StopReport:
         """Drain lanes and triggers, stop the actors, Ray (if we started it) and services.
 
-        ``drain=False`` skips the draining: after an interrupted start there is nothing in
-        flight, and actors still being built would hold the stop for their whole start."""
+        The lanes get ``pipeline.stop_timeout_s`` to finish their batches in hand; what they
+        have not finished by then is abandoned unacknowledged (the stream delivers it again at
+        the next start) and reported, so a stuck partition cannot hold the stop: it takes the
+        timeout plus a few seconds at most (the ingress's and store's own stops are bounded
+        too). ``drain=False`` skips the draining: after an interrupted start there is nothing
+        in flight, and actors still being built would hold the stop for their whole start."""
+        started = time.monotonic()
+        report = StopReport()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server, self.metrics_port = None, 0
         if self.actors:
-            self._stop_actors(drain=drain)
+            self._stop_actors(drain=drain, report=report)
         if self._local_ray is not None:
             self._local_ray.stop()
             self._local_ray = None
@@ -408,27 +472,58 @@ class Stack:
                 service.stop()
         self.services = []
         self._forget_info()
+        report.seconds = time.monotonic() - started
+        return report
 
-    def _stop_actors(self, *, drain: bool) -> None:
+    def _stop_actors(self, *, drain: bool, report: StopReport) -> None:
         import ray
 
         if ray.is_initialized():
             if drain:
-                self._drain_actors()
+                self._drain_actors(report)
             for actor in self.actors.values():
                 with contextlib.suppress(Exception):
                     ray.kill(actor)
+            if drain and self.endpoints is not None:
+                report.unacknowledged = _unacknowledged(self.settings, self.wiring)
         self.actors = {}
 
-    def _drain_actors(self) -> None:
+    def _drain_actors(self, report: StopReport) -> None:
+        """The lanes drain, each within the deadline, while the ingress stops; then the store
+        flushes. A lane that does not answer by the deadline (plus a grace) is cut off."""
         import ray
 
+        timeout = self.settings.pipeline.stop_timeout_s
+        names = [name for name in self.actors if name.startswith("lane-")]
+        drains = {}
+        for name in names:
+            with contextlib.suppress(Exception):
+                drains[name] = self.actors[name].drain.remote(timeout)
+        ingress = None  # stops taking events meanwhile
         with contextlib.suppress(Exception):
-            ray.get([lane.drain.remote() for lane in self.lanes()], timeout=60)
+            ingress = self.actors["ingress"].drain.remote()
+        ready: list[Any] = []
+        if drains:
+            ready, _ = ray.wait(
+                list(drains.values()), num_returns=len(drains), timeout=timeout + _ANSWER_GRACE_S
+            )
+        for name in names:
+            if name not in drains or drains[name] not in ready:
+                report.unanswered[name] = f"did not answer within {timeout + _ANSWER_GRACE_S:g} s"
+                continue
+            try:
+                status = ray.get(drains[name])
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                report.unanswered[name] = f"failed to drain ({first[:160]})"
+                continue
+            if status.get("abandoned"):
+                report.abandoned[name] = list(status["abandoned"])
+        if ingress is not None:
+            with contextlib.suppress(Exception):
+                ray.get(ingress, timeout=_SERVICE_STOP_S)
         with contextlib.suppress(Exception):
-            ray.get(self.actors["ingress"].stop.remote(), timeout=10)
-        with contextlib.suppress(Exception):
-            ray.get(self.actors["store"].close.remote(), timeout=10)
+            ray.get(self.actors["store"].close.remote(), timeout=_SERVICE_STOP_S)
 
     def _forget_info(self) -> None:
         """Remove ``stack.json`` if this process wrote it: a start that failed (a port taken by
@@ -524,6 +619,32 @@ def _ensure_stream(settings: Settings, wiring: Wiring) -> None:
             await bus.close()
 
     asyncio.run(ensure())
+
+
+def _unacknowledged(settings: Settings, wiring: Wiring) -> dict[int, tuple[int, int, int]]:
+    """Per partition, what its consumer has delivered but not acknowledged: (events, first
+    and last stream sequence); read from the stream once the lanes are gone. Empty when the
+    stream does not answer within a few seconds (a stop must not wait on it)."""
+    import asyncio
+
+    async def read() -> dict[int, tuple[int, int, int]]:
+        bus = wiring.stream()
+        await bus.connect(timeout_s=2)
+        try:
+            out = {}
+            for partition in range(settings.pipeline.partitions):
+                held = await bus.unacknowledged(partition)
+                if held is not None:
+                    out[partition] = held
+            return out
+        finally:
+            await bus.close()
+
+    try:
+        return asyncio.run(asyncio.wait_for(read(), 5))
+    except Exception as exc:  # a report line, never a failed stop
+        _log.warning("could not read what the stream will redeliver: %s", exc)
+        return {}
 
 
 def apply_documents(wiring: Wiring, documents: list[dict[str, Any]], *, notify: bool = True) -> int:

@@ -57,11 +57,18 @@ def _status_line(status: dict[str, Any], started: float) -> str:
     lag = sum(sum(lane["lag"].values()) for lane in status["lanes"])
     p99 = max((lane["latency_p99_ms"] for lane in status["lanes"]), default=0.0)
     elapsed = time.monotonic() - started
-    return (
+    line = (
         f"[{elapsed:6.1f}s] processed {events:>8} ({events / max(elapsed, 1e-9):>8,.0f}/s)  "
         f"dlq {failed:>5}  lag {lag:>6}  p99 {p99:>7.1f} ms  "
         f"triggers ok {status['triggers']['delivered']} failed {status['triggers']['failed']}"
     )
+    ingress = status.get("ingress", {})
+    if ingress.get("stream_drops"):
+        line += (
+            f"\n  EVENTS LOST: the stream dropped events no lane had taken (last: "
+            f"{ingress.get('last_drop')}); raise EVENTRAY_NATS__MAX_BYTES or __MAX_AGE_S"
+        )
+    return line
 
 
 def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
@@ -74,9 +81,14 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
         try:
             _serve(stack, out, stopping)
         finally:
-            out.write("draining in-flight batches and stopping...\n")
+            out.write(
+                "draining in-flight batches and stopping (at most "
+                f"{stack.settings.pipeline.stop_timeout_s:g} s for the lanes)...\n"
+            )
             out.flush()
-            stack.stop()
+            for line in stack.stop().lines():
+                out.write(line + "\n")
+            out.flush()
     return 0
 
 

@@ -10,10 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventray.pipeline.adapters.egress import EgressPolicy, parse_network
+from eventray.pipeline.errors import SettingsError
 from eventray.pipeline.scripts.limits import ScriptLimits
 from eventray.pipeline.storage.retention import RetentionPolicy
 
@@ -31,6 +40,11 @@ __all__ = [
     "TriggerSettings",
     "load_settings",
 ]
+
+
+_MIB = 1024 * 1024
+_GIB = 1024 * _MIB
+_MIN_STREAM_MIB = 64
 
 
 class _Section(BaseModel):
@@ -74,7 +88,18 @@ class RuleSettings(_Section):
 
 
 class NatsSettings(_Section):
-    """The event bus. Without ``url`` the embedded nats-server is started."""
+    """The event bus. Without ``url`` the embedded nats-server is started.
+
+    Retention: the stream keeps messages after they are acknowledged (limits retention), as a
+    replay window, and drops its oldest messages once it holds ``max_bytes`` or they are older
+    than ``max_age_s`` (discard old), so a publish never fails for want of room. The defaults
+    bound the disk one machine gives the stream: 8 GiB is ~1.7 h of the issue's full rate
+    (3,500 events/s of ~400 B, ~120 GB a day) and days of a typical one; 3 days covers a
+    weekend's outage, after which the stream would drop unprocessed events by age. The cap
+    drops unprocessed events only when more than 8 GiB wait: with the ingress refusing past
+    ``ingress.max_queue_s`` of queued work, that needs lanes down or far behind for hours; the
+    ingress warns when it happens.
+    """
 
     url: str | None = None
     stream: str = "EVENTRAY"
@@ -85,8 +110,18 @@ class NatsSettings(_Section):
     )
     storage: Literal["file", "memory"] = "file"
     replicas: PositiveInt = 1
-    max_bytes: int = Field(default=-1, description="stream size limit; -1 = unlimited")
-    max_age_s: float = Field(default=7 * 24 * 3600, ge=0, description="0 = keep forever")
+    max_bytes: int = Field(
+        default=8 * _GIB,
+        description=(
+            "the stream's size cap; past it, its oldest messages are dropped (-1 = unlimited, "
+            f"else at least {_MIN_STREAM_MIB} MiB)"
+        ),
+    )
+    max_age_s: float = Field(
+        default=3 * 24 * 3600,
+        ge=0,
+        description="messages older than this are dropped, processed or not (0 = no age limit)",
+    )
     duplicate_window_s: PositiveFloat = 600.0
     ack_wait_s: PositiveFloat = 30.0
     max_ack_pending: PositiveInt = 50_000
@@ -94,6 +129,18 @@ class NatsSettings(_Section):
         default="2m",
         description="embedded server's JetStream fsync interval; 'always' fsyncs every write",
     )
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _sensible_cap(cls, value: int) -> int:
+        """A cap under a few batches' worth would drop events before any lane could take them,
+        and 0 or other negative values mean nothing to JetStream."""
+        if value != -1 and value < _MIN_STREAM_MIB * _MIB:
+            raise ValueError(
+                f"max_bytes must be -1 (unlimited) or at least {_MIN_STREAM_MIB} MiB "
+                f"({_MIN_STREAM_MIB * _MIB} bytes), not {value}"
+            )
+        return value
 
 
 class StoreSettings(_Section):
@@ -168,6 +215,14 @@ class PipelineSettings(_Section):
         description=(
             "evaluate a partition's rules inside the lane that owns it (measured ~30% less CPU "
             "per event); false: one RulePartitionActor per partition"
+        ),
+    )
+    stop_timeout_s: PositiveFloat = Field(
+        default=10.0,
+        description=(
+            "on Ctrl-C or SIGTERM, how long the lanes may take to finish the batches in hand; "
+            "what is unfinished by then is abandoned unacknowledged, and redelivered at the "
+            "next start"
         ),
     )
 
@@ -307,5 +362,16 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment, then apply ``overrides`` (for the CLI's flags)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Read settings from the environment, then apply ``overrides`` (for the CLI's flags).
+
+    Raises:
+        SettingsError: values that are refused, each named by its environment variable.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            variable = "EVENTRAY_" + "__".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{variable}: {error['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from exc

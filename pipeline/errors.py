@@ -18,6 +18,7 @@ __all__ = [
     "RetryableError",
     "RuleError",
     "ScriptError",
+    "SettingsError",
     "StateStoreError",
     "TemplateRenderError",
 ]
@@ -80,6 +81,10 @@ class ConfigError(PermanentError):
     def __str__(self) -> str:
         head = f"{len(self.issues)} configuration problem(s)"
         return head + "".join(f"\n  - {issue}" for issue in self.issues)
+
+
+class SettingsError(PermanentError):
+    """A setting (environment variable or flag) has a value eventray refuses."""
 
 
 class ScriptError(PermanentError):

@@ -17,6 +17,12 @@ stream order. A batch is acknowledged only after its tail returned.
   exception in the head is narrowed the same way.
 
 Only a failure of the DLQ write itself is retried without end: an event is never dropped.
+
+**Stopping is bounded.** :meth:`Lane.stop` with a timeout finishes what it can in that time and
+then abandons the batches still in hand (a head stuck in scripts, a tail retrying a store that
+is down): they are not acknowledged, so the stream delivers them again to the partition's next
+owner, and processing them again is safe for the same reasons a crashed lane's batches are
+(rows collapse by key, rule state has its sequence fence). It returns what it abandoned.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from eventray.pipeline.ports import EventSource
 from eventray.pipeline.processor import Ingested, ProcessedBatch, failed
 from eventray.pipeline.rules.stage import RunSync, inline
 
-__all__ = ["Lane", "LaneStats"]
+__all__ = ["Abandoned", "Lane", "LaneStats"]
+
+_CANCEL_GRACE_S = 1.0  # how long cancelled batches may take to unwind
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,39 @@ class LaneStats:
     by_source_ms: dict[str, deque[float]] = field(default_factory=dict)
     """Recent latencies per data source: which tenant waits, when one floods."""
     started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """A batch a lane stopped without finishing: unacknowledged, so the stream delivers it
+    again to the partition's next owner.
+
+    Attributes:
+        partition: the batch's partition.
+        events: how many events it holds.
+        first_seq, last_seq: their stream sequences (0 outside a stream).
+        stage: where it was: ``head`` (binding, scripts, routing) or ``tail`` (rules, store,
+            outbox, commit; or waiting for the batch before it).
+    """
+
+    partition: int
+    events: int
+    first_seq: int
+    last_seq: int
+    stage: str
+
+
+@dataclass(slots=True, eq=False)
+class _InHand:
+    """A batch between its fetch and its acknowledgement."""
+
+    partition: int
+    items: Sequence[Ingested]
+    stage: str = "head"
+
+    def abandoned(self) -> Abandoned:
+        seqs = [item.seq for item in self.items if item.seq is not None] or [0]
+        return Abandoned(self.partition, len(self.items), min(seqs), max(seqs), self.stage)
 
 
 @dataclass(slots=True)
@@ -112,6 +153,8 @@ class Lane:
         self._stopping = False
         self._released: set[int] = set()
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tails: set[asyncio.Task[None]] = set()
+        self._in_hand: list[_InHand] = []
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -126,13 +169,31 @@ class Lane:
             if partition not in self._tasks:
                 self._tasks[partition] = asyncio.create_task(self._loop(source))
 
-    async def stop(self) -> None:
-        """Stop fetching and finish the batches in hand (they are acknowledged)."""
+    async def stop(self, timeout_s: float | None = None) -> list[Abandoned]:
+        """Stop fetching and finish the batches in hand (they are acknowledged).
+
+        With ``timeout_s``, batches not finished by then are abandoned, unacknowledged (see
+        the module docstring), and returned; the stop then takes at most ``timeout_s`` plus
+        about a second. Blocking work of an abandoned head may still be running on its thread
+        (the caller decides what to do with it: a lane actor kills its script host).
+        """
         self._stopping = True
-        for task in self._tasks.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks = list(self._tasks.values())
         self._tasks = {}
+        if not tasks:
+            return []
+        _, unfinished = await asyncio.wait(tasks, timeout=timeout_s)
+        if unfinished:
+            stuck = unfinished | self._tails
+            for task in stuck:
+                task.cancel()
+            await asyncio.wait(stuck, timeout=_CANCEL_GRACE_S)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("lane loop ended with an error", exc_info=task.exception())
+        abandoned = [hand.abandoned() for hand in self._in_hand]
+        self._in_hand = []
+        return abandoned
 
     async def release(self, partition: int) -> EventSource | None:
         """Give ``partition`` up: stop fetching it, finish and acknowledge its batches in hand,
@@ -187,13 +248,18 @@ class Lane:
                 continue
             if not items:
                 continue
+            hand = _InHand(source.partition, items)
+            self._in_hand.append(hand)
             newest = max(item.revision for item in items)
             if newest > self._asked and newest > self.pipeline.catalog.revision:
                 await self._catch_up(newest)
             processed = await self.run_sync(self._head, items)
+            hand.stage = "tail"
             if tail is not None:
                 await tail
-            tail = asyncio.create_task(self._settle_batch(source, items, processed))
+            tail = asyncio.create_task(self._settle_batch(source, hand, processed))
+            self._tails.add(tail)
+            tail.add_done_callback(self._tails.discard)
         if tail is not None:
             await tail
 
@@ -242,15 +308,17 @@ class Lane:
         return out
 
     async def _settle_batch(
-        self, source: EventSource, items: Sequence[Ingested], processed: ProcessedBatch
+        self, source: EventSource, hand: _InHand, processed: ProcessedBatch
     ) -> None:
         try:
-            await self._settle(source, items, processed, _Budget(self.narrow_budget))
+            await self._settle(source, hand.items, processed, _Budget(self.narrow_budget))
         except asyncio.CancelledError:
-            raise
+            raise  # abandoned by a bounded stop: still in hand
         except Exception as exc:  # a bug in the loop itself: never let it end the partition
             log.exception("lane p%s: settling a batch failed", source.partition)
             self.stats.last_error = f"p{source.partition} settle: {type(exc).__name__}: {exc}"
+        with contextlib.suppress(ValueError):
+            self._in_hand.remove(hand)
 
     async def _settle(
         self,

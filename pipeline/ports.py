@@ -33,6 +33,7 @@ __all__ = [
     "StateSnapshot",
     "StateStore",
     "Stream",
+    "StreamDrop",
 ]
 
 
@@ -259,6 +260,18 @@ class Queue(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class StreamDrop:
+    """Events of a partition the stream dropped (its size or age limit) before its consumer
+    took them: lost to the pipeline. The stream no longer holds them, so how many is not
+    known: the partition's events in stream sequences ``first_seq`` to ``last_seq`` are gone,
+    at least the one at ``first_seq``."""
+
+    partition: int
+    first_seq: int
+    last_seq: int
+
+
 @runtime_checkable
 class Stream(Protocol):
     """A connection to the event stream: partitions to consume, an outbox, config changes."""
@@ -284,6 +297,13 @@ class Stream(Protocol):
     async def backlog(self, partition: int) -> Backlog:
         """The lag and how many events the partition's consumer acknowledged so far (from
         which the ingress measures the drain rate)."""
+        ...
+
+    async def dropped(self, partition: int) -> StreamDrop | None:
+        """Whether the stream dropped events of ``partition`` that its consumer had not taken
+        since the last call (for the same partition on this connection); None if not. Call it
+        often (the ingress does every half second): a drop is noticed by comparing with what
+        the previous call saw waiting."""
         ...
 
     async def queue(self, name: str, subject: str, *, ack_wait_s: float, max_pending: int) -> Queue:

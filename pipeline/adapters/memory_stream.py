@@ -28,6 +28,7 @@ from eventray.pipeline.ports import (
     Queue,
     QueuedMessage,
     Stream,
+    StreamDrop,
 )
 from eventray.pipeline.processor import Ingested
 
@@ -214,6 +215,10 @@ class MemoryStream(Stream):
     async def backlog(self, partition: int) -> Backlog:
         part = self._partition(partition)
         return Backlog(len(part.log) - part.acked, part.acked)
+
+    async def dropped(self, partition: int) -> StreamDrop | None:
+        """Never: the twin has no size or age limit."""
+        return None
 
     async def queue(self, name: str, subject: str, *, ack_wait_s: float, max_pending: int) -> Queue:
         return MemoryQueue(self._outbox, subject)

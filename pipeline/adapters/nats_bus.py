@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections import deque
@@ -29,10 +30,19 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import BadSubjectError, MaxPayloadError
 from nats.errors import Error as NatsError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
+from eventray.pipeline.adapters.nats_retention import DropWatch, describe_limits, limits_changed
 from eventray.pipeline.adapters.nats_wire import (
     WireConnection,
     WireError,
@@ -56,6 +66,7 @@ from eventray.pipeline.ports import (
     Queue,
     QueuedMessage,
     Stream,
+    StreamDrop,
 )
 from eventray.pipeline.processor import Ingested
 
@@ -69,7 +80,11 @@ __all__ = [
     "MessageRefused",
     "PartitionPuller",
     "PublishResult",
+    "StreamRefused",
 ]
+
+_log = logging.getLogger(__name__)
+_INSUFFICIENT_RESOURCES = 10047  # JetStream: the server cannot reserve the stream's max_bytes
 
 
 def _received_ms(headers: dict[str, str]) -> int:
@@ -89,6 +104,10 @@ class BusError(RetryableError):
 
 class MessageRefused(PermanentError):
     """The bus refused a message for what it is (too large, a malformed subject)."""
+
+
+class StreamRefused(PermanentError):
+    """The server refused the stream's configuration (e.g. more bytes than it can reserve)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +460,7 @@ class JetStreamBus(Stream):
         self._wire: WireConnection | None = None
         self._wire_lock = asyncio.Lock()
         self.wire_generation = 0
+        self._drop_watches: dict[int, DropWatch] = {}
 
     @property
     def max_payload(self) -> int:
@@ -571,10 +591,23 @@ class JetStreamBus(Stream):
         duplicate_window_s: float = 600,
         extra_subjects: tuple[str, ...] = (),
     ) -> None:
-        """Create the stream, or update its limits if it exists."""
+        """Create the stream, or bring an existing one to these limits (a data directory made
+        under other settings takes the new ones at the next start).
+
+        The stream keeps acknowledged messages up to ``max_bytes`` and ``max_age_s``, then
+        drops its oldest ones (see :mod:`eventray.pipeline.adapters.nats_retention` for why,
+        and what it costs); a publish never fails for want of room.
+
+        Raises:
+            StreamRefused: the server cannot honour the limits (``max_bytes`` over what it can
+                reserve: by default 75% of the free disk).
+            BusError: the server did not answer.
+        """
         config = StreamConfig(
             name=self.stream,
             subjects=[f"{self.subject_prefix}.>", *extra_subjects],
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
             storage=StorageType.FILE if storage == "file" else StorageType.MEMORY,
             num_replicas=replicas,
             max_bytes=max_bytes,
@@ -583,12 +616,29 @@ class JetStreamBus(Stream):
         )
         try:
             try:
-                await self.js.stream_info(self.stream)
-                await self.js.update_stream(config)
+                current = (await self.js.stream_info(self.stream)).config
             except NotFoundError:
                 await self.js.add_stream(config)
+                return
+            await self.js.update_stream(config)
+        except APIError as exc:
+            if exc.err_code == _INSUFFICIENT_RESOURCES:
+                raise StreamRefused(
+                    f"the NATS server cannot reserve {max_bytes:,} bytes for stream "
+                    f"{self.stream} ({exc.description}): lower nats.max_bytes "
+                    "(EVENTRAY_NATS__MAX_BYTES) or free disk space"
+                ) from exc
+            raise BusError(f"cannot create stream {self.stream}: {exc}") from exc
         except NatsError as exc:
             raise BusError(f"cannot create stream {self.stream}: {exc}") from exc
+        if limits_changed(current, config):
+            # Lower limits take effect at once: the stream drops its oldest messages to fit.
+            _log.warning(
+                "stream %s: limits changed from %s to %s",
+                self.stream,
+                describe_limits(current),
+                describe_limits(config),
+            )
 
     async def ensure_consumer(
         self,
@@ -707,6 +757,49 @@ class JetStreamBus(Stream):
         except (NatsError, TimeoutError) as exc:
             raise BusError(f"publish to {subject} was not acknowledged: {exc}") from exc
         return PublishResult(ack.seq, bool(ack.duplicate))
+
+    async def dropped(self, partition: int) -> StreamDrop | None:
+        """Whether the stream dropped events of ``partition`` before its consumer took them,
+        since the last call (see :class:`~eventray.pipeline.adapters.nats_retention.DropWatch`).
+
+        Raises:
+            BusError: the consumer or the stream could not be read.
+        """
+        watch = self._drop_watches.get(partition)
+        if watch is None:
+            watch = self._drop_watches[partition] = DropWatch(
+                partition,
+                subject=f"{self.subject_prefix}.p{partition}",
+                durable=partition_durable(partition),
+            )
+        try:
+            return await watch.check(self.js, self.stream)
+        except NatsError as exc:
+            raise BusError(f"cannot read partition {partition}'s consumer: {exc}") from exc
+
+    async def unacknowledged(self, partition: int) -> tuple[int, int, int] | None:
+        """What ``partition``'s consumer delivered that is not acknowledged: (messages, first
+        and last stream sequence), or None when nothing is. Read after the lanes stopped, it
+        is what the partition's next owner gets again first.
+
+        Raises:
+            BusError: the server did not answer.
+        """
+        durable = partition_durable(partition)
+        try:
+            info = await self.js.consumer_info(self.stream, durable)
+            count = int(info.num_ack_pending or 0)
+            if not count:
+                return None
+            floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor is not None else 0
+            last = int(info.delivered.stream_seq or 0) if info.delivered is not None else 0
+            subject = f"{self.subject_prefix}.p{partition}"
+            first = await self.js.get_msg(self.stream, seq=floor + 1, subject=subject, next=True)
+        except NotFoundError:
+            return None
+        except NatsError as exc:
+            raise BusError(f"cannot read consumer {durable}: {exc}") from exc
+        return count, int(first.seq or floor + 1), last
 
     async def pending(self, partition: int) -> int:
         """Messages of a partition not yet acknowledged (consumer lag)."""

@@ -82,6 +82,7 @@ class ScriptHost:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._loaded: set[str] = set()
+        self._killed = False
 
     # ------------------------------------------------------------------ process
     @property
@@ -133,6 +134,8 @@ class ScriptHost:
         return f"exit code {code}"
 
     def _call(self, message: tuple[Any, ...], timeout_s: float) -> Any:
+        if self._killed:
+            raise _HostDied("killed by the lane's stop")
         proc = self._proc or self._spawn()
         assert proc.stdin is not None and proc.stdout is not None
         frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
@@ -177,6 +180,8 @@ class ScriptHost:
         try:
             reply = self._call(("load", key, bundle.to_bytes()), self.watchdog_s)
         except _HostDied as died:  # _call has already reaped the dead child
+            if self._killed:
+                raise  # not the script's fault: the request ends as a crash of its events
             raise ScriptError("compile", f"the QuickJS runtime crashed ({died.how})") from None
         if reply[0] == "script_error":
             raise ScriptError(reply[1], reply[2], line=reply[3])
@@ -269,6 +274,16 @@ class ScriptHost:
         self._loaded.discard(key)
         with contextlib.suppress(_HostDied):  # a dead child holds no context to free
             self._call(("drop", key), self.watchdog_s)
+
+    def kill(self) -> None:
+        """Kill the child now and start no other, from any thread: for a stop that abandons a
+        request the child is stuck in (:meth:`close` would wait for the lock that request
+        holds). The request ends as a crash of every event, which nobody awaits any more."""
+        self._killed = True
+        proc = self._proc
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
 
     def close(self) -> str:
         """Stop the child: closing its stdin makes it exit. Returns how it ended."""

@@ -69,6 +69,7 @@ class TriggerDispatcher:
         self._to_ack: list[QueuedMessage] = []
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._running: set[asyncio.Task[None]] = set()  # deliveries in flight
 
     def use(self, deliverer: Deliverer, rows: RowContext) -> None:
         """Apply a new catalog's triggers."""
@@ -78,17 +79,31 @@ class TriggerDispatcher:
         self._stopping = False
         self._tasks = [asyncio.create_task(self._loop()), asyncio.create_task(self._flush_loop())]
 
-    async def stop(self) -> None:
-        """Stop fetching, finish the groups in flight, write their rows and acknowledge."""
+    async def stop(self, timeout_s: float | None = None) -> int:
+        """Stop fetching, finish the groups in flight, write their rows and acknowledge.
+
+        With ``timeout_s``, what is not done by then (a webhook retrying with backoff, a store
+        that does not take the rows) is abandoned unacknowledged: the queue delivers it again
+        after its ack wait, so a group delivered but not yet acknowledged may be delivered
+        twice. Returns how many groups were abandoned.
+        """
         self._stopping = True
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        if not tasks:
+            return 0
+        _, unfinished = await asyncio.wait(tasks, timeout=timeout_s)
+        if not unfinished:
+            return 0
+        stuck = {*unfinished, *self._running}
+        abandoned = len(self._running) + len(self._to_ack)
+        for task in stuck:
+            task.cancel()
+        await asyncio.wait(stuck, timeout=1.0)
+        return abandoned
 
     async def _loop(self) -> None:
         limit = asyncio.Semaphore(self.concurrency)
-        running: set[asyncio.Task[None]] = set()
+        running = self._running
         while not self._stopping:
             try:
                 batch = await self.queue.fetch(self.concurrency, timeout_s=0.5)

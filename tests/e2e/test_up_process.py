@@ -14,128 +14,18 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.e2e.conftest import plain_environment
+from tests.e2e.conftest import REPO, Up, plain_environment
 
 pytestmark = pytest.mark.ray
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-class Up:
-    """A running `eventray up` (in a session of its own, as from a terminal) and every
-    process seen below it."""
-
-    def __init__(self, data_dir: Path, logs: Path) -> None:
-        self.data_dir = data_dir
-        self.stdout = logs / "up.out"
-        self.stderr = logs / "up.err"
-        env = {
-            **plain_environment(),
-            "EVENTRAY_DATA_DIR": str(data_dir),
-            "EVENTRAY_INGRESS__PORT": "0",
-            "EVENTRAY_METRICS__PORT": "0",
-        }
-        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "eventray.cluster.cli", "up"],
-                env=env,
-                cwd=REPO,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-        self.seen: dict[int, psutil.Process] = {}
-
-    def look(self) -> list[str]:
-        """Note the processes below `up` now; their command lines."""
-        with contextlib.suppress(psutil.Error):
-            for child in psutil.Process(self.process.pid).children(recursive=True):
-                self.seen.setdefault(child.pid, child)
-        lines = []
-        for child in list(self.seen.values()):
-            with contextlib.suppress(psutil.Error):
-                lines.append(" ".join(child.cmdline()))
-        return lines
-
-    def wait_for_child(self, name: str, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not any(name in line for line in self.look()):
-            assert self.process.poll() is None, self.stderr.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"no {name} under eventray up"
-            time.sleep(0.01)
-
-    def wait_until_up(self, timeout_s: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while "eventray is up" not in self.stdout.read_text():
-            assert self.process.poll() is None, self.stderr.read_text()[-3000:]
-            assert time.monotonic() < deadline, "eventray up did not come up in time"
-            time.sleep(0.2)
-        self.look()
-
-    def wait_exit(self, timeout_s: float) -> int:
-        deadline = time.monotonic() + timeout_s
-        while self.process.poll() is None:
-            self.look()  # what starts while it stops must end too
-            assert time.monotonic() < deadline, "eventray up did not exit in time"
-            time.sleep(0.05)
-        return self.process.returncode
-
-    def survivors(self, timeout_s: float, names: tuple[str, ...] = ()) -> list[str]:
-        """Processes seen below `up` (only those whose command line has one of ``names``,
-        when given) still running after ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = [
-                f"{p.pid} {' '.join(p.cmdline())[:120]}"
-                for p in self.seen.values()
-                if _running(p) and (not names or any(n in " ".join(p.cmdline()) for n in names))
-            ]
-            if not left or time.monotonic() >= deadline:
-                return left
-            time.sleep(0.1)
-
-    def end(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=30)
-        for child in self.seen.values():
-            with contextlib.suppress(psutil.Error):
-                if _running(child):
-                    child.kill()
-
-
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-@pytest.fixture
-def start_up(tmp_path: Path) -> Iterator[Callable[[], Up]]:
-    started: list[Up] = []
-
-    def start() -> Up:
-        up = Up(tmp_path / f"data-{len(started)}", tmp_path)
-        started.append(up)
-        return up
-
-    try:
-        yield start
-    finally:
-        for up in started:
-            up.end()
-
 
 @pytest.mark.parametrize("moment", ["nats-server", "raylet"])
-def test_ctrl_c_while_starting_stops_what_started(start_up: Callable[[], Up], moment: str) -> None:
+def test_ctrl_c_while_starting_stops_what_started(start_up: Callable[..., Up], moment: str) -> None:
     up = start_up()
     up.wait_for_child(moment)
     up.process.send_signal(signal.SIGINT)
@@ -148,7 +38,7 @@ def test_ctrl_c_while_starting_stops_what_started(start_up: Callable[[], Up], mo
     assert up.survivors(timeout_s=5) == []
 
 
-def test_ctrl_c_once_up_drains_and_stops_everything(start_up: Callable[[], Up]) -> None:
+def test_ctrl_c_once_up_drains_and_stops_everything(start_up: Callable[..., Up]) -> None:
     up = start_up()
     up.wait_until_up()
     assert any("nats-server" in line for line in up.look())
@@ -159,7 +49,7 @@ def test_ctrl_c_once_up_drains_and_stops_everything(start_up: Callable[[], Up]) 
     assert not (up.data_dir / "stack.json").exists()
 
 
-def test_killed_up_takes_its_servers_and_ray_with_it(start_up: Callable[[], Up]) -> None:
+def test_killed_up_takes_its_servers_and_ray_with_it(start_up: Callable[..., Up]) -> None:
     up = start_up()
     up.wait_until_up()
     assert json.loads((up.data_dir / "stack.json").read_text())["pid"] == up.process.pid

@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from pydantic import ValidationError
 
 from eventray.cluster.wiring import Endpoints, Wiring
 from eventray.config.settings import load_settings
 from eventray.pipeline.adapters.egress import EgressPolicy, EgressRefused
 from eventray.pipeline.adapters.http_sender import RESPONSE_KEPT_BYTES, AiohttpSender
 from eventray.pipeline.adapters.smtp_sender import SmtpSender, _GuardedSMTPSSL
+from eventray.pipeline.errors import SettingsError
 from eventray.pipeline.models import Trigger
 from eventray.pipeline.triggers.delivery import (
     Deliverer,
@@ -358,10 +358,10 @@ def tls_contexts_for(name: str, folder: Path) -> tuple[ssl.SSLContext, ssl.SSLCo
 
 # -------------------------------------------------------------------------- settings
 def test_settings_refuse_an_invalid_network_when_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValidationError, match=re.escape("'10.0.0.0/33' is not an IP network")):
+    with pytest.raises(SettingsError, match=re.escape("'10.0.0.0/33' is not an IP network")):
         load_settings(triggers={"allow_networks": ["10.0.0.0/33"]})
     monkeypatch.setenv("EVENTRAY_TRIGGERS__ALLOW_NETWORKS", '["127.0.0.1/32", "intranet"]')
-    with pytest.raises(ValidationError, match="'intranet' is not an IP network"):
+    with pytest.raises(SettingsError, match="'intranet' is not an IP network"):
         load_settings()
     monkeypatch.setenv("EVENTRAY_TRIGGERS__ALLOW_NETWORKS", '["127.0.0.1", "10.1.2.3/8"]')
     triggers = load_settings().triggers

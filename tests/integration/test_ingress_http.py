@@ -24,6 +24,7 @@ from eventray.pipeline.ingress import IngressPolicy
 from eventray.pipeline.loader import read_entities
 from eventray.pipeline.models import Organization
 from eventray.pipeline.models.org import IngestQuota
+from eventray.pipeline.ports import OutboxMessage
 from eventray.pipeline.storage.retention import RetentionPolicy
 from eventray.pipeline.storage.rows import RowContext, as_dicts
 
@@ -73,13 +74,18 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def harness(
-    server: RunningNats, samples_dir: Path, *, catalog: Catalog | None = None, **settings: Any
+    server: RunningNats,
+    samples_dir: Path,
+    *,
+    catalog: Catalog | None = None,
+    stream_bytes: int = -1,
+    **settings: Any,
 ) -> AsyncIterator[Harness]:
     catalog = catalog or load_catalog([samples_dir / "tenant"], compile_scripts=False)
     name = f"I{uuid.uuid4().hex[:8]}"
     bus = JetStreamBus(url=server.url, stream=name, subject_prefix=f"t.{name.lower()}")
     await bus.connect()
-    await bus.ensure_stream(storage="file")
+    await bus.ensure_stream(storage="file", max_bytes=stream_bytes)
     ingress = IngressSettings(port=0, **settings)
     policy = IngressPolicy(
         catalog, partitions=2, subject_prefix=bus.subject_prefix,
@@ -348,5 +354,34 @@ def test_no_input_makes_a_500(nats_server: RunningNats, samples_dir: Path) -> No
                 status = await _raw(h.app.port, head, body)
                 assert status < 500, (status, head, body)
             assert h.app.internal_errors == 0
+
+    asyncio.run(scenario())
+
+
+def test_the_ingress_warns_when_the_stream_drops_events_no_lane_took(
+    nats_server: RunningNats, samples_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        async with harness(nats_server, samples_dir, stream_bytes=64 * 1024) as h:
+            bus = bus_of(h)
+            for partition in (0, 1):  # the lanes' durable consumers, with nobody pulling
+                await bus.ensure_consumer(partition)
+            for _ in range(5):
+                assert (await h.post(READING))[0] == 201
+            await asyncio.sleep(0.3)  # the watcher (every 0.1 s) notes what waits
+            assert h.app.stream_drops == {}
+            subject = (await bus.js.get_msg(bus.stream, seq=1)).subject  # the readings'
+            assert subject is not None
+            filler = [OutboxMessage(subject, b"x" * 500, msg_id=f"f{n}") for n in range(400)]
+            assert await bus.append(filler, timeout_s=5) == [""] * 400  # 200 KB: over the cap
+            for _ in range(50):
+                if h.app.stream_drops:
+                    break
+                await asyncio.sleep(0.1)
+            [partition] = h.app.stream_drops  # the other partition lost nothing
+            assert subject.endswith(f".p{partition}")
+            assert "dropped before a lane took them" in h.app.last_drop
+            assert "the stream dropped events of partition" in caplog.text
+            assert "they are lost" in caplog.text
 
     asyncio.run(scenario())

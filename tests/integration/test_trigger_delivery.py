@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,9 +12,14 @@ import pytest
 
 from eventray.pipeline.adapters.egress import EgressPolicy
 from eventray.pipeline.adapters.http_sender import AiohttpSender
+from eventray.pipeline.adapters.memory_stream import MemoryOutbox, MemoryQueue
 from eventray.pipeline.models import Trigger
+from eventray.pipeline.ports import OutboxMessage
 from eventray.pipeline.secrets import DictSecrets
+from eventray.pipeline.storage.rows import RowContext
+from eventray.pipeline.storage.sink import MemoryRowSink
 from eventray.pipeline.triggers.delivery import Deliverer, DeliveryGroup, DeliveryOutcome
+from eventray.pipeline.triggers.dispatcher import TriggerDispatcher
 from eventray.pipeline.triggers.policy import CircuitBreaker, RetryPolicy
 from eventray.pipeline.triggers.requests import DeliveryJob
 from eventray.testing.sink import WebhookSink
@@ -195,3 +201,26 @@ def test_secret_values_never_reach_what_is_recorded(sink: WebhookSink) -> None:
     recorded += " ".join(reason for _, reason in failed.failed)
     assert secret not in recorded and "***" in recorded
     assert "/x/***?key=***" in ok.attempts[0].request
+
+
+def test_a_bounded_stop_abandons_a_delivery_stuck_in_retries_unacknowledged(
+    sink: WebhookSink,
+) -> None:
+    async def scenario() -> None:
+        outbox = MemoryOutbox()
+        group = DeliveryGroup((job("down"),))
+        await outbox.enqueue([OutboxMessage("triggers", group.to_bytes(), msg_id="g1")])
+        sender = AiohttpSender(policy=LOOPBACK)
+        deliverer = Deliverer(triggers(sink.url), sender, secrets=DictSecrets(),
+                              retry=RetryPolicy(max_attempts=100, base_delay_s=1.0))  # fmt: skip
+        dispatcher = TriggerDispatcher(queue=MemoryQueue(outbox, "triggers"), deliverer=deliverer,
+                                       sink=MemoryRowSink(), rows=RowContext())  # fmt: skip
+        dispatcher.start()
+        await asyncio.sleep(0.5)  # the first attempt failed at once: backing off for a second
+        started = time.monotonic()
+        assert await dispatcher.stop(timeout_s=0.3) == 1
+        assert time.monotonic() - started < 2.0
+        assert outbox.acked == set()  # the queue delivers it again
+        await sender.close()
+
+    asyncio.run(scenario())

@@ -182,3 +182,47 @@ def test_demo_allows_its_loopback_sinks_through_the_setting(
     monkeypatch.setenv("EVENTRAY_TRIGGERS__ALLOW_NETWORKS", '["10.0.0.0/8"]')
     kept = _allow_demo_sinks(load_settings()).triggers.allow_networks
     assert kept == ("10.0.0.0/8", "127.0.0.1/32")  # added to what the user allowed
+
+
+@pytest.mark.parametrize("value", ["1000", "0", "-2"])
+def test_a_stream_cap_that_means_nothing_is_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    data = tmp_path / "data"
+    monkeypatch.setenv("EVENTRAY_NATS__MAX_BYTES", value)
+    assert main(["up", "--data-dir", str(data)]) == 2
+    assert capsys.readouterr().err == (
+        "eventray: invalid settings: EVENTRAY_NATS__MAX_BYTES: max_bytes must be -1 (unlimited) "
+        f"or at least 64 MiB (67108864 bytes), not {value}\n"
+    )
+    assert not data.exists()
+
+
+def test_the_stream_is_capped_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventray.config.settings import load_settings
+
+    for name in ("EVENTRAY_NATS__MAX_BYTES", "EVENTRAY_NATS__MAX_AGE_S"):
+        monkeypatch.delenv(name, raising=False)
+    nats = load_settings().nats
+    assert (nats.max_bytes, nats.max_age_s) == (8 * 2**30, 3 * 24 * 3600)
+    assert load_settings(nats={"max_bytes": -1}).nats.max_bytes == -1  # unlimited, if asked
+    assert load_settings(nats={"max_bytes": 64 * 2**20}).nats.max_bytes == 64 * 2**20
+
+
+def test_the_status_line_says_when_the_stream_lost_events() -> None:
+    import time
+
+    from eventray.cluster.stack_cli import _status_line
+
+    drop = "partition p0: stream seq 6-40 dropped before a lane took them"
+    status = {
+        "lanes": [],
+        "triggers": {"delivered": 0, "failed": 0},
+        "ingress": {"stream_drops": {0: 1}, "last_drop": drop},
+    }
+    line = _status_line(status, time.monotonic())
+    assert line.splitlines()[1] == (
+        f"  EVENTS LOST: the stream dropped events no lane had taken (last: {drop}); "
+        "raise EVENTRAY_NATS__MAX_BYTES or __MAX_AGE_S"
+    )
+    assert len(_status_line({**status, "ingress": {}}, time.monotonic()).splitlines()) == 1

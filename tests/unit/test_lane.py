@@ -10,7 +10,10 @@ unacknowledged event again and the state fence keeps counters exact.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ import pytest
 from eventray.pipeline.adapters.memory_state import MemoryStateStore
 from eventray.pipeline.adapters.memory_stream import MemoryStream
 from eventray.pipeline.batch import delivery_groups
+from eventray.pipeline.lane import Abandoned
 from eventray.pipeline.scripts.cache import ScriptCache
 from eventray.pipeline.scripts.executor import ScriptJob, TemplateExecutor
 from eventray.pipeline.scripts.runner import ScriptResult
@@ -188,6 +192,73 @@ def test_a_new_owner_gets_every_unacknowledged_event_and_the_fence_keeps_counts_
         assert state.dump()[STATE_KEY] == 33  # the replay changed nothing
         assert await second.lane.sources[0].pending() == 0
         assert second.lane.stats.events == 3  # delivered again, stored again (rows collapse)
+
+    run(scenario())
+
+
+def test_a_bounded_stop_abandons_a_stuck_tail_unacknowledged_and_the_next_owner_gets_it() -> None:
+    async def scenario() -> None:
+        stream, state = MemoryStream(), MemoryStateStore()
+        stuck = await rig(stream=stream, state=state, sink=FlakySink(retryable_failures=10**9))
+        added = stream.add(0, [ingested(n) for n in range(30)])
+        stuck.lane.start()
+        while stuck.lane.stats.retries < 3:  # the store is down: the tail retries in place
+            await asyncio.sleep(0.005)
+        started = time.monotonic()
+        abandoned = await stuck.lane.stop(timeout_s=0.2)
+        assert time.monotonic() - started < 1.5
+        assert abandoned == [Abandoned(0, 30, added[0].seq or 0, added[-1].seq or 0, "tail")]
+        assert await stuck.lane.sources[0].pending() == 30  # nothing acknowledged
+        second = await rig(stream=stream, state=state)
+        await second.lane.run_until(30, timeout_s=20)
+        assert sorted(second.trackers("events")) == [f"e{n:04d}" for n in range(30)]
+        assert state.dump()[STATE_KEY] == 30
+        assert await second.lane.sources[0].pending() == 0
+
+    run(scenario())
+
+
+def test_a_bounded_stop_abandons_a_head_stuck_in_blocking_work() -> None:
+    release = threading.Event()
+
+    class _Stuck(TemplateExecutor):
+        def run(self, jobs: Sequence[ScriptJob], *, trace: bool = False) -> list[ScriptResult]:
+            release.wait(10)  # a script that does not come back
+            return super().run(jobs, trace=trace)
+
+    async def scenario() -> None:
+        r = await rig(executor=_Stuck(ScriptCache()))
+        pool = ThreadPoolExecutor(max_workers=1)
+
+        async def on_thread(fn: Any, *args: Any) -> Any:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+        r.lane.run_sync = on_thread
+        added = r.stream.add(0, [ingested(n) for n in range(5)])
+        r.lane.start()
+        while not r.lane._in_hand:
+            await asyncio.sleep(0.005)
+        started = time.monotonic()
+        abandoned = await r.lane.stop(timeout_s=0.2)
+        assert time.monotonic() - started < 1.5
+        assert abandoned == [Abandoned(0, 5, added[0].seq or 0, added[-1].seq or 0, "head")]
+        assert r.rows()["events"] == [] and await r.lane.sources[0].pending() == 5
+        release.set()
+        pool.shutdown(wait=True)
+
+    run(scenario())
+
+
+def test_an_unbounded_stop_finishes_the_batches_in_hand() -> None:
+    async def scenario() -> None:
+        r = await rig(sink=FlakySink(retryable_failures=20))
+        r.stream.add(0, [ingested(n) for n in range(30)])
+        r.lane.start()
+        while r.lane.stats.retries < 3:
+            await asyncio.sleep(0.005)
+        assert await r.lane.stop() == []
+        assert len(r.trackers("events")) == 30
+        assert await r.lane.sources[0].pending() == 0
 
     run(scenario())
 

@@ -44,6 +44,7 @@ def test_pipeline_does_not_import_ray_or_drivers() -> None:
 
 def test_settings_read_environment_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     from eventray.config.settings import load_settings
+    from eventray.pipeline.errors import SettingsError
 
     monkeypatch.setenv("EVENTRAY_SCRIPTS__TIME_LIMIT_S", "0.25")
     monkeypatch.setenv("EVENTRAY_SCRIPTS__MEMORY_LIMIT_MB", "16")
@@ -51,7 +52,7 @@ def test_settings_read_environment_only_when_asked(monkeypatch: pytest.MonkeyPat
     assert settings.scripts.limits().time_s == 0.25
     assert settings.scripts.limits().memory_bytes == 16 * 1024 * 1024
     monkeypatch.setenv("EVENTRAY_SCRIPTS__TIME_LIMIT_S", "-1")
-    with pytest.raises(ValueError, match="greater than 0"):
+    with pytest.raises(SettingsError, match=r"EVENTRAY_SCRIPTS__TIME_LIMIT_S: .*greater than 0"):
         load_settings()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -138,3 +139,21 @@ def test_the_child_exits_by_itself_when_its_pipe_closes(host_factory: Any) -> No
     host = host_factory()
     ScriptCache(host=host).runner_for(template())
     assert host.close() == "exit code 0"  # not killed: it saw EOF and returned
+
+
+def test_kill_ends_a_stuck_request_at_once_and_starts_no_other_child(host_factory: Any) -> None:
+    """A lane's bounded stop abandons a batch stuck in scripts: the child dies, and the request
+    (which would have re-run every event alone in fresh children) ends now."""
+    host = host_factory(ScriptLimits(time_s=1.0))
+    runner = ScriptCache(host=host).runner_for(template("for (;;) {}"))
+    pid, spawns = host.pid, host.stats.spawns
+    assert pid is not None
+    killer = threading.Timer(0.3, host.kill)
+    started = time.monotonic()
+    killer.start()
+    outs = runner.run([{"id": i} for i in range(20)])  # 20 s of time limits, if left alone
+    assert time.monotonic() - started < 2.0
+    assert [out["e"]["stage"] for out in outs] == ["script"] * 20
+    assert host.stats.spawns == spawns  # no new child
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
