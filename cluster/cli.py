@@ -232,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     apply.add_argument("-f", "--file", action="append", required=True, help="file or folder")
     apply.add_argument("--data-dir")
+    apply.add_argument(
+        "--token",
+        help="the stack's admin token (default: $EVENTRAY_ADMIN_TOKEN, else <data-dir>/"
+        "admin.token when readable); a command line is visible to every local user, the "
+        "variable is not",
+    )
     apply.set_defaults(handler=_stack("cmd_apply"))
 
     status = commands.add_parser("status", help="stages, partitions, lag, events/s, errors")

@@ -4,7 +4,8 @@
 services are started only for ports whose settings name no real server. Everything listens on
 127.0.0.1; Ray is kept on loopback with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (DESIGN.md).
 The endpoints of a running stack are written to ``<data_dir>/stack.json`` so ``eventray apply``,
-``status`` and ``events query`` can find it.
+``status`` and ``events query`` can find it (with the admin's credentials: the file is the
+owner's alone). Each actor is handed its own role's credentials (:mod:`eventray.cluster.roles`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eventray.cluster.admin_token import ensure_admin_token
 from eventray.cluster.raylocal import (
     LocalRay,
     keep_ray_on_loopback,
@@ -28,6 +30,7 @@ from eventray.cluster.raylocal import (
     start_local_ray,
     use_saved_ray_token,
 )
+from eventray.cluster.roles import VALKEY_USERS, Role, nats_roles, role_endpoints
 from eventray.cluster.wiring import Endpoints, Wiring
 from eventray.config.settings import Settings
 from eventray.pipeline.balance import Move, RateMeter, plan_move
@@ -162,6 +165,7 @@ class Stack:
     settings: Settings
     services: list[Any] = field(default_factory=list)
     endpoints: Endpoints | None = None
+    roles: dict[Role, Endpoints] = field(default_factory=dict)
     actors: dict[str, Any] = field(default_factory=dict)
     ingress_port: int = 0
     metrics_port: int = 0
@@ -181,21 +185,27 @@ class Stack:
         # Events, rule state, the config and stack.json (the Ray token's address) live here:
         # only the owner may enter, whatever the files' own modes (chDB writes 0644).
         data.chmod(0o700)
+        ensure_admin_token(data)
+        nats, redis = None, None
         nats_url = s.nats.url
         if nats_url is None:
             from eventray.cluster.services.nats_server import start_nats
 
-            nats = start_nats(store_dir=data / "nats", sync_interval=s.nats.sync_interval)
+            nats = start_nats(
+                store_dir=data / "nats",
+                sync_interval=s.nats.sync_interval,
+                roles=nats_roles(s.nats),
+            )
             self.services.append(nats)
             nats_url = nats.url
         redis_url = s.redis_url
         if redis_url is None:
             from eventray.cluster.services.redis_server import start_redis
 
-            redis = start_redis(data_dir=data / "redis", persist=True)
+            redis = start_redis(data_dir=data / "redis", persist=True, users=VALKEY_USERS)
             self.services.append(redis)
             redis_url = redis.url
-        return Endpoints(
+        admin = Endpoints(
             nats_url=nats_url,
             redis_url=redis_url,
             chdb_path=None if s.store.clickhouse_url else data / "chdb",
@@ -204,6 +214,8 @@ class Stack:
             mongodb_url=s.mongodb_url,
             blob_dir=None if s.blobs.endpoint else s.blob_dir.resolve(),
         )
+        self.roles = role_endpoints(admin, nats=nats, redis=redis)
+        return admin
 
     def _start_ray(self) -> str:
         import ray
@@ -226,9 +238,10 @@ class Stack:
 
     @property
     def wiring(self) -> Wiring:
-        """The adapters of this stack (only valid once started)."""
+        """The adapters of this stack, with the admin's credentials (only valid once started);
+        ``wiring.for_role(...)`` is what an actor gets."""
         assert self.endpoints is not None
-        return Wiring(self.settings, self.endpoints)
+        return Wiring(self.settings, self.endpoints, dict(self.roles))
 
     def start(self) -> Stack:
         _check_ports_free(self.settings)
@@ -252,7 +265,9 @@ class Stack:
         # The store actor stays on this node: the embedded chDB and the store's write-ahead
         # log are in this node's data_dir, and a restarted store must find what it left there.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        store = EventStoreActor.options(name="store", scheduling_strategy=here).remote(s, wiring)  # type: ignore[attr-defined]
+        store = EventStoreActor.options(name="store", scheduling_strategy=here).remote(  # type: ignore[attr-defined]
+            s, wiring.for_role("store")
+        )
         ray.get(store.stats.remote())
         rule_names = (
             {}
@@ -261,7 +276,7 @@ class Stack:
         )
         rules = {
             name: RulePartitionActor.options(name=name, runtime_env=_arrowless()).remote(  # type: ignore[attr-defined]
-                s, wiring, p
+                s, wiring.for_role("rules"), p
             )
             for p, name in rule_names.items()
         }
@@ -270,7 +285,7 @@ class Stack:
         lanes = {
             i: LaneActor.options(name=f"lane-{i}", runtime_env=lean).remote(  # type: ignore[attr-defined]
                 s,
-                wiring,
+                wiring.for_role("lane"),
                 [p for p in range(s.pipeline.partitions) if p % lanes_n == i],
                 store="store",
                 rule_actors={p: rule_names[p] for p in rule_names if p % lanes_n == i},
@@ -278,7 +293,7 @@ class Stack:
             for i in range(lanes_n)
         }
         ingress = IngressActor.options(name="ingress", runtime_env=lean).remote(  # type: ignore[attr-defined]
-            s, wiring, store="store"
+            s, wiring.for_role("ingress"), store="store"
         )
         self.actors = {
             "store": store,

@@ -166,10 +166,20 @@ def _status_or_why_not(stack: Stack, started: float) -> str:
 
 
 def cmd_apply(args: argparse.Namespace, out: TextIO) -> int:
+    """Store entities and tell a running stack; only with the data directory's admin token
+    (``--token``, else ``EVENTRAY_ADMIN_TOKEN``, else the token file when the caller can read
+    it; see :mod:`eventray.cluster.admin_token` for what that does and does not protect)."""
+    import os
+
+    from eventray.cluster.admin_token import TOKEN_VARIABLE, check_admin_token
     from eventray.cluster.stack import apply_documents, read_stack_info
     from eventray.cluster.wiring import Endpoints, Wiring
 
     settings = _settings(args)
+    # First: a wrong token must learn nothing, not even whether the documents would validate
+    # against what is stored.
+    presented = args.token if args.token is not None else os.environ.get(TOKEN_VARIABLE)
+    check_admin_token(settings.data_dir, presented)
     documents = read_entity_documents([Path(p) for p in args.file])
     info = read_stack_info(settings.data_dir)
     if info is not None:

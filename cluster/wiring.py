@@ -4,20 +4,35 @@ This is the only module that builds adapters. Actors are handed a :class:`Wiring
 picklable data: settings and endpoints) and call it in their own process, so no driver object
 ever crosses a process boundary and no actor imports a concrete adapter; the tools and the
 single-process baseline call it directly.
+
+Each actor is handed the wiring of its role (:meth:`Wiring.for_role`): the endpoints with its
+own credentials and nothing else (see :mod:`eventray.cluster.roles`), so a process holds the
+passwords of what it does, never the admin's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eventray.config.settings import Settings
 from eventray.pipeline.adapters.nats_bus import JetStreamBus
+from eventray.pipeline.adapters.urls import redacted
+from eventray.pipeline.errors import PermanentError
 from eventray.pipeline.ports import Adapters, BlobStore, ConfigStore, EventStore, StateStore
 from eventray.pipeline.secrets import SecretsSource
 from eventray.pipeline.triggers.delivery import Sender
 
-__all__ = ["Endpoints", "Wiring"]
+if TYPE_CHECKING:
+    from eventray.cluster.roles import Role
+
+__all__ = ["Endpoints", "NotForThisRole", "Wiring"]
+
+
+class NotForThisRole(PermanentError):
+    """A process asked for a server its role has no credential for (a bug in the wiring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,21 +47,47 @@ class Endpoints:
     config_dir: Path | None
     mongodb_url: str | None
     blob_dir: Path | None
+    nats_inbox: str = "_INBOX"
+
+    def __repr__(self) -> str:  # Ray and tracebacks may show it: never the passwords
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            shown.append(f"{item.name}={redacted(value) if isinstance(value, str) else value!r}")
+        return f"Endpoints({', '.join(shown)})"
 
 
 @dataclass(frozen=True, slots=True)
 class Wiring(Adapters):
-    """The adapters of a running stack (see :class:`eventray.pipeline.ports.Adapters`)."""
+    """The adapters of a running stack (see :class:`eventray.pipeline.ports.Adapters`).
+
+    Args:
+        settings: the settings tree.
+        endpoints: where the services are, with this wiring's credentials.
+        roles: each role's endpoints (the stack's own wiring has them; a role's has none).
+    """
 
     settings: Settings
     endpoints: Endpoints
+    roles: Mapping[Role, Endpoints] = field(default_factory=dict, repr=False)
+
+    def for_role(self, role: Role) -> Wiring:
+        """The wiring an actor of ``role`` is handed: that role's endpoints and no others.
+
+        Raises:
+            KeyError: this wiring knows no endpoints for ``role``.
+        """
+        return Wiring(self.settings, self.roles[role])
 
     def stream(self) -> JetStreamBus:
         """The stream as configured (not yet connected); partitions' consumers with the
         configured acknowledgement wait and flow control."""
         nats = self.settings.nats
+        if not self.endpoints.nats_url:
+            raise NotForThisRole("this process's role has no NATS credential")
         return JetStreamBus(
             url=self.endpoints.nats_url,
+            inbox_prefix=self.endpoints.nats_inbox,
             stream=nats.stream,
             subject_prefix=nats.subject_prefix,
             config_subject=nats.config_subject,
@@ -56,6 +97,8 @@ class Wiring(Adapters):
     def state_store(self) -> StateStore:
         from eventray.pipeline.adapters.redis_state import RedisStateStore
 
+        if not self.endpoints.redis_url:
+            raise NotForThisRole("this process's role has no rule-state credential")
         return RedisStateStore(url=self.endpoints.redis_url)
 
     def event_store(self) -> EventStore:
@@ -66,7 +109,8 @@ class Wiring(Adapters):
             return ClickHouseEventStore(url=self.endpoints.clickhouse_url, database=database)
         from eventray.pipeline.adapters.chdb_store import ChdbEventStore
 
-        assert self.endpoints.chdb_path is not None
+        if self.endpoints.chdb_path is None:
+            raise NotForThisRole("this process's role does not own the event store")
         return ChdbEventStore(path=self.endpoints.chdb_path, database=database)
 
     def config_store(self) -> ConfigStore:

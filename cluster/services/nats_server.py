@@ -5,8 +5,14 @@ store in the given directory, so a restarted stack finds its unacknowledged mess
 
 Clients need a password generated when the server starts (kept across :meth:`restarted`):
 loopback keeps other machines out, not the other users of this one, who could otherwise publish
-events straight into a partition (no API key asked) or read every tenant's traffic. It is in
-the server's config file, readable by the owner alone, and in :attr:`RunningNats.url`.
+events straight into a partition (no API key asked) or read every tenant's traffic. Passwords
+are in the server's config file, readable by the owner alone, and in the URLs of
+:meth:`RunningNats.url_for`.
+
+There is one user per role: ``admin`` may do anything (:attr:`RunningNats.url` is its URL);
+every other user is given with its :class:`NatsPermissions`, so a process holding one role's
+password can do only what that role needs (which role needs what is
+:mod:`eventray.cluster.roles`'s business, not this module's).
 """
 
 from __future__ import annotations
@@ -17,13 +23,17 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from eventray.cluster.services.procs import bound_to_owner, free_port, log_tail, wait_until
 
-__all__ = ["RunningNats", "find_nats_server", "start_nats"]
+__all__ = ["ADMIN", "NatsPermissions", "RunningNats", "find_nats_server", "start_nats"]
+
+ADMIN = "admin"
+"""The user that may do anything: the driver (``eventray up``), ``apply``, the tools."""
 
 
 def find_nats_server() -> str:
@@ -39,17 +49,54 @@ def find_nats_server() -> str:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class NatsPermissions:
+    """What one user may publish and subscribe to (nats-server's ``permissions`` block);
+    a subject in ``publish_deny`` is refused even if ``publish`` allows it."""
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    publish_deny: tuple[str, ...] = ()
+
+    def render(self) -> str:
+        publish = f"allow: {_strings(self.publish)}"
+        if self.publish_deny:
+            publish += f", deny: {_strings(self.publish_deny)}"
+        return f"{{publish: {{{publish}}}, subscribe: {{allow: {_strings(self.subscribe)}}}}}"
+
+
+def _strings(subjects: tuple[str, ...]) -> str:
+    for subject in subjects:  # they are written into the config file as they are
+        if not subject or any(c in subject for c in " \"'\n\r\t\\"):
+            raise ValueError(f"not a NATS subject: {subject!r}")
+    return "[" + ", ".join(f'"{subject}"' for subject in subjects) + "]"
+
+
 @dataclass
 class RunningNats:
     """A nats-server process started by :func:`start_nats`."""
 
-    url: str
     port: int
     store_dir: Path
     log: Path
     process: subprocess.Popen[bytes] = field(repr=False)
     sync_interval: str | None = None
-    password: str = field(default="", repr=False)
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    roles: dict[str, NatsPermissions] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The admin's URL (with its password)."""
+        return self.url_for(ADMIN)
+
+    @property
+    def password(self) -> str:
+        """The admin's password."""
+        return self.passwords[ADMIN]
+
+    def url_for(self, user: str) -> str:
+        """``nats://<user>:<password>@127.0.0.1:<port>`` of ``admin`` or a role's user."""
+        return f"nats://{user}:{self.passwords[user]}@127.0.0.1:{self.port}"
 
     @property
     def name(self) -> str:
@@ -61,7 +108,7 @@ class RunningNats:
         self.stop()
         return start_nats(
             store_dir=self.store_dir, port=self.port, sync_interval=self.sync_interval,
-            password=self.password,
+            roles=self.roles, passwords=self.passwords,
         )  # fmt: skip
 
     def stop(self) -> None:
@@ -83,9 +130,6 @@ class RunningNats:
         self.stop()
 
 
-_USER = "eventray"
-
-
 def _accepts(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
         return sock.recv(4).startswith(b"INFO")
@@ -97,9 +141,14 @@ def start_nats(
     port: int | None = None,
     sync_interval: str | None = None,
     timeout_s: float = 10.0,
-    password: str = "",
+    roles: Mapping[str, NatsPermissions] | None = None,
+    passwords: Mapping[str, str] | None = None,
 ) -> RunningNats:
-    """Start nats-server with JetStream storing under ``store_dir``.
+    """Start nats-server with JetStream storing under ``store_dir``, for the ``admin`` user
+    and one user per entry of ``roles``, each limited to its permissions.
+
+    ``passwords`` (user -> password) are used where given, generated where not: a restart
+    passes the running server's, so clients keep their URLs.
 
     ``sync_interval`` is JetStream's fsync period (e.g. ``2m``, the server default, or
     ``always``): acknowledged messages are in the OS page cache at once, but reach the disk
@@ -116,12 +165,20 @@ def start_nats(
     # Everything in one config file: flags given beside -c do not reliably override it.
     conf = store_dir / "nats-server.conf"
     sync = f"\n  sync_interval: {sync_interval}" if sync_interval is not None else ""
-    password = password or secrets.token_urlsafe(24)
+    roles = dict(roles or {})
+    given = dict(passwords or {})
+    # token_urlsafe: letters, digits, - and _, nothing the config file would need quoted
+    passwords = {user: given.get(user) or secrets.token_urlsafe(24) for user in (ADMIN, *roles)}
+    users = [f'    {{user: "{ADMIN}", password: "{passwords[ADMIN]}"}}']
+    users += [
+        f'    {{user: "{user}", password: "{passwords[user]}", permissions: {allowed.render()}}}'
+        for user, allowed in roles.items()
+    ]
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(
             f'host: "127.0.0.1"\nport: {port}\nlog_file: "{log}"\n'
-            f'authorization {{\n  user: "{_USER}"\n  password: "{password}"\n}}\n'
+            "authorization {\n  users: [\n" + "\n".join(users) + "\n  ]\n}\n"
             f'jetstream {{\n  store_dir: "{store_dir}"{sync}\n}}\n'
         )
     conf.chmod(0o600)
@@ -133,10 +190,7 @@ def start_nats(
         start_new_session=True,  # a Ctrl+C meant for the owner must not stop it first
         preexec_fn=bound_to_owner(),
     )
-    running = RunningNats(
-        f"nats://{_USER}:{password}@127.0.0.1:{port}", port, store_dir, log, process,
-        sync_interval, password,
-    )  # fmt: skip
+    running = RunningNats(port, store_dir, log, process, sync_interval, passwords, roles)
     try:
         started = wait_until(lambda: process.poll() is None and _accepts(port), timeout_s=timeout_s)
     except BaseException:  # interrupted (Ctrl+C): the caller never gets a handle to stop

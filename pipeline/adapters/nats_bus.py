@@ -268,7 +268,7 @@ class JetStreamSource(EventSource):
         if self._generation != self._bus.wire_generation:
             durable = await self._bus.own(self.partition, **self._consumer)
             self._next = f"$JS.API.CONSUMER.MSG.NEXT.{self._bus.stream}.{durable}"
-            self._inbox = f"_INBOX.{secrets.token_hex(8)}.p{self.partition}"
+            self._inbox = f"{wire.inbox_prefix}.{secrets.token_hex(8)}.p{self.partition}"
             self._buffer.clear()
             self._remaining = 0
             self._sid = wire.subscribe(self._inbox, self._on_message)
@@ -439,18 +439,22 @@ class JetStreamBus(Stream):
         url: NATS server URL.
         stream: stream name.
         subject_prefix: subjects are ``{prefix}.p{partition}``.
+        inbox_prefix: the first tokens of every reply subject of this bus's connections (the
+            embedded server lets each role subscribe to its own inboxes only).
     """
 
     def __init__(
         self,
         *,
         url: str,
+        inbox_prefix: str = "_INBOX",
         stream: str = "EVENTRAY",
         subject_prefix: str = "eventray.in",
         config_subject: str = "eventray.config",
         consumer: dict[str, Any] | None = None,
     ) -> None:
         self.url = url
+        self.inbox_prefix = inbox_prefix
         self.stream = stream
         self.subject_prefix = subject_prefix
         self.config_subject = config_subject
@@ -476,7 +480,7 @@ class JetStreamBus(Stream):
     async def wire(self) -> WireConnection:
         """The bus's pull connection, connected (a new generation after each reconnect)."""
         if self._wire is None:
-            self._wire = WireConnection(self.url)
+            self._wire = WireConnection(self.url, inbox_prefix=self.inbox_prefix)
         wire = self._wire
         if not wire.connected:
             async with self._wire_lock:  # one reconnect, one new generation, for every caller
@@ -576,6 +580,7 @@ class JetStreamBus(Stream):
             self._nc = await nats.connect(
                 self.url, connect_timeout=timeout_s, max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5, pending_size=64 * 1024 * 1024,
+                inbox_prefix=self.inbox_prefix,
             )  # fmt: skip
         except (NatsError, OSError) as exc:
             raise BusError(f"cannot connect to NATS at {redacted(self.url)}: {exc}") from exc

@@ -91,11 +91,21 @@ class WireConnection:
         url: the server's URL (the first of a comma-separated list).
         name: the client name the server shows (``nats-server`` connz).
         timeout_s: connect and handshake timeout.
+        inbox_prefix: the first tokens of this connection's reply subjects (a server may allow
+            each user to subscribe to its own inboxes only).
     """
 
-    def __init__(self, url: str, *, name: str = "eventray-pull", timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "eventray-pull",
+        timeout_s: float = 5.0,
+        inbox_prefix: str = "_INBOX",
+    ) -> None:
         self.url = url.split(",")[0].strip()
         self.name = name
+        self.inbox_prefix = inbox_prefix
         self.timeout_s = timeout_s
         self.max_payload = 1024 * 1024
         self._reader: asyncio.StreamReader | None = None
@@ -197,7 +207,7 @@ class WireConnection:
         """
         writer = self._live()
         if self._reply_sid is None:
-            self._reply_prefix = f"_INBOX.{secrets.token_hex(10)}."
+            self._reply_prefix = f"{self.inbox_prefix}.{secrets.token_hex(10)}."
             self._reply_sid = self.subscribe(self._reply_prefix + "*", self._on_reply)
         loop = asyncio.get_running_loop()
         futures = []

@@ -103,6 +103,13 @@ def wait_for(check: Callable[[], bool], timeout_s: float = 60.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+def nats_refusals(stack: Stack) -> list[str]:
+    """What the embedded nats-server refused a role (its log's ``Publish Violation`` and
+    ``Subscription Violation`` lines): each role's permissions must cover all it does."""
+    log = stack.settings.data_dir / "nats" / "nats-server.log"
+    return [line for line in log.read_text().splitlines() if "Violation" in line]
+
+
 def plain_environment() -> dict[str, str]:
     """The environment of a user's shell: none of the RAY_* variables that starting Ray put
     into this process (RAY_AUTH_MODE among them)."""

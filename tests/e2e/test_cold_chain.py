@@ -13,7 +13,7 @@ import requests
 from eventray.cluster.stack import Stack
 from eventray.testing.mail_sink import MailSink
 from eventray.testing.sink import WebhookSink
-from tests.e2e.conftest import OPS_TOKEN, wait_for
+from tests.e2e.conftest import OPS_TOKEN, nats_refusals, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -186,3 +186,8 @@ def test_ingress_statuses(stack: Stack, select: Callable[[str], list[dict[str, A
             )
         )
     )
+
+
+def test_no_role_was_refused_anything_on_the_way(stack: Stack) -> None:
+    """Everything above ran on the actors' own NATS users (:mod:`eventray.cluster.roles`)."""
+    assert nats_refusals(stack) == []

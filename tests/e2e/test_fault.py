@@ -16,7 +16,7 @@ from eventray.cluster.stack import Stack
 from eventray.pipeline.adapters.redis_state import RedisStateStore
 from eventray.pipeline.partitioning import partition_of
 from eventray.pipeline.rules.engine import state_key
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import nats_refusals, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -172,3 +172,8 @@ def test_killing_the_store_actor_mid_stream_loses_and_doubles_nothing(
     kill_mid_stream(stack, select, lambda: ray.kill(victim, no_restart=False), day=3)
     stats = stack.status()["store"]
     assert stats["last_error"] == "" and stats["kept_in_dlq"] == 0
+
+
+def test_no_role_was_refused_anything_on_the_way(stack: Stack) -> None:
+    """Everything above ran on the actors' own NATS users (:mod:`eventray.cluster.roles`)."""
+    assert nats_refusals(stack) == []

@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from eventray.cluster.stack import Stack
+from tests.e2e.conftest import nats_refusals
 from tests.e2e.test_fault import kill_mid_stream
 
 pytestmark = pytest.mark.ray
@@ -34,3 +35,8 @@ def test_killing_a_lane_with_in_lane_rules_loses_and_doubles_nothing(
     kill_mid_stream(stack, select, kill, day=3)
     [status] = stack.status()["lanes"]
     assert status["uptime_s"] < time.monotonic() - killed_at[0], "the lane should have restarted"
+
+
+def test_no_role_was_refused_anything_on_the_way(stack: Stack) -> None:
+    """Everything above ran on the actors' own NATS users (:mod:`eventray.cluster.roles`)."""
+    assert nats_refusals(stack) == []

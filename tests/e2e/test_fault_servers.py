@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from eventray.cluster.stack import Stack
+from tests.e2e.conftest import nats_refusals
 from tests.e2e.test_cold_chain import post, reading
 from tests.e2e.test_fault import kill_mid_stream
 
@@ -72,3 +73,8 @@ def test_killing_valkey_mid_stream_loses_and_doubles_nothing(
 ) -> None:
     # Rule state is the only thing on Valkey: the ingress accepts everything meanwhile.
     _kill_and_recover(stack, select, "valkey-server", day=6, all_accepted=True)
+
+
+def test_no_role_was_refused_anything_on_the_way(stack: Stack) -> None:
+    """Everything above ran on the actors' own NATS users (:mod:`eventray.cluster.roles`)."""
+    assert nats_refusals(stack) == []

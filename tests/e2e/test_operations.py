@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import subprocess
@@ -57,7 +58,9 @@ def test_edited_template_applies_to_the_next_event_without_restart(
         assert stack.wait_revision(stack.apply([template]))
 
 
-def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(
+    stack: Stack, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -67,7 +70,7 @@ def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
             "--data-dir",
             str(stack.settings.data_dir),
         ],
-        env=plain_environment(),
+        env={**plain_environment(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
@@ -110,6 +113,60 @@ def test_cli_attaches_to_the_running_stack(stack: Stack, tmp_path: Path) -> None
     refused = _cli(stack, "apply", "-f", str(broken))
     assert refused.returncode == 2
     assert "unknown rule 'no-such-rule'" in refused.stderr
+
+
+def _stored(stack: Stack) -> tuple[int, list[str]]:
+    config = stack.wiring.config_store()
+    try:
+        return config.revision(), [str(d["id"]) for d in config.documents()]
+    finally:
+        config.close()
+
+
+def test_apply_needs_the_stack_s_admin_token(stack: Stack, tmp_path: Path) -> None:
+    org = tmp_path / "org.yaml"
+    org.write_text(
+        "kind: Organization\nid: token-test\nname: T\ntype: site\nparentId: acme-foods\n"
+    )
+    before = _stored(stack)
+    wrong = _cli(stack, "apply", "-f", str(org), env={"EVENTRAY_ADMIN_TOKEN": "guessed"})
+    assert wrong.returncode == 2
+    assert wrong.stderr.startswith("eventray: wrong admin token") and wrong.stderr.count("\n") == 1
+    assert _stored(stack) == before  # nothing applied
+    token = (stack.settings.data_dir / "admin.token").read_text().strip()
+    right = _cli(stack, "apply", "-f", str(org), "--token", token)
+    assert right.returncode == 0, right.stderr[-2000:]
+    report = json.loads(right.stdout)
+    assert report["runningStackNotified"] and "token-test" in _stored(stack)[1]
+    assert stack.wait_revision(report["revision"])
+
+
+def test_credentials_appear_in_no_log_and_no_command_line(stack: Stack) -> None:
+    """The servers' passwords and the admin token are in their owner-only files and in the
+    actors' memory, never on a command line (every local user reads those) or in a log."""
+    import psutil
+    import ray
+
+    nats, valkey = stack.services
+    token = (stack.settings.data_dir / "admin.token").read_text().strip()
+    secrets = {*nats.passwords.values(), *valkey.passwords.values(), token}
+    assert len(secrets) == 6
+    assert post(stack, reading("FRZ-0001", 50, -20.0)).status_code == 201
+    processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+    assert any("raylet" in p.name() for p in processes) and len(processes) > 8
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            shown = " ".join(process.cmdline())
+            assert not any(secret in shown for secret in secrets), process.name()
+    holders = {"nats-server.conf", "auth.conf", "stack.json", "admin.token"}
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    logs = [p for p in stack.settings.data_dir.rglob("*") if p.is_file() and p.name not in holders]
+    logs += [p for p in (session / "logs").rglob("*") if p.is_file()]
+    assert any(p.name == "nats-server.log" for p in logs) and any(p.suffix == ".err" for p in logs)
+    for path in logs:
+        with contextlib.suppress(OSError):
+            text = path.read_bytes()
+            assert not any(secret.encode() in text for secret in secrets), path
 
 
 def test_disabled_data_source_answers_403(stack: Stack) -> None:

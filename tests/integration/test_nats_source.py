@@ -121,7 +121,7 @@ def test_after_a_server_restart_unacknowledged_events_come_again(tmp_path: Path)
             server.stop()
             with pytest.raises(Exception):  # noqa: B017 - any bus error: the lane retries
                 await source.fetch(100, timeout_s=0.5, linger_s=0.05)
-            server = start_nats(store_dir=store, port=port, password=server.password)
+            server = start_nats(store_dir=store, port=port, passwords=server.passwords)
             again: list[str] = []
             deadline = time.monotonic() + 20
             while len(again) < 300 - len(first) and time.monotonic() < deadline:
