@@ -4,8 +4,10 @@ its crash-isolated script host).
 Each case is an event a probe of the running stack found wedging its partition for good: a
 lone UTF-16 surrogate in a field a template copies, template results that cannot be serialised
 (cyclic, BigInt, a throwing getter, a ``toJSON`` that loops, 20 MB), templates that override
-``JSON.parse``, ``Array.prototype.push`` or the runtime's own helpers, and a trigger payload
-over the stream's limit. For each: the good events are stored and acknowledged, the bad one is
+``JSON.parse``, ``Array.prototype.push`` or the runtime's own helpers, a trigger payload over
+the stream's limit, and the hostile templates of issue 7 (allocating without end, looping,
+recursing without end, writing to ``Object.prototype``, ``Math`` and ``JSON``; every other
+event reports what it finds in the intrinsics, and finds nothing). For each: the good events are stored and acknowledged, the bad one is
 in the DLQ with its stage and reason, and the partition's lag is back to 0.
 """
 
@@ -51,6 +53,16 @@ if (kind === "bigint") { data.big = 10n ** 30n; }
 if (kind === "getter") { Object.defineProperty(data, "boom", { enumerable: true, get() { throw new Error("getter says no"); } }); }
 if (kind === "tojson-loop") { data.toJSON = function () { for (;;) {} }; }
 if (kind === "huge") { data.blob = "x".repeat(20 * 1024 * 1024); }
+if (kind === "memory-bomb") { const keep = []; for (;;) { keep.push("x".repeat(1 << 20) + keep.length); } }
+if (kind === "busy-loop") { for (;;) {} }
+if (kind === "recursion") { const down = (n) => down(n + 1) + 1; down(0); }
+if (kind === "pollute") {
+  try { Object.prototype.polluted = "yes"; } catch (e) {}
+  try { Math.polluted = "yes"; } catch (e) {}
+  try { JSON.stringify = function () { return "{}"; }; } catch (e) {}
+}
+// Every event reports what an earlier event may have left in the intrinsics: always null.
+data.leak = ({}).polluted ?? Math.polluted ?? null;
 if (kind === "override-parse") { JSON.parse = function () { return []; }; }
 if (kind === "override-push") { Array.prototype.push = function () { return 0; }; }
 if (kind === "override-helper") {
@@ -94,6 +106,10 @@ CASES = {
     "override-push": ("", ""),
     "override-helper": ("", ""),
     "fat-trigger": ("outbox", "exceeds the stream's limit"),
+    "memory-bomb": ("transform", "memory"),
+    "busy-loop": ("transform", "time limit"),
+    "recursion": ("transform", "stack"),
+    "pollute": ("", ""),
 }
 
 
@@ -177,10 +193,15 @@ def test_one_poison_event_among_good_ones(
     asyncio.run(scenario())
     mine = {"prefix": f"{kind}-"}
     stored = store.select(
-        "SELECT event_id FROM poison.events FINAL WHERE startsWith(event_tracker_id, {prefix:String}) "
-        "ORDER BY toUInt32(event_id)",
+        "SELECT event_id, payload FROM poison.events FINAL "
+        "WHERE startsWith(event_tracker_id, {prefix:String}) ORDER BY toUInt32(event_id)",
         mine,
     )
+    for row in stored:  # nothing the hostile event did reached another event's result
+        data = orjson.loads(row["payload"])
+        assert (data["leak"] is None and data["copy"] == f"c{row['event_id']}") or (
+            row["event_id"] == "17"
+        ), row
     dlq = store.select(
         "SELECT event_tracker_id, stage, error FROM poison.dlq FINAL "
         "WHERE startsWith(event_tracker_id, {prefix:String})",
