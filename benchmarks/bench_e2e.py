@@ -317,6 +317,8 @@ def run_stack(
             result["store"] = status["store"]
             # Events that went to the DLQ instead (the workload is clean: a bad_ratio of 0)
             result["failed_events"] = sum(lane["failed"] for lane in status["lanes"])
+            drained = [sum(lane["events_by_partition"].values()) for lane in status["lanes"]]
+            result["lane_share"] = [round(n / max(sum(drained), 1), 3) for n in drained]
             if http:
                 _settle(stack, sinks)
                 base = _stored(stack)
@@ -458,11 +460,12 @@ async def _baseline(events: int, partitions: int, tenants: int) -> dict[str, Any
 def _table(baseline: dict[str, Any], stacks: list[dict[str, Any]]) -> str:
     lines = [
         "| configuration | drain events/s (no HTTP) | via HTTP | p50 / p99 ms at 70% of HTTP "
-        "| CPU us/event: pipeline (all processes) | RSS MB idle / loaded, all processes |",
-        "|---|---|---|---|---|---|",
+        "| CPU us/event: pipeline (all processes) | RSS MB idle / loaded, all processes "
+        "| lanes' share of the drain |",
+        "|---|---|---|---|---|---|---|",
         f"| baseline: 1 process, no Ray | {baseline['drain_events_per_s']:,} | - | - | "
         f"{baseline.get('cpu_us_per_event_pipeline', 0)} ({baseline['cpu_us_per_event']}) | "
-        f"{sum(baseline['rss_mb'].values()):,.0f} |",
+        f"{sum(baseline['rss_mb'].values()):,.0f} | - |",
     ]
     for r in stacks:
         http = f"{r['http_events_per_s']:,}" if "http_events_per_s" in r else "-"
@@ -475,7 +478,8 @@ def _table(baseline: dict[str, Any], stacks: list[dict[str, Any]]) -> str:
             f"| Ray, {r['lanes']} lane(s), {r['partitions']} partitions | "
             f"{r['drain_events_per_s']:,} | {http} | {lat} | "
             f"{r['cpu_us_per_event_pipeline']} ({r['cpu_us_per_event']}) | "
-            f"{sum(r['rss_idle_mb'].values()):,.0f} / {sum(r['rss_loaded_mb'].values()):,.0f} |"
+            f"{sum(r['rss_idle_mb'].values()):,.0f} / {sum(r['rss_loaded_mb'].values()):,.0f} | "
+            f"{' / '.join(f'{share:.0%}' for share in r.get('lane_share', []))} |"
         )
     return "\n".join(lines)
 

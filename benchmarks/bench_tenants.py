@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,15 @@ def run(victim_rate: float, quota: float, seconds: float) -> dict[str, Any]:
             stack.start()
             stack.wait_revision(stack.apply(_with_quota(documents, quota)))
             url = stack.ingress_url
+            balancing = threading.Event()
+
+            def balance() -> None:  # what `eventray up` does every 30 s, more often here
+                while not balancing.wait(3.0):
+                    with contextlib.suppress(Exception):
+                        stack.rebalance()
+
+            balancer = threading.Thread(target=balance, name="balancer", daemon=True)
+            balancer.start()
 
             async def phase(neighbour_rate: float, name: str) -> dict[str, Any]:
                 _settle(stack, sinks)
@@ -140,6 +151,8 @@ def run(victim_rate: float, quota: float, seconds: float) -> dict[str, Any]:
             asyncio.run(all_phases())
             stack.wait_revision(stack.apply(_with_quota(documents, None)))
             phases.append(asyncio.run(phase(10 * quota, "same flood, no quota configured")))
+            balancing.set()
+            balancer.join()
         finally:
             stack.stop()
     at_quota, flood = phases[1]["victim"]["p99_ms"], phases[2]["victim"]["p99_ms"]
@@ -149,6 +162,7 @@ def run(victim_rate: float, quota: float, seconds: float) -> dict[str, Any]:
         "seconds": seconds,
         "phases": phases,
         "p99_change_10x_vs_quota": round(flood / at_quota - 1, 3) if at_quota else None,
+        "moves": [f"p{m.partition} {m.source}->{m.target}" for m in stack.moves],
     }
 
 
@@ -173,6 +187,7 @@ def main() -> None:
     change = result["p99_change_10x_vs_quota"]
     if change is not None:
         print(f"victim p99 at 10x quota vs at quota: {change:+.1%} (target < +10%)")
+    print(f"partition moves: {', '.join(result['moves']) or 'none'}")
     print(f"({time.monotonic() - started:.0f} s)")
     if args.json:
         args.json.write_bytes(
