@@ -130,6 +130,7 @@ def test_cold_chain_sequence(
 def test_door_incident_opens_a_ticket_by_email(
     stack: Stack, mail: MailSink, select: Callable[[str], list[dict[str, Any]]]
 ) -> None:
+    mail.mails.clear()  # the sink is the session's: an earlier module's traffic opened doors
     opened = post(stack, reading("FRZ-0001", 20, -19.0, door="open"))
     assert opened.status_code == 201
     tracker = opened.json()["eventTrackerId"]
@@ -152,6 +153,7 @@ def test_the_ops_webhook_renders_its_organization_s_secret_from_the_file(
 ) -> None:
     """The lane reads <data_dir>/secrets.yaml: acme-foods' OPS_TOKEN reaches the endpoint, and
     not what logs_trigger keeps."""
+    sink.requests.clear()
     answer = post(stack, reading("FRZ-0003", 30, -9.0))
     assert answer.status_code == 201
     tracker = answer.json()["eventTrackerId"]
