@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from eventray.pipeline.models.base import Entity, Model
 
@@ -44,8 +45,30 @@ class TriggerRef(Model):
     trigger_id: str
 
 
+# Subjects the platform itself uses: a tenant's publish route may not write into them (an
+# event published into a partition would skip the ingress's authentication; one published to
+# the trigger queue would be a forged delivery; "$" and "_INBOX." are the server's and clients').
+RESERVED_SUBJECTS = ("eventray.", "$", "_INBOX.")
+_TOKEN = re.compile(r"[^\s.*>]+")
+
+
 class Publish(Model):
-    subject: str = Field(min_length=1)
+    subject: str = Field(min_length=1, max_length=255)
+
+    @field_validator("subject")
+    @classmethod
+    def _tenant_subject(cls, subject: str) -> str:
+        if not all(_TOKEN.fullmatch(token) for token in subject.split(".")):
+            raise ValueError(
+                f"{subject!r} is not a NATS subject to publish to (dot-separated tokens, "
+                "no spaces, no wildcards)"
+            )
+        if subject.startswith(RESERVED_SUBJECTS) or subject in ("eventray", "_INBOX"):
+            raise ValueError(
+                f"{subject!r} is reserved for the platform (subjects starting with "
+                f"{', '.join(RESERVED_SUBJECTS)})"
+            )
+        return subject
 
 
 class Router(Model):

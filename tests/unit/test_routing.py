@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -476,11 +477,12 @@ def test_hostile_route_configuration_is_data_not_code(
     monkeypatch.chdir(tmp_path)
     text = "x'); __import__('os').system('touch PWNED'); (\"\"\"\n    raise SystemExit\n#"
     key = text.replace(".", "_")  # one key, not a path of several
+    subject = re.sub(r"[\s.*>]", "_", text)  # still hostile, and a valid NATS subject
     table = RouteTable([
         group(text, [
             {"kind": "trigger", "trigger": {"triggerId": text}, "match": {"rules": [
                 {"field": f"data.{key}", "operator": "eq", "value": text}]}},
-            {"kind": "publish", "publish": {"subject": text}, "match": {"policy": "any", "rules": [
+            {"kind": "publish", "publish": {"subject": subject}, "match": {"policy": "any", "rules": [
                 {"field": f"data.{key}.{key}", "operator": "in", "value": [text]},
                 {"field": f"data.{key}", "operator": "regex", "value": "^x'"}]}},
         ])
@@ -488,9 +490,29 @@ def test_hostile_route_configuration_is_data_not_code(
     source = table._groups[text].fast.__source__  # type: ignore[attr-defined]
     assert "import" not in source and "PWNED" not in source
     result = table.route({"data": {key: text}}, [text])
-    assert result.dispatches == [Dispatch("trigger", text), Dispatch("publish", text)]
+    assert result.dispatches == [Dispatch("trigger", text), Dispatch("publish", subject)]
     assert [record(h) for h in result.history] == [
         hist(text, 1, evaluated=2, matched=[0, 1], dispatched=["trigger", "publish"])
     ]
     assert table.route({"data": {key: "other"}}, [text]).dispatches == []
     assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize(
+    ("subject", "reason"),
+    [
+        ("eventray.in.p0", "reserved for the platform"),
+        ("eventray.triggers", "reserved for the platform"),
+        ("$JS.API.STREAM.DELETE.EVENTRAY", "reserved for the platform"),
+        ("_INBOX.lane.x", "reserved for the platform"),
+        ("alerts.*", "is not a NATS subject"),
+        ("alerts..hot", "is not a NATS subject"),
+        ("alerts hot", "is not a NATS subject"),
+    ],
+)
+def test_a_publish_route_may_not_write_into_the_platform_s_subjects(
+    subject: str, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        group("g", [{"kind": "publish", "publish": {"subject": subject}}])
+    assert group("g", [{"kind": "publish", "publish": {"subject": "acme.alerts.hot"}}])
