@@ -74,7 +74,9 @@ def _victim_latency(stack: Stack, sources: set[str]) -> dict[str, float]:
     }
 
 
-def run(victim_rate: float, quota: float, seconds: float) -> dict[str, Any]:
+def run(
+    victim_rate: float, quota: float, seconds: float, neighbour_chunk: int = 200
+) -> dict[str, Any]:
     import ray
 
     data = Path(tempfile.mkdtemp(prefix="eventray-tenants-"))
@@ -118,7 +120,8 @@ def run(victim_rate: float, quota: float, seconds: float) -> dict[str, Any]:
                 if neighbour_rate:
                     senders.append(
                         send_traffic(url, neighbour, events=int(neighbour_rate * seconds),
-                                     rate=neighbour_rate, chunk=200, concurrency=8, seed=12,
+                                     rate=neighbour_rate, chunk=neighbour_chunk,
+                                     concurrency=8, seed=12,
                                      attempts=1)
                     )  # fmt: skip
                 results: list[TrafficResult] = await asyncio.gather(*senders)
@@ -158,6 +161,7 @@ def run(victim_rate: float, quota: float, seconds: float) -> dict[str, Any]:
     at_quota, flood = phases[1]["victim"]["p99_ms"], phases[2]["victim"]["p99_ms"]
     return {
         "victim_rate": victim_rate,
+        "neighbour_chunk": neighbour_chunk,
         "quota": quota,
         "seconds": seconds,
         "phases": phases,
@@ -171,11 +175,17 @@ def main() -> None:
     parser.add_argument("--victim", type=float, default=600, help="victim events/s")
     parser.add_argument("--quota", type=float, default=1500, help="neighbour's quota, events/s")
     parser.add_argument("--seconds", type=float, default=15, help="per phase")
+    parser.add_argument(
+        "--neighbour-chunk", type=int, default=200, help="events per request of the neighbour"
+    )
     parser.add_argument("--json", type=Path, default=None, help="where to write the figures")
     args = parser.parse_args()
     started = time.monotonic()
-    result = run(args.victim, args.quota, args.seconds)
-    print(f"victim {args.victim:,.0f} events/s; neighbour's quota {args.quota:,.0f} events/s")
+    result = run(args.victim, args.quota, args.seconds, args.neighbour_chunk)
+    print(
+        f"victim {args.victim:,.0f} events/s (10 per request); neighbour's quota "
+        f"{args.quota:,.0f} events/s ({args.neighbour_chunk} per request)"
+    )
     print(f"{'phase':34} {'victim p50':>10} {'victim p99':>10} {'nbr offered':>11} "
           f"{'nbr accepted':>12} {'nbr 429':>8} {'lane share':>12}")  # fmt: skip
     for p in result["phases"]:
