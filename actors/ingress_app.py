@@ -5,8 +5,8 @@ nats-server. The decisions are :class:`pipeline.ingress.IngressPolicy`'s; this c
 requests, publishes accepted events to JetStream and answers once the stream acknowledged them
 (201), keeps refused authentications for ``events_raw``, and applies admission
 (:mod:`pipeline.admission`): 429 with ``Retry-After`` when an organization is over its quota,
-or when more than ``max_queue_s`` seconds of work wait in the stream (from half of it, for
-the organizations sending more than their share); 503 with ``Retry-After`` when the stream does
+or when more than ``max_queue_s`` seconds of work wait in the stream (from ``shed_heavy_s``,
+for the organizations sending more than their share); 503 with ``Retry-After`` when the stream does
 not answer.
 
 Input alone never makes a 500: a body that is not a JSON type is 415, an ambiguous request
@@ -91,7 +91,9 @@ class IngressApp:
         self._policy = policy
         self._rows = rows
         self.admission = Admission(
-            settings.max_queue_s, DrainMeter(prior_per_s=settings.drain_rate_prior)
+            settings.max_queue_s,
+            settings.shed_heavy_s,
+            DrainMeter(prior_per_s=settings.drain_rate_prior),
         )
         self.admission.use_quotas(*quota_table(policy.catalog.orgs))
         self.shed: dict[str, int] = {"quota": 0, "queue": 0}

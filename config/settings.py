@@ -250,8 +250,16 @@ class IngressSettings(_Section):
         default=2.0,
         description=(
             "answer 429 when more than this many seconds of work (at the measured drain rate) "
-            "wait in the stream; past half of it, to the organizations sending more than their "
-            "share of the traffic"
+            "wait in the stream (to everyone; see shed_heavy_s for the organizations sending "
+            "more than their share)"
+        ),
+    )
+    shed_heavy_s: PositiveFloat = Field(
+        default=0.1,
+        description=(
+            "past this much queued work, answer 429 to organizations without a quota that send "
+            "more than their share of the recent traffic (a flood is shed while the queue is "
+            "short)"
         ),
     )
     drain_rate_prior: PositiveFloat = Field(

@@ -38,6 +38,7 @@ from typing import Any
 
 from eventray.pipeline.batch import BatchPipeline, EventsFailed, StageFailed, mark_failed
 from eventray.pipeline.errors import RetryableError
+from eventray.pipeline.latency import LatencyHistogram
 from eventray.pipeline.ports import EventSource
 from eventray.pipeline.processor import Ingested, ProcessedBatch, failed
 from eventray.pipeline.rules.stage import RunSync, inline
@@ -62,7 +63,7 @@ class LaneStats:
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
     by_partition: dict[int, int] = field(default_factory=dict)
     """Events handled per partition (the balancer's measure of load)."""
-    by_source_ms: dict[str, deque[float]] = field(default_factory=dict)
+    by_source_ms: dict[str, LatencyHistogram] = field(default_factory=dict)
     """Recent latencies per data source: which tenant waits, when one floods."""
     started: float = field(default_factory=time.monotonic)
 
@@ -385,8 +386,8 @@ class Lane:
                 latencies.append(latency)
                 mine = by_source.get(item.data_source_id)
                 if mine is None:
-                    mine = by_source[item.data_source_id] = deque(maxlen=4096)
-                mine.append(latency)
+                    mine = by_source[item.data_source_id] = LatencyHistogram()
+                mine.add(latency)
 
     # ------------------------------------------------------------------ observability
     async def status(self) -> dict[str, Any]:
@@ -412,22 +413,11 @@ class Lane:
             "latency_p99_ms": pct(0.99),
             "events_by_partition": dict(self.stats.by_partition),
             "latency_by_source": {
-                source: _percentiles(values) for source, values in self.stats.by_source_ms.items()
+                source: histogram.summary() for source, histogram in self.stats.by_source_ms.items()
             },
             "last_error": self.stats.last_error,
             "uptime_s": time.monotonic() - self.stats.started,
         }
-
-
-def _percentiles(values: Sequence[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    if not ordered:
-        return {"n": 0, "p50_ms": 0.0, "p99_ms": 0.0}
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-    return {"n": len(ordered), "p50_ms": round(at(0.5), 1), "p99_ms": round(at(0.99), 1)}
 
 
 def _extend(out: ProcessedBatch, part: ProcessedBatch) -> None:

@@ -55,22 +55,34 @@ def test_a_quota_refuses_before_parsing_with_the_time_to_wait() -> None:
     assert admission.check("acme", 0.6) is None
     assert admission.check("other", 0.0) is None  # no quota: not limited by one
 
+    held = Admission(max_queue_s=2.0, meter=DrainMeter(prior_per_s=1000))
+    held.use_quotas({"big": Quota(1000, 1000)}, {"big": "big"})
+    held.admitted("big", 500, 0.0)  # nearly all the traffic, within its quota
+    held.admitted("small", 10, 0.0)
+    held.meter.update(0.0, Backlog(pending=500, acked=0))  # 0.5 s queued: past shedding
+    assert held.check("big", 0.0) is None  # held to its quota, not to a share
+    assert held.check("small", 0.0) is None
+
 
 def test_under_pressure_the_heavy_senders_go_first_then_everyone() -> None:
-    admission = Admission(max_queue_s=2.0, meter=DrainMeter(prior_per_s=1000))
+    admission = Admission(max_queue_s=2.0, shed_heavy_s=0.25, meter=DrainMeter(prior_per_s=1000))
     for second in range(5):
         admission.admitted("flood", 9000, float(second))
         admission.admitted("calm", 500, float(second))
-    admission.meter.update(5.0, Backlog(pending=900, acked=0))  # 0.9 s: below half the limit
+    admission.meter.update(5.0, Backlog(pending=200, acked=0))  # 0.2 s: below the soft limit
     assert admission.check("flood", 5.0) is None
-    admission.meter.update(5.5, Backlog(pending=1500, acked=0))  # 1.5 s: past half
+    admission.meter.update(5.5, Backlog(pending=1500, acked=0))  # 1.5 s: past it
     refused = admission.check("flood", 5.5)
-    assert refused is not None and refused.retry_after_s == 1.0
-    assert refused.error == "1.5 s of work queued (limit 2 s at 1,000 events/s); retry later"
+    assert refused is not None and refused.retry_after_s == 1.25
+    assert refused.error == (
+        "1.5 s of work queued (at 1,000 events/s) and organization 'flood' sends more than its "
+        "share of the traffic (refused past 0.25 s); retry later"
+    )
     assert admission.check("calm", 5.5) is None
     admission.meter.update(6.0, Backlog(pending=4500, acked=0))  # 4.5 s: past the limit
     everyone = admission.check("calm", 6.0)
     assert everyone is not None and everyone.retry_after_s == pytest.approx(2.5)
+    assert everyone.error == "4.5 s of work queued (limit 2 s at 1,000 events/s); retry later"
 
 
 def test_a_share_is_recent_traffic_and_the_quiet_are_not_counted() -> None:
@@ -96,3 +108,24 @@ def test_quotas_apply_to_the_subtree_of_the_organization_declaring_them() -> Non
     quotas, holder = quota_table(orgs)
     assert quotas == {"acme": Quota(50, 50), "own": Quota(5, 10)}
     assert holder == {"acme": "acme", "site": "acme", "own": "own"}  # root: none
+
+
+def test_between_readings_the_estimate_counts_what_was_admitted_and_drained() -> None:
+    meter = DrainMeter(prior_per_s=1000)
+    meter.update(0.0, Backlog(pending=500, acked=0))
+    assert meter.estimate_s(0.0) == 0.5
+    meter.admit(3000)  # a flood admitted right after the reading
+    assert meter.estimate_s(0.0) == 3.5  # seen at once, not half a second later
+    assert meter.estimate_s(1.0) == 2.5  # a second of draining at 1,000 events/s
+    assert meter.estimate_s(9.0) == 0.0
+    meter.update(1.0, Backlog(pending=2500, acked=1000))  # the reading takes over
+    assert meter.added == 0 and meter.estimate_s(1.0) == pytest.approx(2500 / meter.drain_per_s)
+
+
+def test_a_flood_is_refused_before_the_next_lag_reading() -> None:
+    admission = Admission(max_queue_s=2.0, shed_heavy_s=0.25, meter=DrainMeter(prior_per_s=1000))
+    admission.meter.update(0.0, Backlog(pending=0, acked=0))
+    admission.admitted("calm", 50, 0.0)
+    admission.admitted("flood", 400, 0.0)  # 0.45 s of work now, no reading yet
+    assert admission.check("flood", 0.01) is not None
+    assert admission.check("calm", 0.01) is None
