@@ -153,6 +153,7 @@ def run(
         victim = _catalog(_tenant(documents, VICTIM))
         neighbour = _catalog(_tenant(documents, NEIGHBOUR))
         victim_sources = set(victim.data_sources)
+        neighbour_sources = set(neighbour.data_sources)
         write_secrets_file(settings.secrets_path, sample_secrets(documents, "bench-token"))
         stack = Stack(settings)
         try:
@@ -193,6 +194,7 @@ def run(
                 return {
                     "phase": name,
                     "victim": _victim_latency(stack, victim_sources),
+                    "neighbour": _victim_latency(stack, neighbour_sources),
                     "victim_answers": dict(results[0].answers),
                     "neighbour_offered_per_s": round(neighbour_rate),
                     "neighbour_accepted_per_s": round(
@@ -249,12 +251,13 @@ def main() -> None:
         f"{args.quota:,.0f} events/s ({args.neighbour_chunk} per request)"
     )
     print(f"{'phase':34} {'victim p50':>10} {'victim p99':>10} {'nbr offered':>11} "
-          f"{'nbr accepted':>12} {'nbr 429':>8} {'lane share':>12}")  # fmt: skip
+          f"{'nbr accepted':>12} {'nbr 429':>8} {'nbr p99':>8} {'lane share':>12}")  # fmt: skip
     for p in result["phases"]:
         print(
             f"{p['phase']:34} {p['victim']['p50_ms']:>8.0f}ms {p['victim']['p99_ms']:>8.0f}ms "
             f"{p['neighbour_offered_per_s']:>11,} {p['neighbour_accepted_per_s']:>12,} "
-            f"{p['neighbour_refused']:>8,} {p['lane_share']!s:>12}"
+            f"{p['neighbour_refused']:>8,} {p['neighbour']['p99_ms']:>6.0f}ms "
+            f"{p['lane_share']!s:>12}"
         )
     change = result["p99_change_10x_vs_quota"]
     if change is not None:
