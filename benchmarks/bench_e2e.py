@@ -330,6 +330,9 @@ def run_stack(
                 _wait(lambda: _stored(stack), base + accepted)
                 result["http_events_per_s"] = round(accepted / (time.perf_counter() - started))
                 result["http_answers"] = dict(traffic.answers)
+                ingress = stack.status()["ingress"]
+                result["http_shed"] = ingress.get("shed", {})  # 429s the client retried
+                result["http_ingress_answers"] = ingress.get("answers", {})
                 # Latency at 70% of what the HTTP path sustains.
                 _settle(stack, sinks)
                 rate = 0.7 * result["http_events_per_s"]

@@ -27,6 +27,7 @@ Everything here is pure: time comes in as arguments, so the decisions are tested
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -46,22 +47,34 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Backlog:
-    """The stream's state for one reading: events waiting (not yet acknowledged) and events
-    acknowledged so far (a counter that only grows, summed over the partitions)."""
+    """The stream's state for one reading: events not yet acknowledged, events acknowledged so
+    far (a counter that only grows, summed over the partitions), and of the pending ones those
+    not even delivered to a lane yet (``-1``: not known, take ``pending``)."""
 
     pending: int
     acked: int
+    waiting: int = -1
+
+    @property
+    def undelivered(self) -> int:
+        return self.pending if self.waiting < 0 else self.waiting
 
 
 @dataclass(slots=True)
 class DrainMeter:
-    """The lanes' drain rate, measured only while they had work queued (otherwise the rate
-    seen is the input's, not the capacity's).
+    """The lanes' drain rate.
+
+    Two readings: while events wait undelivered the lanes are saturated, and the rate they
+    acknowledge at is their capacity (a moving average); while they keep up, the rate is the
+    input's, a lower bound of the capacity (the highest of the last few). The rate used is the
+    larger of the two (the prior before any saturated reading): a pessimistic prior must not
+    refuse traffic the lanes were just seen keeping up with.
 
     Args:
-        prior_per_s: the rate assumed before any measurement.
-        busy_backlog: a reading counts when at least this many events waited at its start.
-        alpha: weight of the newest measurement in the moving average.
+        prior_per_s: the capacity assumed before the lanes were first seen saturated.
+        busy_backlog: a reading counts as saturated when at least this many events waited
+            undelivered at its start.
+        alpha: weight of the newest saturated measurement in the moving average.
     """
 
     prior_per_s: float = 2000.0
@@ -69,33 +82,40 @@ class DrainMeter:
     alpha: float = 0.5
     rate_per_s: float = 0.0
     pending: int = 0
+    """Events waiting undelivered at the last reading."""
     added: int = 0
     """Events admitted since the last reading (not yet in ``pending``)."""
     _last: tuple[float, Backlog] | None = None
+    _kept_up: deque[float] = field(default_factory=lambda: deque(maxlen=20))
 
     def update(self, now: float, backlog: Backlog) -> None:
         last = self._last
         self._last = (now, backlog)
-        self.pending = backlog.pending
+        # What a new event queues behind: events not yet delivered to a lane. Those in a
+        # lane's hands (up to a batch per partition) are being worked on already; counting
+        # them would read a lane that keeps up as a queue of a batch or two.
+        self.pending = backlog.undelivered
         self.added = 0
         if last is None:
             return
         then, before = last
         elapsed = now - then
-        if elapsed <= 0 or before.pending < self.busy_backlog:
+        if elapsed <= 0:
             return
         measured = max(0.0, (backlog.acked - before.acked) / elapsed)
-        if self.rate_per_s == 0.0:
+        if before.undelivered < self.busy_backlog:
+            self._kept_up.append(measured)
+        elif self.rate_per_s == 0.0:
             self.rate_per_s = measured
         else:
             self.rate_per_s += self.alpha * (measured - self.rate_per_s)
 
     @property
     def drain_per_s(self) -> float:
-        """The measured rate, or the prior before a measurement; never below 1 event/s (a
-        stopped lane makes the backlog as long as it gets, which is what the limit should
-        see)."""
-        return max(self.rate_per_s if self.rate_per_s > 0 else self.prior_per_s, 1.0)
+        """Events per second the lanes drain (never below 1: a stopped lane makes the backlog
+        as long as it gets, which is what the limit should see)."""
+        capacity = self.rate_per_s if self.rate_per_s > 0 else self.prior_per_s
+        return max(capacity, max(self._kept_up, default=0.0), 1.0)
 
     @property
     def queued_s(self) -> float:
@@ -159,6 +179,9 @@ class QuotaBuckets:
             self._bucket(key, quota, now).tokens -= events
 
 
+HEAVY_SHARE = 1.5
+
+
 @dataclass(slots=True)
 class TrafficShares:
     """Recent accepted events per organization, decaying with a half-life, so a share is the
@@ -178,13 +201,14 @@ class TrafficShares:
             self._rates = {k: v for k, v in self._rates.items() if self._decayed(k, now) >= 1}
 
     def heavy(self, key: str, now: float) -> bool:
-        """Whether ``key`` sends more than its fair share of the recent traffic (an equal
-        split between the organizations seen sending at least 1% of it)."""
+        """Whether ``key`` sends more than 1.5 times its fair share of the recent traffic (an
+        equal split between the organizations seen sending at least 1% of it): tenants of
+        equal traffic are never heavy by noise, one flooding beside others is."""
         total = self._decayed("*", now)
         if total <= 0:
             return False
         active = sum(1 for k in self._rates if k != "*" and self._decayed(k, now) >= 0.01 * total)
-        return self._decayed(key, now) > total / max(active, 1)
+        return self._decayed(key, now) > HEAVY_SHARE * total / max(active, 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -821,9 +821,10 @@ class JetStreamBus(Stream):
             info = await self.js.consumer_info(self.stream, partition_durable(partition))
         except NatsError as exc:
             raise BusError(f"no consumer for partition {partition}: {exc}") from exc
-        pending = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        waiting = int(info.num_pending or 0)  # not yet delivered to the lane
+        pending = waiting + int(info.num_ack_pending or 0)
         floor = info.ack_floor.consumer_seq if info.ack_floor is not None else 0
-        return Backlog(pending, int(floor or 0))
+        return Backlog(pending, int(floor or 0), waiting)
 
     async def close(self) -> None:
         if self._wire is not None:

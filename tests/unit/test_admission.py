@@ -129,3 +129,18 @@ def test_a_flood_is_refused_before_the_next_lag_reading() -> None:
     admission.admitted("flood", 400, 0.0)  # 0.45 s of work now, no reading yet
     assert admission.check("flood", 0.01) is not None
     assert admission.check("calm", 0.01) is None
+
+
+def test_lanes_seen_keeping_up_are_not_held_to_a_low_prior() -> None:
+    """At 6,000 events/s the lanes keep up (nothing waits undelivered): the prior of 2,000/s
+    must not turn a few in-flight batches into seconds of queue."""
+    meter = DrainMeter(prior_per_s=2000, busy_backlog=200)
+    meter.update(0.0, Backlog(pending=1000, acked=0, waiting=0))
+    meter.update(0.5, Backlog(pending=1000, acked=3000, waiting=50))
+    assert meter.drain_per_s == 6000
+    # the 1,000 in the lanes' hands are being worked on: what waits is the 50 undelivered
+    assert meter.estimate_s(0.5) == pytest.approx(50 / 6000)
+    # saturated readings measure the capacity; the larger of the two is used
+    meter.update(1.0, Backlog(pending=9000, acked=6000, waiting=8000))
+    meter.update(1.5, Backlog(pending=9000, acked=10_000, waiting=8000))
+    assert meter.drain_per_s == 8000
