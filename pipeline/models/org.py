@@ -17,7 +17,9 @@ class IngestQuota(Model):
     """What the ingress accepts from an organization and its sub-organizations together."""
 
     events_per_second: float = Field(gt=0)
-    burst: float | None = Field(default=None, ge=1, description="default: one second's worth")
+    burst: float | None = Field(
+        default=None, ge=1, description="default: a tenth of a second's worth"
+    )
 
 
 class Organization(Entity):

@@ -106,7 +106,7 @@ def test_quotas_apply_to_the_subtree_of_the_organization_declaring_them() -> Non
                             ingest_quota=IngestQuota(events_per_second=5, burst=10)),
     }  # fmt: skip
     quotas, holder = quota_table(orgs)
-    assert quotas == {"acme": Quota(50, 50), "own": Quota(5, 10)}
+    assert quotas == {"acme": Quota(50, 5), "own": Quota(5, 10)}  # burst: 0.1 s by default
     assert holder == {"acme": "acme", "site": "acme", "own": "own"}  # root: none
 
 
