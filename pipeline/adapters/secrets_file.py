@@ -1,8 +1,8 @@
 """Secrets from an owner-only YAML file: ``{orgId: {NAME: value | {value, shared}}}``.
 
 The file is read when the source is built (a bad file is refused then, naming the entry) and
-again whenever its modification time changes, so a rotated secret applies to the next delivery
-without a restart; an edit that breaks the file keeps the last good table and logs why, instead
+again when its modification time changes (looked at no more than once a second, not on every
+delivery), so a rotated secret applies within a second without a restart; an edit that breaks the file keeps the last good table and logs why, instead
 of failing every delivery. A file other users may read or write is refused: secrets are the one
 thing a tenant gives us that must not be readable on the machine.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,16 +29,22 @@ log = logging.getLogger(__name__)
 class FileSecrets(SecretsSource):
     """Args:
     path: the file; absent means no secrets (every ``{{secrets.X}}`` is unknown).
+    check_every_s: how often, at most, the file's modification time is looked at.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, check_every_s: float = 1.0) -> None:
         self.path = Path(path)
+        self.check_every_s = check_every_s
+        self._checked = time.monotonic()
         self._stamp: tuple[int, int] | None = None
         self._table: dict[str, dict[str, Secret]] = {}
         self._refresh(strict=True)
 
     def for_org(self, lineage: Sequence[str]) -> OrgSecrets:
-        self._refresh(strict=False)
+        now = time.monotonic()
+        if now - self._checked >= self.check_every_s:
+            self._checked = now
+            self._refresh(strict=False)
         return OrgSecrets(self._table, lineage)
 
     def _refresh(self, *, strict: bool) -> None:

@@ -62,7 +62,7 @@ def test_the_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
     path = tmp_path / "secrets.yaml"
     write_secrets_file(path, {"o": {"TOKEN": "first"}})
     assert os.stat(path).st_mode & 0o777 == 0o600
-    source = FileSecrets(path)
+    source = FileSecrets(path, check_every_s=0)
     assert source.for_org(("o",)).secret("TOKEN") == "first"
     write_secrets_file(path, {"o": {"TOKEN": "rotated-value"}})
     assert source.for_org(("o",)).secret("TOKEN") == "rotated-value"
@@ -73,7 +73,7 @@ def test_a_broken_edit_keeps_the_last_good_table(
 ) -> None:
     path = tmp_path / "secrets.yaml"
     write_secrets_file(path, {"o": {"TOKEN": "good"}})
-    source = FileSecrets(path)
+    source = FileSecrets(path, check_every_s=0)
     path.write_text("o: {TOKEN: [unclosed-value-s3cr3t\n")
     assert source.for_org(("o",)).secret("TOKEN") == "good"
     assert "secrets file not reloaded" in caplog.text and "s3cr3t" not in caplog.text
@@ -95,3 +95,11 @@ def test_no_file_means_no_secrets_and_the_default_path(tmp_path: Path) -> None:
     assert FileSecrets(tmp_path / "absent.yaml").for_org(("o",)).secret("X") is None
     settings = load_settings(data_dir=tmp_path)
     assert settings.secrets_path == tmp_path / "secrets.yaml"
+
+
+def test_the_file_is_looked_at_once_a_second_at_most(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.yaml"
+    write_secrets_file(path, {"o": {"TOKEN": "first"}})
+    source = FileSecrets(path, check_every_s=3600)
+    write_secrets_file(path, {"o": {"TOKEN": "rotated-value"}})
+    assert source.for_org(("o",)).secret("TOKEN") == "first"  # not stat'ed per delivery
