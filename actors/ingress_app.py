@@ -9,7 +9,9 @@ or when more than ``max_queue_s`` seconds of work wait in the stream (from ``she
 for the organizations sending more than their share); 503 with ``Retry-After`` when the stream does
 not answer.
 
-Input alone never makes a 500: a body that is not a JSON type is 415, an ambiguous request
+An event no asset takes (unknown, disabled, or outside the data source's organization) is
+answered 422 with the reason and kept whole in ``events_raw`` (stage ``bind``), per item in a
+batch. Input alone never makes a 500: a body that is not a JSON type is 415, an ambiguous request
 (a query parameter or a credential header given twice) 400, a batch over ``max_batch_items``
 413, an event nested deeper than the stages can re-encode 400, credentials that are not UTF-8
 401. What still raises is a bug: it is answered 500 and logged as one line, at most once per
@@ -291,6 +293,22 @@ class IngressApp:
         with contextlib.suppress(Exception):  # the answer does not wait on the store being up
             await asyncio.wait_for(self.keep({"events_raw": [row]}), 5)
 
+    async def _keep_unbound(self, refused: list[Refused]) -> None:
+        """Events of an authenticated client that no asset takes (422): every one is kept
+        whole, in one write per request, so it can be replayed once the asset exists."""
+        kept = [r for r in refused if r.keep and r.stage == "bind"]
+        if not kept:
+            return
+        at = datetime.now(UTC)
+        rows = [
+            refusal_row(event_tracker_id=r.event_tracker_id, org_id=r.org_id,
+                        data_source_id=r.data_source_id, body=r.body, reason=r.error, at=at,
+                        context=self._rows, stage=r.stage)
+            for r in kept
+        ]  # fmt: skip
+        with contextlib.suppress(Exception):  # the answer does not wait on the store being up
+            await asyncio.wait_for(self.keep({"events_raw": rows}), 5)
+
     def _answer(self, response: web.Response) -> web.Response:
         self.counts[response.status] = self.counts.get(response.status, 0) + 1
         return response
@@ -340,6 +358,7 @@ class IngressApp:
         decision = self._policy.accept(source, item, raw=body)
         self.admission.admitted(source.org_id, 1, time.monotonic())
         if isinstance(decision, Refused):
+            await self._keep_unbound([decision])
             return self._answer(_json(decision.status, {"error": decision.error}))
         [(status, payload)] = await self._publish([decision])
         return self._answer(_json(status, payload, 1 if status == 503 else None))
@@ -363,6 +382,7 @@ class IngressApp:
             if start:
                 await asyncio.sleep(0)
             decisions += [policy.accept(source, item) for item in items[start : start + _CHUNK]]
+        await self._keep_unbound([d for d in decisions if isinstance(d, Refused)])
         published = await self._publish([d for d in decisions if isinstance(d, Accepted)])
         answers = iter(published)
         results = []

@@ -118,6 +118,8 @@ class Refused:
     event_tracker_id: str = ""
     body: bytes = b""
     keep: bool = False
+    stage: str = "auth"
+    """Where it was refused, as ``events_raw.stage`` records it (``auth``, ``bind``)."""
 
 
 class IngressPolicy:
@@ -213,14 +215,20 @@ class IngressPolicy:
                 413, f"event larger than {self.max_body_bytes} bytes", source.id, source.org_id
             )
         asset = self.binder.bind(source, item)
-        org_id = asset.org_id if not isinstance(asset, str) else source.org_id
+        if isinstance(asset, str) or not asset.enabled:
+            # Answered now, with the reason, and kept (whole: the client is authenticated) so
+            # it can be replayed once the asset exists; no 201 followed by a DLQ row.
+            reason = asset if isinstance(asset, str) else f"asset {asset.id!r} is disabled"
+            return Refused(422, reason, source.id, source.org_id, new_tracker_id(), body,
+                           keep=True, stage="bind")  # fmt: skip
+        org_id = asset.org_id
         when = received_ms if received_ms is not None else time.time_ns() // 1_000_000
         subject = subject_for(self.subject_prefix, partition_of(org_id, self.partitions))
         headers = ingested_headers(
             data_source_id=source.id,
             received_ms=when,
             org_id=org_id,
-            asset_id=asset.id if not isinstance(asset, str) else "",
+            asset_id=asset.id,
             revision=self.catalog.revision,
         )
         return Accepted(new_tracker_id(), subject, body, headers)

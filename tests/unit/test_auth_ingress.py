@@ -114,9 +114,20 @@ def test_accept_partitions_by_the_assets_org(policy: IngressPolicy) -> None:
     )
     assert accepted.subject == f"eventray.in.p{partition_of('alpha-cold-room-2', 4)}"
     unbound = policy.accept(source, {"deviceId": "UNKNOWN"})
+    assert isinstance(unbound, Refused) and (unbound.status, unbound.error, unbound.stage) == (
+        422,
+        "no asset with assetUUID 'UNKNOWN'",
+        "bind",
+    )  # answered now and kept whole, not a 201 and a DLQ row later
+    assert unbound.keep and unbound.body == b'{"deviceId":"UNKNOWN"}'
+    # a device of another branch of the tree: the data source's organization cannot feed it
+    depot = policy.catalog.assets["lora-door-01"]
+    other = policy.accept(source, {"end_device_ids": {"dev_eui": depot.asset_uuid}})
+    assert isinstance(other, Refused) and other.status == 422
     assert (
-        isinstance(unbound, Accepted) and unbound.headers[HEADER_ORG] == "factory-alpha"
-    )  # DLQ later
+        other.error
+        == "asset 'lora-door-01' is outside data source 'ds-gateway-http''s organization"
+    )
     assert isinstance(policy.accept(source, [1]), Refused)
     too_big = policy.accept(source, {"deviceId": "FRZ-0001", "pad": "x" * 2000})
     assert isinstance(too_big, Refused) and too_big.status == 413
@@ -150,3 +161,17 @@ def test_a_catalog_from_the_config_store_knows_its_revision(tmp_path: Path) -> N
     assert catalog.revision == revision == first > 0
     second = store.put([{"kind": "Organization", "id": "extra", "name": "x", "type": "customer"}])
     assert catalog_from_store(store)[0].revision == second > first
+
+
+def test_a_disabled_asset_is_answered_422() -> None:
+    from dataclasses import replace
+
+    catalog = load_catalog([SAMPLES / "tenant"], compile_scripts=False)
+    freezer = catalog.assets["freezer-01"].model_copy(update={"enabled": False})
+    catalog = replace(catalog, assets={**catalog.assets, "freezer-01": freezer})
+    policy = IngressPolicy(
+        catalog, partitions=4, subject_prefix="eventray.in", max_body_bytes=1 << 20
+    )
+    refused = policy.accept(catalog.data_sources["ds-gateway-http"], {"deviceId": "FRZ-0001"})
+    assert isinstance(refused, Refused)
+    assert (refused.status, refused.error) == (422, "asset 'freezer-01' is disabled")
