@@ -34,6 +34,7 @@ from aiohttp import web
 
 from eventray.config.settings import IngressSettings
 from eventray.pipeline.admission import Admission, Backlog, DrainMeter, quota_table
+from eventray.pipeline.client_address import client_address, parse_networks
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.ingress import Accepted, IngressPolicy, Refused
 from eventray.pipeline.models import DataSource
@@ -102,6 +103,7 @@ class IngressApp:
         self._runner: web.AppRunner | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._proxies = parse_networks(settings.trusted_proxies)
         self.refusals_not_kept = 0
         self._kept: dict[str, tuple[float, int]] = {}  # data source -> (minute start, kept)
         self.internal_errors = 0
@@ -225,7 +227,9 @@ class IngressApp:
             request.query.get("ds"),
             headers=headers,
             query=dict(request.query),
-            client_ip=request.remote or "",
+            client_ip=client_address(
+                request.remote or "", request.headers.getall("X-Forwarded-For", ()), self._proxies
+            ),
             body=body,
         )
         if isinstance(source, Refused):

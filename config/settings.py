@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventray.pipeline.adapters.egress import EgressPolicy, parse_network
+from eventray.pipeline.client_address import parse_networks
 from eventray.pipeline.errors import SettingsError
 from eventray.pipeline.scripts.limits import ScriptLimits
 from eventray.pipeline.storage.retention import RetentionPolicy
@@ -246,6 +247,13 @@ class IngressSettings(_Section):
         description="refused requests kept in events_raw per data source and minute (the rest "
         "are counted only)",
     )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "networks (CIDR) of proxies in front of the ingress whose X-Forwarded-For is "
+            "believed (for ipAllowlist data sources); from any other peer it is ignored"
+        ),
+    )
     max_queue_s: PositiveFloat = Field(
         default=2.0,
         description=(
@@ -268,6 +276,12 @@ class IngressSettings(_Section):
     ack_timeout_s: PositiveFloat = Field(
         default=5.0, description="answer 503 when the stream has not acknowledged by then"
     )
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Refused when loaded: a typo must not silently trust nobody (or everybody)."""
+        return tuple(str(network) for network in parse_networks(value))
 
 
 class TriggerSettings(_Section):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +23,8 @@ from eventray.pipeline.adapters.nats_bus import JetStreamBus
 from eventray.pipeline.catalog import Catalog, build_catalog, load_catalog
 from eventray.pipeline.ingress import IngressPolicy
 from eventray.pipeline.loader import read_entities
-from eventray.pipeline.models import Organization
+from eventray.pipeline.models import DataSource, Organization
+from eventray.pipeline.models.datasource import IpAllowlistAuth
 from eventray.pipeline.models.org import IngestQuota
 from eventray.pipeline.ports import OutboxMessage
 from eventray.pipeline.storage.retention import RetentionPolicy
@@ -385,3 +387,44 @@ def test_the_ingress_warns_when_the_stream_drops_events_no_lane_took(
             assert "they are lost" in caplog.text
 
     asyncio.run(scenario())
+
+
+def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
+    nats_server: RunningNats, samples_dir: Path
+) -> None:
+    """ds-gateway-http allows 198.51.100.0/24 only; the test client is 127.0.0.1, which it
+    claims to be forwarding for 198.51.100.7."""
+    entities = read_entities([samples_dir / "tenant"], [])
+    allowlisted = [
+        (source, e.model_copy(update={"auth": IpAllowlistAuth(cidrs=["198.51.100.0/24"])})
+         if e.id == "ds-gateway-http" and isinstance(e, DataSource) else e)
+        for source, e in entities
+    ]  # fmt: skip
+    catalog = build_catalog(allowlisted, compile_scripts=False)
+    forwarded = {**JSON, "X-Forwarded-For": "192.0.2.1, 198.51.100.7"}
+
+    async def scenario() -> None:
+        async with harness(nats_server, samples_dir, catalog=catalog) as h:
+            status, _, body = await h.post(READING, headers=forwarded)
+            assert (
+                status == 401
+                and body["error"] == "client address 127.0.0.1 is not in the allowlist"
+            )
+        async with harness(nats_server, samples_dir, catalog=catalog,
+                           trusted_proxies=("127.0.0.1/32",)) as h:  # fmt: skip
+            status, _, body = await h.post(READING, headers=forwarded)
+            assert status == 201, body  # the proxy's nearest untrusted hop: 198.51.100.7
+            status, _, body = await h.post(
+                READING, headers={**JSON, "X-Forwarded-For": "192.0.2.1"}
+            )
+            assert status == 401 and "192.0.2.1 is not in the allowlist" in body["error"]
+            status, _, body = await h.post(READING, headers=JSON)  # no header: the peer itself
+            assert status == 401
+
+    asyncio.run(scenario())
+
+
+def test_trusted_proxies_that_are_not_networks_are_refused_when_loaded() -> None:
+    with pytest.raises(ValueError, match=re.escape("'proxy.local' is not an IP network")):
+        IngressSettings(trusted_proxies=("proxy.local",))
+    assert IngressSettings(trusted_proxies=("10.0.0.1",)).trusted_proxies == ("10.0.0.1/32",)
