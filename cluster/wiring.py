@@ -148,6 +148,7 @@ class Wiring(Adapters):
 
     def sender(self) -> Sender:
         from eventray.pipeline.adapters.http_sender import AiohttpSender
+        from eventray.pipeline.adapters.nats_sender import NatsSender
         from eventray.pipeline.adapters.senders import TriggerSenders
         from eventray.pipeline.adapters.smtp_sender import SmtpSender
 
@@ -156,6 +157,7 @@ class Wiring(Adapters):
         return TriggerSenders(
             http=AiohttpSender(policy=policy, limit=triggers.concurrency),
             smtp=SmtpSender(policy=policy),
+            nats=NatsSender(policy=policy),
         )
 
     def secrets(self) -> SecretsSource:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from eventray.pipeline.adapters.http_sender import AiohttpSender
+from eventray.pipeline.adapters.nats_sender import NatsSender
 from eventray.pipeline.adapters.smtp_sender import SmtpSender
 from eventray.pipeline.triggers.delivery import SendResult
-from eventray.pipeline.triggers.requests import EmailRequest, Request
+from eventray.pipeline.triggers.requests import EmailRequest, NatsRequest, Request
 
 __all__ = ["TriggerSenders"]
 
@@ -13,15 +14,21 @@ __all__ = ["TriggerSenders"]
 class TriggerSenders:
     """The :data:`~pipeline.triggers.delivery.Sender` the trigger dispatcher uses."""
 
-    def __init__(self, *, http: AiohttpSender, smtp: SmtpSender) -> None:
+    def __init__(
+        self, *, http: AiohttpSender, smtp: SmtpSender, nats: NatsSender | None = None
+    ) -> None:
         self.http = http
         self.smtp = smtp
+        self.nats = nats or NatsSender(policy=http.policy)
 
     async def __call__(self, request: Request) -> SendResult:
         if isinstance(request, EmailRequest):
             return await self.smtp(request)
+        if isinstance(request, NatsRequest):
+            return await self.nats(request)
         return await self.http(request)
 
     async def close(self) -> None:
         await self.http.close()
         await self.smtp.close()
+        await self.nats.close()

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from eventray.pipeline.models.base import Entity, Model
+from eventray.pipeline.models.routing import RESERVED_SUBJECTS
 
 __all__ = [
     "EmailConfig",
@@ -66,6 +67,15 @@ class NatsConfig(Model):
     server: str
     subject: str
     message: str
+
+    @field_validator("subject")
+    @classmethod
+    def _tenant_subject(cls, subject: str) -> str:
+        # Refused at load when it is plain text; a rendered one is checked again at delivery.
+        if subject.startswith(RESERVED_SUBJECTS):
+            raise ValueError(f"{subject!r} is reserved for the platform (subjects starting "
+                             f"with {', '.join(RESERVED_SUBJECTS)})")  # fmt: skip
+        return subject
 
 
 class MqttConfig(Model):

@@ -18,6 +18,7 @@ from eventray.pipeline.errors import PermanentError
 from eventray.pipeline.models.trigger import (
     EmailConfig,
     HttpConfig,
+    NatsConfig,
     SlackConfig,
     TeamsConfig,
     Trigger,
@@ -29,6 +30,7 @@ __all__ = [
     "DeliveryJob",
     "EmailRequest",
     "HttpRequest",
+    "NatsRequest",
     "Request",
     "UnsupportedTrigger",
     "build_request",
@@ -135,7 +137,30 @@ class EmailRequest:
         )
 
 
-Request = HttpRequest | EmailRequest
+@dataclass(frozen=True, slots=True)
+class NatsRequest:
+    """One message to publish on a NATS server (core NATS: delivered to the subscribers
+    present, at most once; a server that does not answer the flush fails the attempt)."""
+
+    server: str = field(repr=False)  # may carry credentials
+    subject: str
+    body: bytes
+    timeout_s: float = 5.0
+
+    def describe(self) -> str:
+        """What ``logs_trigger`` keeps (the server without its credentials)."""
+        return f"NATS {_without_credentials(self.server)} {self.subject} {self.body[:2000].decode(errors='replace')}"
+
+
+def _without_credentials(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
+
+
+Request = HttpRequest | EmailRequest | NatsRequest
 
 
 def _context(job: DeliveryJob) -> dict[str, Any]:
@@ -231,5 +256,10 @@ def build_request(trigger: Trigger, job: DeliveryJob, secrets: SecretsProvider |
             html_body=render(config.html_body, ctx, secrets) if config.html_body else None,
             username=render(config.username, ctx, secrets) if config.username else None,
             password=render(config.password, ctx, secrets) if config.password else None,
+        )
+    if isinstance(config, NatsConfig):
+        text = job.message if job.message is not None else render(config.message, ctx, secrets)
+        return NatsRequest(
+            render(config.server, ctx, secrets), render(config.subject, ctx, secrets), text.encode()
         )
     raise UnsupportedTrigger(f"trigger type {trigger.trigger_type!r} has no sender yet")
