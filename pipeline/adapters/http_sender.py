@@ -21,7 +21,13 @@ from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.triggers.delivery import SendResult
 from eventray.pipeline.triggers.requests import HttpRequest
 
-__all__ = ["MAX_REDIRECTS", "RESPONSE_KEPT_BYTES", "AiohttpSender", "GuardedResolver"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "RESPONSE_KEPT_BYTES",
+    "AiohttpSender",
+    "GuardedResolver",
+    "check_literal",
+]
 
 RESPONSE_KEPT_BYTES = 2048
 """How much of a response body is read (and so can be stored): enough to see an error."""
@@ -56,7 +62,7 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def _check_literal(policy: EgressPolicy, url: URL) -> None:
+def check_literal(policy: EgressPolicy, url: URL) -> None:
     """aiohttp connects to an IP literal without asking the resolver: check it here.
 
     Hostnames are left to :class:`GuardedResolver`, which sees what they resolve to.
@@ -93,6 +99,11 @@ class AiohttpSender:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
 
+    def session(self) -> aiohttp.ClientSession:
+        """The session every delivery over HTTP (and WebSocket) uses: its resolver applies the
+        egress policy."""
+        return self._open()
+
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
@@ -108,7 +119,7 @@ class AiohttpSender:
         timeout = aiohttp.ClientTimeout(total=request.timeout_s)
         try:
             for hop in range(MAX_REDIRECTS + 1):
-                _check_literal(self.policy, url)
+                check_literal(self.policy, url)
                 async with session.request(
                     method,
                     url,

@@ -5,8 +5,14 @@ from __future__ import annotations
 from eventray.pipeline.adapters.http_sender import AiohttpSender
 from eventray.pipeline.adapters.nats_sender import NatsSender
 from eventray.pipeline.adapters.smtp_sender import SmtpSender
+from eventray.pipeline.adapters.websocket_sender import WebSocketSender
 from eventray.pipeline.triggers.delivery import SendResult
-from eventray.pipeline.triggers.requests import EmailRequest, NatsRequest, Request
+from eventray.pipeline.triggers.requests import (
+    EmailRequest,
+    NatsRequest,
+    Request,
+    WebSocketRequest,
+)
 
 __all__ = ["TriggerSenders"]
 
@@ -20,15 +26,19 @@ class TriggerSenders:
         self.http = http
         self.smtp = smtp
         self.nats = nats or NatsSender(policy=http.policy)
+        self.websocket = WebSocketSender(http)
 
     async def __call__(self, request: Request) -> SendResult:
         if isinstance(request, EmailRequest):
             return await self.smtp(request)
         if isinstance(request, NatsRequest):
             return await self.nats(request)
+        if isinstance(request, WebSocketRequest):
+            return await self.websocket(request)
         return await self.http(request)
 
     async def close(self) -> None:
+        await self.websocket.close()
         await self.http.close()
         await self.smtp.close()
         await self.nats.close()

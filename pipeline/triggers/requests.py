@@ -22,6 +22,7 @@ from eventray.pipeline.models.trigger import (
     SlackConfig,
     TeamsConfig,
     Trigger,
+    WebSocketConfig,
 )
 from eventray.pipeline.ports import SecretsProvider
 from eventray.pipeline.templating import render
@@ -33,6 +34,7 @@ __all__ = [
     "NatsRequest",
     "Request",
     "UnsupportedTrigger",
+    "WebSocketRequest",
     "build_request",
 ]
 
@@ -152,6 +154,21 @@ class NatsRequest:
         return f"NATS {_without_credentials(self.server)} {self.subject} {self.body[:2000].decode(errors='replace')}"
 
 
+@dataclass(frozen=True, slots=True)
+class WebSocketRequest:
+    """One text message to send on a WebSocket (on an open connection: the protocol has no
+    acknowledgement, so a message is delivered at most once)."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+    timeout_s: float = 5.0
+
+    def describe(self) -> str:
+        """What ``logs_trigger`` keeps (headers left out: they carry tokens)."""
+        return f"WS {self.url} {self.message[:2000]}"
+
+
 def _without_credentials(url: str) -> str:
     from urllib.parse import urlsplit
 
@@ -160,7 +177,7 @@ def _without_credentials(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
 
 
-Request = HttpRequest | EmailRequest | NatsRequest
+Request = HttpRequest | EmailRequest | NatsRequest | WebSocketRequest
 
 
 def _context(job: DeliveryJob) -> dict[str, Any]:
@@ -261,5 +278,12 @@ def build_request(trigger: Trigger, job: DeliveryJob, secrets: SecretsProvider |
         text = job.message if job.message is not None else render(config.message, ctx, secrets)
         return NatsRequest(
             render(config.server, ctx, secrets), render(config.subject, ctx, secrets), text.encode()
+        )
+    if isinstance(config, WebSocketConfig):
+        text = job.message if job.message is not None else render(config.message, ctx, secrets)
+        return WebSocketRequest(
+            render(config.url, ctx, secrets),
+            {k: render(v, ctx, secrets) for k, v in config.headers.items()},
+            text,
         )
     raise UnsupportedTrigger(f"trigger type {trigger.trigger_type!r} has no sender yet")
