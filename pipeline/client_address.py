@@ -12,20 +12,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
+from eventray.pipeline.networks import IPNetwork as Network
+from eventray.pipeline.networks import parse_networks
+
 __all__ = ["client_address", "parse_networks"]
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
-    """CIDRs (or single addresses); raises ``ValueError`` naming the first bad one."""
-    out = []
-    for value in values:
-        try:
-            out.append(ipaddress.ip_network(value.strip(), strict=False))
-        except ValueError as exc:
-            raise ValueError(f"{value!r} is not an IP network: {exc}") from None
-    return tuple(out)
 
 
 def _trusted(address: str, proxies: Sequence[Network]) -> bool:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from eventray.pipeline.errors import PermanentError
+from eventray.pipeline.networks import IPNetwork, parse_network
 
 __all__ = [
     "ALLOW_SETTING",
@@ -29,7 +30,6 @@ __all__ = [
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ALLOW_SETTING = "triggers.allow_networks"
 """The setting a refusal tells the operator to change."""
@@ -56,20 +56,6 @@ class EgressRefused(OSError):
 class DeliveryRefused(PermanentError):
     """A delivery the egress policy refused: it fails once and is not retried, since the same
     endpoint will resolve to the same forbidden place until the trigger or the setting changes."""
-
-
-def parse_network(value: str) -> IPNetwork:
-    """``10.0.0.0/8``, ``127.0.0.1`` (a /32) or ``::1/128``; host bits are allowed and dropped.
-
-    Raises:
-        ValueError: naming the value and the form expected.
-    """
-    try:
-        return ipaddress.ip_network(value.strip(), strict=False)
-    except ValueError as exc:
-        raise ValueError(
-            f"{value!r} is not an IP network (expected e.g. 10.0.0.0/8, 127.0.0.1/32 or ::1/128)"
-        ) from exc
 
 
 def _judged(address: IPAddress) -> list[IPAddress]:

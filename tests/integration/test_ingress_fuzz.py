@@ -12,7 +12,6 @@ The outcome counts for the seed are pinned (the README quotes them).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections import Counter
 from pathlib import Path
@@ -22,7 +21,14 @@ import orjson
 import pytest
 
 from eventray.cluster.services.nats_server import RunningNats
-from tests.integration.test_ingress_http import KEY, READING, bus_of, harness, nats_server
+from tests.integration.test_ingress_http import (
+    KEY,
+    READING,
+    bus_of,
+    exchange,
+    harness,
+    nats_server,
+)
 
 pytestmark = pytest.mark.services
 
@@ -137,22 +143,6 @@ class Generator:
         return kind, _head(one, ok, headers), orjson.dumps(self.reading()), 400, None
 
 
-async def _exchange(port: int, head: bytes, body: bytes) -> tuple[int, Any]:
-    """One request written byte for byte; the status and the JSON answer."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
-        writer.write(body)
-        await writer.drain()
-        raw = await reader.read()
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-    header, _, payload = raw.partition(b"\r\n\r\n")
-    return int(header.split()[1]), orjson.loads(payload) if payload else None
-
-
 def test_every_fuzzed_request_gets_its_exact_answer_and_only_the_good_is_kept(
     nats_server: RunningNats, samples_dir: Path
 ) -> None:
@@ -165,7 +155,8 @@ def test_every_fuzzed_request_gets_its_exact_answer_and_only_the_good_is_kept(
         async with harness(nats_server, samples_dir, **settings) as h:
             for _ in range(REQUESTS):
                 kind, head, body, expected, items = generator.case()
-                status, answer = await _exchange(h.app.port, head, body)
+                status, payload = await exchange(h.app.port, head, body)
+                answer = orjson.loads(payload)
                 assert status == expected, (kind, head, body[:200], answer)
                 if items is None:
                     outcomes[f"{status}"] += 1

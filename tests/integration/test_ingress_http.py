@@ -223,20 +223,25 @@ def _nested(depth: int) -> bytes:
     return head + b',"x":' * 1 + b'{"x":' * (depth - 2) + b"{}" + b"}" * (depth - 2) + b"}"
 
 
-async def _raw(port: int, head: bytes, body: bytes) -> int:
+async def exchange(port: int, head: bytes, body: bytes) -> tuple[int, bytes]:
     """One request written byte for byte (headers a client library would refuse to send);
-    returns the status."""
+    returns the status and the answer's body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
         writer.write(body)
         await writer.drain()
-        status_line = await reader.readline()
-        return int(status_line.split()[1])
+        raw = await reader.read()
     finally:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+    header, _, payload = raw.partition(b"\r\n\r\n")
+    return int(header.split()[1]), payload
+
+
+async def _raw(port: int, head: bytes, body: bytes) -> int:
+    return (await exchange(port, head, body))[0]
 
 
 def test_malformed_requests_get_a_4xx_naming_what_is_wrong(
