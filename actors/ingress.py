@@ -35,6 +35,7 @@ class IngressActor(ActorHost):
             settings=self.settings.ingress,
             partitions=self.settings.pipeline.partitions,
             keep=self._store.write,
+            mqtt=self.settings.mqtt.enabled,
         )
         await app.start()
         self._app = app
@@ -80,4 +81,5 @@ class IngressActor(ActorHost):
             "answers": dict(app.counts),
             "stream_drops": dict(app.stream_drops),
             "last_drop": app.last_drop,
+            "mqtt": {**app.mqtt_counts, "waiting": app.mqtt_waiting} if app.mqtt else {},
         }

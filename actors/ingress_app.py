@@ -36,9 +36,9 @@ from eventray.config.settings import IngressSettings
 from eventray.pipeline.admission import Admission, Backlog, DrainMeter, quota_table
 from eventray.pipeline.client_address import client_address, parse_networks
 from eventray.pipeline.errors import RetryableError
-from eventray.pipeline.ingress import Accepted, IngressPolicy, Refused
+from eventray.pipeline.ingress import HEADER_ORG, HEADER_SOURCE, Accepted, IngressPolicy, Refused
 from eventray.pipeline.models import DataSource
-from eventray.pipeline.ports import OutboxMessage, Stream, StreamDrop
+from eventray.pipeline.ports import OutboxMessage, Stream, StreamDrop, Uplink, UplinkSource
 from eventray.pipeline.storage.rows import RowContext, refusal_row
 
 __all__ = ["IngressApp", "KeepRows"]
@@ -82,6 +82,7 @@ class IngressApp:
         partitions: int,
         keep: KeepRows,
         lag_interval_s: float = 0.5,
+        mqtt: bool = False,
     ) -> None:
         self.stream = stream
         self.settings = settings
@@ -111,6 +112,11 @@ class IngressApp:
         self.last_drop = ""
         self._errors_logged_at = 0.0
         self._errors_unlogged = 0
+        self.mqtt = mqtt
+        self.uplinks: UplinkSource | None = None
+        self.mqtt_counts: dict[str, int] = {"accepted": 0, "refused": 0, "retried": 0, "shed": 0}
+        self._bridge_task: asyncio.Task[None] | None = None
+        self.mqtt_waiting = ""  # why the bridge has no uplink source yet
 
     def use(self, policy: IngressPolicy, rows: RowContext) -> None:
         """Apply a new catalog (config change) to the next request."""
@@ -132,6 +138,8 @@ class IngressApp:
         assert server is not None
         self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
         self._lag_task = asyncio.create_task(self._watch_lag())
+        if self.mqtt:
+            self._bridge_task = asyncio.create_task(self._bridge())
         return self.port
 
     async def stop(self) -> None:
@@ -143,6 +151,12 @@ class IngressApp:
             self._lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lag_task
+        if self._bridge_task is not None:
+            self._bridge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._bridge_task
+        if self.uplinks is not None:
+            await self.uplinks.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -193,21 +207,18 @@ class IngressApp:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: one line, rate-limited, never the client's input
-            self.internal_errors += 1
-            now = time.monotonic()
-            if now - self._errors_logged_at >= _LOG_EVERY_S:
-                _log.error(
-                    "ingress: %s on %s: %s: %s (%d more since the last report)",
-                    "internal error",
-                    request.path,
-                    type(exc).__name__,
-                    exc,
-                    self._errors_unlogged,
-                )
-                self._errors_logged_at, self._errors_unlogged = now, 0
-            else:
-                self._errors_unlogged += 1
+            self._internal_error(f"internal error on {request.path}: {type(exc).__name__}: {exc}")
             return self._answer(_json(500, {"error": "internal error"}))
+
+    def _internal_error(self, what: str) -> None:
+        """Count it; log one line at most every ``_LOG_EVERY_S`` (with how many were not)."""
+        self.internal_errors += 1
+        now = time.monotonic()
+        if now - self._errors_logged_at >= _LOG_EVERY_S:
+            _log.error("ingress: %s (%d more since the last report)", what, self._errors_unlogged)
+            self._errors_logged_at, self._errors_unlogged = now, 0
+        else:
+            self._errors_unlogged += 1
 
     async def _health(self, request: web.Request) -> web.Response:
         meter = self.admission.meter
@@ -339,6 +350,74 @@ class IngressApp:
                 else:
                     out.append((503, {"error": f"stream unavailable: {error}"}))
         return out
+
+    async def _bridge(self) -> None:
+        """MQTT uplinks into the stream, as long as the ingress runs (see :meth:`bridge_once`);
+        a broker without an MQTT store yet, or a failed round, is tried again a moment later."""
+        while not self._stopping:
+            if self.uplinks is None:
+                try:
+                    self.uplinks = await self.stream.uplinks()
+                except RetryableError as exc:  # no MQTT store yet: not an error of ours
+                    self.mqtt_waiting = str(exc)
+                    await asyncio.sleep(2.0)
+                    continue
+                self.mqtt_waiting = ""
+            try:
+                await self.bridge_once(self.uplinks)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._internal_error(f"MQTT bridge: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(1.0)
+
+    async def bridge_once(self, uplinks: UplinkSource, *, max_uplinks: int = 500) -> int:
+        """One round of uplinks: decided as HTTP events are (the same policy, quotas and
+        queue limit), published into the stream, refusals kept whole in ``events_raw``; only
+        then settled (a QoS 1 uplink leaves the broker's store). One the stream did not take,
+        or that admission holds back, comes again after a delay (QoS 0: dropped, counted).
+        Returns how many uplinks it took."""
+        batch = await uplinks.fetch(max_uplinks, timeout_s=1.0)
+        if not batch:
+            return 0
+        now, policy = time.monotonic(), self._policy
+        received = time.time_ns() // 1_000_000
+        accepted: list[tuple[Uplink, Accepted]] = []
+        refused: list[Refused] = []
+        done: list[Uplink] = []
+        held: list[Uplink] = []
+        delay = 1.0
+        for uplink in batch:
+            decided = policy.uplink(uplink, received_ms=received)
+            if isinstance(decided, Refused):
+                refused.append(decided)
+                done.append(uplink)
+                continue
+            decision = self.admission.check(decided.headers[HEADER_ORG], now)
+            if decision is not None:
+                self.mqtt_counts["shed"] += 1
+                held.append(uplink)
+                delay = max(delay, min(decision.retry_after_s or 1.0, 30.0))
+                continue
+            self.admission.admitted(decided.headers[HEADER_ORG], 1, now)
+            accepted.append((uplink, decided))
+        answers = await self._publish([a for _, a in accepted])
+        for (uplink, item), (status, _) in zip(accepted, answers, strict=True):
+            if status == 201:
+                done.append(uplink)
+            elif status == 413:
+                refused.append(Refused(413, "the stream refused the event", item.headers[HEADER_SOURCE],
+                                       item.headers[HEADER_ORG], item.event_tracker_id, item.body,
+                                       keep=True, stage="bind"))  # fmt: skip
+                done.append(uplink)
+            else:
+                held.append(uplink)
+        await self._keep_unbound(refused)
+        await uplinks.settle(done, held, delay_s=delay)
+        self.mqtt_counts["accepted"] += len(done) - len(refused)
+        self.mqtt_counts["refused"] += len(refused)
+        self.mqtt_counts["retried"] += len(held)
+        return len(batch)
 
     async def _parsed(
         self, request: web.Request, limit: int

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from eventray.cluster.services.nats_server import ADMIN, NatsPermissions
 from eventray.config.settings import NatsSettings
+from eventray.pipeline.adapters.nats_uplinks import BRIDGE_DURABLE, MQTT_STORE
+from eventray.pipeline.mqtt import UPLINK_SUBJECTS
 
 if TYPE_CHECKING:
     from eventray.cluster.services.nats_server import RunningNats
@@ -81,7 +83,9 @@ def inbox_of(role: Role) -> str:
 def nats_roles(nats: NatsSettings) -> dict[str, NatsPermissions]:
     """The embedded nats-server's users besides ``admin``, with what each may do.
 
-    * ``ingress`` publishes events into the partitions (``{subject_prefix}.>``, a JetStream
+    * ``ingress`` takes MQTT uplinks (its share of the bridge's consumer on the broker's MQTT
+      store, and of the QoS 0 queue group on ``eventray.mqtt.>``) and publishes events into
+      the partitions (``{subject_prefix}.>``, a JetStream
       publish whose acknowledgement comes back on its inbox) and reads the partitions'
       consumer info for the lag it answers 429 on, and the stream's info and a message by
       sequence to notice events the stream dropped before a lane took them (read-only); it
@@ -89,8 +93,9 @@ def nats_roles(nats: NatsSettings) -> dict[str, NatsPermissions]:
     * ``lane`` pulls its partitions and the trigger queue (``CONSUMER.MSG.NEXT``), acknowledges
       (``$JS.ACK.{stream}.>``), reads, creates and rewinds (deletes) their durable consumers,
       appends to the trigger queue and publishes ``publish`` routes; it hears the config
-      notice. It may not publish into a partition, announce a config change, answer anyone's
-      request (forge a JetStream acknowledgement) or touch the stream itself.
+      notice. It may not publish into a partition or forge an MQTT uplink, announce a config
+      change, answer anyone's request (forge a JetStream acknowledgement) or touch the stream
+      itself.
     """
     stream, config = nats.stream, nats.config_subject
     return {
@@ -100,12 +105,16 @@ def nats_roles(nats: NatsSettings) -> dict[str, NatsPermissions]:
                 f"$JS.API.CONSUMER.INFO.{stream}.*",
                 f"$JS.API.STREAM.INFO.{stream}",
                 f"$JS.API.STREAM.MSG.GET.{stream}",
+                # MQTT uplinks: its share of the broker's store through the bridge's consumer
+                f"$JS.API.CONSUMER.MSG.NEXT.{MQTT_STORE}.{BRIDGE_DURABLE}",
+                f"$JS.ACK.{MQTT_STORE}.{BRIDGE_DURABLE}.>",
+                f"$JS.API.STREAM.INFO.{MQTT_STORE}",
             ),
-            subscribe=(f"{inbox_of('ingress')}.>", config),
+            subscribe=(f"{inbox_of('ingress')}.>", config, UPLINK_SUBJECTS),
         ),
         "lane": NatsPermissions(
             publish=(">",),
-            publish_deny=(f"{nats.subject_prefix}.>", config, *_LANE_NEVER),
+            publish_deny=(f"{nats.subject_prefix}.>", config, UPLINK_SUBJECTS, *_LANE_NEVER),
             subscribe=(f"{inbox_of('lane')}.>", config),
         ),
     }

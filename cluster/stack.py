@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventray.cluster.admin_token import ensure_admin_token
 from eventray.cluster.raylocal import (
@@ -39,6 +39,9 @@ from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
 from eventray.pipeline.lane import Abandoned
 from eventray.pipeline.loader import entity_from_dict
 
+if TYPE_CHECKING:
+    from eventray.cluster.services.nats_server import RunningNats
+
 __all__ = [
     "PortTakenError",
     "Stack",
@@ -55,6 +58,7 @@ _ANSWER_GRACE_S = 3.0  # a lane's drain answers within its deadline plus this, o
 _SERVICE_STOP_S = 10.0  # the ingress's and the store's own stops (the store flushes its log)
 INGRESS_PORT_VARIABLE = "EVENTRAY_INGRESS__PORT"
 METRICS_PORT_VARIABLE = "EVENTRAY_METRICS__PORT"
+MQTT_PORT_VARIABLE = "EVENTRAY_MQTT__PORT"
 
 _log = logging.getLogger(__name__)
 
@@ -79,6 +83,7 @@ class StackInfo:
     ray_address: str
     pid: int
     metrics_url: str = ""
+    mqtt_url: str = ""
 
     def endpoints_obj(self) -> Endpoints:
         e = dict(self.endpoints)
@@ -171,6 +176,7 @@ class Stack:
     metrics_port: int = 0
     _local_ray: LocalRay | None = None
     _metrics_server: Any = None
+    _devices: Any = None
     assignment: dict[str, list[int]] = field(default_factory=dict)
     """Partitions per lane actor, as the driver last assigned them."""
     moves: list[Move] = field(default_factory=list)
@@ -189,12 +195,13 @@ class Stack:
         nats, redis = None, None
         nats_url = s.nats.url
         if nats_url is None:
-            from eventray.cluster.services.nats_server import start_nats
+            from eventray.cluster.services.nats_server import MqttListener, start_nats
 
             nats = start_nats(
                 store_dir=data / "nats",
                 sync_interval=s.nats.sync_interval,
                 roles=nats_roles(s.nats),
+                mqtt=MqttListener(s.mqtt.host, s.mqtt.port) if s.mqtt.enabled else None,
             )
             self.services.append(nats)
             nats_url = nats.url
@@ -258,6 +265,7 @@ class Stack:
         wiring = self.wiring
         wiring.config_store().close()  # creates the embedded store's directory
         _ensure_stream(self.settings, wiring)
+        self._start_mqtt(wiring)
         ray_address = self._start_ray()
         s = self.settings
         # Actors find each other by name (an actor handle passed to a constructor would keep
@@ -323,6 +331,7 @@ class Stack:
             ray_address=ray_address,
             pid=os.getpid(),
             metrics_url=self.metrics_url,
+            mqtt_url=self.mqtt_url,
         )
         # It holds the servers' URLs with their passwords: the owner's alone.
         path = s.data_dir / "stack.json"
@@ -330,6 +339,51 @@ class Stack:
         with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(asdict(info), indent=2))
         return self
+
+    def _nats(self) -> RunningNats | None:
+        from eventray.cluster.services.nats_server import RunningNats
+
+        return next((x for x in self.services if isinstance(x, RunningNats)), None)
+
+    def _start_mqtt(self, wiring: Wiring) -> None:
+        """The embedded broker's MQTT side: its store made (one login of the probe user), the
+        bridge's consumer on it, and the devices kept equal to the configuration."""
+        nats = self._nats()
+        if nats is None or nats.mqtt is None:
+            return
+        from eventray.cluster.mqtt_accounts import DeviceSync, mqtt_login
+        from eventray.cluster.services.nats_server import MQTT_PROBE
+        from eventray.pipeline.catalog import catalog_from_store
+
+        code = mqtt_login(nats.mqtt.host if nats.mqtt.host not in ("0.0.0.0", "::") else "127.0.0.1",
+                          nats.mqtt.port, MQTT_PROBE, nats.passwords[MQTT_PROBE])  # fmt: skip
+        if code != 0:
+            raise RuntimeError(f"the MQTT listener refused the platform's probe login ({code})")
+        _ensure_bridge_consumer(wiring)
+
+        def load() -> tuple[Any, int]:
+            store = wiring.config_store()
+            try:
+                return catalog_from_store(store)
+            finally:
+                store.close()
+
+        def server() -> RunningNats:
+            current = self._nats()
+            assert current is not None
+            return current
+
+        self._devices = DeviceSync(
+            server, load, cost=self.settings.mqtt.bcrypt_cost,
+            interval_s=self.settings.mqtt.sync_interval_s,
+        )  # fmt: skip
+        self._devices.start()
+
+    @property
+    def mqtt_url(self) -> str:
+        """``mqtt://host:port`` devices connect to ("" without the embedded listener)."""
+        nats = self._nats()
+        return nats.mqtt_url if nats is not None else ""
 
     @property
     def ingress_url(self) -> str:
@@ -482,6 +536,9 @@ class Stack:
         if self._local_ray is not None:
             self._local_ray.stop()
             self._local_ray = None
+        if self._devices is not None:
+            self._devices.stop()
+            self._devices = None
         for service in reversed(self.services):
             with contextlib.suppress(Exception):
                 service.stop()
@@ -552,6 +609,8 @@ class Stack:
 def _check_ports_free(settings: Settings) -> None:
     """Fail before anything starts when a fixed port is taken, naming the setting to change."""
     wanted = [(settings.ingress.host, settings.ingress.port, INGRESS_PORT_VARIABLE)]
+    if settings.mqtt.enabled and settings.nats.url is None:
+        wanted.append((settings.mqtt.host, settings.mqtt.port, MQTT_PORT_VARIABLE))
     if settings.metrics.enabled:
         wanted.append((settings.metrics.host, settings.metrics.port, METRICS_PORT_VARIABLE))
     for host, port, variable in wanted:
@@ -636,6 +695,25 @@ def _ensure_stream(settings: Settings, wiring: Wiring) -> None:
     asyncio.run(ensure())
 
 
+def _ensure_bridge_consumer(wiring: Wiring) -> None:
+    """The MQTT bridge's durable consumer on the broker's store (kept if it exists)."""
+    import asyncio
+
+    from eventray.pipeline.adapters.nats_bus import JetStreamBus
+    from eventray.pipeline.adapters.nats_uplinks import ensure_bridge_consumer
+
+    async def ensure() -> None:
+        bus = wiring.stream()
+        assert isinstance(bus, JetStreamBus)
+        await bus.connect()
+        try:
+            await ensure_bridge_consumer(bus.js)
+        finally:
+            await bus.close()
+
+    asyncio.run(ensure())
+
+
 def _unacknowledged(settings: Settings, wiring: Wiring) -> dict[int, tuple[int, int, int]]:
     """Per partition, what its consumer has delivered but not acknowledged: (events, first
     and last stream sequence); read from the stream once the lanes are gone. Empty when the
@@ -672,6 +750,10 @@ def apply_documents(wiring: Wiring, documents: list[dict[str, Any]], *, notify: 
     """
     import asyncio
 
+    from eventray.cluster.mqtt_accounts import hash_documents
+
+    # Device passwords are stored as bcrypt hashes, never as they were written.
+    documents = hash_documents(documents, wiring.settings.mqtt.bcrypt_cost)
     store = wiring.config_store()
     try:
         check_merged(store.documents(), documents)

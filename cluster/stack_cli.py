@@ -143,7 +143,9 @@ def _stop_requested() -> list[bool]:
 def _serve(stack: Stack, out: TextIO, stopping: list[bool]) -> None:
     out.write(
         f"eventray is up: ingress {stack.ingress_url}/api/v1/events?ds=...  "
-        f"metrics {stack.metrics_url or 'off'}  (Ctrl-C drains and stops)\n"
+        f"metrics {stack.metrics_url or 'off'}  "
+        f"mqtt {stack.mqtt_url + '/eventray/mqtt/<ds>/<assetUUID>/up' if stack.mqtt_url else 'off'}"
+        "  (Ctrl-C drains and stops)\n"
     )
     out.flush()
     started = time.monotonic()
@@ -351,9 +353,9 @@ SUMMARY_QUERIES = {
 
 def _free_ports_unless_set(settings: Settings) -> Settings:
     """The demo is a one-off: it listens on ports the OS picks, so a service already on the
-    default ports (8088, 9464) cannot stop it; ports the user set are kept."""
+    default ports (8088, 9464, 1883) cannot stop it; ports the user set are kept."""
     changes: dict[str, Any] = {}
-    for name in ("ingress", "metrics"):
+    for name in ("ingress", "metrics", "mqtt"):
         section = getattr(settings, name)
         if "port" not in section.model_fields_set:
             changes[name] = section.model_copy(update={"port": 0})

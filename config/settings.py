@@ -335,6 +335,33 @@ class MetricsSettings(_Section):
     port: int = Field(default=9464, ge=0, lt=65536, description="0 = a free port")
 
 
+class MqttSettings(_Section):
+    """MQTT ingestion on the embedded nats-server's MQTT listener: a device logs in with its
+    asset's ``protocol.mqtt`` credentials and publishes to
+    ``eventray/mqtt/{dataSourceId}/{assetUUID}/up`` (see ``eventray.pipeline.mqtt``). With an
+    operator's NATS (``nats.url``) the MQTT listener and its users are the operator's."""
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", description="0.0.0.0 to take devices on the network")
+    port: int = Field(default=1883, ge=0, lt=65536, description="0 = a free port")
+    bcrypt_cost: int = Field(
+        default=8,
+        ge=4,
+        le=14,
+        description=(
+            "bcrypt cost of device passwords the broker checks at every connect: each step "
+            "doubles it (8: ~45 ms of CPU per connect on this machine, 10: ~180 ms)"
+        ),
+    )
+    sync_interval_s: PositiveFloat = Field(
+        default=1.0,
+        description=(
+            "how often the broker's device users are compared with the configuration (a "
+            "disabled or deleted asset, or a changed password, is disconnected within it)"
+        ),
+    )
+
+
 class Settings(BaseSettings):
     """All of eventray's settings."""
 
@@ -358,6 +385,7 @@ class Settings(BaseSettings):
     triggers: TriggerSettings = TriggerSettings()
     ray: RaySettings = RaySettings()
     metrics: MetricsSettings = MetricsSettings()
+    mqtt: MqttSettings = MqttSettings()
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -281,6 +281,10 @@ class _Builder:
                 compile_business_rule(rule, br)
             except RuleError as exc:
                 self.flag(br, "parameters", str(exc))
+        from eventray.pipeline.mqtt import mqtt_problems  # it builds on this module
+
+        for entity, path, reason in mqtt_problems(catalog):
+            self.flag(entity, path, reason)
         return catalog
 
     def usable_trigger(

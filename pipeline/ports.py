@@ -34,6 +34,8 @@ __all__ = [
     "StateStore",
     "Stream",
     "StreamDrop",
+    "Uplink",
+    "UplinkSource",
 ]
 
 
@@ -261,6 +263,43 @@ class Queue(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Uplink:
+    """One MQTT publish as the ingress takes it from the broker (its topic named the data
+    source and the asset, see :mod:`eventray.pipeline.mqtt`)."""
+
+    data_source_id: str
+    asset_uuid: str
+    payload: bytes
+    qos: int
+    seq: int = 0
+    """Its sequence in the broker's store (QoS 1/2); 0 for QoS 0, which is not stored."""
+    store_id: str = ""
+    """Which store ``seq`` counts in (a new store numbers from 1 again)."""
+
+
+@runtime_checkable
+class UplinkSource(Protocol):
+    """MQTT publishes the broker took, for the ingress to bring into the stream: QoS 1/2 ones
+    from the broker's store (the device had its PUBACK once they were stored there, and they
+    stay until :meth:`settle` says done), QoS 0 ones as they come (at most once)."""
+
+    async def fetch(self, max_uplinks: int, *, timeout_s: float) -> list[Uplink]:
+        """Up to ``max_uplinks``, or empty after ``timeout_s``."""
+        ...
+
+    async def settle(
+        self, done: Sequence[Uplink], retry: Sequence[Uplink], *, delay_s: float
+    ) -> None:
+        """Forget ``done`` (published into the stream, or kept as refused); deliver ``retry``
+        again after ``delay_s`` (the stream did not take them; a QoS 0 one is dropped)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop fetching (what is not settled is delivered again later)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class StreamDrop:
     """Events of a partition the stream dropped (its size or age limit) before its consumer
     took them: lost to the pipeline. The stream no longer holds them, so how many is not
@@ -317,6 +356,14 @@ class Stream(Protocol):
 
     def outbox(self) -> Outbox:
         """The outbox over this connection."""
+        ...
+
+    async def uplinks(self) -> UplinkSource:
+        """The MQTT uplinks waiting for the ingress (several ingresses share them).
+
+        Raises:
+            RetryableError: the broker has no MQTT store yet (no listener, or not started).
+        """
         ...
 
     async def watch_config(self, changed: Callable[[], Awaitable[None]]) -> None:

@@ -29,10 +29,12 @@ from eventray.pipeline.ports import (
     QueuedMessage,
     Stream,
     StreamDrop,
+    Uplink,
+    UplinkSource,
 )
 from eventray.pipeline.processor import Ingested
 
-__all__ = ["MemoryOutbox", "MemoryQueue", "MemorySource", "MemoryStream"]
+__all__ = ["MemoryOutbox", "MemoryQueue", "MemorySource", "MemoryStream", "MemoryUplinks"]
 
 
 @dataclass(slots=True)
@@ -149,6 +151,46 @@ class MemoryQueue(Queue):
         return None
 
 
+class MemoryUplinks(UplinkSource):
+    """MQTT uplinks put by a test (:meth:`put`), with the broker's store semantics: a QoS 1
+    uplink stays until settled done, one to retry comes back after its delay, QoS 0 ones are
+    handed out once."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[float, Uplink]] = []
+        self.done: list[Uplink] = []
+        self._seq = 0
+
+    def put(self, data_source_id: str, asset_uuid: str, payload: bytes, qos: int = 1) -> Uplink:
+        if qos:
+            self._seq += 1
+        uplink = Uplink(data_source_id, asset_uuid, payload, qos, self._seq if qos else 0, "memory")
+        self.waiting.append((0.0, uplink))
+        return uplink
+
+    async def fetch(self, max_uplinks: int, *, timeout_s: float) -> list[Uplink]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            now = time.monotonic()
+            ready = [u for at, u in self.waiting if at <= now][:max_uplinks]
+            if ready or now >= deadline:
+                break
+            await asyncio.sleep(0.01)
+        handed = {id(u) for u in ready}
+        self.waiting = [(at, u) for at, u in self.waiting if id(u) not in handed]
+        return ready
+
+    async def settle(
+        self, done: Sequence[Uplink], retry: Sequence[Uplink], *, delay_s: float
+    ) -> None:
+        self.done.extend(done)
+        at = time.monotonic() + delay_s
+        self.waiting.extend((at, u) for u in retry if u.qos)
+
+    async def close(self) -> None:
+        return None
+
+
 class MemoryStream(Stream):
     """Partitions of ingested events in memory.
 
@@ -161,6 +203,7 @@ class MemoryStream(Stream):
         self._handed: dict[str, int] = {}
         self._outbox = MemoryOutbox(max_payload=max_payload)
         self._watchers: list[Callable[[], Awaitable[None]]] = []
+        self.mqtt = MemoryUplinks()
 
     def _partition(self, partition: int) -> _Partition:
         return self._partitions.setdefault(partition, _Partition())
@@ -228,6 +271,9 @@ class MemoryStream(Stream):
 
     def outbox(self) -> MemoryOutbox:
         return self._outbox
+
+    async def uplinks(self) -> MemoryUplinks:
+        return self.mqtt
 
     async def watch_config(self, changed: Callable[[], Awaitable[None]]) -> None:
         self._watchers.append(changed)

@@ -67,6 +67,7 @@ from eventray.pipeline.ports import (
     QueuedMessage,
     Stream,
     StreamDrop,
+    UplinkSource,
 )
 from eventray.pipeline.processor import Ingested
 
@@ -550,6 +551,13 @@ class JetStreamBus(Stream):
             name, subject, ack_all=False, ack_wait_s=ack_wait_s, max_ack_pending=max_pending
         )
         return JetStreamQueue(puller)
+
+    async def uplinks(self) -> UplinkSource:
+        from eventray.pipeline.adapters.nats_uplinks import NatsUplinks
+
+        source = NatsUplinks(self.js, self.client)
+        await source.start()
+        return source
 
     @property
     def client(self) -> Client:
