@@ -153,6 +153,7 @@ def run(
     settings = load_settings(
         data_dir=data,
         ingress={"port": 0},
+        mqtt={"port": 0},
         metrics={"enabled": False},
         ray={"num_cpus": 2},
         triggers={"allow_networks": ["127.0.0.1/32"]},  # the loopback sinks

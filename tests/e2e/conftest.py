@@ -59,6 +59,7 @@ def stack(
         pipeline=pipeline,
         ingress={"port": 0},
         metrics={"port": 0},
+        mqtt={"port": 0},
         nats={"ack_wait_s": 5.0},
         triggers={
             "max_attempts": 3,
@@ -137,6 +138,7 @@ class Up:
             "EVENTRAY_DATA_DIR": str(data_dir),
             "EVENTRAY_INGRESS__PORT": "0",
             "EVENTRAY_METRICS__PORT": "0",
+            "EVENTRAY_MQTT__PORT": "0",
             **(env or {}),
         }
         with self.stdout.open("wb") as out, self.stderr.open("wb") as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -188,6 +189,92 @@ def test_ingress_statuses(stack: Stack, select: Callable[[str], list[dict[str, A
             )
         )
     )
+
+
+def test_an_mqtt_device_and_a_nats_trigger_in_the_same_cold_chain(
+    stack: Stack, tmp_path: Path, select: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    """A freezer on MQTT (its own login, QoS 1) goes through the same lanes, templates and
+    store as the HTTP ones, and a critical reading is delivered by a ``nats`` trigger to a
+    customer's NATS server (not the platform's)."""
+    import asyncio
+
+    import nats
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from eventray.cluster.services.nats_server import start_nats
+    from eventray.pipeline.mqtt import uplink_topic
+
+    with start_nats(store_dir=tmp_path / "customer-nats") as customer:
+        documents = [
+            {"kind": "DataSource", "id": "ds-mqtt", "orgId": "factory-alpha",
+             "name": "Cold-room devices (MQTT)", "protocol": "mqtt", "auth": {"type": "none"},
+             "assetBind": {"uuidFields": ["deviceId"]}},
+            {"kind": "Trigger", "id": "nats-cold", "orgId": "acme-foods", "name": "Alerts bus",
+             "triggerType": "nats", "config": {"nats": {"server": customer.url,
+             "subject": "coldchain.alerts", "message": "{{metadata.assetId}} {{event.data.temperature}}"}}},
+            {"kind": "RouteGroup", "id": "rg-critical-nats", "orgId": "acme-foods",
+             "name": "Critical readings to the alerts bus", "version": 1, "routers": [
+                 {"kind": "trigger", "trigger": {"triggerId": "nats-cold"},
+                  "match": {"policy": "all", "rules": [
+                      {"field": "data.status", "operator": "eq", "value": "critical"}]}}]},
+            {"kind": "Asset", "id": "freezer-02", "orgId": "alpha-cold-room-1",
+             "assetUUID": "FRZ-0002", "name": "Freezer 02", "templateId": "freezer-json",
+             "routeGroupIds": ["rg-cold-chain", "rg-critical-nats"], "tags": ["freezer"],
+             "protocol": {"type": "mqtt",
+                          "mqtt": {"username": "frz-0002", "password": "freezer-two-secret"}}},
+        ]  # fmt: skip
+        stack.wait_revision(stack.apply(documents))
+        stored = stack.wiring.config_store()
+        try:  # apply stored the device's password as a bcrypt hash, never as written
+            [asset] = [d for d in stored.documents() if d.get("id") == "freezer-02"]
+        finally:
+            stored.close()
+        assert asset["protocol"]["mqtt"]["password"].startswith("$2")
+
+        async def listen() -> list[bytes]:
+            client = await nats.connect(customer.url)
+            got: list[bytes] = []
+            sub = await client.subscribe("coldchain.alerts")
+            port = int(stack.mqtt_url.rsplit(":", 1)[1])
+            answers: list[str] = []
+            # the broker takes the device within mqtt.sync_interval_s (1 s) of the apply
+            for _ in range(30):
+                device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="frz-0002-e2e")
+                device.username_pw_set("frz-0002", "freezer-two-secret")
+                device.on_connect = lambda c, u, f, rc, p: answers.append(str(rc))
+                device.connect("127.0.0.1", port)
+                device.loop_start()
+                for _ in range(50):
+                    if answers:
+                        break
+                    await asyncio.sleep(0.02)
+                if answers and answers[-1] == "Success":
+                    break
+                device.loop_stop()
+                await asyncio.sleep(0.2)
+            assert answers[-1] == "Success", answers
+            try:
+                info = device.publish(uplink_topic("ds-mqtt", "FRZ-0002"),
+                                      orjson.dumps(reading("FRZ-0002", 40, -7.4)), qos=1)  # fmt: skip
+                await asyncio.to_thread(info.wait_for_publish, 10)
+                assert info.is_published()  # the broker's PUBACK: stored
+                msg = await sub.next_msg(timeout=60)
+                got.append(msg.data)
+            finally:
+                device.disconnect()
+                device.loop_stop()
+                await client.close()
+            return got
+
+        assert asyncio.run(listen()) == [b"freezer-02 -7.4"]
+    query = ("SELECT asset_id, org_id FROM {db}.events FINAL WHERE asset_id = 'freezer-02' "
+             "AND eva_number[1] = -7.4")  # fmt: skip
+    wait_for(lambda: bool(select(query)))
+    assert select(query) == [{"asset_id": "freezer-02", "org_id": "alpha-cold-room-1"}]
+    wait_for(lambda: bool(select(
+        "SELECT 1 FROM {db}.logs_trigger FINAL WHERE trigger_id = 'nats-cold' AND success = 1")))  # fmt: skip
 
 
 def test_no_role_was_refused_anything_on_the_way(stack: Stack) -> None:
