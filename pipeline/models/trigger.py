@@ -46,9 +46,18 @@ class SlackConfig(Model):
 
 
 class TeamsConfig(Model):
+    """A Microsoft Teams incoming webhook.
+
+    ``format`` is the body posted: ``adaptiveCard`` (a message with one Adaptive Card, what the
+    Workflows webhooks of Power Automate take) or ``messageCard`` (the legacy Office 365
+    connector card of ``*.webhook.office.com`` URLs). ``auto`` chooses by the rendered URL and
+    falls back to the Adaptive Card, since Microsoft is retiring the connectors.
+    """
+
     webhook_url: str
     title: str
     text: str
+    format: Literal["auto", "adaptiveCard", "messageCard"] = "auto"
 
 
 class EmailConfig(Model):

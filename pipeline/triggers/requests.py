@@ -28,6 +28,7 @@ from eventray.pipeline.models.trigger import (
 )
 from eventray.pipeline.ports import SecretsProvider
 from eventray.pipeline.templating import render
+from eventray.pipeline.triggers.teams import adaptive_card, message_card, teams_format
 
 __all__ = [
     "DeliveryJob",
@@ -350,12 +351,11 @@ def build_request(trigger: Trigger, job: DeliveryJob, secrets: SecretsProvider |
         )
     if isinstance(config, TeamsConfig):
         text = job.message if job.message is not None else render(config.text, ctx, secrets)
-        payload = {"title": render(config.title, ctx, secrets), "text": text}
+        title = render(config.title, ctx, secrets)
+        url = render(config.webhook_url, ctx, secrets)
+        card = message_card if teams_format(url, config.format) == "messageCard" else adaptive_card
         return HttpRequest(
-            "POST",
-            render(config.webhook_url, ctx, secrets),
-            {"Content-Type": "application/json"},
-            orjson.dumps(payload),
+            "POST", url, {"Content-Type": "application/json"}, orjson.dumps(card(title, text))
         )
     if isinstance(config, EmailConfig):
         to = _addresses(config.to, ctx, secrets)
