@@ -70,7 +70,16 @@ class _NamedTLS:
 
     def wrap_socket(self, sock: Any, **kwargs: Any) -> ssl.SSLSocket:
         kwargs["server_hostname"] = self._server_name
-        return self._context.wrap_socket(sock, **kwargs)
+        wrapped = self._context.wrap_socket(sock, **kwargs)
+        try:
+            # Here rather than in paho (which then finds it done): a handshake that fails,
+            # e.g. on a certificate that does not verify, must close its socket, and paho's
+            # does not.
+            wrapped.do_handshake()
+        except BaseException:
+            wrapped.close()
+            raise
+        return wrapped
 
 
 class MqttSender:

@@ -9,10 +9,12 @@ import os
 import re
 import secrets
 import socket
+import ssl
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,19 +49,25 @@ class Broker:
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16), repr=False)
     port: int = field(default_factory=free_port)  # MQTT
     nats_port: int = field(default_factory=free_port)
+    tls: tuple[Path, Path] | None = None  # certificate and key: the MQTT listener takes TLS only
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Broker:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf, log = self.store_dir / "broker.conf", self.store_dir / "broker.log"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tls = (
+            f'\n  tls {{ cert_file: "{self.tls[0]}", key_file: "{self.tls[1]}" }}'
+            if self.tls
+            else ""
+        )
         with os.fdopen(fd, "w") as fh:
             fh.write(
                 f'server_name: "eventray-mqtt-test"\nhost: "127.0.0.1"\nport: {self.nats_port}\n'
                 f'log_file: "{log}"\n'
                 f'authorization {{ users: [ {{user: "{USER}", password: "{self.password}"}} ] }}\n'
                 f'jetstream {{ store_dir: "{self.store_dir / "js"}" }}\n'
-                f'mqtt {{ host: "127.0.0.1", port: {self.port} }}\n'
+                f'mqtt {{ host: "127.0.0.1", port: {self.port}{tls}\n}}\n'
             )
         self.process = subprocess.Popen(
             [find_nats_server(), "-c", str(conf)], stdout=subprocess.DEVNULL,
@@ -280,3 +288,73 @@ def test_mosquitto_on_the_machine() -> None:
         assert all(m.qos == 1 for m in received)
 
     asyncio.run(scenario())
+
+
+def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for the DNS name ``name`` alone (no IP address in it) and its key."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))  # fmt: skip
+    return cert_file, key_file
+
+
+def test_tls_verifies_the_broker_s_name_while_connecting_to_the_checked_address(
+    tmp_path: Path,
+) -> None:
+    try:
+        socket.getaddrinfo("localhost", 0, socket.AF_INET)
+    except OSError:
+        pytest.skip("localhost does not resolve to an IPv4 address here")
+    cert, key = self_signed(tmp_path / "tls", "localhost")
+    running = Broker(tmp_path / "broker", tls=(cert, key)).start()
+    trusted = ssl.create_default_context(cafile=str(cert))
+
+    def over_tls(host: str) -> Trigger:
+        doc = trigger(running.port).model_dump(by_alias=True)
+        doc["config"]["mqtt"]["broker"] = f"mqtts://{host}"
+        return Trigger.model_validate(doc)
+
+    async def scenario() -> None:
+        sender = MqttSender(policy=LOOPBACK, tls_context=trusted)
+        untrusted = MqttSender(policy=LOOPBACK)  # the system's CAs do not know the certificate
+        try:
+            named = await deliver(sender, [over_tls("localhost")], [job(), job()], running.password)
+            by_address = await deliver(
+                sender, [over_tls("127.0.0.1")], [job()], running.password, attempts=1
+            )
+            unknown = await deliver(
+                untrusted, [over_tls("localhost")], [job()], running.password, attempts=1
+            )
+        finally:
+            await sender.close()
+            await untrusted.close()
+        assert [o.failed for o in named] == [[], []] and sender.connects == 1
+        assert named[0].attempts[0].request.startswith(f"MQTT mqtts://localhost:{running.port} ")
+        # the certificate names localhost, not 127.0.0.1: what is verified is the name given
+        assert "CERTIFICATE_VERIFY_FAILED" in by_address[0].failed[0][1]
+        assert "CERTIFICATE_VERIFY_FAILED" in unknown[0].failed[0][1]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        running.stop()
