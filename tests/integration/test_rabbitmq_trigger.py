@@ -160,19 +160,23 @@ def test_unroutable_and_missing_exchange_are_permanent() -> None:
 
 
 @needs_rabbitmq
-def test_a_wrong_password_is_permanent() -> None:
+def test_a_wrong_password_or_vhost_is_permanent() -> None:
+    doc: dict[str, Any] = trigger(queue="q").model_dump(by_alias=True)
+    doc["config"]["rabbitmq"]["vhost"] = f"eventray-missing-{secrets.token_hex(4)}"
+    no_vhost = Trigger.model_validate({**doc, "id": "no-vhost"})
+
     async def scenario() -> None:
         sender = RabbitMqSender(policy=LOOPBACK)
         try:
-            [outcome] = await deliver(sender, [trigger(queue="q")], [job()], "not-the-password")
+            [refused] = await deliver(sender, [trigger(queue="q")], [job()], "not-the-password")
+            [missing] = await deliver(sender, [no_vhost], [job("no-vhost")])
         finally:
             await sender.close()
-        [attempt] = outcome.attempts
-        assert (
-            "refused the connection (user 'guest', vhost '/')" in attempt.error
-            and "ACCESS_REFUSED" in attempt.error
-        )
-        assert "not-the-password" not in attempt.error and sender.connects == 0
+        [attempt] = refused.attempts
+        assert "refused the connection (user 'guest', vhost '/')" in attempt.error
+        assert "ACCESS_REFUSED" in attempt.error and "not-the-password" not in attempt.error
+        assert len(missing.attempts) == 1 and "refused the connection" in missing.failed[0][1]
+        assert sender.connects == 0
 
     asyncio.run(scenario())
 
