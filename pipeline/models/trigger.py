@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from eventray.pipeline.models.base import Entity, Model
 from eventray.pipeline.models.routing import RESERVED_SUBJECTS
@@ -22,6 +22,7 @@ __all__ = [
     "TriggerConfig",
     "TriggerType",
     "WebSocketConfig",
+    "mqtt_topic_problem",
 ]
 
 TriggerType = Literal[
@@ -45,9 +46,18 @@ class SlackConfig(Model):
 
 
 class TeamsConfig(Model):
+    """A Microsoft Teams incoming webhook.
+
+    ``format`` is the body posted: ``adaptiveCard`` (a message with one Adaptive Card, what the
+    Workflows webhooks of Power Automate take) or ``messageCard`` (the legacy Office 365
+    connector card of ``*.webhook.office.com`` URLs). ``auto`` chooses by the rendered URL and
+    falls back to the Adaptive Card, since Microsoft is retiring the connectors.
+    """
+
     webhook_url: str
     title: str
     text: str
+    format: Literal["auto", "adaptiveCard", "messageCard"] = "auto"
 
 
 class EmailConfig(Model):
@@ -78,7 +88,28 @@ class NatsConfig(Model):
         return subject
 
 
+def mqtt_topic_problem(topic: str) -> str | None:
+    """Why ``topic`` cannot be published to (``None`` if it can): MQTT refuses an empty topic
+    and one with the wildcards ``+``/``#`` (they are for subscriptions), or with a NUL."""
+    if not topic:
+        return "is empty"
+    if "+" in topic or "#" in topic:
+        return "holds a wildcard (+ or #), which only subscriptions may use"
+    if "\0" in topic:
+        return "holds a NUL character"
+    if len(topic.encode()) > 65535:
+        return "is longer than 65535 bytes"
+    return None
+
+
 class MqttConfig(Model):
+    """An MQTT broker to publish to.
+
+    ``broker`` is a host name or address, or a URL: ``mqtt://host[:port]`` (``tcp://``) or,
+    over TLS, ``mqtts://host[:port]`` (``ssl://``); a port in the URL wins over ``port``, and a
+    bare host on port 8883 (MQTT's TLS port) is reached over TLS.
+    """
+
     broker: str
     port: int = Field(default=1883, gt=0, lt=65536)
     topic: str
@@ -87,8 +118,25 @@ class MqttConfig(Model):
     password: str | None = None
     message: str
 
+    @field_validator("topic")
+    @classmethod
+    def _publishable_topic(cls, topic: str) -> str:
+        # A placeholder cannot add a wildcard here; what it renders is checked at delivery.
+        problem = mqtt_topic_problem(topic)
+        if problem is not None:
+            raise ValueError(f"MQTT topic {topic!r} {problem}")
+        return topic
+
 
 class RabbitMqConfig(Model):
+    """A RabbitMQ (AMQP 0-9-1) broker to publish to.
+
+    ``exchange`` (with ``routingKey``, default empty) publishes to that exchange; without an
+    exchange the message goes through the default exchange to the queue named by ``queue``
+    (or by ``routingKey``). eventray declares nothing on the tenant's broker: the exchange or
+    queue must exist, and a message no queue takes is a failed delivery.
+    """
+
     host: str
     port: int = Field(default=5672, gt=0, lt=65536)
     vhost: str = "/"
@@ -98,6 +146,19 @@ class RabbitMqConfig(Model):
     routing_key: str | None = None
     queue: str | None = None
     message: str
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> RabbitMqConfig:
+        if self.exchange:
+            return self
+        if not self.queue and not self.routing_key:
+            raise ValueError("rabbitmq needs an exchange (with a routingKey) or a queue")
+        if self.queue and self.routing_key and self.queue != self.routing_key:
+            raise ValueError(
+                "without an exchange, queue and routingKey both name the queue of the default "
+                f"exchange: {self.queue!r} and {self.routing_key!r} disagree"
+            )
+        return self
 
 
 class WebSocketConfig(Model):

@@ -18,7 +18,9 @@ from eventray.pipeline.errors import PermanentError
 from eventray.pipeline.models.trigger import (
     EmailConfig,
     HttpConfig,
+    MqttConfig,
     NatsConfig,
+    RabbitMqConfig,
     SlackConfig,
     TeamsConfig,
     Trigger,
@@ -26,16 +28,20 @@ from eventray.pipeline.models.trigger import (
 )
 from eventray.pipeline.ports import SecretsProvider
 from eventray.pipeline.templating import render
+from eventray.pipeline.triggers.teams import adaptive_card, message_card, teams_format
 
 __all__ = [
     "DeliveryJob",
     "EmailRequest",
     "HttpRequest",
+    "MqttRequest",
     "NatsRequest",
+    "RabbitMqRequest",
     "Request",
     "UnsupportedTrigger",
     "WebSocketRequest",
     "build_request",
+    "mqtt_endpoint",
 ]
 
 
@@ -169,6 +175,99 @@ class WebSocketRequest:
         return f"WS {self.url} {self.message[:2000]}"
 
 
+@dataclass(frozen=True, slots=True)
+class MqttRequest:
+    """One message to publish on an MQTT broker (MQTT 3.1.1).
+
+    QoS 0: handed to the connection, at most once. QoS 1 and 2: the attempt succeeds only once
+    the broker acknowledged the message (PUBACK, or PUBCOMP for 2); a retry after an
+    acknowledgement that was lost can deliver the message again (at least once).
+    """
+
+    host: str
+    port: int
+    topic: str
+    qos: int
+    body: bytes
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_s: float = 5.0
+
+    def describe(self) -> str:
+        """What ``logs_trigger`` keeps (never the credentials)."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        where = f"[{self.host}]" if ":" in self.host else self.host
+        return (
+            f"MQTT {scheme}://{where}:{self.port} {self.topic} qos {self.qos} "
+            f"{self.body[:2000].decode(errors='replace')}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitMqRequest:
+    """One persistent message to publish on a RabbitMQ broker (AMQP 0-9-1) with publisher
+    confirms: the attempt succeeds once the broker confirmed it, and fails when no queue took
+    it (``mandatory``). ``exchange`` empty is the default exchange, where the routing key is
+    the queue's name. ``message_id`` is the same on every retry of one delivery, so a consumer
+    can drop the copy a retry after a lost confirm makes."""
+
+    host: str
+    port: int
+    vhost: str
+    username: str
+    password: str = field(repr=False)
+    exchange: str = ""
+    routing_key: str = ""
+    body: bytes = b""
+    message_id: str = ""
+    timeout_s: float = 5.0
+
+    def describe(self) -> str:
+        """What ``logs_trigger`` keeps (never the credentials)."""
+        where = f"[{self.host}]" if ":" in self.host else self.host
+        exchange = repr(self.exchange) if self.exchange else "(default)"
+        return (
+            f"AMQP {where}:{self.port} vhost {self.vhost!r} exchange {exchange} "
+            f"routing key {self.routing_key!r} {self.body[:2000].decode(errors='replace')}"
+        )
+
+
+_MQTT_SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True, "tls": True}
+_MQTT_TLS_PORT = 8883
+
+
+def mqtt_endpoint(broker: str, port: int) -> tuple[str, int, bool]:
+    """``(host, port, tls)`` of a trigger's ``broker`` (a host, or an ``mqtt(s)://`` URL).
+
+    Raises:
+        PermanentError: an unknown scheme, no host, or credentials in the URL (they belong in
+            ``username``/``password``, which are never recorded).
+    """
+    from urllib.parse import urlsplit
+
+    if "://" not in broker:
+        host = broker.strip().removeprefix("[").removesuffix("]")
+        if not host:
+            raise PermanentError("MQTT broker is empty")
+        return host, port, port == _MQTT_TLS_PORT
+    parts = urlsplit(broker.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in _MQTT_SCHEMES:
+        raise PermanentError(
+            f"MQTT broker scheme {scheme!r} is not one of {', '.join(sorted(_MQTT_SCHEMES))}"
+        )
+    if "@" in parts.netloc:
+        raise PermanentError("MQTT broker URL holds credentials: give username and password")
+    try:
+        url_port = parts.port
+    except ValueError:
+        raise PermanentError("MQTT broker URL has an invalid port") from None
+    if not parts.hostname:
+        raise PermanentError("MQTT broker URL has no host")
+    return parts.hostname, url_port or port, _MQTT_SCHEMES[scheme]
+
+
 def _without_credentials(url: str) -> str:
     from urllib.parse import urlsplit
 
@@ -177,7 +276,9 @@ def _without_credentials(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
 
 
-Request = HttpRequest | EmailRequest | NatsRequest | WebSocketRequest
+Request = (
+    HttpRequest | EmailRequest | NatsRequest | WebSocketRequest | MqttRequest | RabbitMqRequest
+)
 
 
 def _context(job: DeliveryJob) -> dict[str, Any]:
@@ -204,7 +305,7 @@ def _addresses(
 
 
 def build_request(trigger: Trigger, job: DeliveryJob, secrets: SecretsProvider | None) -> Request:
-    """The request that delivers ``job`` through ``trigger`` (HTTP, Slack, Teams, email).
+    """The request that delivers ``job`` through ``trigger``.
 
     Raises:
         UnsupportedTrigger: other trigger types (their senders are not built yet).
@@ -250,12 +351,11 @@ def build_request(trigger: Trigger, job: DeliveryJob, secrets: SecretsProvider |
         )
     if isinstance(config, TeamsConfig):
         text = job.message if job.message is not None else render(config.text, ctx, secrets)
-        payload = {"title": render(config.title, ctx, secrets), "text": text}
+        title = render(config.title, ctx, secrets)
+        url = render(config.webhook_url, ctx, secrets)
+        card = message_card if teams_format(url, config.format) == "messageCard" else adaptive_card
         return HttpRequest(
-            "POST",
-            render(config.webhook_url, ctx, secrets),
-            {"Content-Type": "application/json"},
-            orjson.dumps(payload),
+            "POST", url, {"Content-Type": "application/json"}, orjson.dumps(card(title, text))
         )
     if isinstance(config, EmailConfig):
         to = _addresses(config.to, ctx, secrets)
@@ -286,4 +386,21 @@ def build_request(trigger: Trigger, job: DeliveryJob, secrets: SecretsProvider |
             {k: render(v, ctx, secrets) for k, v in config.headers.items()},
             text,
         )
+    if isinstance(config, MqttConfig):
+        text = job.message if job.message is not None else render(config.message, ctx, secrets)
+        host, port, tls = mqtt_endpoint(render(config.broker, ctx, secrets), config.port)
+        return MqttRequest(
+            host, port, render(config.topic, ctx, secrets), config.qos, text.encode(), tls,
+            username=render(config.username, ctx, secrets) if config.username else None,
+            password=render(config.password, ctx, secrets) if config.password else None,
+        )  # fmt: skip
+    if isinstance(config, RabbitMqConfig):
+        text = job.message if job.message is not None else render(config.message, ctx, secrets)
+        exchange = render(config.exchange, ctx, secrets) if config.exchange else ""
+        key = config.routing_key if exchange else (config.queue or config.routing_key)
+        return RabbitMqRequest(
+            render(config.host, ctx, secrets), config.port, render(config.vhost, ctx, secrets),
+            render(config.username, ctx, secrets), render(config.password, ctx, secrets),
+            exchange, render(key, ctx, secrets) if key else "", text.encode(), job.dedup_id(),
+        )  # fmt: skip
     raise UnsupportedTrigger(f"trigger type {trigger.trigger_type!r} has no sender yet")
