@@ -116,6 +116,8 @@ class IngressApp:
         """Apply a new catalog (config change) to the next request."""
         self._policy, self._rows = policy, rows
         self.admission.use_quotas(*quota_table(policy.catalog.orgs))
+        if policy.keys is not None:
+            policy.keys.retain(policy.jwks_urls)
 
     async def start(self) -> int:
         """Listen; returns the port (``settings.port`` 0 picks a free one)."""
@@ -223,7 +225,7 @@ class IngressApp:
         if problem is not None:
             return self._answer(_json(*problem))
         headers = {k.lower(): v for k, v in request.headers.items()}
-        source = self._policy.source(
+        source = await self._policy.source(
             request.query.get("ds"),
             headers=headers,
             query=dict(request.query),
@@ -235,7 +237,7 @@ class IngressApp:
         if isinstance(source, Refused):
             if source.keep:
                 await self._keep(source)
-            return self._answer(_json(source.status, {"error": source.error}))
+            return self._answer(_json(source.status, {"error": source.error}, source.retry_after_s))
         refused = self.admission.check(source.org_id, time.monotonic())
         if refused is not None:
             self.shed["quota" if refused.error.startswith("quota") else "queue"] += 1

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from eventray.pipeline.auth import authenticate
+from eventray.pipeline.auth import AuthResult
+from eventray.pipeline.auth import authenticate as authenticate_async
 from eventray.pipeline.catalog import load_catalog
 from eventray.pipeline.ingress import HEADER_ORG, HEADER_SOURCE, Accepted, IngressPolicy, Refused
 from eventray.pipeline.models.datasource import (
@@ -35,6 +38,10 @@ def jwt(claims: dict[str, object], secret: str, alg: str = "HS256") -> str:
     digest = hashlib.sha256 if alg == "HS256" else hashlib.sha512
     sig = _b64(hmac.new(secret.encode(), f"{head}.{body}".encode(), digest).digest())
     return f"{head}.{body}.{sig}"
+
+
+def authenticate(auth: Any, **request: Any) -> AuthResult:
+    return asyncio.run(authenticate_async(auth, **request))
 
 
 def test_api_key_in_header_and_query() -> None:
@@ -72,13 +79,29 @@ def test_jwt_signature_algorithm_and_times() -> None:
     )
 
 
-def test_ip_allowlist_and_unimplemented_oauth2() -> None:
+def test_ip_allowlist_and_oauth2_without_key_sets() -> None:
     auth = IpAllowlistAuth(cidrs=["10.1.0.0/16", "127.0.0.1/32"])
     assert authenticate(auth, headers={}, query={}, client_ip="127.0.0.1").ok
     assert not authenticate(auth, headers={}, query={}, client_ip="10.2.0.1").ok
     assert "not an IP" in authenticate(auth, headers={}, query={}, client_ip="nope").reason
     oauth = OAuth2Auth.model_validate({"jwksUrl": "http://127.0.0.1/jwks"})
-    assert "not implemented" in authenticate(oauth, headers={}, query={}, client_ip="").reason
+    assert authenticate(oauth, headers={}, query={}, client_ip="").reason == (
+        "missing bearer token in header Authorization"
+    )
+    token = {"authorization": "Bearer " + jwt({"sub": "gw"}, "s3cret")}
+    refused = authenticate(oauth, headers=token, query={}, client_ip="")
+    assert (refused.status, refused.reason) == (
+        401,
+        "JWT algorithm 'HS256' is not allowed (a JWKS verifies RS*, PS*, ES* and EdDSA tokens)",
+    )
+
+
+def test_jwks_url_must_be_an_absolute_http_url() -> None:
+    from pydantic import ValidationError
+
+    for bad in ("/jwks", "file:///etc/passwd", "https://", "ftp://idp.example/jwks"):
+        with pytest.raises(ValidationError, match="not an absolute https URL"):
+            OAuth2Auth.model_validate({"jwksUrl": bad})
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +111,17 @@ def policy() -> IngressPolicy:
 
 
 def test_source_refusals(policy: IngressPolicy) -> None:
+    def source(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(policy.source(*args, **kwargs))
+
     ok_headers = {"x-api-key": "sample-key-change-me-0001"}
-    passed = policy.source("ds-gateway-http", headers=ok_headers, query={}, client_ip="", body=b"")
+    passed = source("ds-gateway-http", headers=ok_headers, query={}, client_ip="", body=b"")
     assert isinstance(passed, DataSource) and passed.id == "ds-gateway-http"
-    missing = policy.source(None, headers=ok_headers, query={}, client_ip="", body=b"")
+    missing = source(None, headers=ok_headers, query={}, client_ip="", body=b"")
     assert isinstance(missing, Refused) and missing.status == 404
-    unknown = policy.source("nope", headers=ok_headers, query={}, client_ip="", body=b"")
+    unknown = source("nope", headers=ok_headers, query={}, client_ip="", body=b"")
     assert isinstance(unknown, Refused) and unknown.status == 404
-    refused = policy.source("ds-gateway-http", headers={}, query={}, client_ip="", body=b'{"a": 1}')
+    refused = source("ds-gateway-http", headers={}, query={}, client_ip="", body=b'{"a": 1}')
     assert isinstance(refused, Refused) and refused.status == 401 and refused.keep
     assert (
         refused.body == b'{"a": 1}'
