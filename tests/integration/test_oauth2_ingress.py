@@ -6,9 +6,10 @@ Accepted: RS256 and ES256 tokens, a token expired within the leeway. Refused (40
 reason, kept in events_raw): wrong audience or issuer, expired, not yet valid, a bad signature,
 ``alg: none``, HS256 keyed with the provider's public key, no ``exp``, no token. Key rotation: a
 new kid is accepted after one refetch; a burst of unknown kids costs the provider one request.
-The provider down, answering 500 or garbage: 503 with Retry-After, nothing kept. A loopback
-JWKS URL is refused (401) unless ``ingress.jwks_allow_networks`` allows it, and plain http
-unless ``ingress.jwks_allow_http``.
+The provider down, answering 500, garbage, too much or too slowly: 503 with Retry-After,
+nothing kept. A loopback
+JWKS URL (an IP literal, or a name resolving there) is refused (401) unless
+``ingress.jwks_allow_networks`` allows it, and plain http unless ``ingress.jwks_allow_http``.
 """
 
 from __future__ import annotations
@@ -227,8 +228,9 @@ def test_an_unreachable_or_broken_jwks_is_503_with_retry_after(
             down = f"http://127.0.0.1:{unused_port()}/jwks"
             catalog = catalog_with(samples_dir, **{"ds-down": down, "ds-oauth": idp.server.url})
             async with ingress(
-                nats_server, samples_dir, catalog, jwks_refetch_interval_s=5, jwks_max_bytes=4096
-            ) as (h, keys):
+                nats_server, samples_dir, catalog, jwks_refetch_interval_s=5, jwks_max_bytes=4096,
+                jwks_timeout_s=0.5,
+            ) as (h, keys):  # fmt: skip
                 token = idp.rsa.token(good())
                 status, headers, body = await h.post(READING, ds="ds-down", headers=bearer(token))
                 assert status == 503 and headers["Retry-After"] == "5"
@@ -242,6 +244,7 @@ def test_an_unreachable_or_broken_jwks_is_503_with_retry_after(
                     ("error", "answered HTTP 500"),
                     ("garbage", "not JSON"),
                     ("huge", "answered more than 4096 bytes"),
+                    ("slow", "TimeoutError"),
                 ):
                     idp.server.mode = mode
                     keys.retain([])  # forget the set: the next request fetches
@@ -276,6 +279,15 @@ def test_a_loopback_or_plain_http_jwks_is_refused_unless_the_settings_allow_it(
             async with ingress(nats_server, samples_dir, catalog, jwks_allow_http=False) as (h, _):
                 status, _, body = await h.post(READING, ds="ds-oauth", headers=token)
                 assert status == 401 and "plain http" in body["error"], body
+            named = catalog_with(samples_dir, **{"ds-oauth": f"http://localhost:{port}/jwks"})
+            async with ingress(nats_server, samples_dir, named, jwks_allow_networks=[]) as (h, _):
+                status, _, body = await h.post(READING, ds="ds-oauth", headers=token)
+                assert status == 401 and body["error"].startswith(f"JWKS URL localhost:{port} "), (
+                    body
+                )
+                assert body["error"].endswith(
+                    "a loopback address; allow it with ingress.jwks_allow_networks"
+                )  # the name is resolved and the address it resolves to refused
             assert idp.server.hits == 0  # never contacted
             async with ingress(nats_server, samples_dir, catalog) as (h, _):
                 assert (await h.post(READING, ds="ds-oauth", headers=token))[0] == 201

@@ -3,6 +3,7 @@ JWKS served by aiohttp on a free port (in the test's own event loop), and signed
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -85,12 +86,13 @@ class JwksServer:
     """Serves ``keys`` as a JWKS at ``/jwks`` on 127.0.0.1 and counts the requests.
 
     ``mode``: ``"ok"``, ``"error"`` (HTTP 500), ``"garbage"`` (200 with a body that is not
-    JSON), ``"huge"`` (a valid but oversized document).
+    JSON), ``"huge"`` (a valid but oversized document), ``"slow"`` (answers after ``slow_s``).
     """
 
     keys: list[dict[str, Any]] = field(default_factory=list)
     cache_control: str | None = None
     mode: str = "ok"
+    slow_s: float = 2.0
     hits: int = 0
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -105,6 +107,8 @@ class JwksServer:
             return web.Response(status=500, text="internal error")
         if self.mode == "garbage":
             return web.Response(status=200, text="<html>maintenance</html>")
+        if self.mode == "slow":
+            await asyncio.sleep(self.slow_s)
         keys = self.keys
         if self.mode == "huge":
             keys = keys + [{"kty": "oct", "k": "A" * 1024, "kid": f"pad{i}"} for i in range(400)]

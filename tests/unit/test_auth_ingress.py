@@ -32,7 +32,7 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def jwt(claims: dict[str, object], secret: str, alg: str = "HS256") -> str:
+def jwt(claims: object, secret: str, alg: str = "HS256") -> str:
     head = _b64(orjson.dumps({"alg": alg, "typ": "JWT"}))
     body = _b64(orjson.dumps(claims))
     digest = hashlib.sha256 if alg == "HS256" else hashlib.sha512
@@ -77,6 +77,33 @@ def test_jwt_signature_algorithm_and_times() -> None:
         authenticate(auth, headers={"authorization": "a.b"}, query={}, client_ip="").reason
         == "malformed JWT"
     )
+
+
+def test_jwt_times_take_the_leeway_and_nbf_and_odd_tokens_are_refused_cleanly() -> None:
+    auth = JwtAuth(secret="s3cret", algorithms=["HS256", "HS512"])
+
+    def check(token: str, now: float, leeway_s: float = 0) -> str:
+        result = authenticate(
+            auth, headers={"authorization": token}, query={}, client_ip="", now=now,
+            leeway_s=leeway_s,
+        )  # fmt: skip
+        return "ok" if result.ok else result.reason
+
+    timed = jwt({"exp": 2_000, "nbf": 1_000}, "s3cret", alg="HS512")
+    assert check(timed, 1_500) == "ok"
+    assert check(timed, 2_010) == "JWT expired"
+    assert check(timed, 2_010, leeway_s=30) == "ok"
+    assert check(timed, 990) == "JWT not valid yet"
+    assert check(timed, 990, leeway_s=30) == "ok"
+    assert check(jwt({"exp": "tomorrow"}, "s3cret"), 1_000) == (
+        "JWT claim 'exp' is invalid: Claim 'exp' must be a NumericDate value"
+    )
+    assert check(jwt({"iat": 5_000}, "s3cret"), 1_000) == "JWT issued in the future"
+    assert check(jwt([1, 2], "s3cret"), 1_000) == "JWT claims are not an object"
+    for odd in ("\udcff.a.b", "a.b.c.d", "....", "e30.e30.", "bm90IGpzb24.e30.x"):
+        assert check(odd, 1_000) in ("malformed JWT", "JWT algorithm None is not allowed"), odd
+    hs384 = jwt({}, "s3cret").replace("IUzI1NiIs", "IUzM4NCIs")  # header says HS384
+    assert "not allowed" in check(hs384, 1_000)
 
 
 def test_ip_allowlist_and_oauth2_without_key_sets() -> None:
