@@ -7,7 +7,8 @@ requests, publishes accepted events to JetStream and answers once the stream ack
 (:mod:`pipeline.admission`): 429 with ``Retry-After`` when an organization is over its quota,
 or when more than ``max_queue_s`` seconds of work wait in the stream (from ``shed_heavy_s``,
 for the organizations sending more than their share); 503 with ``Retry-After`` when the stream does
-not answer.
+not answer, or when an OAuth2 data source's key set cannot be fetched (the policy awaits the
+key-set cache, which fetches without blocking this loop).
 
 An event no asset takes (unknown, disabled, or outside the data source's organization) is
 answered 422 with the reason and kept whole in ``events_raw`` (stage ``bind``), per item in a

@@ -228,3 +228,49 @@ def test_a_disabled_asset_is_answered_422() -> None:
     refused = policy.accept(catalog.data_sources["ds-gateway-http"], {"deviceId": "FRZ-0001"})
     assert isinstance(refused, Refused)
     assert (refused.status, refused.error) == (422, "asset 'freezer-01' is disabled")
+
+
+def test_oauth2_over_the_in_memory_key_sets() -> None:
+    """The oauth2 path without a network: OKP keys (EdDSA and Ed25519), the claims, and the
+    503 of a set that cannot be had."""
+    import time
+    import warnings
+
+    from joserfc import jwt as jose_jwt
+    from joserfc.errors import SecurityWarning
+    from joserfc.jwk import OKPKey
+
+    from eventray.pipeline.adapters.memory_jwks import MemoryJwks
+    from eventray.pipeline.jwks import JwksCache
+
+    url = "https://idp.example/jwks"
+    okp = OKPKey.generate_key("Ed25519", parameters={"kid": "o1"})
+    fetch = MemoryJwks()
+    fetch.serve(url, [okp.as_dict(private=False)])
+    keys = JwksCache(fetch)
+    auth = OAuth2Auth.model_validate({"jwksUrl": url, "issuer": "https://idp.example"})
+    now = int(time.time())
+    claims = {"iss": "https://idp.example", "exp": now + 60}
+
+    def token(alg: str, **extra: Any) -> dict[str, str]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SecurityWarning)
+            signed = jose_jwt.encode({"alg": alg, "kid": "o1"}, {**claims, **extra}, okp, [alg])
+        return {"authorization": f"Bearer {signed}"}
+
+    def check(headers: dict[str, str], source: OAuth2Auth = auth) -> AuthResult:
+        return authenticate(source, headers=headers, query={}, client_ip="", keys=keys)
+
+    assert check(token("EdDSA")).ok and check(token("Ed25519")).ok
+    assert check(token("EdDSA", iss="https://other")).reason == (
+        "JWT issuer 'https://other' is not 'https://idp.example'"
+    )
+    assert check({"authorization": "Basic dXNlcjpwdw=="}).reason == (
+        "missing bearer token in header Authorization"
+    )
+    assert fetch.hits[url] == 1
+    down = OAuth2Auth.model_validate({"jwksUrl": "https://down.example/jwks"})
+    result = check(token("Ed25519"), down)
+    assert (result.ok, result.status) == (False, 503)
+    assert result.retry_after_s is not None and 9 < result.retry_after_s <= 10
+    assert result.reason.startswith("key set at https://down.example/jwks unavailable")
