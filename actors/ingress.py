@@ -13,6 +13,7 @@ from eventray.actors.store import StoreClient
 from eventray.config.settings import Settings
 from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.ingress import IngressPolicy
+from eventray.pipeline.jwks import JwksCache
 from eventray.pipeline.ports import Adapters, Stream
 from eventray.pipeline.storage.rows import RowContext
 
@@ -25,8 +26,12 @@ class IngressActor(ActorHost):
         super().__init__(settings, adapters, thread_name="ingress")
         self._store = StoreClient(store)
         self._app: IngressApp | None = None
+        self._keys: JwksCache | None = None
 
     async def open(self, stream: Stream, catalog: Catalog) -> None:
+        # OAuth2 data sources' key sets: one cache for the actor's life, across catalogs.
+        if self._keys is None:
+            self._keys = self.settings.ingress.key_sets(self.adapters.jwks_fetch())
         policy, rows = self._policy(catalog)
         app = IngressApp(
             stream=stream,
@@ -56,6 +61,8 @@ class IngressActor(ActorHost):
             partitions=self.settings.pipeline.partitions,
             subject_prefix=self.settings.nats.subject_prefix,
             max_body_bytes=self.settings.ingress.max_body_bytes,
+            keys=self._keys,
+            leeway_s=self.settings.ingress.jwt_leeway_s,
         )
         rows = RowContext.from_catalog(
             catalog, self.settings.store.retention(), log_detail=self.settings.store.log_detail
@@ -66,6 +73,9 @@ class IngressActor(ActorHost):
         if self._app is not None:
             await self._app.stop()
             self._app = None
+        if self._keys is not None:
+            await self._keys.close()
+            self._keys = None
 
     async def status(self) -> dict[str, Any]:
         if self._app is None:

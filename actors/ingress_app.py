@@ -7,7 +7,8 @@ requests, publishes accepted events to JetStream and answers once the stream ack
 (:mod:`pipeline.admission`): 429 with ``Retry-After`` when an organization is over its quota,
 or when more than ``max_queue_s`` seconds of work wait in the stream (from ``shed_heavy_s``,
 for the organizations sending more than their share); 503 with ``Retry-After`` when the stream does
-not answer.
+not answer, or when an OAuth2 data source's key set cannot be fetched (the policy awaits the
+key-set cache, which fetches without blocking this loop).
 
 An event no asset takes (unknown, disabled, or outside the data source's organization) is
 answered 422 with the reason and kept whole in ``events_raw`` (stage ``bind``), per item in a
@@ -122,6 +123,8 @@ class IngressApp:
         """Apply a new catalog (config change) to the next request."""
         self._policy, self._rows = policy, rows
         self.admission.use_quotas(*quota_table(policy.catalog.orgs))
+        if policy.keys is not None:
+            policy.keys.retain(policy.jwks_urls)
 
     async def start(self) -> int:
         """Listen; returns the port (``settings.port`` 0 picks a free one)."""
@@ -234,7 +237,7 @@ class IngressApp:
         if problem is not None:
             return self._answer(_json(*problem))
         headers = {k.lower(): v for k, v in request.headers.items()}
-        source = self._policy.source(
+        source = await self._policy.source(
             request.query.get("ds"),
             headers=headers,
             query=dict(request.query),
@@ -246,7 +249,7 @@ class IngressApp:
         if isinstance(source, Refused):
             if source.keep:
                 await self._keep(source)
-            return self._answer(_json(source.status, {"error": source.error}))
+            return self._answer(_json(source.status, {"error": source.error}, source.retry_after_s))
         refused = self.admission.check(source.org_id, time.monotonic())
         if refused is not None:
             self.shed["quota" if refused.error.startswith("quota") else "queue"] += 1

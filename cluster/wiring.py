@@ -21,6 +21,7 @@ from eventray.config.settings import Settings
 from eventray.pipeline.adapters.nats_bus import JetStreamBus
 from eventray.pipeline.adapters.urls import redacted
 from eventray.pipeline.errors import PermanentError
+from eventray.pipeline.jwks import JwksFetch
 from eventray.pipeline.ports import Adapters, BlobStore, ConfigStore, EventStore, StateStore
 from eventray.pipeline.secrets import SecretsSource
 from eventray.pipeline.triggers.delivery import Sender
@@ -164,3 +165,14 @@ class Wiring(Adapters):
         from eventray.pipeline.adapters.secrets_file import FileSecrets
 
         return FileSecrets(self.settings.secrets_path)
+
+    def jwks_fetch(self) -> JwksFetch:
+        from eventray.pipeline.adapters.jwks_fetch import AiohttpJwksFetch
+
+        ingress = self.settings.ingress
+        return AiohttpJwksFetch(
+            policy=ingress.jwks_egress_policy(),
+            timeout_s=ingress.jwks_timeout_s,
+            max_bytes=ingress.jwks_max_bytes,
+            allow_http=ingress.jwks_allow_http,
+        )

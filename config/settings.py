@@ -18,12 +18,14 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventray.pipeline.adapters.egress import EgressPolicy, parse_network
 from eventray.pipeline.client_address import parse_networks
 from eventray.pipeline.errors import SettingsError
+from eventray.pipeline.jwks import JwksCache, JwksFetch
 from eventray.pipeline.scripts.limits import ScriptLimits
 from eventray.pipeline.storage.retention import RetentionPolicy
 
@@ -46,6 +48,7 @@ __all__ = [
 _MIB = 1024 * 1024
 _GIB = 1024 * _MIB
 _MIN_STREAM_MIB = 64
+JWKS_ALLOW_SETTING = "ingress.jwks_allow_networks"
 
 
 class _Section(BaseModel):
@@ -276,12 +279,87 @@ class IngressSettings(_Section):
     ack_timeout_s: PositiveFloat = Field(
         default=5.0, description="answer 503 when the stream has not acknowledged by then"
     )
+    jwt_leeway_s: int = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="clock skew tolerated on exp, nbf and iat of jwt and oauth2 tokens",
+    )
+    jwks_ttl_s: PositiveFloat = Field(
+        default=300.0,
+        description="how long a JWKS is kept when its response has no Cache-Control max-age",
+    )
+    jwks_min_ttl_s: float = Field(
+        default=30.0, ge=0, description="lower bound on a JWKS's lifetime (max-age, no-store)"
+    )
+    jwks_max_ttl_s: PositiveFloat = Field(
+        default=3600.0,
+        description="upper bound on a JWKS's lifetime: a key the provider withdraws is "
+        "dropped by then",
+    )
+    jwks_refetch_interval_s: PositiveFloat = Field(
+        default=10.0,
+        description="at most one fetch per JWKS URL in this time (a token with an unknown kid "
+        "asks for one; 503 Retry-After while a failed URL waits)",
+    )
+    jwks_stale_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="while a JWKS cannot be fetched, its last good copy still verifies the "
+        "kids it holds for this long past its expiry (0: never)",
+    )
+    jwks_timeout_s: PositiveFloat = Field(
+        default=5.0, description="one JWKS fetch, from connecting to the last byte"
+    )
+    jwks_max_bytes: PositiveInt = Field(
+        default=128 * 1024, description="a larger JWKS response is refused (an outage: 503)"
+    )
+    jwks_allow_networks: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "networks (CIDR) a tenant's JWKS URL may reach besides public addresses; by "
+            "default loopback, private, link-local (cloud metadata), CGNAT, multicast and "
+            "reserved addresses are refused, after DNS resolution"
+        ),
+    )
+    jwks_allow_http: bool = Field(
+        default=False,
+        description="fetch JWKS URLs over plain http too (keys without TLS can be replaced "
+        "on the way: tests, or a provider inside an allowed network)",
+    )
 
     @field_validator("trusted_proxies", mode="after")
     @classmethod
     def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         """Refused when loaded: a typo must not silently trust nobody (or everybody)."""
         return tuple(str(network) for network in parse_networks(value))
+
+    @field_validator("jwks_allow_networks", mode="after")
+    @classmethod
+    def _jwks_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Refused when loaded, in normal form (as ``triggers.allow_networks``)."""
+        return tuple(str(parse_network(v)) for v in value)
+
+    @model_validator(mode="after")
+    def _ttl_bounds(self) -> IngressSettings:
+        if self.jwks_min_ttl_s > self.jwks_max_ttl_s:
+            raise ValueError("jwks_min_ttl_s must not exceed jwks_max_ttl_s")
+        return self
+
+    def jwks_egress_policy(self) -> EgressPolicy:
+        """Where the ingress may fetch tenants' key sets from."""
+        return EgressPolicy.allowing(self.jwks_allow_networks, setting=JWKS_ALLOW_SETTING)
+
+    def key_sets(self, fetch: JwksFetch) -> JwksCache:
+        """The cache of OAuth2 data sources' key sets, over ``fetch``."""
+        return JwksCache(
+            fetch,
+            ttl_s=self.jwks_ttl_s,
+            min_ttl_s=self.jwks_min_ttl_s,
+            max_ttl_s=self.jwks_max_ttl_s,
+            refetch_interval_s=self.jwks_refetch_interval_s,
+            stale_s=self.jwks_stale_s,
+        )
 
 
 class TriggerSettings(_Section):

@@ -4,7 +4,9 @@ The ingress actor parses the request, asks :class:`IngressPolicy` what to do, pu
 was accepted and answers with the status decided here. Statuses: 201 accepted (after the
 stream acknowledged), 400 not a JSON object, 401 authentication failed (the attempt is kept
 for ``events_raw``), 403 data source disabled, 404 unknown data source, 413 body too large,
-429/503 with ``Retry-After`` under backpressure (decided by the actor, which sees the stream).
+429/503 with ``Retry-After`` under backpressure (decided by the actor, which sees the stream),
+503 with ``Retry-After`` when an OAuth2 data source's key set cannot be fetched (not kept: the
+client did nothing wrong and will send it again).
 
 Accepted events are partitioned by the *asset's* organization when the body binds to an asset
 (so per-org order and single-writer state hold whatever data source an event came through),
@@ -26,8 +28,9 @@ import orjson
 from eventray.pipeline.auth import authenticate
 from eventray.pipeline.binding import AssetBinder
 from eventray.pipeline.catalog import Catalog
+from eventray.pipeline.jwks import JwksCache
 from eventray.pipeline.models import DataSource
-from eventray.pipeline.models.datasource import ApiKeyAuth, JwtAuth
+from eventray.pipeline.models.datasource import ApiKeyAuth, JwtAuth, OAuth2Auth
 from eventray.pipeline.mqtt import tracker_id_of
 from eventray.pipeline.partitioning import partition_of, subject_for
 from eventray.pipeline.ports import Uplink
@@ -122,6 +125,8 @@ class Refused:
     keep: bool = False
     stage: str = "auth"
     """Where it was refused, as ``events_raw.stage`` records it (``auth``, ``bind``)."""
+    retry_after_s: float | None = None
+    """For a 503: when the client may try again."""
 
 
 class IngressPolicy:
@@ -132,27 +137,44 @@ class IngressPolicy:
         partitions: number of stream partitions.
         subject_prefix: stream subject prefix (``{prefix}.p{n}``).
         max_body_bytes: larger bodies get 413.
+        keys: the key sets of ``oauth2`` data sources (kept by the ingress across catalogs;
+            without it those data sources refuse every request).
+        leeway_s: clock skew allowed on the times of ``jwt`` and ``oauth2`` tokens.
     """
 
     def __init__(
-        self, catalog: Catalog, *, partitions: int, subject_prefix: str, max_body_bytes: int
+        self,
+        catalog: Catalog,
+        *,
+        partitions: int,
+        subject_prefix: str,
+        max_body_bytes: int,
+        keys: JwksCache | None = None,
+        leeway_s: float = 0.0,
     ) -> None:
         self.catalog = catalog
         self.partitions = partitions
         self.subject_prefix = subject_prefix
         self.max_body_bytes = max_body_bytes
+        self.keys = keys
+        self.leeway_s = leeway_s
         self.binder = AssetBinder(catalog)
         # Headers that carry credentials: one value each, or the request is ambiguous.
         names = {"authorization"}
+        urls = set()
         for source in catalog.data_sources.values():
             auth = source.auth
             if isinstance(auth, ApiKeyAuth) and auth.in_ == "header":
                 names.add(auth.name.lower())
             elif isinstance(auth, JwtAuth):
                 names.add(auth.header.lower())
+            elif isinstance(auth, OAuth2Auth):
+                urls.add(auth.jwks_url)
         self.credential_headers = frozenset(names)
+        self.jwks_urls = frozenset(urls)
+        """The JWKS URLs of this catalog's data sources."""
 
-    def source(
+    async def source(
         self,
         data_source_id: str | None,
         *,
@@ -161,7 +183,7 @@ class IngressPolicy:
         client_ip: str,
         body: bytes,
     ) -> DataSource | Refused:
-        """The data source if the request may proceed, else the refusal (404/403/401)."""
+        """The data source if the request may proceed, else the refusal (404/403/401/503)."""
         if not data_source_id:
             return Refused(404, "missing ?ds= (the data source id)")
         source = self.catalog.data_sources.get(data_source_id)
@@ -171,7 +193,18 @@ class IngressPolicy:
             return Refused(
                 403, f"data source {data_source_id!r} is disabled", source.id, source.org_id
             )
-        result = authenticate(source.auth, headers=headers, query=query, client_ip=client_ip)
+        result = await authenticate(
+            source.auth,
+            headers=headers,
+            query=query,
+            client_ip=client_ip,
+            keys=self.keys,
+            leeway_s=self.leeway_s,
+        )
+        if not result.ok and result.status == 503:
+            return Refused(
+                503, result.reason, source.id, source.org_id, retry_after_s=result.retry_after_s
+            )
         if not result.ok:
             return Refused(
                 401,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from eventray.pipeline.admission import Backlog
+    from eventray.pipeline.jwks import JwksFetch
     from eventray.pipeline.processor import Ingested
     from eventray.pipeline.secrets import SecretsSource
     from eventray.pipeline.triggers.delivery import Sender
@@ -418,4 +419,8 @@ class Adapters(Protocol):
 
     def secrets(self) -> SecretsSource:
         """Per-organization secrets for trigger deliveries."""
+        ...
+
+    def jwks_fetch(self) -> JwksFetch:
+        """Fetches the key sets of OAuth2 data sources (the ingress's)."""
         ...

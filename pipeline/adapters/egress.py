@@ -42,10 +42,18 @@ class EgressRefused(OSError):
     pass resolver and socket errors up) and the sender can tell it apart from a network failure.
     """
 
-    def __init__(self, target: str, host: str, port: int, address: str, kind: str) -> None:
+    def __init__(
+        self,
+        target: str,
+        host: str,
+        port: int,
+        address: str,
+        kind: str,
+        setting: str = ALLOW_SETTING,
+    ) -> None:
         where = f"[{host}]" if ":" in host else host
         super().__init__(
-            f"{target} {where}:{port} resolves to {address}, {kind}; allow it with {ALLOW_SETTING}"
+            f"{target} {where}:{port} resolves to {address}, {kind}; allow it with {setting}"
         )
         self.host = host
         self.port = port
@@ -107,14 +115,17 @@ class EgressPolicy:
 
     The default (no allowed networks) refuses loopback, private, link-local (and so the cloud
     metadata address), carrier-grade NAT, unspecified, multicast and reserved addresses.
+    ``setting`` is the setting a refusal names (the trigger senders' by default; the ingress
+    fetching a tenant's JWKS has its own).
     """
 
     allowed: tuple[IPNetwork, ...] = ()
+    setting: str = ALLOW_SETTING
 
     @classmethod
-    def allowing(cls, networks: Iterable[str]) -> EgressPolicy:
+    def allowing(cls, networks: Iterable[str], *, setting: str = ALLOW_SETTING) -> EgressPolicy:
         """A policy that also allows ``networks`` (strings as the setting takes them)."""
-        return cls(tuple(parse_network(n) for n in networks))
+        return cls(tuple(parse_network(n) for n in networks), setting)
 
     def refusal(self, address: str) -> str | None:
         """Why ``address`` may not be reached (``"a loopback address"``), or ``None`` if it may.
@@ -158,7 +169,7 @@ class EgressPolicy:
             elif first is None:
                 first = (address, kind)
         if not allowed and first is not None:
-            raise EgressRefused(target, host, port, *first)
+            raise EgressRefused(target, host, port, *first, setting=self.setting)
         return allowed
 
     def resolve(self, target: str, host: str, port: int) -> list[str]:

@@ -44,25 +44,33 @@ class GuardedResolver(AbstractResolver):
     """Resolves with ``inner`` and keeps only the addresses ``policy`` allows.
 
     Raises :class:`EgressRefused` when none is left; aiohttp passes it up as the ``os_error``
-    of a ``ClientConnectorError`` without connecting.
+    of a ``ClientConnectorError`` without connecting. ``target`` names what connects in the
+    refusal (a trigger endpoint, a JWKS URL).
     """
 
-    def __init__(self, policy: EgressPolicy, inner: AbstractResolver | None = None) -> None:
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        inner: AbstractResolver | None = None,
+        *,
+        target: str = _TARGET,
+    ) -> None:
         self.policy = policy
+        self.target = target
         self._inner = inner or aiohttp.DefaultResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        allowed = set(self.policy.check(_TARGET, host, port, [r["host"] for r in results]))
+        allowed = set(self.policy.check(self.target, host, port, [r["host"] for r in results]))
         return [r for r in results if r["host"] in allowed]
 
     async def close(self) -> None:
         await self._inner.close()
 
 
-def check_literal(policy: EgressPolicy, url: URL) -> None:
+def check_literal(policy: EgressPolicy, url: URL, *, target: str = _TARGET) -> None:
     """aiohttp connects to an IP literal without asking the resolver: check it here.
 
     Hostnames are left to :class:`GuardedResolver`, which sees what they resolve to.
@@ -72,9 +80,9 @@ def check_literal(policy: EgressPolicy, url: URL) -> None:
         ipaddress.ip_address(host)
     except ValueError:
         if ":" in host or host.replace(".", "").isdigit():  # what aiohttp takes for a literal
-            raise DeliveryRefused(f"{_TARGET} {host!r} is not a canonical IP address") from None
+            raise DeliveryRefused(f"{target} {host!r} is not a canonical IP address") from None
         return
-    policy.check(_TARGET, host, url.port or 0, [host])
+    policy.check(target, host, url.port or 0, [host])
 
 
 def _next_url(current: URL, location: str) -> URL:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -36,10 +37,21 @@ class JwtAuth(Model):
 
 
 class OAuth2Auth(Model):
+    """Bearer tokens (``Authorization: Bearer <JWT>``) signed by a key of the JWKS at
+    ``jwks_url``; ``iss`` and ``aud`` must match ``issuer`` and ``audience`` when given."""
+
     type: Literal["oauth2"] = "oauth2"
     jwks_url: str
     audience: str | None = None
     issuer: str | None = None
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _absolute_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an absolute https URL")
+        return url
 
 
 class IpAllowlistAuth(Model):

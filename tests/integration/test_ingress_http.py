@@ -22,6 +22,7 @@ from eventray.config.settings import IngressSettings
 from eventray.pipeline.adapters.nats_bus import JetStreamBus
 from eventray.pipeline.catalog import Catalog, build_catalog, load_catalog
 from eventray.pipeline.ingress import IngressPolicy
+from eventray.pipeline.jwks import JwksCache
 from eventray.pipeline.loader import read_entities
 from eventray.pipeline.models import DataSource, Organization
 from eventray.pipeline.models.datasource import IpAllowlistAuth
@@ -81,6 +82,7 @@ async def harness(
     *,
     catalog: Catalog | None = None,
     stream_bytes: int = -1,
+    keys: JwksCache | None = None,
     **settings: Any,
 ) -> AsyncIterator[Harness]:
     catalog = catalog or load_catalog([samples_dir / "tenant"], compile_scripts=False)
@@ -91,7 +93,7 @@ async def harness(
     ingress = IngressSettings(port=0, **settings)
     policy = IngressPolicy(
         catalog, partitions=2, subject_prefix=bus.subject_prefix,
-        max_body_bytes=ingress.max_body_bytes,
+        max_body_bytes=ingress.max_body_bytes, keys=keys, leeway_s=ingress.jwt_leeway_s,
     )  # fmt: skip
     kept: list[dict[str, Any]] = []
 

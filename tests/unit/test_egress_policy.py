@@ -85,3 +85,26 @@ def test_networks_are_parsed_leniently_and_invalid_ones_refused() -> None:
     for bad in ("10.0.0.0/33", "localhost", "300.0.0.1/32", ""):
         with pytest.raises(ValueError, match="is not an IP network"):
             parse_network(bad)
+
+
+def test_the_ingress_fetches_jwks_under_its_own_allowlist_setting() -> None:
+    from eventray.config.settings import IngressSettings
+    from eventray.pipeline.errors import SettingsError
+
+    ingress = IngressSettings(jwks_allow_networks=("10.1.2.3/16",))
+    assert ingress.jwks_allow_networks == ("10.1.0.0/16",)
+    policy = ingress.jwks_egress_policy()
+    assert policy.allows("10.1.9.9") and not policy.allows("10.2.0.1")
+    with pytest.raises(EgressRefused) as refused:
+        policy.check("JWKS URL", "idp.internal", 443, ["10.2.0.1"])
+    assert str(refused.value) == (
+        "JWKS URL idp.internal:443 resolves to 10.2.0.1, a private address; "
+        "allow it with ingress.jwks_allow_networks"
+    )
+    assert not IngressSettings().jwks_egress_policy().allows("127.0.0.1")  # default: public only
+    from eventray.config.settings import load_settings
+
+    with pytest.raises(SettingsError, match="EVENTRAY_INGRESS__JWKS_ALLOW_NETWORKS"):
+        load_settings(ingress={"jwks_allow_networks": ["intranet"]})
+    with pytest.raises(SettingsError, match="jwks_min_ttl_s must not exceed jwks_max_ttl_s"):
+        load_settings(ingress={"jwks_min_ttl_s": 600, "jwks_max_ttl_s": 60})

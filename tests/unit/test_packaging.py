@@ -38,7 +38,7 @@ def test_pipeline_does_not_import_ray_or_drivers() -> None:
             continue
         text = path.read_text()
         for driver in ("import ray", "from ray", "import nats", "import redis", "import clickhouse_connect",
-                       "import pymongo", "import minio"):  # fmt: skip
+                       "import pymongo", "import minio", "import aiohttp", "from aiohttp"):  # fmt: skip
             assert driver not in text, f"{path} imports a driver: {driver}"
 
 
