@@ -66,6 +66,16 @@ class StackCollector(Collector):
         for status, count in s.get("ingress", {}).get("answers", {}).items():
             answers.add_metric([str(status)], float(count))
         yield answers
+        uplinks = CounterMetricFamily(
+            "eventray_mqtt_uplinks",
+            "MQTT uplinks the ingress's bridge took, by outcome (accepted into the stream, "
+            "refused and kept in events_raw, retried after the stream failed, shed by admission)",
+            labels=["outcome"],
+        )
+        for outcome, count in s.get("ingress", {}).get("mqtt", {}).items():
+            if isinstance(count, int):
+                uplinks.add_metric([outcome], float(count))
+        yield uplinks
         drops = CounterMetricFamily(
             "eventray_stream_drops",
             "times the stream was found to have dropped a partition's events before a lane "
