@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from eventray.pipeline.adapters.http_sender import AiohttpSender
+from eventray.pipeline.adapters.kafka_sender import KafkaSender
 from eventray.pipeline.adapters.nats_sender import NatsSender
 from eventray.pipeline.adapters.smtp_sender import SmtpSender
 from eventray.pipeline.adapters.websocket_sender import WebSocketSender
 from eventray.pipeline.triggers.delivery import SendResult
 from eventray.pipeline.triggers.requests import (
     EmailRequest,
+    KafkaRequest,
     NatsRequest,
     Request,
     WebSocketRequest,
@@ -21,12 +23,18 @@ class TriggerSenders:
     """The :data:`~pipeline.triggers.delivery.Sender` the trigger dispatcher uses."""
 
     def __init__(
-        self, *, http: AiohttpSender, smtp: SmtpSender, nats: NatsSender | None = None
+        self,
+        *,
+        http: AiohttpSender,
+        smtp: SmtpSender,
+        nats: NatsSender | None = None,
+        kafka: KafkaSender | None = None,
     ) -> None:
         self.http = http
         self.smtp = smtp
         self.nats = nats or NatsSender(policy=http.policy)
         self.websocket = WebSocketSender(http)
+        self.kafka = kafka or KafkaSender(policy=http.policy)
 
     async def __call__(self, request: Request) -> SendResult:
         if isinstance(request, EmailRequest):
@@ -35,6 +43,8 @@ class TriggerSenders:
             return await self.nats(request)
         if isinstance(request, WebSocketRequest):
             return await self.websocket(request)
+        if isinstance(request, KafkaRequest):
+            return await self.kafka(request)
         return await self.http(request)
 
     async def close(self) -> None:
@@ -42,3 +52,4 @@ class TriggerSenders:
         await self.http.close()
         await self.smtp.close()
         await self.nats.close()
+        await self.kafka.close()

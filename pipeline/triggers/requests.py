@@ -18,6 +18,7 @@ from eventray.pipeline.errors import PermanentError
 from eventray.pipeline.models.trigger import (
     EmailConfig,
     HttpConfig,
+    KafkaConfig,
     NatsConfig,
     SlackConfig,
     TeamsConfig,
@@ -31,6 +32,7 @@ __all__ = [
     "DeliveryJob",
     "EmailRequest",
     "HttpRequest",
+    "KafkaRequest",
     "NatsRequest",
     "Request",
     "UnsupportedTrigger",
@@ -169,6 +171,26 @@ class WebSocketRequest:
         return f"WS {self.url} {self.message[:2000]}"
 
 
+@dataclass(frozen=True, slots=True)
+class KafkaRequest:
+    """One record to produce to a Kafka topic (acknowledged by all in-sync replicas; a retried
+    attempt may write it twice: at least once)."""
+
+    bootstrap_servers: str
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    timeout_s: float = 10.0
+
+    def describe(self) -> str:
+        """What ``logs_trigger`` keeps."""
+        key = "" if self.key is None else f" key={self.key[:200].decode(errors='replace')!r}"
+        return (
+            f"KAFKA {self.bootstrap_servers} {self.topic}{key} "
+            f"{self.value[:2000].decode(errors='replace')}"
+        )
+
+
 def _without_credentials(url: str) -> str:
     from urllib.parse import urlsplit
 
@@ -177,7 +199,7 @@ def _without_credentials(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
 
 
-Request = HttpRequest | EmailRequest | NatsRequest | WebSocketRequest
+Request = HttpRequest | EmailRequest | NatsRequest | WebSocketRequest | KafkaRequest
 
 
 def _context(job: DeliveryJob) -> dict[str, Any]:
@@ -285,5 +307,13 @@ def build_request(trigger: Trigger, job: DeliveryJob, secrets: SecretsProvider |
             render(config.url, ctx, secrets),
             {k: render(v, ctx, secrets) for k, v in config.headers.items()},
             text,
+        )
+    if isinstance(config, KafkaConfig):
+        text = job.message if job.message is not None else render(config.message, ctx, secrets)
+        return KafkaRequest(
+            render(config.bootstrap_servers, ctx, secrets),
+            render(config.topic, ctx, secrets),
+            text.encode(),
+            render(config.key, ctx, secrets).encode() if config.key is not None else None,
         )
     raise UnsupportedTrigger(f"trigger type {trigger.trigger_type!r} has no sender yet")
