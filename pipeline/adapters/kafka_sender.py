@@ -132,10 +132,10 @@ class KafkaSender:
             await self._check_brokers(kept, _advertised(kept.producer.client.cluster.brokers()))
             if request.topic not in kept.topics:
                 await self._check_topic(kept, request)
-            metadata = await asyncio.wait_for(
-                kept.producer.send_and_wait(request.topic, request.value, key=request.key),
-                request.timeout_s,
-            )
+            async with asyncio.timeout(request.timeout_s):  # no task per send, as wait_for
+                metadata = await kept.producer.send_and_wait(
+                    request.topic, request.value, key=request.key
+                )
         except DeliveryRefused:
             self._discard(request.bootstrap_servers, kept)
             raise
