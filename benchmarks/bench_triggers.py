@@ -16,10 +16,11 @@ Per transport, N deliveries one after the other (``sequential``), then N with at
 Each transport runs in a fresh process (so no run carries another's memory), its HTTP or
 WebSocket server in another (so the server's work is not charged to the sender); what the
 servers received is counted and checked. Figures: deliveries/s (N over the wall time),
-p50/p99 of one delivery (build_request + send), the client's CPU per delivery, its peak RSS,
+p50/p99 of one delivery (build_request + send), the client's and the server's CPU per
+delivery (the server: the HTTP/WebSocket server process, or the broker), the client's peak RSS
 and the server's RSS at the end. Loopback only, bounded in count and time.
 
-Run: ``python -m benchmarks.bench_triggers [--deliveries 2000] [--concurrency 32]
+Run: ``python -m benchmarks.bench_triggers [--deliveries 5000] [--concurrency 32]
 [--transports http,nats,websocket,kafka] [--json PATH]``. Adding a transport is one entry
 in :data:`TRANSPORTS`: a function that starts its server and returns the trigger's config.
 """
@@ -65,6 +66,8 @@ class Endpoint:
     received: Callable[[], Awaitable[int]]
     """How many messages the server has received (asked once, after the run)."""
     server_rss_mb: Callable[[], float]
+    server_pid: int
+    """The server's process (the broker for NATS and Kafka), for its CPU time."""
     note: str = ""
 
 
@@ -171,6 +174,14 @@ async def _sink_process(kind: str, argument: str = "") -> AsyncIterator[_SinkPro
             process.kill()
 
 
+def _cpu_s(pid: int) -> float:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return float("nan")
+    return float(times.user + times.system)
+
+
 def _rss_mb(pid: int) -> float:
     try:
         return float(psutil.Process(pid).memory_info().rss / 2**20)
@@ -188,6 +199,7 @@ async def serve_http(tmp: Path) -> AsyncIterator[Endpoint]:
              "body": MESSAGE, "timeoutMs": 5000},
             received=lambda: _count(sink),
             server_rss_mb=lambda: sink.final[1] if sink.final else _rss_mb(pid),
+            server_pid=pid,
             note="aiohttp server (Python process)",
         )  # fmt: skip
 
@@ -205,6 +217,7 @@ async def serve_websocket(tmp: Path) -> AsyncIterator[Endpoint]:
             {"url": f"ws://127.0.0.1:{sink.port}/ws", "message": MESSAGE},
             received=lambda: _count(sink),
             server_rss_mb=lambda: sink.final[1] if sink.final else _rss_mb(pid),
+            server_pid=pid,
             note="aiohttp server (Python process)",
         )
 
@@ -220,6 +233,7 @@ async def serve_nats(tmp: Path) -> AsyncIterator[Endpoint]:
                 {"server": server.url, "subject": "bench.deliveries", "message": MESSAGE},
                 received=lambda: _count(subscriber),
                 server_rss_mb=lambda: _rss_mb(server.process.pid),
+                server_pid=server.process.pid,
                 note="nats-server (Go), one subscriber",
             )
 
@@ -256,6 +270,7 @@ async def serve_kafka(tmp: Path) -> AsyncIterator[Endpoint]:
              "key": "{{metadata.assetId}}", "message": MESSAGE},
             received=received,
             server_rss_mb=lambda: _rss_mb(broker.process.pid),
+            server_pid=broker.process.pid,
             note="Tansu 0.6.0 (Rust, memory storage), acks=all, idempotence off",
         )  # fmt: skip
 
@@ -290,7 +305,9 @@ def _senders() -> Any:
     )
 
 
-async def _deliveries(send: Any, trigger: Any, count: int, concurrency: int) -> dict[str, Any]:
+async def _deliveries(
+    send: Any, trigger: Any, count: int, concurrency: int, server_pid: int
+) -> dict[str, Any]:
     from eventray.pipeline.triggers.requests import DeliveryJob, build_request
 
     latencies: list[float] = []
@@ -312,9 +329,10 @@ async def _deliveries(send: Any, trigger: Any, count: int, concurrency: int) -> 
                 errors.append(f"{type(exc).__name__}: {exc}")
             latencies.append(time.perf_counter() - t0)
 
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    cpu0, server0, wall0 = time.process_time(), _cpu_s(server_pid), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    server_cpu = _cpu_s(server_pid) - server0
     latencies.sort()
     return {
         "deliveries": count,
@@ -323,6 +341,7 @@ async def _deliveries(send: Any, trigger: Any, count: int, concurrency: int) -> 
         "p50_ms": round(statistics.median(latencies) * 1000, 3),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 3),
         "client_cpu_us_per_delivery": round(cpu / count * 1e6, 1),
+        "server_cpu_us_per_delivery": round(server_cpu / count * 1e6, 1),
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
     }
@@ -341,10 +360,14 @@ async def run_one(name: str, count: int, concurrency: int, warmup: int = 50) -> 
             })  # fmt: skip
             senders = _senders()
             try:
-                warm = await _deliveries(senders, trigger, warmup, 1)
+                warm = await _deliveries(senders, trigger, warmup, 1, endpoint.server_pid)
                 modes = {
-                    "sequential": await _deliveries(senders, trigger, count, 1),
-                    "concurrent": await _deliveries(senders, trigger, count, concurrency),
+                    "sequential": await _deliveries(
+                        senders, trigger, count, 1, endpoint.server_pid
+                    ),
+                    "concurrent": await _deliveries(
+                        senders, trigger, count, concurrency, endpoint.server_pid
+                    ),
                 }
             finally:
                 await senders.close()
@@ -375,8 +398,8 @@ def table(results: list[dict[str, Any]]) -> str:
     base = {r["transport"]: r for r in results}.get(BASELINE)
     lines = [
         "| transport | mode | deliveries/s | x http | p50 ms | p99 ms | client CPU us/delivery "
-        "| client peak RSS MB | server RSS MB | received / sent | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| server CPU us/delivery | client peak RSS MB | server RSS MB | received / sent | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in results:
         for mode, m in r["modes"].items():
@@ -389,6 +412,7 @@ def table(results: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| {r['transport']} | {label} | {m['deliveries_per_s']:,} | {ratio} | "
                 f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['client_cpu_us_per_delivery']:,.0f} | "
+                f"{m['server_cpu_us_per_delivery']:,.0f} | "
                 f"{r['client_peak_rss_mb']} | {r['server_rss_mb']} | "
                 f"{r['received']:,} / {r['sent_ok']:,} | {m['errors']} |"
             )
@@ -397,7 +421,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--deliveries", type=int, default=2000, help="per transport and mode")
+    parser.add_argument("--deliveries", type=int, default=5000, help="per transport and mode")
     parser.add_argument("--concurrency", type=int, default=32, help="in flight, concurrent mode")
     parser.add_argument("--transports", default=",".join(TRANSPORTS),
                         help=f"comma-separated, of {', '.join(TRANSPORTS)}")  # fmt: skip
