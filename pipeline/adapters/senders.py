@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from eventray.pipeline.adapters.http_sender import AiohttpSender
+from eventray.pipeline.adapters.kafka_sender import KafkaSender
 from eventray.pipeline.adapters.mqtt_sender import MqttSender
 from eventray.pipeline.adapters.nats_sender import NatsSender
 from eventray.pipeline.adapters.rabbitmq_sender import RabbitMqSender
@@ -11,6 +12,7 @@ from eventray.pipeline.adapters.websocket_sender import WebSocketSender
 from eventray.pipeline.triggers.delivery import SendResult
 from eventray.pipeline.triggers.requests import (
     EmailRequest,
+    KafkaRequest,
     MqttRequest,
     NatsRequest,
     RabbitMqRequest,
@@ -35,6 +37,7 @@ class TriggerSenders:
         nats: NatsSender | None = None,
         mqtt: MqttSender | None = None,
         rabbitmq: RabbitMqSender | None = None,
+        kafka: KafkaSender | None = None,
     ) -> None:
         self.http = http
         self.smtp = smtp
@@ -42,6 +45,7 @@ class TriggerSenders:
         self.mqtt = mqtt or MqttSender(policy=http.policy)
         self.rabbitmq = rabbitmq or RabbitMqSender(policy=http.policy)
         self.websocket = WebSocketSender(http)
+        self.kafka = kafka or KafkaSender(policy=http.policy)
 
     async def __call__(self, request: Request) -> SendResult:
         if isinstance(request, EmailRequest):
@@ -54,6 +58,8 @@ class TriggerSenders:
             return await self.mqtt(request)
         if isinstance(request, RabbitMqRequest):
             return await self.rabbitmq(request)
+        if isinstance(request, KafkaRequest):
+            return await self.kafka(request)
         return await self.http(request)
 
     async def close(self) -> None:
@@ -63,3 +69,4 @@ class TriggerSenders:
         await self.nats.close()
         await self.mqtt.close()
         await self.rabbitmq.close()
+        await self.kafka.close()

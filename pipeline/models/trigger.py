@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -22,6 +23,7 @@ __all__ = [
     "TriggerConfig",
     "TriggerType",
     "WebSocketConfig",
+    "kafka_topic_problem",
     "mqtt_topic_problem",
 ]
 
@@ -167,11 +169,44 @@ class WebSocketConfig(Model):
     message: str
 
 
+_KAFKA_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+_PLACEHOLDERS = re.compile(r"\{\{.*?\}\}")
+
+
+def kafka_topic_problem(topic: str) -> str | None:
+    """Why ``topic`` is not a Kafka topic name (``[a-zA-Z0-9._-]{1,249}``, not ``.`` or
+    ``..``), or ``None`` if it is one."""
+    if topic in (".", ".."):
+        return f"Kafka topic {topic!r} is not allowed ('.' and '..' are refused by Kafka)"
+    if _KAFKA_TOPIC.fullmatch(topic) is None:
+        return (
+            f"Kafka topic {topic!r} is not 1 to 249 of the characters a-z A-Z 0-9 . _ - "
+            f"({len(topic)} characters)"
+        )
+    return None
+
+
 class KafkaConfig(Model):
     bootstrap_servers: str
     topic: str
     key: str | None = None
     message: str
+
+    @field_validator("topic")
+    @classmethod
+    def _kafka_topic(cls, topic: str) -> str:
+        # Plain text is checked whole at load; with placeholders, the text around them is
+        # checked here and the rendered topic again at delivery.
+        literal = _PLACEHOLDERS.sub("", topic)
+        if "{{" not in topic:
+            problem = kafka_topic_problem(topic)
+        elif literal and _KAFKA_TOPIC.fullmatch(literal) is None:
+            problem = f"Kafka topic {topic!r} has characters outside a-z A-Z 0-9 . _ -"
+        else:
+            problem = None
+        if problem is not None:
+            raise ValueError(problem)
+        return topic
 
 
 class TriggerConfig(Model):

@@ -18,6 +18,7 @@ from eventray.pipeline.errors import PermanentError
 from eventray.pipeline.models.trigger import (
     EmailConfig,
     HttpConfig,
+    KafkaConfig,
     MqttConfig,
     NatsConfig,
     RabbitMqConfig,
@@ -34,6 +35,7 @@ __all__ = [
     "DeliveryJob",
     "EmailRequest",
     "HttpRequest",
+    "KafkaRequest",
     "MqttRequest",
     "NatsRequest",
     "RabbitMqRequest",
@@ -268,6 +270,26 @@ def mqtt_endpoint(broker: str, port: int) -> tuple[str, int, bool]:
     return parts.hostname, url_port or port, _MQTT_SCHEMES[scheme]
 
 
+@dataclass(frozen=True, slots=True)
+class KafkaRequest:
+    """One record to produce to a Kafka topic (acknowledged by all in-sync replicas; a retried
+    attempt may write it twice: at least once)."""
+
+    bootstrap_servers: str
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    timeout_s: float = 10.0
+
+    def describe(self) -> str:
+        """What ``logs_trigger`` keeps."""
+        key = "" if self.key is None else f" key={self.key[:200].decode(errors='replace')!r}"
+        return (
+            f"KAFKA {self.bootstrap_servers} {self.topic}{key} "
+            f"{self.value[:2000].decode(errors='replace')}"
+        )
+
+
 def _without_credentials(url: str) -> str:
     from urllib.parse import urlsplit
 
@@ -277,7 +299,13 @@ def _without_credentials(url: str) -> str:
 
 
 Request = (
-    HttpRequest | EmailRequest | NatsRequest | WebSocketRequest | MqttRequest | RabbitMqRequest
+    HttpRequest
+    | EmailRequest
+    | NatsRequest
+    | WebSocketRequest
+    | MqttRequest
+    | RabbitMqRequest
+    | KafkaRequest
 )
 
 
@@ -403,4 +431,12 @@ def build_request(trigger: Trigger, job: DeliveryJob, secrets: SecretsProvider |
             render(config.username, ctx, secrets), render(config.password, ctx, secrets),
             exchange, render(key, ctx, secrets) if key else "", text.encode(), job.dedup_id(),
         )  # fmt: skip
+    if isinstance(config, KafkaConfig):
+        text = job.message if job.message is not None else render(config.message, ctx, secrets)
+        return KafkaRequest(
+            render(config.bootstrap_servers, ctx, secrets),
+            render(config.topic, ctx, secrets),
+            text.encode(),
+            render(config.key, ctx, secrets).encode() if config.key is not None else None,
+        )
     raise UnsupportedTrigger(f"trigger type {trigger.trigger_type!r} has no sender yet")
