@@ -275,6 +275,72 @@ async def serve_kafka(tmp: Path) -> AsyncIterator[Endpoint]:
         )  # fmt: skip
 
 
+@asynccontextmanager
+async def serve_mqtt(tmp: Path) -> AsyncIterator[Endpoint]:
+    """The embedded broker's MQTT listener (nats-server), a NATS subscriber counting; QoS 1."""
+    from eventray.cluster.mqtt_accounts import hash_password
+    from eventray.cluster.services.nats_server import DeviceUser, MqttListener, start_nats
+
+    user = DeviceUser("bench-trigger", hash_password("bench-trigger-pw", 4), ("bench.deliveries",))
+    with start_nats(store_dir=tmp / "nats", mqtt=MqttListener(), devices=(user,)) as server:
+        assert server.mqtt is not None
+        async with _sink_process("nats", server.url) as subscriber:
+            yield Endpoint(
+                "mqtt",
+                {"broker": "127.0.0.1", "port": server.mqtt.port, "topic": "bench/deliveries",
+                 "qos": 1, "username": "bench-trigger", "password": "bench-trigger-pw",
+                 "message": MESSAGE},
+                received=lambda: _count(subscriber),
+                server_rss_mb=lambda: _rss_mb(server.process.pid),
+                server_pid=server.process.pid,
+                note="nats-server's MQTT listener (Go), QoS 1 (PUBACK once stored), one NATS subscriber",
+            )  # fmt: skip
+
+
+RABBITMQ = ("127.0.0.1", 5672)
+
+
+@asynccontextmanager
+async def serve_rabbitmq(tmp: Path) -> AsyncIterator[Endpoint]:
+    """The machine's RabbitMQ (guest/guest on 5672; no wheel provides one): a queue of the
+    run's own, counted after it."""
+    import uuid
+
+    import aio_pika
+
+    queue_name = f"bench.deliveries.{uuid.uuid4().hex[:8]}"
+    connection = await aio_pika.connect(f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/")
+    channel = await connection.channel()
+    queue = await channel.declare_queue(queue_name, auto_delete=False)
+    pid = next((p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "beam.smp"), 0)
+
+    async def received() -> int:
+        declared = await channel.declare_queue(queue_name, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+
+    try:
+        yield Endpoint(
+            "rabbitmq",
+            {"host": RABBITMQ[0], "port": RABBITMQ[1], "username": "guest", "password": "guest",
+             "queue": queue_name, "message": MESSAGE},
+            received=received,
+            server_rss_mb=lambda: _rss_mb(pid) if pid else float("nan"),
+            server_pid=pid,
+            note="the machine's RabbitMQ (Erlang), publisher confirms, persistent, mandatory",
+        )  # fmt: skip
+    finally:
+        await queue.delete(if_unused=False, if_empty=False)
+        await connection.close()
+
+
+def _rabbitmq_here() -> bool:
+    import socket
+
+    with contextlib.suppress(OSError), socket.create_connection(RABBITMQ, timeout=0.5):
+        return True
+    return False
+
+
 TRANSPORTS: dict[str, Transport] = {
     t.name: t
     for t in [
@@ -282,8 +348,12 @@ TRANSPORTS: dict[str, Transport] = {
         Transport("nats", serve_nats),
         Transport("websocket", serve_websocket),
         Transport("kafka", serve_kafka),
+        Transport("mqtt", serve_mqtt),
+        Transport("rabbitmq", serve_rabbitmq),
     ]
 }
+DEFAULT = [name for name in TRANSPORTS if name != "rabbitmq" or _rabbitmq_here()]
+"""What runs without ``--transports``: RabbitMQ only where a broker answers on 5672."""
 BASELINE = "http"
 
 
@@ -423,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--deliveries", type=int, default=5000, help="per transport and mode")
     parser.add_argument("--concurrency", type=int, default=32, help="in flight, concurrent mode")
-    parser.add_argument("--transports", default=",".join(TRANSPORTS),
+    parser.add_argument("--transports", default=",".join(DEFAULT),
                         help=f"comma-separated, of {', '.join(TRANSPORTS)}")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="where to write the figures")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child run
