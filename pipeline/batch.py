@@ -42,13 +42,14 @@ __all__ = [
     "TailOutputs",
     "delivery_groups",
     "mark_failed",
+    "rule_failures",
 ]
 
 
 class EventsFailed(PermanentError):
-    """Some events of a batch cannot get through the tail (their rows do not encode, their
-    trigger payload is larger than the stream takes): they go to the DLQ and the rest of the
-    batch runs the tail again without them.
+    """Some events of a batch cannot get through the tail (a business rule failed to evaluate
+    them, their rows do not encode, their trigger payload is larger than the stream takes):
+    they go to the DLQ and the rest of the batch runs the tail again without them.
 
     Args:
         failures: ``{eventTrackerId: (stage, reason)}``.
@@ -99,6 +100,28 @@ def mark_failed(processed: ProcessedBatch, failures: Mapping[str, tuple[str, str
     processed.events = events
     processed.rule_inputs = [r for r in processed.rule_inputs if r.event_tracker_id not in failures]
     processed.rules = BatchOutcome()
+
+
+def rule_failures(outcome: BatchOutcome) -> dict[str, tuple[str, str]]:
+    """``{eventTrackerId: ("rules", reason)}`` for each event a business rule failed to
+    evaluate (a pattern from the event that RE2 refuses, an action on a value of the wrong
+    type...): the event goes to the DLQ naming the business rule and the error, and the batch
+    is evaluated again without it, so nothing of it stands (other rules' state changes and
+    deliveries included) and it can be replayed whole once fixed."""
+    failed: dict[str, tuple[str, str]] = {}
+    for evaluation in outcome.evaluations:
+        if evaluation.error is None:
+            continue
+        reason = (
+            f"business rule {evaluation.business_rule_id!r} (rule {evaluation.rule_id!r}): "
+            f"{evaluation.error}"
+        )
+        found = failed.get(evaluation.event_tracker_id)
+        failed[evaluation.event_tracker_id] = (
+            "rules",
+            reason if found is None else f"{found[1]}; {reason}",
+        )
+    return failed
 
 
 def delivery_groups(batch: ProcessedBatch) -> list[tuple[str, DeliveryGroup]]:
@@ -231,6 +254,9 @@ class BatchPipeline:
                 if batch.rule_inputs
                 else BatchOutcome()
             )
+            failed = rule_failures(batch.rules)
+            if failed:  # as the events that do not encode: out to the DLQ, the rest again
+                raise EventsFailed(failed)
             t1 = clock()
             stage = "rows"
             outputs = self.outputs(batch, items, self.clock.now())

@@ -280,7 +280,7 @@ class _Builder:
             try:
                 compile_business_rule(rule, br)
             except RuleError as exc:
-                self.flag(br, "parameters", str(exc))
+                self.flag(br, exc.path or "parameters", str(exc))
         from eventray.pipeline.mqtt import mqtt_problems  # it builds on this module
 
         for entity, path, reason in mqtt_problems(catalog):

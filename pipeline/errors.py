@@ -112,7 +112,16 @@ class ScriptError(PermanentError):
 
 
 class RuleError(PermanentError):
-    """A rule could not be compiled or evaluated (unknown operator, bad value type)."""
+    """A rule could not be compiled or evaluated (unknown operator, bad value type).
+
+    Args:
+        message: what is wrong.
+        path: where, for a business rule refused at load (``parameters.threshold``).
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class TemplateRenderError(PermanentError):

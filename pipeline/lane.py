@@ -9,8 +9,9 @@ stream order. A batch is acknowledged only after its tail returned.
 
 - a :class:`RetryableError` (a service is down) waits with backoff and runs the same tail
   again, in place: the partition waits, so order holds;
-- :class:`EventsFailed` names the events that cannot get through: they go to the DLQ with stage
-  and reason and the rest of the batch runs the tail again without them;
+- :class:`EventsFailed` names the events that cannot get through (a business rule failed to
+  evaluate one, its rows do not encode, its trigger payload is too large): they go to the DLQ
+  with stage and reason and the rest of the batch runs the tail again without them;
 - anything else (an unclassified failure, a bug) is narrowed down: the batch's tail runs again
   in halves, recursively, within a budget of attempts; a single event that still fails goes to
   the DLQ with the stage and the error, every other event is stored and acknowledged. An

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from eventray.pipeline.models.base import Entity, Model
+from eventray.pipeline.rules.operands import match_value_problem
 
 __all__ = [
     "MatchRule",
@@ -23,17 +24,23 @@ RouterOperator = Literal["eq", "neq", "gt", "gte", "lt", "lte", "in", "nin", "ex
 
 
 class MatchRule(Model):
+    """``field operator value``. The value is checked against what the operator can use: a
+    list for ``in``/``nin``, a number or a text for ``gt``..``lte``, true/false for
+    ``exists``, and for ``regex`` a pattern RE2 compiles (:mod:`pipeline.patterns`)."""
+
     field: str = Field(min_length=1)
     operator: RouterOperator
-    value: Any = None
+    value: Any = Field(default=None, validate_default=True)
 
-    @model_validator(mode="after")
-    def _value_shape(self) -> MatchRule:
-        if self.operator in ("in", "nin") and not isinstance(self.value, list):
-            raise ValueError(f"operator {self.operator} needs a list value")
-        if self.operator == "regex" and not isinstance(self.value, str):
-            raise ValueError("operator regex needs a string pattern")
-        return self
+    @field_validator("value")
+    @classmethod
+    def _value_shape(cls, value: Any, info: ValidationInfo) -> Any:
+        operator = info.data.get("operator")
+        if operator is not None:
+            problem = match_value_problem(operator, value)
+            if problem is not None:
+                raise ValueError(f"operator {operator}: {problem}")
+        return value
 
 
 class RouteMatch(Model):

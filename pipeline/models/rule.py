@@ -12,9 +12,10 @@ import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from eventray.pipeline.models.base import Entity, Model
+from eventray.pipeline.rules.operands import NOW, UNKNOWN, right_problem
 
 __all__ = [
     "OPERATORS",
@@ -36,6 +37,8 @@ __all__ = [
     "StateAction",
     "ValueRef",
     "Variable",
+    "known_operand",
+    "walk_conditions",
 ]
 
 Operator = Literal[
@@ -147,6 +150,25 @@ class Condition(Model):
     value: ValueRef | list[ValueRef] | None = None
     actions: list[str] = Field(default_factory=list)
 
+    @field_validator("value")
+    @classmethod
+    def _usable(cls, value: ValueRef | list[ValueRef] | None, info: ValidationInfo) -> Any:
+        """A literal (or ``now``) the operator can never use is refused here; a parameter's
+        value is checked when its business rule is compiled, an event's or a state
+        variable's per event."""
+        operator = info.data.get("operator")
+        if operator is None or value is None:
+            return value
+        if isinstance(value, list):
+            if len(value) != 2:
+                return value  # refused below
+            problem = right_problem(operator, [known_operand(v) for v in value], listed=True)
+        else:
+            problem = right_problem(operator, known_operand(value))
+        if problem is not None:
+            raise ValueError(f"operator {operator}: {problem}")
+        return value
+
     @model_validator(mode="after")
     def _operand(self) -> Condition:
         unary = self.operator in ("exists", "notExists")
@@ -155,6 +177,19 @@ class Condition(Model):
         if isinstance(self.value, list) and len(self.value) != 2:
             raise ValueError("a list of values must have exactly two items (low, high)")
         return self
+
+
+def known_operand(ref: ValueRef, params: dict[str, Any] | None = None) -> Any:
+    """An operand's value where it is known before any event: a literal, ``now``
+    (:data:`~pipeline.rules.operands.NOW`), or with ``params`` a parameter's value; else
+    :data:`~pipeline.rules.operands.UNKNOWN`."""
+    if ref.type == "literal":
+        return ref.value
+    if ref.type == "now":
+        return NOW
+    if ref.type == "variable" and params is not None:
+        return params.get(ref.value, UNKNOWN)
+    return UNKNOWN
 
 
 class Group(Model):
@@ -175,6 +210,11 @@ class GroupItem(Model):
 
 Item = Annotated[ConditionItem | GroupItem, Field(discriminator="type")]
 Group.model_rebuild()
+
+
+def walk_conditions(group: Group, path: str = "when") -> list[tuple[str, Condition]]:
+    """Every condition under ``group`` with its field path (``when.items[0].data``)."""
+    return [(p, node) for p, node in _walk(group, path) if isinstance(node, Condition)]
 
 
 def _walk(group: Group, path: str) -> list[tuple[str, Group | Condition]]:

@@ -32,9 +32,12 @@ from eventray.pipeline.models.rule import (
     GroupItem,
     Rule,
     ValueRef,
+    known_operand,
+    walk_conditions,
 )
 from eventray.pipeline.rules.actions import Actions
 from eventray.pipeline.rules.context import EvalContext, ValueFn, event_timezone, value_fn
+from eventray.pipeline.rules.operands import UNKNOWN, right_problem
 from eventray.pipeline.rules.operators import OPERATOR_FUNCTIONS
 from eventray.pipeline.rules.rulegen import RuleFn, generate_rule
 from eventray.pipeline.rules.values import as_datetime, as_number, traceable
@@ -174,11 +177,37 @@ def resolve_parameters(rule: Rule, business_rule: BusinessRule) -> dict[str, Any
     return params
 
 
+def check_parameter_operands(rule: Rule, params: Mapping[str, Any]) -> None:
+    """Refuse a parameter value a condition's operator can never use (a ``between`` bound
+    given one number, a pattern RE2 does not take...): the rule's literals were checked when
+    it was loaded, its parameters can only be checked with the business rule's values."""
+    values = dict(params)
+    for path, cond in walk_conditions(rule.when):
+        listed = isinstance(cond.value, list)
+        refs = cond.value if isinstance(cond.value, list) else [cond.value]
+        for index, ref in enumerate(refs):
+            if ref is None or ref.type != "variable":
+                continue
+            known = known_operand(ref, values)
+            if listed:  # this bound alone (the others were checked, or are checked in turn)
+                operand: Any = [known if i == index else UNKNOWN for i in range(len(refs))]
+            else:
+                operand = known
+            problem = right_problem(cond.operator, operand, listed=listed)
+            if problem is not None:
+                raise RuleError(
+                    f"parameter {ref.value!r} of rule {rule.id!r}, used by {path} (operator "
+                    f"{cond.operator}): {problem}",
+                    path=f"parameters.{ref.value}",
+                )
+
+
 def compile_business_rule(rule: Rule, business_rule: BusinessRule) -> CompiledBusinessRule:
     """Compile once; raises :class:`RuleError` naming what is wrong."""
     if business_rule.rule_id != rule.id:
         raise RuleError(f"business rule {business_rule.id!r} is bound to {business_rule.rule_id!r}")
     params = resolve_parameters(rule, business_rule)
+    check_parameter_operands(rule, params)
     compiler = _Compiler(rule, business_rule)
     root = compiler.group(rule.when, "when")
     tz = None if business_rule.timezone == "dynamic" else ZoneInfo(business_rule.timezone)

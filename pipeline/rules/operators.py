@@ -7,15 +7,14 @@ cooldown whose ``lastAlertAt`` was never set lets the first alert through.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime, tzinfo
-from functools import lru_cache
 from typing import Any, Protocol
 
 from eventray.pipeline.errors import RuleError
 from eventray.pipeline.models.rule import OPERATORS
 from eventray.pipeline.paths import MISSING
+from eventray.pipeline.patterns import Pattern, PatternError, cached_pattern
 from eventray.pipeline.rules.values import as_datetime, as_number, as_time_of_day
 
 __all__ = ["OPERATOR_FUNCTIONS", "Env", "OperatorFn", "loose_equal", "pattern"]
@@ -84,19 +83,20 @@ def _contains(left: Any, right: Any, env: Env) -> bool:
     return False
 
 
-@lru_cache(maxsize=1024)
-def pattern(source: str) -> re.Pattern[str]:
-    """The compiled regex (cached); raises RuleError if it is invalid."""
+def pattern(source: str) -> Pattern:
+    """The compiled RE2 pattern (:mod:`pipeline.patterns`: linear time), cached; raises
+    RuleError if RE2 refuses it. Patterns written in a rule or given as a parameter were
+    checked at load; one read from an event or a state variable is checked here."""
     try:
-        return re.compile(source)
-    except re.error as exc:
+        return cached_pattern(source)
+    except PatternError as exc:
         raise RuleError(f"invalid regex {source!r}: {exc}") from exc
 
 
 def _regex(left: Any, right: Any, env: Env) -> bool:
     if not isinstance(right, str) or not isinstance(left, (str, int, float)):
         return False  # missing, null, objects and lists never match
-    return pattern(right).search(str(left)) is not None
+    return pattern(right).search(str(left))
 
 
 def _dates(test: Callable[[datetime, datetime], bool]) -> OperatorFn:

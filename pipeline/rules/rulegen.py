@@ -313,7 +313,7 @@ class _Writer:
                 search = s.const(pattern(known).search)
             except Exception:  # an invalid pattern fails each evaluation, as the operator does
                 return fallback
-            return f"({search}({x}) is not None if {is_text} else {fallback})"
+            return f"({search}({x}) if {is_text} else {fallback})"
         return fallback
 
     # ---------------------------------------------------------------- actions

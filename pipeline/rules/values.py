@@ -84,8 +84,8 @@ def as_datetime(value: Any, tz: tzinfo = UTC) -> datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        seconds = value / 1000 if abs(value) >= _EPOCH_MS_THRESHOLD else value
-        try:
+        try:  # an integer too large for a float overflows already in the division
+            seconds = value / 1000 if abs(value) >= _EPOCH_MS_THRESHOLD else value
             return datetime.fromtimestamp(seconds, UTC)
         except (ValueError, OverflowError, OSError):
             return None  # e.g. epoch microseconds: out of range, not a date we can compare

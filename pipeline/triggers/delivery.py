@@ -181,7 +181,10 @@ class Deliverer:
             started = time.perf_counter()
             retry_after: float | None = None
             # A permanent failure of the send (a refused endpoint) says nothing about the
-            # endpoint's health, so it does not count towards opening its circuit.
+            # endpoint's health, so it does not count towards opening its circuit; neither
+            # does a send that never finished (cancelled by a bounded stop, a sender's bug).
+            # Either way the call is released, so a half-open circuit's probe never leaves it
+            # waiting (its permit would expire anyway, after the breaker's probe timeout).
             reached = True
             try:
                 result = await self.send(request)
@@ -189,6 +192,9 @@ class Deliverer:
                 error, retryable, response, retry_after = str(exc), True, "", exc.retry_after_s
             except PermanentError as exc:  # e.g. refused by the egress policy: never retried
                 error, retryable, response, reached = str(exc), False, "", False
+            except BaseException:
+                self.breaker.release(trigger.id)
+                raise
             else:
                 response = result.body[:RESPONSE_KEPT_CHARS]
                 if 200 <= result.status < 300:
@@ -209,6 +215,8 @@ class Deliverer:
             failed(attempt, elapsed, described, response, error)
             if reached:
                 self.breaker.failure(trigger.id, time.monotonic())
+            else:
+                self.breaker.release(trigger.id)
             if not retryable or attempt == self.retry.max_attempts:
                 outcome.failed.append((job, hide(f"{error} after {attempt} attempt(s)")))
                 return False

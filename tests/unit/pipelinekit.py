@@ -63,9 +63,9 @@ DOCUMENTS: list[dict[str, Any]] = [
 STATE_KEY = f"state:{ORG}:count-a:seen"
 
 
-def catalog() -> Catalog:
+def catalog(extra: Sequence[dict[str, Any]] = ()) -> Catalog:
     issues: list[ConfigIssue] = []
-    entities = [entity_from_dict("test", d, issues) for d in DOCUMENTS]
+    entities = [entity_from_dict("test", d, issues) for d in [*DOCUMENTS, *extra]]
     assert not issues, issues
     return build_catalog([("test", e) for e in entities if e is not None])
 
@@ -143,12 +143,14 @@ async def rig(
     executor: TemplateExecutor | None = None,
     state: MemoryStateStore | None = None,
     stream: MemoryStream | None = None,
+    documents: Sequence[dict[str, Any]] = (),
 ) -> Rig:
+    """The lane; ``documents`` are entities added to the tenant (more rules, say)."""
     stream = stream or MemoryStream(max_payload=max_payload)
     sink = sink if sink is not None else MemoryRowSink()
     state = state or MemoryStateStore()
     clock = ManualClock()
-    cat = catalog()
+    cat = catalog(documents)
     pipeline = BatchPipeline(
         catalog=cat,
         executor=executor or TemplateExecutor(ScriptCache()),

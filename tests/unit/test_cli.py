@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +114,66 @@ def test_validate_reports_problems_with_file_and_field(
     assert run(["validate", str(broken)])[0] == 2
     err = capsys.readouterr().err
     assert f"{broken} [BusinessRule br] at timezone: unknown timezone 'Mars/Base'" in err
+
+
+def _tenant_with_a_lookbehind(tmp_path: Path) -> tuple[Path, Path]:
+    """The sample tenant plus a route group matching with a pattern RE2 refuses."""
+    tenant = tmp_path / "tenant"
+    shutil.copytree(SAMPLES / "tenant", tenant)
+    shutil.copytree(SAMPLES / "codecs", tmp_path / "codecs")  # templates refer to ../codecs
+    groups = tenant / "routegroups.yaml"
+    groups.write_text(groups.read_text() + (
+        "- kind: RouteGroup\n  id: rg-labels\n  orgId: acme-foods\n  name: Cold rooms\n"
+        "  routers: [{kind: save_event, match: {rules: [\n"
+        "    {field: data.label, operator: regex, value: '(?<=cold)-room'}]}}]\n"
+    ))  # fmt: skip
+    return tenant, groups
+
+
+REFUSED_LOOKBEHIND = (
+    "[RouteGroup rg-labels] at routers[0].match.rules[0].value: operator regex: invalid "
+    "pattern '(?<=cold)-room': invalid perl operator: (?<=: lookaround is not supported, "
+    "patterns run in linear time (RE2 syntax)"
+)
+
+
+def test_validate_refuses_a_pattern_re2_does_not_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tenant, groups = _tenant_with_a_lookbehind(tmp_path)
+    assert run(["validate", str(tenant)]) == (2, [])
+    err = capsys.readouterr().err
+    assert err.startswith("eventray: 1 configuration problem(s)\n")
+    assert f"  - {groups} {REFUSED_LOOKBEHIND}\n" in err
+    # What validate refuses the local demo refuses too, before it runs (no re.error later).
+    assert main(["demo", "--local", "--events", "10", "--config", str(tenant)]) == 2
+    assert REFUSED_LOOKBEHIND in capsys.readouterr().err
+
+
+def test_the_eventray_command_refuses_a_bad_regex_and_a_between_with_one_value(
+    tmp_path: Path,
+) -> None:
+    tenant, groups = _tenant_with_a_lookbehind(tmp_path)
+    rules = tenant / "rules.yaml"
+    text = rules.read_text()
+    condition = "operator: greaterThanEquals, value: {type: variable, value: threshold}"
+    assert condition in text
+    rules.write_text(
+        text.replace(condition, "operator: between, value: {type: literal, value: 5}", 1)
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "eventray.cluster.cli", "validate", str(tenant)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("eventray: ") and lines[0].endswith(" configuration problem(s)")
+    assert f"  - {groups} {REFUSED_LOOKBEHIND}" in lines
+    assert (
+        f"  - {rules} [Rule high-temp-alert] at when.items[0].data.value: operator between: "
+        "needs two values (low, high), got 5"
+    ) in lines
 
 
 def test_missing_input_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,7 +26,7 @@ from eventray.pipeline.scripts.cache import ScriptCache
 from eventray.pipeline.scripts.executor import ScriptJob, TemplateExecutor
 from eventray.pipeline.scripts.runner import ScriptResult
 from eventray.pipeline.triggers.delivery import DeliveryGroup
-from tests.unit.pipelinekit import STATE_KEY, FlakySink, Rig, body, ingested, rig
+from tests.unit.pipelinekit import ORG, STATE_KEY, FlakySink, Rig, body, ingested, rig
 
 
 def run(coro: Any) -> Any:
@@ -145,6 +145,46 @@ def test_a_trigger_payload_larger_than_the_stream_takes_fails_its_event_only() -
         assert [DeliveryGroup.from_bytes(m.body).jobs[0].event_tracker_id for m in queued] == [
             "e0008"
         ]
+
+    run(scenario())
+
+
+# A business rule whose pattern is read from the event: RE2 compiles it per event, so a
+# pattern it refuses can only fail that event's evaluation.
+MATCHING = [
+    {"kind": "Rule", "id": "match", "orgId": ORG,
+     "variables": [{"name": "hits", "type": "number", "default": 0}],
+     "actions": [{"id": "hit", "type": "state", "op": "increment", "variable": "hits"}],
+     "when": {"logic": "AND", "items": [{"type": "condition", "data": {
+         "field": {"type": "event", "value": "data.text"}, "operator": "regex",
+         "value": {"type": "event", "value": "data.pattern"}, "actions": ["hit"]}}]}},
+    {"kind": "BusinessRule", "id": "match-a", "ruleId": "match", "orgId": ORG},
+]  # fmt: skip
+
+
+def test_an_event_a_business_rule_fails_on_goes_to_the_dlq_and_nothing_of_it_stands() -> None:
+    async def scenario() -> None:
+        r = await rig(documents=MATCHING)
+        backreference = body(5, text="aa", pattern="(a)\\1")  # RE2 has no backreferences
+        evil = body(6, text="a" * 100_000 + "!", pattern="(a+)+$")  # linear time in RE2
+        fits = body(7, text="freezer-07", pattern="^freezer-\\d+$")
+        started = time.perf_counter()
+        await feed_and_drain(r, 30, poison_bodies={5: backreference, 6: evil, 7: fits})
+        assert time.perf_counter() - started < 10  # Python's re would take ages on e0006
+        [dead] = r.rows()["dlq"]
+        assert (dead["event_tracker_id"], dead["stage"]) == ("e0005", "rules")
+        assert dead["error"].startswith(
+            "business rule 'match-a' (rule 'match'): invalid regex '(a)\\\\1': "
+            "invalid escape sequence: \\1: backreferences are not supported"
+        ), dead["error"]
+        assert dead["message"] == backreference.decode()  # the original body, to replay
+        assert "e0005" not in r.trackers("events") and len(r.trackers("events")) == 29
+        # The batch was evaluated again without it: the other rule did not count it either.
+        assert r.state.dump()[STATE_KEY] == 29
+        assert r.state.dump()[f"state:{ORG}:match-a:hits"] == 1  # e0007 only
+        assert "e0005" not in r.trackers("logs_rule")
+        assert await r.lane.sources[0].pending() == 0
+        assert r.lane.stats.failed == 1
 
     run(scenario())
 

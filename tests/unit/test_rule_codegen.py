@@ -15,14 +15,20 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+import re2
+from pydantic import ValidationError
 
 from eventray.pipeline.adapters.memory_state import MemoryStateStore
 from eventray.pipeline.clock import ManualClock
+from eventray.pipeline.errors import RuleError
 from eventray.pipeline.models import BusinessRule, Rule
 from eventray.pipeline.models.rule import OPERATORS
 from eventray.pipeline.paths import MISSING, parse_path
 from eventray.pipeline.rules.codegen import Source
+from eventray.pipeline.rules.compiler import compile_business_rule
 from eventray.pipeline.rules.engine import RuleEngine, RuleSet, state_key
+from eventray.pipeline.rules.operands import NOW as NOW_OPERAND
+from eventray.pipeline.rules.operands import PAIR_OPERATORS, UNKNOWN, right_problem
 from eventray.pipeline.rules.operators import OPERATOR_FUNCTIONS
 from eventray.pipeline.rules.outcome import Evaluation, RuleInput
 from eventray.pipeline.rules.rulegen import ENV_OPERATORS
@@ -145,9 +151,19 @@ def xy_events(xs: Sequence[Any], ys: Sequence[Any] = (MISSING,)) -> list[RuleInp
 # --------------------------------------------------------------------------- operators
 
 
+def usable(operator: str, value: Any) -> bool:
+    """Whether the operator can use ``value`` as a known right operand (else it is refused at
+    load: such a rule never evaluates, so there is nothing to compare)."""
+    return right_problem(operator, value) is None
+
+
 @pytest.mark.parametrize("operator", OPERATORS)
 def test_literal_right_operand(operator: str) -> None:
-    right = [w for w in VALUES if w is not MISSING]
+    right = [w for w in VALUES if w is not MISSING and usable(operator, w)]
+    for w in VALUES:
+        if w is not MISSING and not usable(operator, w):
+            with pytest.raises(ValidationError, match=f"operator {operator}: "):
+                probe("refused", operator, EVENT_X, {"type": "literal", "value": w})
     rules = [probe(f"r{i}", operator, EVENT_X, {"type": "literal", "value": w})
              for i, w in enumerate(right)]  # fmt: skip
     brs = [bound(r.id, f"br{i}") for i, r in enumerate(rules)]
@@ -157,7 +173,15 @@ def test_literal_right_operand(operator: str) -> None:
 @pytest.mark.parametrize("operator", OPERATORS)
 def test_parameter_right_operand(operator: str) -> None:
     rule = probe("r", operator, EVENT_X, {"type": "variable", "value": "p"})
-    brs = [bound("r", f"br{i}", parameters=data(p=w)) for i, w in enumerate(VALUES)]
+    brs = []
+    for i, w in enumerate(VALUES):
+        br = bound("r", f"br{i}", parameters=data(p=w))
+        if w is MISSING or w is None or usable(operator, w):  # None: no value, as MISSING
+            brs.append(br)
+        else:
+            with pytest.raises(RuleError, match=f"parameter 'p' .* {operator}\\): ") as info:
+                compile_business_rule(rule, br)
+            assert info.value.path == "parameters.p"
     assert_same([rule], brs, xy_events(VALUES))
 
 
@@ -186,9 +210,15 @@ def test_pairs_of_operands(operator: str) -> None:
     for i, low in enumerate(bounds):
         for j, high in enumerate(bounds):
             pair = [{"type": "literal", "value": low}, {"type": "literal", "value": high}]
-            rules.append(probe(f"lit{i}-{j}", operator, EVENT_X, pair))
-        rules.append(probe(f"dyn{i}", operator, EVENT_X, [{"type": "literal", "value": low},
-                                                         EVENT_Y]))  # fmt: skip
+            if right_problem(operator, [low, high], listed=True) is None:
+                rules.append(probe(f"lit{i}-{j}", operator, EVENT_X, pair))
+            else:  # a bound the operator cannot use: refused at load
+                with pytest.raises(ValidationError, match=f"operator {operator}: the "):
+                    probe(f"lit{i}-{j}", operator, EVENT_X, pair)
+        if right_problem(operator, [low, UNKNOWN], listed=True) is None:
+            rules.append(probe(f"dyn{i}", operator, EVENT_X, [{"type": "literal", "value": low},
+                                                             EVENT_Y]))  # fmt: skip
+    assert len(rules) >= 10
     brs = [bound(r.id, f"br-{r.id}") for r in rules]
     assert_same(rules, brs, xy_events(SMALL, [MISSING, 20, "23:00", "2027-01-01"]))
 
@@ -198,8 +228,12 @@ def test_pairs_of_operands(operator: str) -> None:
 def test_now_and_timezones(operator: str, timezone: str) -> None:
     rights = ["12:30", "13:00", "2026-01-15T12:30:00", "2026-01-15", 600, "600", None]
     rules = [probe(f"r{i}", operator, {"type": "now"}, {"type": "literal", "value": w})
-             for i, w in enumerate(rights)]  # fmt: skip
-    rules.append(probe("pair", operator, EVENT_X, [{"type": "now"}, EVENT_Y]))
+             for i, w in enumerate(rights) if usable(operator, w)]  # fmt: skip
+    if operator in PAIR_OPERATORS:
+        rules.append(probe("pair", operator, EVENT_X, [{"type": "now"}, EVENT_Y]))
+    else:  # [now, x] is a list: a date or time operator compares with one value
+        assert right_problem(operator, [NOW_OPERAND, UNKNOWN], listed=True) is not None
+    assert rules
     brs = [bound(r.id, f"br-{r.id}", timezone=timezone) for r in rules]
     batch = [event(data(x=x, y="23:59"), metadata={"timezone": zone})
              for x in ("2026-01-15T11:00:00", "12:45", 1_767_225_600, "")
@@ -376,12 +410,13 @@ def test_hostile_paths_values_and_ids_are_data_not_code(
                     "actions": [text, f"{text}-set", f"{text}-log", f"{text}-exec"]}},
                 {"type": "condition", "data": {
                     "field": {"type": "event", "value": f"data.{text}.{text}"},
-                    "operator": "regex", "value": {"type": "literal", "value": text}}}]},
+                    "operator": "regex", "value": {"type": "literal", "value": re2.escape(text)}}}]},
         })  # fmt: skip
         br = bound(rule.id, f"br-{text}")
         eng, store, _ = engine([rule], [br], clock=ManualClock(NOW))
         compiled = eng.rules.by_id[br.id]
         assert text not in compiled.run.__source__  # type: ignore[attr-defined]
+        assert re2.escape(text) not in compiled.run.__source__  # type: ignore[attr-defined]
         assert text not in compiled.traced.__source__  # type: ignore[attr-defined]
         view = nested(f"data.{text}", text)
         out = eng.evaluate([event(view["data"]), event({"other": 1})])

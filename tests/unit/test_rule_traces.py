@@ -18,6 +18,8 @@ from eventray.pipeline.clock import ManualClock
 from eventray.pipeline.models import Rule
 from eventray.pipeline.models.rule import OPERATORS
 from eventray.pipeline.paths import MISSING
+from eventray.pipeline.rules.operands import NOW as NOW_OPERAND
+from eventray.pipeline.rules.operands import UNKNOWN, right_problem
 from tests.unit.rulekit import engine, event
 from tests.unit.test_rule_codegen import NOW as CLOCK
 from tests.unit.test_rule_codegen import SMALL, assert_same, bound, seeded
@@ -74,6 +76,7 @@ def group(logic: str, *items: dict[str, Any], actions: tuple[str, ...] = ()) -> 
 X, Y, N, S, AT = (ref("event", "data.x"), ref("event", "data.y"), ref("state", "n"),
                   ref("state", "s"), ref("state", "at"))  # fmt: skip
 NOW = ref("now")
+HIGH = {"betweenTime": "22:00"}  # a number is no time of day: refused at load
 
 # --------------------------------------------------------------------------- the table
 
@@ -120,7 +123,8 @@ TABLE: dict[str, dict[str, Any]] = {
     )["data"],
     "every operator in one group": group(
         "NAND",
-        *(cond(X, op, None if op in UNARY else [Y, ref("literal", 30)] if op in PAIRED else Y)
+        *(cond(X, op, None if op in UNARY else [Y, ref("literal", HIGH.get(op, 30))]
+               if op in PAIRED else Y)
           for op in OPERATORS),
         actions=("inc-n", "log"),
     )["data"],
@@ -186,6 +190,27 @@ def _actions(rng: random.Random) -> list[str]:
     return chosen
 
 
+# The parameters as _deployments gives them: p is "z" (debug) or not given, q defaults to 2.
+_KNOWN_PARAMS = {"p": "z", "q": 2}
+
+
+def _known(operand: dict[str, Any]) -> Any:
+    kind = operand["type"]
+    if kind == "literal":
+        return operand["value"]
+    if kind == "now":
+        return NOW_OPERAND
+    return _KNOWN_PARAMS[operand["value"]] if kind == "variable" else UNKNOWN
+
+
+def _usable(op: str, right: Any) -> bool:
+    if right is None:
+        return op in UNARY
+    if isinstance(right, list):
+        return right_problem(op, [_known(r) for r in right], listed=True) is None
+    return right_problem(op, _known(right)) is None
+
+
 def _tree(rng: random.Random, depth: int) -> dict[str, Any]:
     items = []
     for _ in range(rng.randint(1, 4)):
@@ -194,10 +219,11 @@ def _tree(rng: random.Random, depth: int) -> dict[str, Any]:
             continue
         op = rng.choice(OPERATORS)
         right: Any = None
-        if op in PAIRED and rng.random() < 0.7:
-            right = [_operand(rng), _operand(rng)]
-        elif op not in UNARY:
-            right = _operand(rng)
+        while not _usable(op, right):  # what the operator cannot use is refused at load
+            if op in PAIRED and rng.random() < 0.7:
+                right = [_operand(rng), _operand(rng)]
+            elif op not in UNARY:
+                right = _operand(rng)
         items.append(cond(rng.choice(LEFTS), op, right, *_actions(rng)))
     logic = rng.choice(("AND", "OR", "NAND", "NOR"))
     return {"logic": logic, "items": items, "actions": _actions(rng)}
