@@ -149,6 +149,9 @@ class MqttSender:
         )  # fmt: skip
         # aiomqtt's timeout bounds the wait for CONNACK; the TCP (and TLS) connect has paho's.
         client._client.connect_timeout = request.timeout_s
+        # Deliveries in flight on one connection are the dispatcher's concurrency at most (64
+        # by default), bounded there: aiomqtt's warning past 10 would log a line per publish.
+        client.pending_calls_threshold = 1024
         try:
             await client.__aenter__()
         except MqttConnectError as exc:
