@@ -255,7 +255,9 @@ async def run(sessions: int, events: int, rounds: int) -> dict[str, Any]:
         held = await hold_sessions(server, sessions)
         ingress = JetStreamBus(url=server.url_for("ingress"), inbox_prefix="_INBOX.ingress")
         await ingress.connect()
-        settings = IngressSettings(port=0, max_queue_s=3600)  # measure the path, not admission
+        settings = IngressSettings(
+            port=0, max_queue_s=3600, shed_heavy_s=3600
+        )  # the path, not admission
         policy = IngressPolicy(catalog, partitions=2, subject_prefix=ingress.subject_prefix,
                                max_body_bytes=settings.max_body_bytes)  # fmt: skip
 
