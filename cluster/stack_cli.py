@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import math
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -379,6 +381,60 @@ def _allow_demo_sinks(settings: Settings) -> Settings:
     )
 
 
+class _MqttDevice(threading.Thread):
+    """One of the sample's MQTT assets publishing its readings beside the HTTP traffic."""
+
+    def __init__(self, url: str, asset: Any, count: int) -> None:
+        super().__init__(name=f"mqtt-{asset.id}", daemon=True)
+        self.url, self.asset, self.count = url, asset, count
+        self.report: Any = None
+
+    def run(self) -> None:
+        from eventray.pipeline.mqtt import uplink_topic
+        from eventray.testing.mqtt_device import publish_uplinks
+
+        credentials = self.asset.protocol.mqtt
+        payloads = (
+            orjson.dumps(
+                {
+                    "deviceId": self.asset.asset_uuid,
+                    "door": "closed",
+                    "batt": 88,
+                    "ts": f"2026-03-01T07:{n // 4 % 60:02d}:{n % 4 * 15:02d}Z",
+                    "readings": {"t": round(-19 + math.sin(n / 7) / 2, 1), "rh": 55},
+                }
+            )
+            for n in range(self.count)
+        )
+        self.report = publish_uplinks(
+            self.url, credentials.username, credentials.password,
+            uplink_topic("ds-mqtt", self.asset.asset_uuid), payloads,
+        )  # fmt: skip
+
+    def summary(self) -> str:
+        r = self.report
+        if r is None:
+            return f"mqtt device {self.asset.id}: did not finish"
+        if r.refused:
+            return f"mqtt device {self.asset.id}: login refused ({r.refused})"
+        return (f"mqtt device {self.asset.id} on {self.url}: {r.sent} uplinks published (QoS 1), "
+                f"{r.acknowledged} acknowledged by the broker (stored)")  # fmt: skip
+
+
+def _mqtt_devices(stack: Any, catalog: Any, count: int) -> list[_MqttDevice]:
+    """The sample's MQTT assets (those ds-mqtt takes), each publishing ``count`` uplinks."""
+    if not stack.mqtt_url or "ds-mqtt" not in catalog.data_sources:
+        return []
+    devices = [
+        _MqttDevice(stack.mqtt_url, asset, count)
+        for asset in catalog.assets.values()
+        if asset.enabled and asset.protocol is not None and asset.protocol.mqtt is not None
+    ]
+    for device in devices:
+        device.start()
+    return devices
+
+
 def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
     import ray
 
@@ -422,9 +478,12 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
                 out.write(_status_line(stack.status(), started) + "\n")
                 out.flush()
 
+            devices = _mqtt_devices(stack, catalog, max(1, args.events // 20))
             traffic = post_traffic(
                 stack.ingress_url, catalog, events=args.events, rate=args.rate, progress=progress
             )
+            for device in devices:
+                device.join(60)
             stack.wait_idle(timeout_s=120)
             status = stack.status()
             out.write(_status_line(status, started) + "\n")
@@ -432,6 +491,12 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
                 f"\ningress answers: {dict(traffic.answers)}; {traffic.sent} events posted in "
                 f"{traffic.seconds:.1f} s\n"
             )
+            for device in devices:
+                out.write(device.summary() + "\n")
+            if devices:
+                bridge = status.get("ingress", {}).get("mqtt", {})
+                out.write(f"the ingress's MQTT bridge: {bridge.get('accepted', 0)} uplinks into "
+                          f"the stream, {bridge.get('refused', 0)} refused\n")  # fmt: skip
             database = settings.store.database
             store = stack.actors["store"]
             for title, sql in SUMMARY_QUERIES.items():

@@ -67,5 +67,9 @@ def copy_tenants(documents: list[dict[str, Any]], copies: int) -> list[dict[str,
                 renamed["assetUUID"] = f"{document['assetUUID']}{suffix.upper()}"
             if "code" in renamed:
                 renamed.pop("code")
+            protocol = renamed.get("protocol")
+            credentials = protocol.get("mqtt") if isinstance(protocol, dict) else None
+            if isinstance(credentials, dict) and "username" in credentials:
+                credentials["username"] += suffix  # a broker user is unique across tenants
             out.append(renamed)
     return out
