@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import ray
@@ -21,7 +22,10 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 from eventray.config.settings import Settings
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.ports import Adapters, RowSink
+from eventray.pipeline.storage.logs import LogPage, LogQuery, query_logs
 from eventray.pipeline.storage.query import EventPage, EventQuery, query_events
+from eventray.pipeline.storage.scope import Scope
+from eventray.pipeline.storage.story import EventStory, event_story
 from eventray.pipeline.storage.write_behind import WriteBehind, encode_rows
 
 __all__ = ["EventStoreActor", "StoreClient", "StoreUnavailable"]
@@ -47,6 +51,7 @@ class EventStoreActor:
         store.ensure_schema()
         s = settings.store
         self._store = store
+        self._database = s.database
         self._log = WriteBehind(
             store,
             settings.data_dir / "store-log" / s.database,
@@ -89,9 +94,29 @@ class EventStoreActor:
     async def query_events(self, query: EventQuery) -> EventPage:
         loop = asyncio.get_running_loop()
         page: EventPage = await loop.run_in_executor(
-            self._thread, self._read, query_events, self._store, query
-        )
+            self._thread, self._read, partial(query_events, database=self._database), self._store,
+            query,
+        )  # fmt: skip
         return page
+
+    async def query_logs(self, query: LogQuery) -> LogPage:
+        """One page of a log table or the DLQ (a query from
+        :func:`~eventray.pipeline.storage.reading.plan_log_query`)."""
+        loop = asyncio.get_running_loop()
+        page: LogPage = await loop.run_in_executor(
+            self._thread, self._read, partial(query_logs, database=self._database), self._store,
+            query,
+        )  # fmt: skip
+        return page
+
+    async def event_story(self, scope: Scope, event_tracker_id: str) -> EventStory | None:
+        """Everything stored about one event that ``scope`` may read (None: nothing)."""
+        loop = asyncio.get_running_loop()
+        story: EventStory | None = await loop.run_in_executor(
+            self._thread, self._read, partial(event_story, database=self._database), self._store,
+            scope, event_tracker_id,
+        )  # fmt: skip
+        return story
 
     async def stats(self) -> dict[str, float]:
         log = self._log

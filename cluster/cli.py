@@ -166,6 +166,61 @@ def _stack(name: str) -> Any:
     return handler
 
 
+LOG_KINDS = {
+    "rules": "business rule evaluations (logs_rule)",
+    "captures": "Log-action records with typed capture fields (logs_capture)",
+    "triggers": "trigger delivery attempts (logs_trigger)",
+    "raw": "raw bodies of debug assets and refused ingestions (events_raw)",
+    "dlq": "events that could not be processed (dlq)",
+    "scripts": "template script runs (logs_script)",
+    "routers": "route group decisions (logs_router)",
+}
+"""``eventray logs <kind>``: the kinds of eventray.pipeline.storage.logs.LOG_KINDS (a test
+checks they agree; not imported here, so the parser stays light)."""
+
+
+def _add_page_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", help="ISO-8601; created >= since")
+    parser.add_argument("--until", help="ISO-8601; created < until")
+    parser.add_argument("--limit", type=int, default=100, help="rows per page (1..10000)")
+    parser.add_argument("--cursor", help="continue after the page that printed it")
+    parser.add_argument(
+        "--all", dest="follow", action="store_true", help="every page to the end (an export)"
+    )
+    parser.add_argument("--format", choices=("jsonl", "json", "csv"), default="jsonl")
+    parser.add_argument("--data-dir")
+
+
+def _add_log_parser(parser: argparse.ArgumentParser) -> None:
+    """Every log filter; one a table does not have is refused with the list of its filters."""
+    parser.add_argument("--org", dest="org_id", help="default: every organization")
+    parser.add_argument("--children", dest="include_children", action="store_true")
+    parser.add_argument("--tracker", dest="event_tracker_id")
+    for flag, dest in (("--asset", "asset_id"), ("--business-rule", "business_rule_id"),
+                       ("--rule", "rule_id"), ("--action", "action_id"),
+                       ("--trigger", "trigger_id"), ("--data-source", "data_source_id"),
+                       ("--route-group", "route_group_id")):  # fmt: skip
+        parser.add_argument(flag, dest=dest)
+    parser.add_argument(
+        "--stage", help="raw, dlq, scripts: decode, validate, bind, trigger:<id>..."
+    )
+    for name, yes, no in (("success", "--success", "--failed"),
+                          ("matched", "--matched", "--unmatched"),
+                          ("errored", "--errored", "--no-error")):  # fmt: skip
+        flags = parser.add_mutually_exclusive_group()
+        flags.add_argument(yes, dest=name, action="store_const", const=True, default=None)
+        flags.add_argument(no, dest=name, action="store_const", const=False)
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        help="captures: 'field op value' on a capture field (repeatable)",
+    )
+    parser.add_argument("--newest-first", action="store_true")
+    _add_page_arguments(parser)
+    parser.set_defaults(handler=_stack("cmd_logs"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventray", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -247,18 +302,32 @@ def build_parser() -> argparse.ArgumentParser:
     events = commands.add_parser("events", help="query stored events").add_subparsers(
         dest="action", required=True
     )
-    query = events.add_parser("query")
-    query.add_argument("--org", dest="org_id", required=True)
+    query = events.add_parser("query", help="stored events, filtered by EVA fields")
+    query.add_argument("--org", dest="org_id", help="default: every organization")
     query.add_argument("--children", dest="include_children", action="store_true")
     query.add_argument("--asset", dest="asset_id")
     query.add_argument("--type", dest="event_type")
     query.add_argument("--tracker", dest="event_tracker_id")
-    query.add_argument("--since")
-    query.add_argument("--until")
-    query.add_argument("--limit", type=int, default=100)
-    query.add_argument("--cursor")
-    query.add_argument("--data-dir")
+    query.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        help="'field op value' on an EVA field by name or #id, op one of = != > >= < <= "
+        "(repeatable, all must hold): --where 'temperature > -15' --where 'doorOpen = true'",
+    )
+    _add_page_arguments(query)
     query.set_defaults(handler=_stack("cmd_events_query"))
+    story = events.add_parser("story", help="everything stored about one event, in order")
+    story.add_argument("event_tracker_id", metavar="TRACKER_ID")
+    story.add_argument("--pretty", action="store_true")
+    story.add_argument("--data-dir")
+    story.set_defaults(handler=_stack("cmd_events_story"))
+
+    logs = commands.add_parser("logs", help="query stored logs and the DLQ").add_subparsers(
+        dest="action", required=True
+    )
+    for kind, what in LOG_KINDS.items():
+        _add_log_parser(logs.add_parser(kind, help=what))
 
     validate = commands.add_parser("validate", help="check entity files and folders")
     validate.add_argument("paths", nargs="+")

@@ -27,6 +27,8 @@ __all__ = [
     "cmd_apply",
     "cmd_demo_stack",
     "cmd_events_query",
+    "cmd_events_story",
+    "cmd_logs",
     "cmd_status",
     "cmd_up",
     "read_entity_documents",
@@ -247,13 +249,12 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_events_query(args: argparse.Namespace, out: TextIO) -> int:
+def _catalog(settings: Settings) -> Any:
+    """The running stack's catalog, read from its config store."""
     from eventray.cluster.stack import read_stack_info
     from eventray.cluster.wiring import Wiring
     from eventray.pipeline.catalog import catalog_from_store
-    from eventray.pipeline.storage.query import EventQuery
 
-    settings = _settings(args)
     info = read_stack_info(settings.data_dir)
     if info is None:
         raise EventrayError(
@@ -264,32 +265,139 @@ def cmd_events_query(args: argparse.Namespace, out: TextIO) -> int:
         catalog, _ = catalog_from_store(config)
     finally:
         config.close()
-    org = catalog.orgs.get(args.org_id)
-    if org is None:
-        raise EventrayError(f"unknown organization {args.org_id!r}")
-    query = EventQuery(
-        org_id=org.id,
-        path_key=org.path_key,
+    return catalog
+
+
+def _write_pages(
+    args: argparse.Namespace, out: TextIO, fetch: Any, columns: tuple[str, ...]
+) -> None:
+    """Pages from ``fetch(cursor)`` as ``--format``: one page, or every page with ``--all``."""
+    import sys
+
+    from eventray.pipeline.storage.export import export, follow
+
+    last: list[str | None] = [None]
+
+    def fetched(cursor: str | None) -> Any:
+        page = fetch(cursor)
+        last[0] = page.next_cursor
+        return page
+
+    pages = follow(fetched, cursor=args.cursor, max_pages=None if args.follow else 1)
+    for chunk in export(pages, args.format, columns=columns):
+        out.write(chunk.decode())
+    out.flush()
+    if last[0] is not None and args.format == "csv":  # CSV has no place for the cursor
+        print(f"eventray: more rows follow: --cursor {last[0]} (or --all)", file=sys.stderr)
+
+
+def cmd_events_query(args: argparse.Namespace, out: TextIO) -> int:
+    """Stored events, filtered (``--where 'temperature > -15'``, repeatable), as JSON lines,
+    JSON or CSV. The CLI is the local administrator: its scope is the whole platform."""
+    import dataclasses
+
+    from eventray.pipeline.storage.reading import plan_event_query
+    from eventray.pipeline.storage.schema import columns_of
+    from eventray.pipeline.storage.scope import Scope
+
+    settings = _settings(args)
+    query = plan_event_query(
+        _catalog(settings),
+        Scope.platform(),
+        org_id=args.org_id,
         include_children=args.include_children,
         asset_id=args.asset_id,
         event_type=args.event_type,
         event_tracker_id=args.event_tracker_id,
         since=_when(args.since),
         until=_when(args.until),
+        where=args.where,
         limit=args.limit,
         cursor=args.cursor,
     )
     ray = _attach(settings)
     try:
-        page = ray.get(ray.get_actor("store").query_events.remote(query))
-        for row in page.rows:
-            out.write(
-                orjson.dumps(row, default=str, option=orjson.OPT_NON_STR_KEYS).decode() + "\n"
-            )
-        if page.next_cursor:
-            out.write(orjson.dumps({"nextCursor": page.next_cursor}).decode() + "\n")
+        store = ray.get_actor("store")
+        _write_pages(
+            args,
+            out,
+            lambda cursor: ray.get(
+                store.query_events.remote(dataclasses.replace(query, cursor=cursor))
+            ),
+            columns_of("events"),
+        )
     finally:
         ray.shutdown()
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
+    """Rows of one log table or the DLQ (``eventray logs rules|captures|triggers|raw|dlq|
+    scripts|routers``), filtered, as JSON lines, JSON or CSV; scope: the whole platform."""
+    import dataclasses
+
+    from eventray.pipeline.storage.logs import LOG_KINDS, log_columns
+    from eventray.pipeline.storage.reading import plan_log_query
+    from eventray.pipeline.storage.scope import Scope
+
+    settings = _settings(args)
+    query = plan_log_query(
+        _catalog(settings),
+        Scope.platform(),
+        args.action,
+        org_id=args.org_id,
+        include_children=args.include_children,
+        asset_id=args.asset_id,
+        business_rule_id=args.business_rule_id,
+        rule_id=args.rule_id,
+        action_id=args.action_id,
+        trigger_id=args.trigger_id,
+        data_source_id=args.data_source_id,
+        route_group_id=args.route_group_id,
+        stage=args.stage,
+        success=args.success,
+        matched=args.matched,
+        errored=args.errored,
+        since=_when(args.since),
+        until=_when(args.until),
+        event_tracker_id=args.event_tracker_id,
+        where=args.where,
+        limit=args.limit,
+        cursor=args.cursor,
+        newest_first=args.newest_first,
+    )
+    ray = _attach(settings)
+    try:
+        store = ray.get_actor("store")
+        _write_pages(
+            args,
+            out,
+            lambda cursor: ray.get(
+                store.query_logs.remote(dataclasses.replace(query, cursor=cursor))
+            ),
+            log_columns(LOG_KINDS[args.action]),
+        )
+    finally:
+        ray.shutdown()
+    return 0
+
+
+def cmd_events_story(args: argparse.Namespace, out: TextIO) -> int:
+    """Everything stored about one event, in order, as one JSON document."""
+    from eventray.pipeline.storage.scope import Scope
+
+    settings = _settings(args)
+    ray = _attach(settings)
+    try:
+        story = ray.get(
+            ray.get_actor("store").event_story.remote(Scope.platform(), args.event_tracker_id)
+        )
+    finally:
+        ray.shutdown()
+    if story is None:
+        raise EventrayError(f"nothing stored for event tracker id {args.event_tracker_id!r}")
+    option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if args.pretty else 0)
+    out.write(orjson.dumps(story.to_dict(), default=str, option=option).decode() + "\n")
     return 0
 
 

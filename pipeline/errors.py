@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "ConfigIssue",
     "EventrayError",
+    "InvalidQuery",
     "PermanentError",
     "RetryableError",
     "RuleError",
@@ -21,6 +22,7 @@ __all__ = [
     "SettingsError",
     "StateStoreError",
     "TemplateRenderError",
+    "UnknownOrganization",
 ]
 
 
@@ -126,6 +128,37 @@ class RuleError(PermanentError):
 
 class TemplateRenderError(PermanentError):
     """A ``{{placeholder}}`` could not be rendered (unknown secret, malformed braces)."""
+
+
+class InvalidQuery(PermanentError, ValueError):
+    """A read of the stored tables was refused before it ran: a malformed filter expression,
+    an unknown field or operator, a value of the wrong type, an organization that is unknown
+    or outside the caller's scope, an invalid cursor. An HTTP API answers 422.
+
+    Args:
+        message: what is wrong, in words a user can act on.
+        param: which input it is about (``where[0]``, ``org``, ``cursor``), when known.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.message,), {"param": self.param}
+
+
+class UnknownOrganization(InvalidQuery):
+    """An organization filter names an organization that is unknown or outside the caller's
+    scope; both read the same, so the answer never tells whether another tenant exists."""
+
+    def __init__(self, org_id: str) -> None:
+        super().__init__(f"unknown organization {org_id!r}", param="org")
+        self.org_id = org_id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.org_id,)  # pickled across processes without double wrapping
 
 
 class StateStoreError(RetryableError):

@@ -20,14 +20,18 @@ from typing import Any
 
 import orjson
 
+from eventray.pipeline.errors import InvalidQuery
 from eventray.pipeline.ports import EventStore
 from eventray.pipeline.storage.rows import format_ts
 from eventray.pipeline.storage.schema import DEFAULT_DATABASE, check_identifier, columns_of
+from eventray.pipeline.storage.scope import Scope
 
 __all__ = [
+    "EvaAlternative",
     "EvaFilter",
     "EventPage",
     "EventQuery",
+    "NamedEvaFilter",
     "build_event_count",
     "build_event_query",
     "count_events",
@@ -48,6 +52,51 @@ _MAX_LIMIT = 10_000
 _COLUMNS = ", ".join(columns_of("events"))
 
 
+@dataclass(frozen=True, slots=True)
+class EvaAlternative:
+    """Where one template family keeps a named field: events of ``template_ids`` hold it
+    under ``field_id``, compared with ``value`` (whose Python type picks the typed map, as in
+    :data:`EvaFilter`)."""
+
+    template_ids: tuple[str, ...]
+    field_id: int
+    value: EvaOperand
+
+
+@dataclass(frozen=True, slots=True)
+class NamedEvaFilter:
+    """A filter on an EVA field by name, resolved through the templates in scope (see
+    :mod:`eventray.pipeline.storage.fields`): an event matches if it was made by one of an
+    alternative's templates and that template's field compares true. Restricting each field
+    id to the templates that declare it keeps another template's use of the same id (say,
+    humidity under id 1) from answering a question about temperature."""
+
+    name: str
+    op: str
+    alternatives: tuple[EvaAlternative, ...]
+
+    def __post_init__(self) -> None:
+        if not self.alternatives:
+            raise InvalidQuery(f"field {self.name!r} resolves to no template field", param="where")
+        for alt in self.alternatives:
+            _check_eva(alt.field_id, self.op, alt.value)
+            if not alt.template_ids:
+                raise InvalidQuery(f"field {self.name!r}: an alternative names no template")
+
+
+def _check_eva(field_id: int, op: str, value: object) -> None:
+    if isinstance(field_id, bool) or not 0 <= field_id <= 65535:
+        raise InvalidQuery(f"EVA field id must be 0..65535, got {field_id!r}", param="where")
+    if op not in _OPS:
+        raise InvalidQuery(f"EVA operator must be one of {sorted(_OPS)}, got {op!r}", param="where")
+    if isinstance(value, bool) and op not in ("eq", "neq"):
+        raise InvalidQuery(f"EVA boolean filters take eq or neq, got {op!r}", param="where")
+    if not isinstance(value, (int, float, str, datetime)):
+        raise InvalidQuery(
+            f"EVA value must be a number, text, bool or datetime: {value!r}", param="where"
+        )
+
+
 def encode_cursor(created: str, event_tracker_id: str) -> str:
     """An opaque cursor for the position after the row ``(created, event_tracker_id)``."""
     return base64.urlsafe_b64encode(orjson.dumps([created, event_tracker_id])).decode()
@@ -58,13 +107,13 @@ def decode_cursor(cursor: str) -> tuple[str, str]:
     try:
         value = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (binascii.Error, orjson.JSONDecodeError, UnicodeEncodeError) as exc:
-        raise ValueError(f"invalid cursor {cursor!r}") from exc
+        raise InvalidQuery(f"invalid cursor {cursor!r}", param="cursor") from exc
     if (
         not isinstance(value, list)
         or len(value) != 2
         or not all(isinstance(part, str) for part in value)
     ):
-        raise ValueError(f"invalid cursor {cursor!r}")
+        raise InvalidQuery(f"invalid cursor {cursor!r}", param="cursor")
     return value[0], value[1]
 
 
@@ -73,7 +122,7 @@ class EventQuery:
     """Which events to read.
 
     Args:
-        org_id: the organization.
+        org_id: the organization; may be empty when ``scope`` is given (the whole scope).
         path_key: the organization's pathKey. Required with ``include_children``; when given,
             the read is served by the table's sorting key.
         include_children: also every organization below it (pathKey prefix).
@@ -82,12 +131,15 @@ class EventQuery:
         since: ``created >= since`` (timezone-aware; naive means UTC).
         until: ``created < until``.
         event_tracker_id: only this event.
-        eva: typed EVA filters, all of which must hold (see :data:`EvaFilter`).
+        eva: typed EVA filters by field id, all of which must hold (see :data:`EvaFilter`).
         limit: rows per page, 1..10000.
         cursor: ``next_cursor`` of the previous page.
+        scope: the caller's tenant scope, ANDed to everything else: no filter reads outside
+            it. None: no restriction beyond the filters (trusted callers only).
+        named: EVA filters by field name (see :class:`NamedEvaFilter`), all of which must hold.
     """
 
-    org_id: str
+    org_id: str = ""
     path_key: str = ""
     include_children: bool = False
     asset_id: str | None = None
@@ -98,23 +150,18 @@ class EventQuery:
     eva: tuple[EvaFilter, ...] = ()
     limit: int = 100
     cursor: str | None = None
+    scope: Scope | None = None
+    named: tuple[NamedEvaFilter, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.org_id:
-            raise ValueError("org_id is required")
+        if not self.org_id and self.scope is None:
+            raise InvalidQuery("org_id is required", param="org")
         if self.include_children and not self.path_key:
-            raise ValueError("include_children needs the organization's path_key")
+            raise InvalidQuery("include_children needs the organization's path_key", param="org")
         if isinstance(self.limit, bool) or not 1 <= self.limit <= _MAX_LIMIT:
-            raise ValueError(f"limit must be 1..{_MAX_LIMIT}, got {self.limit!r}")
+            raise InvalidQuery(f"limit must be 1..{_MAX_LIMIT}, got {self.limit!r}", param="limit")
         for field_id, op, value in self.eva:
-            if isinstance(field_id, bool) or not 0 <= field_id <= 65535:
-                raise ValueError(f"EVA field id must be 0..65535, got {field_id!r}")
-            if op not in _OPS:
-                raise ValueError(f"EVA operator must be one of {sorted(_OPS)}, got {op!r}")
-            if isinstance(value, bool) and op not in ("eq", "neq"):
-                raise ValueError(f"EVA boolean filters take eq or neq, got {op!r}")
-            if not isinstance(value, (int, float, str, datetime)):
-                raise ValueError(f"EVA value must be a number, text, bool or datetime: {value!r}")
+            _check_eva(field_id, op, value)
         if self.cursor is not None:
             decode_cursor(self.cursor)
 
@@ -127,7 +174,7 @@ class EventPage:
     next_cursor: str | None
 
 
-def _eva_condition(index: int, op: str, value: EvaOperand) -> tuple[str, Any]:
+def _eva_condition(key: str, val: str, op: str, value: EvaOperand) -> tuple[str, Any]:
     bound: Any
     if isinstance(value, bool):
         column, kind, bound = "eva_bool", "UInt8", int(value)
@@ -137,7 +184,6 @@ def _eva_condition(index: int, op: str, value: EvaOperand) -> tuple[str, Any]:
         column, kind, bound = "eva_date", _DATE, format_ts(value)
     else:
         column, kind, bound = "eva_string", "String", value
-    key, val = f"eva{index}_field", f"eva{index}_value"
     # A missing key reads as the type's default (0, ''), so presence is checked first.
     sql = (
         f"mapContains({column}, {{{key}:UInt16}}) "
@@ -146,14 +192,32 @@ def _eva_condition(index: int, op: str, value: EvaOperand) -> tuple[str, Any]:
     return sql, bound
 
 
+def _named_condition(index: int, named: NamedEvaFilter) -> tuple[str, dict[str, Any]]:
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    for number, alt in enumerate(named.alternatives):
+        tag = f"name{index}_{number}"
+        sql, bound = _eva_condition(f"{tag}_field", f"{tag}_value", named.op, alt.value)
+        parts.append(f"(template_id IN {{{tag}_templates:Array(String)}} AND {sql})")
+        params[f"{tag}_templates"] = list(alt.template_ids)
+        params[f"{tag}_field"] = alt.field_id
+        params[f"{tag}_value"] = bound
+    return "(" + " OR ".join(parts) + ")", params
+
+
 def _where(query: EventQuery) -> tuple[list[str], dict[str, Any]]:
     where: list[str] = []
     params: dict[str, Any] = {}
+    if query.scope is not None:
+        sql, bound = query.scope.condition()
+        if sql:
+            where.append(sql)
+            params.update(bound)
     if query.include_children:
         where.append("(path_key = {path_key:String} OR startsWith(path_key, {path_prefix:String}))")
         params["path_key"] = query.path_key
         params["path_prefix"] = query.path_key + "/"
-    else:
+    elif query.org_id:
         where.append("org_id = {org_id:String}")
         params["org_id"] = query.org_id
         if query.path_key:
@@ -175,10 +239,14 @@ def _where(query: EventQuery) -> tuple[list[str], dict[str, Any]]:
         where.append("event_tracker_id = {event_tracker_id:String}")
         params["event_tracker_id"] = query.event_tracker_id
     for index, (field_id, op, value) in enumerate(query.eva):
-        sql, bound = _eva_condition(index, op, value)
+        sql, bound = _eva_condition(f"eva{index}_field", f"eva{index}_value", op, value)
         where.append(sql)
         params[f"eva{index}_field"] = field_id
         params[f"eva{index}_value"] = bound
+    for index, named in enumerate(query.named):
+        sql, bound_params = _named_condition(index, named)
+        where.append(sql)
+        params.update(bound_params)
     return where, params
 
 
@@ -199,7 +267,7 @@ def build_event_query(
     params["limit"] = query.limit + 1
     sql = (
         f"SELECT {_COLUMNS} FROM {check_identifier(database)}.events FINAL\n"
-        f"WHERE {' AND '.join(where)}\n"
+        f"WHERE {' AND '.join(where) or '1'}\n"
         "ORDER BY created, event_tracker_id\n"
         "LIMIT {limit:UInt32}"
     )
@@ -213,7 +281,7 @@ def build_event_count(
     where, params = _where(query)
     sql = (
         f"SELECT count() AS n FROM {check_identifier(database)}.events FINAL\n"
-        f"WHERE {' AND '.join(where)}"
+        f"WHERE {' AND '.join(where) or '1'}"
     )
     return sql, params
 
