@@ -58,14 +58,24 @@ def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=str, option=_JSON)
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def csv_value(value: Any) -> str:
-    """One cell: text as is, booleans ``true``/``false``, None empty, containers JSON."""
+    """One cell: text as is, booleans ``true``/``false``, None empty, containers JSON.
+
+    Text is written by devices and tenants: a cell that starts like a spreadsheet formula
+    (``= + - @``, tab, carriage return) gets a leading ``'``, so opening an export cannot run
+    ``=HYPERLINK(...)`` or ``=cmd|...`` written by a device (OWASP's CSV injection advice).
+    Numbers are not text and stay as they are (``-19.4``)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list, tuple)):
         return _dumps(value).decode()
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
     return str(value)
 
 

@@ -247,11 +247,14 @@ def test_csv_flattens_maps_and_lists_as_json_text() -> None:
         ["created", "eva_number", "ok", "note", "text", "tags"],
         ["2026-03-01 08:00:00.000", '{"1":-19.4}', "true", "", 'comma, "quote"\nnewline',
          '["a","b"]'],
-        ["2026-03-01 08:01:00.000", "{}", "false", "n", "=cmd", "[]"],
+        ["2026-03-01 08:01:00.000", "{}", "false", "n", "'=cmd", "[]"],  # neutralised
     ]  # fmt: skip
     empty = b"".join(export([FakePage([], None)], "csv", columns=("a", "b")))
     assert empty == b"a,b\n"
     assert b"".join(export([], "csv", columns=("a",))) == b"a\n"
     assert csv_value(1.5) == "1.5" and csv_value({"k": [1]}) == '{"k":[1]}'
+    # a device's text that a spreadsheet would run as a formula is neutralised; numbers are not
+    assert csv_value('=HYPERLINK("http://x")') == '\'=HYPERLINK("http://x")'
+    assert csv_value("@SUM(A1)") == "'@SUM(A1)" and csv_value(-19.4) == "-19.4"
     with pytest.raises(ValueError, match="unknown export format 'xml'"):
         export([], "xml")  # type: ignore[arg-type]
