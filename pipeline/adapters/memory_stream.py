@@ -33,6 +33,7 @@ from eventray.pipeline.ports import (
     UplinkSource,
 )
 from eventray.pipeline.processor import Ingested
+from eventray.pipeline.replay_marks import HEADER_TRACKER, parse_mark
 
 __all__ = ["MemoryOutbox", "MemoryQueue", "MemorySource", "MemoryStream", "MemoryUplinks"]
 
@@ -204,6 +205,9 @@ class MemoryStream(Stream):
         self._outbox = MemoryOutbox(max_payload=max_payload)
         self._watchers: list[Callable[[], Awaitable[None]]] = []
         self.mqtt = MemoryUplinks()
+        self.headers: dict[tuple[int, int], dict[str, str]] = {}
+        """The headers of each message :meth:`append` stored, by (partition, sequence)."""
+        self._ids: dict[str, tuple[int, int]] = {}  # Nats-Msg-Id -> (partition, sequence)
 
     def _partition(self, partition: int) -> _Partition:
         return self._partitions.setdefault(partition, _Partition())
@@ -240,14 +244,23 @@ class MemoryStream(Stream):
             received = headers.get(HEADER_RECEIVED, "0")
             revision = headers.get(HEADER_REVISION, "0")
             item = Ingested(
-                message.msg_id,
+                headers.get(HEADER_TRACKER) or message.msg_id,
                 headers.get(HEADER_SOURCE, ""),
                 message.body,
                 int(received) if received.isdigit() else 0,
                 asset_id=headers.get(HEADER_ASSET, ""),
                 revision=int(revision) if revision.isdigit() else 0,
+                replay=parse_mark(headers),
             )
-            self.add(int(tail), [item])
+            partition = int(tail)
+            if message.msg_id and message.msg_id in self._ids:
+                results.append("")  # the stream's duplicate window (here: for ever)
+                continue
+            (stored,) = self.add(partition, [item])
+            assert stored.seq is not None
+            self.headers[(partition, stored.seq)] = dict(headers)
+            if message.msg_id:
+                self._ids[message.msg_id] = (partition, stored.seq)
             results.append("")
         return results
 
