@@ -229,6 +229,24 @@ class MemoryStream(Stream):
             part.arrived.set()
         return stored
 
+    def log(self, partition: int) -> list[Ingested]:
+        """Every event ``partition`` holds, in stream order (``seq`` = position + 1)."""
+        return list(self._partition(partition).log)
+
+    def acknowledged(self, partition: int) -> int:
+        """The sequence through which ``partition`` is acknowledged."""
+        return self._partition(partition).acked
+
+    def expire_duplicates(self) -> None:
+        """Let the duplicate window pass: a message id appended before may be appended again
+        (the twin's window otherwise lasts for ever)."""
+        self._ids.clear()
+
+    def stored_as(self, msg_id: str) -> tuple[int, int] | None:
+        """Where :meth:`append` stored the message with this ``Nats-Msg-Id``: (partition,
+        sequence), or None."""
+        return self._ids.get(msg_id)
+
     async def connect(self) -> None:
         return None
 
@@ -258,7 +276,9 @@ class MemoryStream(Stream):
                 continue
             (stored,) = self.add(partition, [item])
             assert stored.seq is not None
-            self.headers[(partition, stored.seq)] = dict(headers)
+            self.headers[(partition, stored.seq)] = (
+                {"Nats-Msg-Id": message.msg_id, **headers} if message.msg_id else dict(headers)
+            )
             if message.msg_id:
                 self._ids[message.msg_id] = (partition, stored.seq)
             results.append("")

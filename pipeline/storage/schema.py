@@ -213,7 +213,7 @@ _TABLES: dict[str, tuple[tuple[tuple[str, str], ...], str, str, str]] = {
             ("redrive_id", "String"),
             ("requested_by", "String"),
             ("msg_id", "String"),
-            ("partition", "UInt16"),
+            ("partition", "Int32"),
             ("stream_seq", "UInt64"),
         ),
         "ReplacingMergeTree",
