@@ -260,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--data-dir")
     query.set_defaults(handler=_stack("cmd_events_query"))
 
+    from eventray.cluster.replay_args import add_replay_commands
+
+    add_replay_commands(commands)  # dlq list, dlq redrive, replay
+
     validate = commands.add_parser("validate", help="check entity files and folders")
     validate.add_argument("paths", nargs="+")
     validate.set_defaults(handler=cmd_validate)
