@@ -275,6 +275,8 @@ class PartitionReplay:
         reset_seq: the reset marker's stream sequence (fresh; 0 otherwise or in a dry run).
         copies_first, copies_last: the copies' stream sequences (0 in a dry run).
         sample: the first selected eventTrackerIds (at most 20).
+        superseded: DLQ entries of copied events a ``fresh`` replay marked as handled (their
+            copies were evaluated in the rebuilt state; a redrive would count them again).
     """
 
     partition: int
@@ -286,6 +288,7 @@ class PartitionReplay:
     copies_first: int = 0
     copies_last: int = 0
     sample: list[str] = field(default_factory=list)
+    superseded: int = 0
 
 
 @dataclass(slots=True)

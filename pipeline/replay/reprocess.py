@@ -49,6 +49,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import orjson
 
@@ -59,13 +60,16 @@ from eventray.pipeline.ingress import HEADER_SOURCE as HEADER_DATA_SOURCE
 from eventray.pipeline.partitioning import partition_of, subject_for
 from eventray.pipeline.ports import OutboxMessage
 from eventray.pipeline.replay.model import (
+    DeadLetter,
+    DeadLetterQuery,
     InvalidRequest,
     PartitionReplay,
+    RedriveRecord,
     ReplayReport,
     ReplayRequest,
     Scope,
 )
-from eventray.pipeline.replay.ports import EventArchive, StoredMessage
+from eventray.pipeline.replay.ports import DeadLetterStore, EventArchive, StoredMessage
 from eventray.pipeline.replay.scoping import orgs_under, path_of_org
 from eventray.pipeline.replay_marks import (
     HEADER_REDRIVE,
@@ -96,6 +100,9 @@ class Replayer:
         archive: the stream.
         partitions: the stream's partition count.
         subject_prefix: partition subjects are ``{prefix}.p{n}``.
+        store: the DLQ: a ``fresh`` replay marks the pending entries of the events it copied
+            as handled (their copies count in the rebuilt state; a later redrive would count
+            them twice). None: leave them.
         now_ms: the clock (epoch milliseconds).
     """
 
@@ -106,10 +113,12 @@ class Replayer:
         archive: EventArchive,
         partitions: int,
         subject_prefix: str,
+        store: DeadLetterStore | None = None,
         now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._catalog = catalog
         self._archive = archive
+        self._store = store
         self._partitions = partitions
         self._prefix = subject_prefix
         self._now_ms = now_ms
@@ -152,8 +161,49 @@ class Replayer:
         for partition in sorted(by_partition):
             share = PartitionReplay(partition, tuple(by_partition[partition]))
             report.partitions.append(share)
-            await self._partition(share, request, mark, binder, report, dry_run=dry_run)
+            copied = await self._partition(share, request, mark, binder, report, dry_run=dry_run)
+            if copied and request.state == "fresh" and self._store is not None:
+                share.superseded = await self._supersede(
+                    scope, path_key, request, share, copied, report.replay_id
+                )
         return report
+
+    async def _supersede(
+        self,
+        scope: Scope,
+        path_key: str,
+        request: ReplayRequest,
+        share: PartitionReplay,
+        copied: Mapping[str, int],
+        replay_id: str,
+    ) -> int:
+        """Record the pending DLQ entries of the events a fresh replay copied as handled by
+        it (source ``dlq``, redrive id = the replay's): their copies were evaluated in the
+        rebuilt state."""
+        assert self._store is not None
+        query = DeadLetterQuery(
+            "dlq", scope=scope.path_key, path_key=path_key, since_ms=request.since_ms,
+            until_ms=request.until_ms, redriven=False,
+        )  # fmt: skip
+        orgs = set(share.orgs)
+        now = self._now_ms()
+        total = 0
+        after: tuple[int, str, str, int] | None = None
+        while True:
+            page = await self._store.find(replace(query, after=after))
+            if not page:
+                return total
+            after = page[-1].position
+            records = [
+                _superseded(e, replay_id, share.partition, copied[e.event_tracker_id], now)
+                for e in page
+                if e.org_id in orgs and e.event_tracker_id in copied
+            ]
+            if records:
+                await self._store.record(records)
+                total += len(records)
+            if len(page) < query.limit:
+                return total
 
     async def _partition(
         self,
@@ -164,7 +214,9 @@ class Replayer:
         report: ReplayReport,
         *,
         dry_run: bool,
-    ) -> None:
+    ) -> dict[str, int]:
+        """Select and copy one partition's events; returns the stream sequence of each
+        event's copy, by eventTrackerId."""
         subject = subject_for(self._prefix, share.partition)
         bounds = await self._archive.bounds(subject)
         if (
@@ -198,6 +250,7 @@ class Replayer:
         revision = binder.catalog.revision
         orgs = set(share.orgs)
         seen: set[str] = set()
+        copied: dict[str, int] = {}
         pending: list[OutboxMessage] = []
         start_ms = request.since_ms - _SLACK_MS if request.since_ms is not None else None
         stop_ms = request.until_ms + _SLACK_MS if request.until_ms is not None else None
@@ -224,7 +277,7 @@ class Replayer:
                         pending.append(_copy(message, tracker, mark, revision))
                 else:
                     if len(pending) >= _APPEND_CHUNK:
-                        await self._flush(pending, share)
+                        copied.update(await self._flush(pending, share))
                         pending = []
                     continue
                 break  # past the range's end
@@ -233,9 +286,10 @@ class Replayer:
             if close is not None:
                 await close()
         if pending:
-            await self._flush(pending, share)
+            copied.update(await self._flush(pending, share))
+        return copied
 
-    async def _flush(self, copies: list[OutboxMessage], share: PartitionReplay) -> None:
+    async def _flush(self, copies: list[OutboxMessage], share: PartitionReplay) -> dict[str, int]:
         answers = await self._archive.append(copies)
         refused = [a.error for a in answers if a.error]
         if refused:
@@ -245,6 +299,20 @@ class Replayer:
         seqs = [a.seq for a in answers]
         share.copies_first = share.copies_first or min(seqs)
         share.copies_last = max(share.copies_last, *seqs)
+        return {
+            copy.headers[HEADER_TRACKER]: answer.seq
+            for copy, answer in zip(copies, answers, strict=True)
+        }
+
+
+def _superseded(
+    entry: DeadLetter, replay_id: str, partition: int, copy_seq: int, now_ms: int
+) -> RedriveRecord:
+    return RedriveRecord(
+        "dlq", entry.event_tracker_id, entry.org_id, entry.path_key, entry.stage,
+        entry.stream_seq, entry.created_ms, entry.error, replay_id, f"replay:{replay_id}",
+        replay_msg_id(replay_id, entry.event_tracker_id), partition, copy_seq, now_ms,
+    )  # fmt: skip
 
 
 def _check(request: ReplayRequest) -> None:

@@ -65,6 +65,7 @@ class ReplayService:
             archive=archive,
             partitions=partitions,
             subject_prefix=subject_prefix,
+            store=store,
             now_ms=now_ms,
         )
 

@@ -262,3 +262,36 @@ def test_a_keep_copy_that_failed_is_redriven_as_that_replays_copy() -> None:
         assert payload(w.events_final()["e0002"])["bad"] is True
 
     run(scenario())
+
+
+def test_a_fresh_replay_handles_the_dlq_entries_of_the_events_it_counted() -> None:
+    async def scenario() -> None:
+        w = await world(BROKEN)
+        await w.send(*(event(n, bad=n == 2) for n in range(1, 4)))
+        await w.drain()
+        assert w.state()[STATE_A] == 2  # event 2 failed: in the DLQ, never counted
+        w.apply(build(PASS))
+        keep = await w.service.replay(EVERYONE, ReplayRequest(ORG, since_ms=0))
+        await w.drain()
+        assert keep.partitions[0].superseded == 0
+        assert w.state()[STATE_A] == 2  # keep: stored now, still not counted...
+        pending = await w.service.dead_letters(EVERYONE, RedriveRequest(everything=True),
+                                               redriven=False)  # fmt: skip
+        assert [e.event_tracker_id for e in pending] == ["e0002"]  # ...so its entry stays
+
+        fresh = await w.service.replay(EVERYONE, ReplayRequest(ORG, since_ms=0, state="fresh"))
+        assert fresh.partitions[0].superseded == 1
+        await w.drain()
+        assert w.state()[STATE_A] == 3  # each event once, event 2 included
+        (entry,) = await w.service.dead_letters(
+            EVERYONE, RedriveRequest(everything=True), redriven=True
+        )
+        assert entry.redrive is not None
+        assert (entry.redrive.redrive_id, entry.redrive.requested_by) == (
+            fresh.replay_id, f"replay:{fresh.replay_id}",
+        )  # fmt: skip
+        assert (await w.service.redrive(EVERYONE, RedriveRequest(everything=True))).items == []
+        await w.drain()
+        assert w.state()[STATE_A] == 3
+
+    run(scenario())
