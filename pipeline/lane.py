@@ -390,7 +390,7 @@ class Lane:
         latencies = stats.latencies_ms
         by_source = stats.by_source_ms
         for item in items:
-            if item.received_ms:
+            if item.received_ms and not item.copy:  # a copy's received time is its event's
                 latency = now_ms - item.received_ms
                 latencies.append(latency)
                 mine = by_source.get(item.data_source_id)

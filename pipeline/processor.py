@@ -48,6 +48,8 @@ class Ingested:
             runs at least that revision's catalog for it.
         replay: set on a replay's copy of an event processed before, or on a replay's reset
             marker (see :mod:`eventray.pipeline.replay_marks`); None for everything else.
+        copy: a redriven or replayed copy: ``received_ms`` is its event's, not its arrival's
+            (the lane leaves it out of its latencies).
     """
 
     event_tracker_id: str
@@ -60,6 +62,7 @@ class Ingested:
     ack: str = ""
     revision: int = 0
     replay: ReplayMark | None = None
+    copy: bool = False
 
 
 @dataclass(slots=True)

@@ -65,6 +65,7 @@ class MemoryArchive(EventArchive):
                 headers[HEADER_REVISION] = str(item.revision)
             if item.replay is not None:
                 headers.update(mark_headers(item.replay))
+            if item.replay is not None or item.copy:
                 headers[HEADER_TRACKER] = item.event_tracker_id
         return StoredMessage(item.seq, subject, item.received_ms, headers, item.body)
 

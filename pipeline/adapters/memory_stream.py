@@ -269,6 +269,7 @@ class MemoryStream(Stream):
                 asset_id=headers.get(HEADER_ASSET, ""),
                 revision=int(revision) if revision.isdigit() else 0,
                 replay=parse_mark(headers),
+                copy=HEADER_TRACKER in headers,
             )
             partition = int(tail)
             if message.msg_id and message.msg_id in self._ids:

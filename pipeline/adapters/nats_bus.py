@@ -370,10 +370,10 @@ def _ingested(message: WireMessage) -> Ingested:
     received = header(_RECEIVED)
     revision = header(_REVISION)
     # A redriven or replayed copy names its event here (its Nats-Msg-Id is the copy's own).
-    tracker = header(_TRACKER) or header(_MSG_ID)
+    copied = header(_TRACKER)
     replay = parse_mark(lambda name: header(name.encode())) if _REPLAY in message.headers else None
     return Ingested(
-        tracker or f"seq-{seq}",
+        copied or header(_MSG_ID) or f"seq-{seq}",
         header(_SOURCE),
         message.payload,
         int(received)
@@ -385,6 +385,7 @@ def _ingested(message: WireMessage) -> Ingested:
         reply,
         int(revision) if revision.isdigit() else 0,
         replay,
+        bool(copied),
     )
 
 

@@ -76,7 +76,9 @@ def test_a_redriven_event_keeps_its_tracker_id_and_is_processed_once_by_the_pipe
         copies = w.rig.stream.log(0)[-2:]
         assert [c.event_tracker_id for c in copies] == ["e0002", "e0005"]
         assert [c.revision for c in copies] == [2, 2]  # a lane catches up with the fix first
+        latencies = len(w.rig.lane.stats.latencies_ms)
         await w.drain()
+        assert len(w.rig.lane.stats.latencies_ms) == latencies  # a copy's are its event's
         stored = w.events_final()
         assert sorted(stored) == [f"e{n:04d}" for n in range(1, 7)]
         assert orjson.loads(stored["e0005"]["payload"]) == {"device": "D1", "n": 5, "bad": True}
