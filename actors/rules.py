@@ -3,6 +3,7 @@ the rule state of the organizations hashed to it (``pipeline.rules_in_lane = fal
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import ray
@@ -48,6 +49,9 @@ class RulePartitionActor:
 
     def commit(self, seq: int) -> CommitStatus:
         return self._partition.commit(seq)
+
+    def reset(self, org_ids: list[str], seq: int) -> bool:
+        return self._partition.reset(org_ids, seq)
 
     def stats(self) -> dict[str, int]:
         return {"evaluated": self._partition.evaluated, "revision": self.revision}
@@ -96,6 +100,10 @@ class RuleActorsClient(RuleStage):
     async def commit(self, partition: int, seq: int) -> CommitStatus:
         status: CommitStatus = await self._call(partition, "commit", seq)
         return status
+
+    async def reset(self, partition: int, org_ids: Sequence[str], seq: int) -> bool:
+        done: bool = await self._call(partition, "reset", list(org_ids), seq)
+        return done
 
     def use(self, catalog: Catalog) -> None:
         """Rule actors reload themselves on the config message (see :meth:`reload`)."""

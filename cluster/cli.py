@@ -329,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     for kind, what in LOG_KINDS.items():
         _add_log_parser(logs.add_parser(kind, help=what))
 
+    from eventray.cluster.replay_args import add_replay_commands
+
+    add_replay_commands(commands)  # dlq list, dlq redrive, replay
+
     validate = commands.add_parser("validate", help="check entity files and folders")
     validate.add_argument("paths", nargs="+")
     validate.set_defaults(handler=cmd_validate)

@@ -11,6 +11,14 @@ batch's state, queued deliveries are de-duplicated by id).
 The lane actor, the single-process baseline, ``eventray demo --local`` and the benchmarks all
 run this object; :mod:`eventray.pipeline.lane` adds the loop, the retries and the narrowing of
 failures to the events that cause them.
+
+**Replays.** A replay's copies (:mod:`eventray.pipeline.replay`) are events like any other,
+except: with ``state: keep`` their rules are not evaluated (state, rule logs and rule
+deliveries stay as the first run left them); without ``triggers`` their trigger deliveries
+and ``publish`` routes are not sent (with it, their deliveries carry the replay's id in their
+de-duplication id, so the stream does not drop them as repeats of the first run's); a reset
+marker is not an event: its tail resets the rule state of its organizations, under the fence
+(:func:`split_at_controls` gives it a batch of its own).
 """
 
 from __future__ import annotations
@@ -26,7 +34,14 @@ import orjson
 from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.errors import PermanentError, RetryableError
 from eventray.pipeline.ports import Clock, Outbox, OutboxMessage, RowSink
-from eventray.pipeline.processor import EventProcessor, Failure, Ingested, ProcessedBatch
+from eventray.pipeline.processor import (
+    EventProcessor,
+    Failure,
+    Ingested,
+    ProcessedBatch,
+)
+from eventray.pipeline.processor import failed as failure_of
+from eventray.pipeline.replay_marks import ReplayMark
 from eventray.pipeline.rules.outcome import BatchOutcome
 from eventray.pipeline.rules.stage import RuleStage
 from eventray.pipeline.scripts.executor import TemplateExecutor
@@ -43,6 +58,7 @@ __all__ = [
     "delivery_groups",
     "mark_failed",
     "rule_failures",
+    "split_at_controls",
 ]
 
 
@@ -122,6 +138,31 @@ def rule_failures(outcome: BatchOutcome) -> dict[str, tuple[str, str]]:
             reason if found is None else f"{found[1]}; {reason}",
         )
     return failed
+
+
+def split_at_controls(items: Sequence[Ingested]) -> list[Sequence[Ingested]]:
+    """``items`` as batches in which a replay's reset marker stands alone, in stream order:
+    the events before it are evaluated on the state before the reset, those after on the
+    reset state."""
+    if not any(item.replay is not None and item.replay.control for item in items):
+        return [items]
+    parts: list[Sequence[Ingested]] = []
+    current: list[Ingested] = []
+    for item in items:
+        if item.replay is not None and item.replay.control:
+            if current:
+                parts.append(current)
+                current = []
+            parts.append([item])
+        else:
+            current.append(item)
+    if current:
+        parts.append(current)
+    return parts
+
+
+def _marks(items: Sequence[Ingested]) -> dict[str, ReplayMark]:
+    return {item.event_tracker_id: item.replay for item in items if item.replay is not None}
 
 
 def delivery_groups(batch: ProcessedBatch) -> list[tuple[str, DeliveryGroup]]:
@@ -231,7 +272,18 @@ class BatchPipeline:
         failure. Blocking CPU work: a lane runs it on its worker thread."""
         started = time.perf_counter()
         try:
-            return self.processor.process(items)
+            marks = _marks(items)
+            if not marks:
+                return self.processor.process(items)
+            processed = self.processor.process(
+                [item for item in items if item.replay is None or not item.replay.control]
+            )
+            keep = {tracker for tracker, mark in marks.items() if not mark.evaluates_rules}
+            if keep:  # a replay that keeps the state: its rules are not evaluated again
+                processed.rule_inputs = [
+                    r for r in processed.rule_inputs if r.event_tracker_id not in keep
+                ]
+            return processed
         finally:
             self.stage_s["head"] += time.perf_counter() - started
 
@@ -249,6 +301,9 @@ class BatchPipeline:
         clock = time.perf_counter
         t0 = clock()
         try:
+            for item in items:
+                if item.replay is not None and item.replay.control and item.seq is not None:
+                    await self._reset(partition, item, batch)
             batch.rules = (
                 await self.rules.evaluate(partition, batch.rule_inputs)
                 if batch.rule_inputs
@@ -288,6 +343,19 @@ class BatchPipeline:
         stage_s["outbox"] += t4 - t3
         stage_s["commit"] += t5 - t4
 
+    async def _reset(self, partition: int, item: Ingested, batch: ProcessedBatch) -> None:
+        """A replay's reset marker. A failure nobody classified puts the marker in the DLQ
+        (stage ``replay:reset``), where the replay's operator sees it; it is not retried."""
+        assert item.replay is not None and item.seq is not None
+        try:
+            await self.rules.reset(partition, item.replay.reset_orgs, item.seq)
+        except RetryableError:
+            raise
+        except Exception as exc:
+            if all(f.event_tracker_id != item.event_tracker_id for f in batch.failures):
+                reason = f"resetting the rule state failed: {type(exc).__name__}: {exc}"
+                batch.failures.append(failure_of(item, "replay:reset", reason))
+
     def outputs(
         self, batch: ProcessedBatch, items: Sequence[Ingested], now: datetime
     ) -> TailOutputs:
@@ -300,7 +368,11 @@ class BatchPipeline:
         failed: dict[str, tuple[str, str]] = {}
         queued: list[OutboxMessage] = []
         limit = self.outbox.max_payload
+        marks = _marks(items)
         for tracker, group in delivery_groups(batch):
+            mark = marks.get(tracker)
+            if mark is not None and not mark.triggers:
+                continue  # a replay sends nothing again unless asked
             try:
                 body = group.to_bytes()
             except (TypeError, ValueError) as exc:
@@ -313,9 +385,15 @@ class BatchPipeline:
                     f"{limit:,} bytes (trigger {group.jobs[0].trigger_id})",
                 )
                 continue
-            queued.append(OutboxMessage(self.trigger_subject, body, group.dedup_id()))
+            dedup = group.dedup_id()
+            if mark is not None:  # not a repeat of the first run's delivery: a new one
+                dedup = f"replay:{mark.replay_id}:{dedup}"
+            queued.append(OutboxMessage(self.trigger_subject, body, dedup))
         published: list[OutboxMessage] = []
         for event in batch.events:
+            mark = marks.get(event.event_tracker_id)
+            if mark is not None and not mark.triggers:
+                continue
             for dispatch in event.routing.dispatches:
                 if dispatch.kind != "publish" or not dispatch.target:
                     continue

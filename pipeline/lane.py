@@ -37,7 +37,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventray.pipeline.batch import BatchPipeline, EventsFailed, StageFailed, mark_failed
+from eventray.pipeline.batch import (
+    BatchPipeline,
+    EventsFailed,
+    StageFailed,
+    mark_failed,
+    split_at_controls,
+)
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.latency import LatencyHistogram
 from eventray.pipeline.ports import EventSource
@@ -250,18 +256,20 @@ class Lane:
                 continue
             if not items:
                 continue
-            hand = _InHand(source.partition, items)
-            self._in_hand.append(hand)
+            # A replay's reset marker gets a batch of its own, so it applies in stream order.
+            hands = [_InHand(source.partition, part) for part in split_at_controls(items)]
+            self._in_hand.extend(hands)
             newest = max(item.revision for item in items)
             if newest > self._asked and newest > self.pipeline.catalog.revision:
                 await self._catch_up(newest)
-            processed = await self.run_sync(self._head, items)
-            hand.stage = "tail"
-            if tail is not None:
-                await tail
-            tail = asyncio.create_task(self._settle_batch(source, hand, processed))
-            self._tails.add(tail)
-            tail.add_done_callback(self._tails.discard)
+            for hand in hands:
+                processed = await self.run_sync(self._head, hand.items)
+                hand.stage = "tail"
+                if tail is not None:
+                    await tail
+                tail = asyncio.create_task(self._settle_batch(source, hand, processed))
+                self._tails.add(tail)
+                tail.add_done_callback(self._tails.discard)
         if tail is not None:
             await tail
 
@@ -382,7 +390,7 @@ class Lane:
         latencies = stats.latencies_ms
         by_source = stats.by_source_ms
         for item in items:
-            if item.received_ms:
+            if item.received_ms and not item.copy:  # a copy's received time is its event's
                 latency = now_ms - item.received_ms
                 latencies.append(latency)
                 mine = by_source.get(item.data_source_id)

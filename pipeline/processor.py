@@ -21,6 +21,7 @@ from eventray.pipeline.binding import AssetBinder
 from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.eva import EvaValues, extract_eva
 from eventray.pipeline.models import Asset, AssetTemplate
+from eventray.pipeline.replay_marks import ReplayMark
 from eventray.pipeline.routing import RouteTable, RoutingResult
 from eventray.pipeline.rules.engine import RuleEngine
 from eventray.pipeline.rules.outcome import BatchOutcome, RuleInput
@@ -45,6 +46,10 @@ class Ingested:
         ack: the source's acknowledgement handle (JetStream's reply subject).
         revision: the config revision the ingress accepted it under (0: unknown); the lane
             runs at least that revision's catalog for it.
+        replay: set on a replay's copy of an event processed before, or on a replay's reset
+            marker (see :mod:`eventray.pipeline.replay_marks`); None for everything else.
+        copy: a redriven or replayed copy: ``received_ms`` is its event's, not its arrival's
+            (the lane leaves it out of its latencies).
     """
 
     event_tracker_id: str
@@ -56,6 +61,8 @@ class Ingested:
     delivered: int = 1
     ack: str = ""
     revision: int = 0
+    replay: ReplayMark | None = None
+    copy: bool = False
 
 
 @dataclass(slots=True)

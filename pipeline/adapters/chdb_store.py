@@ -88,6 +88,7 @@ _SCALARS: dict[str, Any] = {
     "UInt16": pa.uint16(),
     "UInt32": pa.uint32(),
     "UInt64": pa.uint64(),
+    "Int32": pa.int32(),
     "Float64": pa.float64(),
 }
 

@@ -33,6 +33,7 @@ from eventray.pipeline.ports import (
     UplinkSource,
 )
 from eventray.pipeline.processor import Ingested
+from eventray.pipeline.replay_marks import HEADER_TRACKER, parse_mark
 
 __all__ = ["MemoryOutbox", "MemoryQueue", "MemorySource", "MemoryStream", "MemoryUplinks"]
 
@@ -204,6 +205,9 @@ class MemoryStream(Stream):
         self._outbox = MemoryOutbox(max_payload=max_payload)
         self._watchers: list[Callable[[], Awaitable[None]]] = []
         self.mqtt = MemoryUplinks()
+        self.headers: dict[tuple[int, int], dict[str, str]] = {}
+        """The headers of each message :meth:`append` stored, by (partition, sequence)."""
+        self._ids: dict[str, tuple[int, int]] = {}  # Nats-Msg-Id -> (partition, sequence)
 
     def _partition(self, partition: int) -> _Partition:
         return self._partitions.setdefault(partition, _Partition())
@@ -225,6 +229,24 @@ class MemoryStream(Stream):
             part.arrived.set()
         return stored
 
+    def log(self, partition: int) -> list[Ingested]:
+        """Every event ``partition`` holds, in stream order (``seq`` = position + 1)."""
+        return list(self._partition(partition).log)
+
+    def acknowledged(self, partition: int) -> int:
+        """The sequence through which ``partition`` is acknowledged."""
+        return self._partition(partition).acked
+
+    def expire_duplicates(self) -> None:
+        """Let the duplicate window pass: a message id appended before may be appended again
+        (the twin's window otherwise lasts for ever)."""
+        self._ids.clear()
+
+    def stored_as(self, msg_id: str) -> tuple[int, int] | None:
+        """Where :meth:`append` stored the message with this ``Nats-Msg-Id``: (partition,
+        sequence), or None."""
+        return self._ids.get(msg_id)
+
     async def connect(self) -> None:
         return None
 
@@ -240,14 +262,26 @@ class MemoryStream(Stream):
             received = headers.get(HEADER_RECEIVED, "0")
             revision = headers.get(HEADER_REVISION, "0")
             item = Ingested(
-                message.msg_id,
+                headers.get(HEADER_TRACKER) or message.msg_id,
                 headers.get(HEADER_SOURCE, ""),
                 message.body,
                 int(received) if received.isdigit() else 0,
                 asset_id=headers.get(HEADER_ASSET, ""),
                 revision=int(revision) if revision.isdigit() else 0,
+                replay=parse_mark(headers),
+                copy=HEADER_TRACKER in headers,
             )
-            self.add(int(tail), [item])
+            partition = int(tail)
+            if message.msg_id and message.msg_id in self._ids:
+                results.append("")  # the stream's duplicate window (here: for ever)
+                continue
+            (stored,) = self.add(partition, [item])
+            assert stored.seq is not None
+            self.headers[(partition, stored.seq)] = (
+                {"Nats-Msg-Id": message.msg_id, **headers} if message.msg_id else dict(headers)
+            )
+            if message.msg_id:
+                self._ids[message.msg_id] = (partition, stored.seq)
             results.append("")
         return results
 

@@ -70,6 +70,7 @@ from eventray.pipeline.ports import (
     UplinkSource,
 )
 from eventray.pipeline.processor import Ingested
+from eventray.pipeline.replay_marks import HEADER_REPLAY, HEADER_TRACKER, parse_mark
 
 __all__ = [
     "BusError",
@@ -345,6 +346,7 @@ class JetStreamSource(EventSource):
 _MSG_ID = b"Nats-Msg-Id"
 _SOURCE, _RECEIVED, _ASSET = HEADER_SOURCE.encode(), HEADER_RECEIVED.encode(), HEADER_ASSET.encode()
 _LEGACY, _REVISION = LEGACY_HEADER_RECEIVED.encode(), HEADER_REVISION.encode()
+_TRACKER, _REPLAY = HEADER_TRACKER.encode(), HEADER_REPLAY.encode()
 
 
 def _ack_error(reply: WireMessage) -> str:
@@ -367,8 +369,11 @@ def _ingested(message: WireMessage) -> Ingested:
     header = message.header
     received = header(_RECEIVED)
     revision = header(_REVISION)
+    # A redriven or replayed copy names its event here (its Nats-Msg-Id is the copy's own).
+    copied = header(_TRACKER)
+    replay = parse_mark(lambda name: header(name.encode())) if _REPLAY in message.headers else None
     return Ingested(
-        header(_MSG_ID) or f"seq-{seq}",
+        copied or header(_MSG_ID) or f"seq-{seq}",
         header(_SOURCE),
         message.payload,
         int(received)
@@ -379,6 +384,8 @@ def _ingested(message: WireMessage) -> Ingested:
         delivered,
         reply,
         int(revision) if revision.isdigit() else 0,
+        replay,
+        bool(copied),
     )
 
 

@@ -88,6 +88,7 @@ class RuleSet:
         org_paths: dict[str, str],
     ) -> None:
         self.errors: dict[str, str] = {}
+        self.org_paths = org_paths
         self._scoped: list[_Scoped] = []
         self.by_id: dict[str, CompiledBusinessRule] = {}
         for br in business_rules:
@@ -262,6 +263,25 @@ class RuleEngine:
             outcome.evaluations = []
             outcome.writes = {}
         return outcome.committed
+
+    def reset(self, org_ids: Iterable[str], *, partition: str, seq: int) -> bool:
+        """Put every state variable of the business rules that apply to ``org_ids`` back to
+        its default, atomically with the partition's sequence fence (a replay's reset marker
+        at stream sequence ``seq``, see :mod:`eventray.pipeline.replay`).
+
+        Only the keys of business rules in the catalog now are reset (a deleted business
+        rule's keys are never read again). Returns False, changing nothing, when the fence
+        had already passed ``seq`` (the marker was delivered again).
+        """
+        writes: dict[str, Any] = {}
+        for org_id in org_ids:
+            path_key = self.rules.org_paths.get(org_id)
+            if path_key is None:  # an organization deleted since: no rule reads its state
+                continue
+            for compiled in self.rules.for_org(org_id, path_key):
+                for var, default in compiled.defaults.items():
+                    writes[state_key(org_id, compiled.id, var)] = default
+        return self.store.commit(writes, partition=partition, seq=seq)
 
     def _evaluate_one(
         self,

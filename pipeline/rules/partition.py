@@ -10,6 +10,7 @@ a lane that owns its partitions' rules (``pipeline.rules_in_lane``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from eventray.pipeline.catalog import Catalog
@@ -42,6 +43,12 @@ class RulePartition:
         self._pending = outcome
         self.evaluated += len(events)
         return outcome
+
+    def reset(self, org_ids: Sequence[str], seq: int) -> bool:
+        """Reset the rule state of ``org_ids`` at stream sequence ``seq`` (a replay's reset
+        marker); False when the fence had already passed it."""
+        self._pending = None
+        return self._engine.reset(org_ids, partition=self.partition, seq=seq)
 
     def commit(self, seq: int) -> CommitStatus:
         """Apply the pending batch ending at ``seq``.

@@ -10,7 +10,7 @@ outputs are durable elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from eventray.pipeline.catalog import Catalog
@@ -42,6 +42,11 @@ class RuleStage(Protocol):
 
     async def commit(self, partition: int, seq: int) -> CommitStatus:
         """Apply the pending batch ending at ``seq`` (see :class:`RulePartition`)."""
+        ...
+
+    async def reset(self, partition: int, org_ids: Sequence[str], seq: int) -> bool:
+        """Reset the rule state of ``org_ids`` at stream sequence ``seq`` (a replay's reset
+        marker, see :meth:`RulePartition.reset`); False when the fence had passed it."""
         ...
 
     def use(self, catalog: Catalog) -> None:
@@ -93,6 +98,10 @@ class LocalRules(RuleStage):
     async def commit(self, partition: int, seq: int) -> CommitStatus:
         status: CommitStatus = await self._run(self._partitions[partition].commit, seq)
         return status
+
+    async def reset(self, partition: int, org_ids: Sequence[str], seq: int) -> bool:
+        done: bool = await self._run(self._partitions[partition].reset, org_ids, seq)
+        return done
 
     def use(self, catalog: Catalog) -> None:
         self._catalog = catalog

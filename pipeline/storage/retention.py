@@ -29,6 +29,7 @@ DEFAULT_DAYS: Mapping[str, int] = MappingProxyType(
         "logs_capture": 365,
         "logs_trigger": 90,
         "dlq": 90,
+        "dlq_redrive": 90,
     }
 )
 

@@ -20,9 +20,14 @@ Choices, and why:
   ``path_key`` prefix, both served by the primary index, and pages come out in
   ``(created, event_tracker_id)`` order, the keyset the query builder paginates on. Logs are
   read per event (traceability by eventTrackerId), hence ``(org_id, event_tracker_id, ...)``.
-- **dlq** keeps one row per event and failing stage (an event can fail at one trigger and at
-  another: ``trigger:<id>`` stages) whose version column is ``deliveries``, so the row that
+- **dlq** keeps one row per event, failing stage (an event can fail at one trigger and at
+  another: ``trigger:<id>`` stages) and stream message (``stream_seq``: a redelivery of the same
+  message collapses into its row, a redriven copy that fails again is a row of its own, so the
+  failures of an event stay visible); its version column is ``deliveries``, so the row that
   survives the merge carries the highest delivery count.
+- **dlq_redrive** records each DLQ entry (or ``events_raw`` refusal) that was redriven: which
+  entry (``source``, ``stage``, ``entry_seq``), by which redrive, into which stream message.
+  An entry with a record is never redriven again (see :mod:`eventray.pipeline.replay`).
 - **Retention.** Each row carries ``retention_days`` (per organization and table, see
   :mod:`pipeline.storage.retention`) and the row TTL is
   ``toDateTime(created) + toIntervalDay(retention_days)``. ``created + ...`` on the
@@ -196,7 +201,24 @@ _TABLES: dict[str, tuple[tuple[tuple[str, str], ...], str, str, str]] = {
         ),
         "ReplacingMergeTree(deliveries)",
         "",
-        "org_id, event_tracker_id, stage",
+        "org_id, event_tracker_id, stage, stream_seq",
+    ),
+    "dlq_redrive": (
+        (
+            ("source", "LowCardinality(String)"),
+            ("stage", "LowCardinality(String)"),
+            ("entry_seq", "UInt64"),
+            ("entry_created", _DATE),
+            ("error", "String"),
+            ("redrive_id", "String"),
+            ("requested_by", "String"),
+            ("msg_id", "String"),
+            ("partition", "Int32"),
+            ("stream_seq", "UInt64"),
+        ),
+        "ReplacingMergeTree",
+        "",
+        "org_id, event_tracker_id, source, stage, entry_seq",
     ),
 }
 

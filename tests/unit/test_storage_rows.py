@@ -190,6 +190,8 @@ def test_every_table_is_present_and_rows_have_exactly_its_columns(
 ) -> None:
     assert set(rows) == set(TABLES)
     for table, items in rows.items():
+        if table == "dlq_redrive":  # written by a redrive, never by the pipeline
+            continue
         assert items, f"{table} has no rows in the sample"
         for row in items:
             assert tuple(row) == columns_of(table), table
