@@ -66,7 +66,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "logs_trigger": (
         "org_id", "event_tracker_id", "business_rule_id", "action_id", "trigger_id", "attempt",
     ),
-    "dlq": ("org_id", "event_tracker_id", "stage"),
+    "dlq": ("org_id", "event_tracker_id", "stage", "stream_seq"),
 }  # fmt: skip
 """Each log table's sorting key (``ORDER BY`` in :mod:`~eventray.pipeline.storage.schema`,
 checked by a test): one record per key after ``FINAL``."""
