@@ -130,7 +130,7 @@ def sample_documents() -> list[dict[str, Any]]:
     issues: list[ConfigIssue] = []
     docs = [doc for _, doc in read_documents([TENANT], issues)]
     assert issues == []
-    assert len(docs) == 31  # a changed sample set should be looked at, not silently absorbed
+    assert len(docs) == 32  # a changed sample set should be looked at, not silently absorbed
     return docs
 
 
