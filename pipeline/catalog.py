@@ -40,7 +40,14 @@ from eventray.pipeline.rules.compiler import compile_business_rule
 from eventray.pipeline.rules.engine import RuleSet
 from eventray.pipeline.templating import compile_template
 
-__all__ = ["Catalog", "build_catalog", "catalog_from_store", "load_catalog"]
+__all__ = [
+    "Catalog",
+    "build_catalog",
+    "catalog_from_store",
+    "load_catalog",
+    "place_organizations",
+    "template_script_issues",
+]
 
 E = TypeVar("E", bound=Entity)
 
@@ -204,7 +211,14 @@ class _Builder:
         for entity in owned:
             self.need(entity, "orgId", entity.org_id, orgs, "organization")  # type: ignore[attr-defined]
         for ds in sources.values():
-            self.need(ds, "assetBind.fixedAssetId", ds.asset_bind.fixed_asset_id, assets, "asset")
+            fixed = self.need(
+                ds, "assetBind.fixedAssetId", ds.asset_bind.fixed_asset_id, assets, "asset"
+            )
+            # A data source speaks for its organization's subtree only: fixed to another
+            # tenant's asset, it would inject events into that tenant's stream.
+            if fixed is not None and not catalog.is_ancestor_or_self(ds.org_id, fixed.org_id):
+                self.flag(ds, "assetBind.fixedAssetId", f"asset {fixed.id!r} of organization "
+                          f"{fixed.org_id!r} is neither {ds.org_id!r}'s nor below it")  # fmt: skip
         if self.compile_scripts:
             for tpl in templates.values():
                 self.check_scripts(tpl)
@@ -297,16 +311,30 @@ class _Builder:
                       f"{trigger.org_id!r} is not shared with {org_id!r}")  # fmt: skip
 
     def check_scripts(self, template: AssetTemplate) -> None:
-        from eventray.pipeline.scripts.bundle import bundle_for_template  # QuickJS only when asked
-        from eventray.pipeline.scripts.runner import ScriptRunner
+        source = self.sources[(type(template).__name__, template.id)]
+        self.issues.extend(template_script_issues(template, source))
 
-        try:
-            ScriptRunner(bundle_for_template(template))
-        except ScriptError as exc:
-            fields = {"decode": "scriptProcessor", "validate": "scriptValidator",
-                      "transform": "scriptConversion"}  # fmt: skip
-            where = f" (line {exc.line})" if exc.line is not None else ""
-            self.flag(template, fields.get(exc.stage, exc.stage), f"{exc.message}{where}")
+
+def template_script_issues(template: AssetTemplate, source: str) -> list[ConfigIssue]:
+    """What compiling ``template``'s scripts refuses (QuickJS), as issues of ``source``."""
+    from eventray.pipeline.scripts.bundle import bundle_for_template  # QuickJS only when asked
+    from eventray.pipeline.scripts.runner import ScriptRunner
+
+    try:
+        ScriptRunner(bundle_for_template(template))
+    except ScriptError as exc:
+        fields = {"decode": "scriptProcessor", "validate": "scriptValidator",
+                  "transform": "scriptConversion"}  # fmt: skip
+        where = f" (line {exc.line})" if exc.line is not None else ""
+        return [ConfigIssue(source, fields.get(exc.stage, exc.stage), f"{exc.message}{where}",
+                            "AssetTemplate", template.id)]  # fmt: skip
+    return []
+
+
+def place_organizations(orgs: Sequence[Organization]) -> dict[str, Organization]:
+    """The organizations that take a place in the tree, with their ``pathKey`` and ``depth``
+    (as :func:`build_catalog` computes them); those it would refuse are left out, not raised."""
+    return _Builder([("", org) for org in orgs], compile_scripts=False).organizations()
 
 
 def build_catalog(
