@@ -111,9 +111,13 @@ def decode_cursor(cursor: str | None) -> str | None:
     if not cursor:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        padded = cursor + "=" * (-len(cursor) % 4)
+        decoded = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise Invalid("not a cursor of this list", "cursor") from exc
+    if not decoded or encode_cursor(decoded) != cursor:
+        raise Invalid("not a cursor of this list", "cursor")
+    return decoded
 
 
 class EntityService:
