@@ -9,7 +9,7 @@ name the file, the field path and the reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -102,10 +102,17 @@ class Catalog:
 
 
 class _Builder:
-    def __init__(self, entities: Sequence[tuple[str, Entity]], *, compile_scripts: bool) -> None:
+    def __init__(
+        self,
+        entities: Sequence[tuple[str, Entity]],
+        *,
+        compile_scripts: bool,
+        compile_rules: Callable[[BusinessRule], bool] | None = None,
+    ) -> None:
         self.issues: list[ConfigIssue] = []
         self.sources: dict[tuple[str, str], str] = {}
         self.compile_scripts = compile_scripts
+        self.compile_rules = compile_rules
         self.by_kind: dict[str, dict[str, Entity]] = {}
         for source, entity in entities:
             kind = type(entity).__name__
@@ -291,6 +298,8 @@ class _Builder:
                         self.flag(br, "ruleId", f"rule {rule.id!r} dispatches trigger "
                                   f"{target.id!r} (actions[{index}]) of organization "
                                   f"{target.org_id!r}, which is not shared with {br.org_id!r}")  # fmt: skip
+            if self.compile_rules is not None and not self.compile_rules(br):
+                continue
             try:
                 compile_business_rule(rule, br)
             except RuleError as exc:
@@ -338,10 +347,16 @@ def place_organizations(orgs: Sequence[Organization]) -> dict[str, Organization]
 
 
 def build_catalog(
-    entities: Sequence[tuple[str, Entity]], *, compile_scripts: bool = True
+    entities: Sequence[tuple[str, Entity]],
+    *,
+    compile_scripts: bool = True,
+    compile_rules: Callable[[BusinessRule], bool] | None = None,
 ) -> Catalog:
-    """Check and index ``entities``; raises :class:`ConfigError` listing every problem."""
-    builder = _Builder(entities, compile_scripts=compile_scripts)
+    """Check and index ``entities``; raises :class:`ConfigError` listing every problem.
+
+    ``compile_rules`` picks the business rules whose compilation is checked (default: all;
+    compiling one costs ~6 ms, so the management API checks only those a change touches)."""
+    builder = _Builder(entities, compile_scripts=compile_scripts, compile_rules=compile_rules)
     catalog = builder.build()
     if builder.issues:
         raise ConfigError(builder.issues)

@@ -253,6 +253,12 @@ class ConfigStore(Protocol):
         """Each stored entity's own revision (0 for one stored before revisions were kept)."""
         ...
 
+    def snapshot(self) -> tuple[int, list[dict[str, Any]], dict[tuple[str, str], int]]:
+        """The revision, every document and every entity revision, of one and the same
+        revision (what :meth:`revision`, :meth:`documents` and :meth:`entity_revisions` give
+        when nothing writes in between), read at once."""
+        ...
+
     def history(self, kind: str, entity_id: str) -> list[EntityChange]:
         """The recorded changes of one entity, oldest first (also after it was deleted)."""
         ...

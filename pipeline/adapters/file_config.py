@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -60,6 +61,7 @@ _FORMAT: Final = 1
 _DATA_FILE: Final = "entities.json"
 _LOCK_FILE: Final = ".lock"
 _HISTORY_FILE: Final = "history.jsonl"
+_HEAD: Final = re.compile(rb'^\{"format":1,"revision":(\d+),')
 
 
 @dataclass(slots=True)
@@ -184,8 +186,12 @@ class FileConfigStore(ConfigStore):
             return 0
         seen = (info.st_ino, info.st_mtime_ns, info.st_size)
         if seen != self._seen:
-            state = self._read()
-            self._seen, self._seen_revision = seen, state.revision
+            # The file starts {"format":1,"revision":N,... (written so): read only that much.
+            head = None
+            with contextlib.suppress(OSError), self._data.open("rb") as handle:
+                head = _HEAD.match(handle.read(64))
+            revision = int(head.group(1)) if head else self._read().revision
+            self._seen, self._seen_revision = seen, revision
         return self._seen_revision
 
     def entity_revisions(self) -> dict[tuple[str, str], int]:
@@ -193,6 +199,13 @@ class FileConfigStore(ConfigStore):
         state = self._read()
         revisions = _revisions(state)
         return {key: revisions.get(key, 0) for key in map(_key, state.documents)}
+
+    def snapshot(self) -> tuple[int, list[dict[str, Any]], dict[tuple[str, str], int]]:
+        """One parse of the data file: its revision, documents and entity revisions."""
+        state = self._read()
+        revisions = _revisions(state)
+        keys = [_key(doc) for doc in state.documents]
+        return state.revision, state.documents, {key: revisions.get(key, 0) for key in keys}
 
     def history(self, kind: str, entity_id: str) -> list[EntityChange]:
         """The recorded changes of one entity, oldest first, from the published part of the

@@ -94,6 +94,12 @@ class MemoryConfigStore(ConfigStore):
         with self._lock:
             return {key: self._revisions.get(key, 0) for key in self._documents}
 
+    def snapshot(self) -> tuple[int, list[dict[str, Any]], dict[Key, int]]:
+        with self._lock:
+            documents = copy.deepcopy(list(self._documents.values()))
+            revisions = {key: self._revisions.get(key, 0) for key in self._documents}
+            return self._revision, documents, revisions
+
     def history(self, kind: str, entity_id: str) -> list[EntityChange]:
         with self._lock:
             return list(self._history.get((kind, entity_id), []))

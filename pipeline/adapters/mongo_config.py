@@ -253,6 +253,22 @@ class MongoConfigStore(ConfigStore):
             raise self._error("read revisions", exc) from exc
         return {_split(key): known.get(_split(key), 0) for key in keys}
 
+    def snapshot(self) -> tuple[int, list[Document], dict[tuple[str, str], int]]:
+        """Read until the revision is the same before and after (a writer in between makes
+        the reads of two revisions; a few tries, then the last read is returned).
+
+        Raises:
+            MongoUnavailableError: the server is unreachable or timed out.
+            MongoRefusedError: the server refused a query.
+        """
+        for _ in range(5):
+            revision = self.revision()
+            documents = self.documents()
+            revisions = self.entity_revisions()
+            if self.revision() == revision:
+                break
+        return revision, documents, revisions
+
     def history(self, kind: str, entity_id: str) -> list[EntityChange]:
         """The recorded changes of one entity, oldest first, up to its published revision.
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from eventray.pipeline.catalog import build_catalog, template_script_issues
 from eventray.pipeline.errors import ConfigError, ConfigIssue
-from eventray.pipeline.loader import entity_from_dict
+from eventray.pipeline.loader import checked_documents, entity_from_dict
 from eventray.pipeline.management.diff import diff
 from eventray.pipeline.management.errors import (
     Forbidden,
@@ -159,12 +159,7 @@ class EntityService:
             view = self._view
             if view is not None and view.revision == revision:
                 return view
-            for _ in range(5):  # documents and revisions of one revision, not of two
-                revision = self.store.revision()
-                documents = self.store.documents()
-                revisions = self.store.entity_revisions()
-                if self.store.revision() == revision:
-                    break
+            revision, documents, revisions = self.store.snapshot()
             view = ConfigView.build(revision, documents, revisions, self._cache)
             self._view = view
             return view
@@ -374,6 +369,7 @@ class EntityService:
             revision = self.store.delete(
                 kind, entity_id, author=scope.principal.author, expected=expected, note=note
             )
+            self._advance(view, revision, [], [], deleted=(kind, entity_id))
             self._told()
             new = view.entity_revisions.get((kind, entity_id), 0) + 1
             return Written(revision, [{"kind": kind, "id": entity_id, "op": "delete",
@@ -537,13 +533,12 @@ class EntityService:
         issues = self._merged_issues(view, parsed, set())
         if issues:
             raise ConfigError(self._sanitized(view, scope, issues))
-        changes = []
+        changes: list[dict[str, Any]] = []
+        given = {(str(d["kind"]), str(d["id"])): d for d in prepared}
         for (kind, entity_id), _ in parsed:
             stored = view.docs.get((kind, entity_id))
             now = view.entity_revisions.get((kind, entity_id), 0)
-            changed = stored is None or stored != next(
-                d for d in prepared if (d["kind"], d["id"]) == (kind, entity_id)
-            )
+            changed = stored is None or stored != given[(kind, entity_id)]
             op = "create" if stored is None else ("update" if changed else "unchanged")
             changes.append({"kind": kind, "id": entity_id, "op": op,
                             "revision": now + 1 if changed else now})  # fmt: skip
@@ -553,8 +548,36 @@ class EntityService:
         revision = self.store.put(
             prepared, author=scope.principal.author, expected=expected, note=note
         )
+        for change in changes:
+            if change["op"] == "create":  # numbering goes on after a delete: ask the history
+                history = self.store.history(change["kind"], change["id"])
+                change["revision"] = history[-1].revision if history else change["revision"]
+        self._advance(view, revision, prepared, changes)
         self._told()
         return Written(revision, changes, document)
+
+    def _advance(
+        self, view: ConfigView, revision: int, written: list[dict[str, Any]],
+        changes: list[dict[str, Any]], *, deleted: Key | None = None,
+    ) -> None:  # fmt: skip
+        """The view of the revision this service just wrote, made from the one it wrote over
+        (no re-read of the whole store: ~0.1 s instead of ~0.3 s at 12,000 entities); when
+        another writer came in between, the next read builds it from the store instead."""
+        if revision != view.revision + 1:
+            return
+        docs = dict(view.docs)
+        revisions = dict(view.entity_revisions)
+        for kind, entity_id, doc in checked_documents(written):
+            docs[(kind, entity_id)] = doc
+        for change in changes:
+            revisions[(change["kind"], change["id"])] = change["revision"]
+        if deleted is not None:
+            docs.pop(deleted, None)
+            revisions.pop(deleted, None)
+        advanced = ConfigView.build(revision, list(docs.values()), revisions, self._cache)
+        with self._view_lock:
+            if self._view is view:
+                self._view = advanced
 
     def _told(self) -> None:
         if self._notify is None:
@@ -601,9 +624,16 @@ class EntityService:
         the written templates compiled; stored ones were when they were written)."""
         skip = {key for key, _ in parsed} | deletes
         entities = [*view.entities(skip), *(("request", e) for _, e in parsed)]
+        # Business rules compile alike as long as they and their rule are unchanged (each was
+        # checked when it was stored): only those the change touches are compiled again.
+        touched = {key for key, _ in parsed}
+
+        def compile_rules(br: BusinessRule) -> bool:
+            return ("BusinessRule", br.id) in touched or ("Rule", br.rule_id) in touched
+
         issues: list[ConfigIssue] = []
         try:
-            build_catalog(entities, compile_scripts=False)
+            build_catalog(entities, compile_scripts=False, compile_rules=compile_rules)
         except ConfigError as exc:
             issues += exc.issues
         if self.compile_scripts:
