@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import tzinfo
 from pathlib import Path
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from eventray.pipeline.errors import (
     ConfigError,
@@ -33,6 +35,7 @@ from eventray.pipeline.models import (
     Rule,
     Trigger,
 )
+from eventray.pipeline.models.org import RETENTION_TABLES
 from eventray.pipeline.models.rule import ExecAction
 from eventray.pipeline.ports import ConfigStore
 from eventray.pipeline.routing import RouteTable
@@ -76,7 +79,37 @@ class Catalog:
         return RouteTable(self.route_groups.values())
 
     def rule_set(self) -> RuleSet:
-        return RuleSet(self.rules, self.business_rules.values(), self.org_paths)
+        return RuleSet(self.rules, self.business_rules.values(), self.org_paths,
+                       org_timezones=self.org_timezones())  # fmt: skip
+
+    def org_timezones(self) -> dict[str, tzinfo]:
+        """Each organization's timezone: its own, else the nearest ancestor's (organizations
+        with neither are left out)."""
+        out: dict[str, tzinfo] = {}
+        for org_id in self.orgs:
+            for ancestor in self.lineage(org_id):
+                name = self.orgs[ancestor].timezone
+                if name is not None:
+                    out[org_id] = ZoneInfo(name)
+                    break
+        return out
+
+    def org_retention_days(self) -> dict[str, dict[str, int]]:
+        """Per organization and stored table, the days its ``retentionDays`` (or the nearest
+        ancestor's, per group of tables) keeps rows; tables none of them sets are left out."""
+        out: dict[str, dict[str, int]] = {}
+        for org_id in self.orgs:
+            tables: dict[str, int] = {}
+            for group, names in RETENTION_TABLES.items():
+                for ancestor in self.lineage(org_id):
+                    given = self.orgs[ancestor].retention_days
+                    days = getattr(given, group) if given is not None else None
+                    if days is not None:
+                        tables.update(dict.fromkeys(names, days))
+                        break
+            if tables:
+                out[org_id] = tables
+        return out
 
     def is_ancestor_or_self(self, ancestor_id: str, org_id: str) -> bool:
         ancestor, org = self.orgs.get(ancestor_id), self.orgs.get(org_id)
