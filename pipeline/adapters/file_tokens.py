@@ -44,6 +44,7 @@ class FileTokenStore(TokenStore):
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = self.path.with_name(f".{self.path.name}.lock")
         self._cache: tuple[tuple[int, int, int], dict[str, TokenRecord]] | None = None
+        self._by_hash: dict[str, TokenRecord] = {}
         self._mutex = threading.Lock()
 
     def add(self, record: TokenRecord) -> None:
@@ -57,7 +58,10 @@ class FileTokenStore(TokenStore):
             self._write(records)
 
     def find(self, token_hash: str) -> TokenRecord | None:
-        return next((r for r in self._records().values() if r.token_hash == token_hash), None)
+        """One dictionary lookup (every API request asks), on the cached parse of the file."""
+        self._records()
+        with self._mutex:
+            return self._by_hash.get(token_hash)
 
     def get(self, token_id: str) -> TokenRecord | None:
         return self._records().get(token_id)
@@ -97,6 +101,7 @@ class FileTokenStore(TokenStore):
                 except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
                     raise PermanentError(f"token file {self.path} is unreadable: {exc}") from exc
                 self._cache = (seen, parsed)
+                self._by_hash = {r.token_hash: r for r in parsed.values()}
             return dict(self._cache[1])
 
     @contextlib.contextmanager
