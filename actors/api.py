@@ -65,6 +65,10 @@ class ApiActor(ActorHost):
             tokens=TokenService(tokens),
             settings=self.settings.api,
             ingress_url=self._ingress_url,
+            # Other parts of the API plug in here: their APIRouters (routes taking
+            # eventray.actors.api_auth's Viewer/Editor/Admin) and what they need on app.state.
+            routers=(),
+            state={},
         )
         await app.start()
         self._app = app

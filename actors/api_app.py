@@ -29,7 +29,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Annotated, Any
 
@@ -217,10 +217,12 @@ def build_app(
     ingress_url: str = "http://127.0.0.1:8088",
     routers: Sequence[APIRouter] = (),
     max_body_bytes: int = 16 * 1024 * 1024,
+    state: Mapping[str, Any] | None = None,
 ) -> FastAPI:
     """The FastAPI application: the entity and token routes, ``routers`` (other parts of the
     API, already using :mod:`eventray.actors.api_auth`), the error mapping and the OpenAPI
-    document."""
+    document. ``state`` puts what those routers need on ``app.state`` (a route reads it as
+    ``request.app.state.<name>``), beside ``entities`` and ``tokens``."""
     app = FastAPI(
         default_response_class=JSONResponse,
         title="eventray management API",
@@ -233,6 +235,8 @@ def build_app(
             "ingress on its own port, with the data source's authentication, not a token."
         ),
     )
+    for name, value in (state or {}).items():
+        setattr(app.state, name, value)
     app.state.entities = entities
     app.state.tokens = tokens
     errors: dict[str, float] = {"logged_at": 0.0, "unlogged": 0}
@@ -507,6 +511,7 @@ class ApiApp:
         settings: where to listen, the body limit.
         ingress_url: where the ingestion endpoints are served (for the OpenAPI document).
         routers: more routes (see :mod:`eventray.actors.api_auth`).
+        state: what they find on ``request.app.state``.
     """
 
     def __init__(
@@ -517,10 +522,11 @@ class ApiApp:
         settings: ApiSettings,
         ingress_url: str = "http://127.0.0.1:8088",
         routers: Sequence[APIRouter] = (),
+        state: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.app = build_app(entities, tokens, ingress_url=ingress_url, routers=routers,
-                             max_body_bytes=settings.max_body_bytes)  # fmt: skip
+                             max_body_bytes=settings.max_body_bytes, state=state)  # fmt: skip
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None

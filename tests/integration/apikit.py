@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,9 @@ def sample_documents() -> list[dict[str, Any]]:
 class RunningApi:
     """The app on its own event loop in a thread (uvicorn listens on 127.0.0.1:<free>)."""
 
-    def __init__(self, root: Path, *, max_body_bytes: int = 1024 * 1024) -> None:
+    def __init__(
+        self, root: Path, *, max_body_bytes: int = 1024 * 1024, routers: Sequence[Any] = ()
+    ) -> None:
         self.store = FileConfigStore(root=root / "config")
         self.store.put(copy.deepcopy(sample_documents()))
         self.tokens = TokenService(FileTokenStore(path=root / "tokens.json"))
@@ -49,6 +51,8 @@ class RunningApi:
             entities=self.entities,
             tokens=self.tokens,
             settings=ApiSettings(port=0, max_body_bytes=max_body_bytes),
+            routers=routers,
+            state={"greeting": "hello"},
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)

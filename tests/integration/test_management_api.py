@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import APIRouter, Request
 
 from eventray.actors.api_app import PREFIX
+from eventray.actors.api_auth import Editor, Viewer
 from tests.integration.apikit import RunningApi, asset, running_api
 
 pytestmark = pytest.mark.services
@@ -178,3 +180,32 @@ def _refs(node: object) -> Iterator[str]:
     elif isinstance(node, list):
         for value in node:
             yield from _refs(value)
+
+
+def test_another_router_plugs_in_with_the_same_token_role_and_scope(tmp_path: Path) -> None:
+    """What the other parts of the API (stored data, DLQ redrive, replay) plug in as."""
+    router = APIRouter(prefix="/api/v1/extra")
+
+    @router.get("/orgs")
+    def orgs(request: Request, scope: Viewer) -> dict[str, object]:
+        return {"orgs": sorted(scope.org_ids()), "pathKey": scope.path_key,
+                "greeting": request.app.state.greeting}  # fmt: skip
+
+    @router.post("/act")
+    def act(scope: Editor) -> dict[str, str]:
+        return {"by": scope.principal.name}
+
+    for api in running_api(tmp_path, routers=[router]):
+        viewer = api.token("alpha-a-floor-1", "viewer")
+        got = api.client.get("/api/v1/extra/orgs", headers={"Authorization": f"Bearer {viewer}"})
+        assert got.json() == {"orgs": ["alpha-a-floor-1", "alpha-cold-room-1",
+                                       "alpha-cold-room-2"],
+                              "pathKey": "0001/0001/0001/0001/0001", "greeting": "hello"}  # fmt: skip
+        assert api.client.get("/api/v1/extra/orgs").status_code == 401
+        ingest = api.token("alpha-a-floor-1", "ingest")
+        assert api.client.get("/api/v1/extra/orgs",
+                              headers={"Authorization": f"Bearer {ingest}"}).status_code == 403  # fmt: skip
+        assert api.client.post("/api/v1/extra/act",
+                               headers={"Authorization": f"Bearer {viewer}"}).status_code == 403  # fmt: skip
+        spec = api.client.get("/openapi.json").json()
+        assert "/api/v1/extra/orgs" in spec["paths"]
