@@ -47,18 +47,14 @@ from eventray.pipeline.management.errors import (
 )
 from eventray.pipeline.management.kinds import SLUGS, owner_org
 from eventray.pipeline.management.redact import redact, redact_diff, unredact
+from eventray.pipeline.management.references import references, referrers
 from eventray.pipeline.management.scope import Principal, Scope, covers
 from eventray.pipeline.management.view import ConfigView, EntityCache, Item
 from eventray.pipeline.models import (
-    Asset,
     AssetTemplate,
     BusinessRule,
-    DataSource,
     Entity,
-    RouteGroup,
-    Rule,
 )
-from eventray.pipeline.models.rule import ExecAction
 from eventray.pipeline.ports import ConfigStore, EntityChange
 
 __all__ = ["EntityService", "Page", "Written"]
@@ -611,7 +607,7 @@ class EntityService:
         pending = {key for key, _ in parsed}
         issues: list[ConfigIssue] = []
         for (kind, entity_id), entity in parsed:
-            for path, target, ref in _references(entity):
+            for path, target, ref in references(entity):
                 if not self._usable(view, scope, target, ref, pending):
                     issues.append(ConfigIssue("request", path, f"unknown {_WHAT[target]} {ref!r}",
                                               kind, entity_id))  # fmt: skip
@@ -673,7 +669,7 @@ class EntityService:
     def _refuse_referenced(self, view: ConfigView, scope: Scope, kind: str, entity_id: str) -> None:
         found: list[tuple[str, str, str]] = []
         hidden = 0
-        for (ref_kind, ref_id), path in _referrers(view, kind, entity_id):
+        for (ref_kind, ref_id), path in referrers(view, kind, entity_id):
             item = view.item(ref_kind, ref_id)
             if item is not None and view.visible(scope, item):
                 found.append((ref_kind, ref_id, path))
@@ -738,52 +734,3 @@ def _parse_or_raise(doc: dict[str, Any]) -> None:
     entity_from_dict("request", doc, issues)
     if issues:
         raise ConfigError(issues)
-
-
-def _references(entity: Entity) -> list[tuple[str, str, str]]:
-    """``(field path, kind, id)`` of every entity ``entity`` names."""
-    out: list[tuple[str, str, str]] = []
-    if isinstance(entity, Asset):
-        out.append(("templateId", "AssetTemplate", entity.template_id))
-        out += [
-            (f"routeGroupIds[{i}]", "RouteGroup", g) for i, g in enumerate(entity.route_group_ids)
-        ]
-    elif isinstance(entity, DataSource) and entity.asset_bind.fixed_asset_id is not None:
-        out.append(("assetBind.fixedAssetId", "Asset", entity.asset_bind.fixed_asset_id))
-    elif isinstance(entity, RouteGroup):
-        out += [
-            (f"routers[{i}].trigger.triggerId", "Trigger", r.trigger.trigger_id)
-            for i, r in enumerate(entity.routers)
-            if r.trigger is not None
-        ]
-    elif isinstance(entity, Rule):
-        out += [
-            (f"actions[{i}].triggerId", "Trigger", a.trigger_id)
-            for i, a in enumerate(entity.actions)
-            if isinstance(a, ExecAction)
-        ]
-    elif isinstance(entity, BusinessRule):
-        out.append(("ruleId", "Rule", entity.rule_id))
-    return out
-
-
-def _referrers(view: ConfigView, kind: str, entity_id: str) -> list[tuple[Key, str]]:
-    """Who names ``kind`` ``entity_id``: ``((kind, id), field path)`` of each."""
-    out: list[tuple[Key, str]] = []
-    if kind == "Organization":
-        for key, doc in view.docs.items():
-            if key[0] == "Organization" and doc.get("parentId") == entity_id:
-                out.append((key, "parentId"))
-            elif key[0] != "Organization" and doc.get("orgId") == entity_id:
-                out.append((key, "orgId"))
-        return out
-    for key in view.docs:
-        if key[0] not in ("Asset", "DataSource", "RouteGroup", "Rule", "BusinessRule"):
-            continue
-        entity = view.entity(key)
-        if entity is None:
-            continue
-        for path, target, ref in _references(entity):
-            if (target, ref) == (kind, entity_id):
-                out.append((key, path))
-    return out
