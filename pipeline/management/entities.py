@@ -544,10 +544,14 @@ class EntityService:
         revision = self.store.put(
             prepared, author=scope.principal.author, expected=expected, note=note
         )
-        for change in changes:
-            if change["op"] == "create":  # numbering goes on after a delete: ask the history
-                history = self.store.history(change["kind"], change["id"])
-                change["revision"] = history[-1].revision if history else change["revision"]
+        if any(change["op"] == "create" for change in changes):
+            # Numbering goes on after a delete and a re-create: the store knows where (one read
+            # for the whole write, however many entities it created).
+            numbered = self.store.entity_revisions()
+            for change in changes:
+                key = (change["kind"], change["id"])
+                if change["op"] == "create" and key in numbered:
+                    change["revision"] = numbered[key]
         self._advance(view, revision, prepared, changes)
         self._told()
         return Written(revision, changes, document)
