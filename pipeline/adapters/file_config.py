@@ -62,6 +62,7 @@ _DATA_FILE: Final = "entities.json"
 _LOCK_FILE: Final = ".lock"
 _HISTORY_FILE: Final = "history.jsonl"
 _HEAD: Final = re.compile(rb'^\{"format":1,"revision":(\d+),')
+_HISTORY_HEAD: Final = re.compile(rb'^\{"format":1,"revision":\d+,"historyBytes":(\d+),')
 
 
 @dataclass(slots=True)
@@ -210,9 +211,17 @@ class FileConfigStore(ConfigStore):
     def history(self, kind: str, entity_id: str) -> list[EntityChange]:
         """The recorded changes of one entity, oldest first, from the published part of the
         log (see the module's docstring)."""
-        published = self._read().history_bytes
+        published = self._published_history()
         with self._index_lock:
             return self._history(kind, entity_id, published)
+
+    def _published_history(self) -> int:
+        """How many bytes of the log the data file publishes, from the file's first bytes
+        (written first for this), else from the whole file."""
+        head = None
+        with contextlib.suppress(OSError), self._data.open("rb") as handle:
+            head = _HISTORY_HEAD.match(handle.read(96))
+        return int(head.group(1)) if head else self._read().history_bytes
 
     def _history(self, kind: str, entity_id: str, published: int) -> list[EntityChange]:
         if published < self._indexed:  # a new store under this root: index again
@@ -270,9 +279,9 @@ class FileConfigStore(ConfigStore):
             {
                 "format": _FORMAT,
                 "revision": state.revision,
+                "historyBytes": state.history_bytes,  # before the documents: read from the head
                 "documents": state.documents,
                 "revisions": state.revisions,
-                "historyBytes": state.history_bytes,
             }
         )
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
