@@ -78,6 +78,7 @@ def _settings(data: Path, *, partitions: int, lanes: int, batch_size: int = 0) -
         pipeline=pipeline,
         ingress={"port": 0},
         mqtt={"port": 0},
+        api={"enabled": False},  # the management API is not measured here (its own bench)
         metrics={"enabled": False},
         triggers={"allow_networks": ("127.0.0.1/32",)},  # the sinks listen on loopback
         ray={"num_cpus": 2},

@@ -154,6 +154,7 @@ def run(
         data_dir=data,
         ingress={"port": 0},
         mqtt={"port": 0},
+        api={"enabled": False},  # the management API is not measured here (its own bench)
         metrics={"enabled": False},
         ray={"num_cpus": 2},
         triggers={"allow_networks": ["127.0.0.1/32"]},  # the loopback sinks

@@ -289,9 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--data-dir")
     apply.add_argument(
         "--token",
-        help="the stack's admin token (default: $EVENTRAY_ADMIN_TOKEN, else <data-dir>/"
-        "admin.token when readable); a command line is visible to every local user, the "
-        "variable is not",
+        help="an API token (ert_..., default $EVENTRAY_API_TOKEN): apply through the running "
+        "stack's management API with its role and scope; else the stack's admin token "
+        "(default: $EVENTRAY_ADMIN_TOKEN, else <data-dir>/admin.token when readable); a "
+        "command line is visible to every local user, the variable is not",
     )
     apply.set_defaults(handler=_stack("cmd_apply"))
 
@@ -332,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     from eventray.cluster.replay_args import add_replay_commands
 
     add_replay_commands(commands)  # dlq list, dlq redrive, replay
+
+    from eventray.cluster.manage_cli import add_commands  # get, delete, history, tokens
+
+    add_commands(commands)
 
     validate = commands.add_parser("validate", help="check entity files and folders")
     validate.add_argument("paths", nargs="+")

@@ -14,6 +14,9 @@ state, and a lane could inject events into a partition without an API key. Now:
 * ``rules`` (rule-partition actors): Valkey user ``rules``; no NATS (they talk to lanes over
   Ray).
 * ``store``: neither (it writes chDB or ClickHouse, the only role that gets their address).
+* ``api`` (the management API, the other process facing the network): NATS user ``api``, which
+  may only announce a config change (and hear it); no Valkey. It writes the config and token
+  stores, which every role's endpoints name.
 
 The exact subjects are :func:`nats_roles`'s, the Valkey rules :data:`VALKEY_USERS`'. Every
 role's NATS inbox is ``_INBOX.<role>``, so a role may subscribe to its own replies only, never to
@@ -48,14 +51,16 @@ __all__ = [
     "role_endpoints",
 ]
 
-Role = Literal["admin", "ingress", "lane", "rules", "store"]
-ROLES: Final[tuple[Role, ...]] = ("admin", "ingress", "lane", "rules", "store")
+Role = Literal["admin", "ingress", "lane", "rules", "store", "api"]
+ROLES: Final[tuple[Role, ...]] = ("admin", "ingress", "lane", "rules", "store", "api")
 
 _NATS_USER: Final[dict[Role, str | None]] = {
     "admin": ADMIN, "ingress": "ingress", "lane": "lane", "rules": None, "store": None,
+    "api": "api",
 }  # fmt: skip
 _VALKEY_USER: Final[dict[Role, str | None]] = {
     "admin": "default", "ingress": None, "lane": "rules", "rules": "rules", "store": None,
+    "api": None,
 }  # fmt: skip
 
 VALKEY_USERS: Final[dict[str, str]] = {
@@ -117,6 +122,8 @@ def nats_roles(nats: NatsSettings) -> dict[str, NatsPermissions]:
             publish_deny=(f"{nats.subject_prefix}.>", config, UPLINK_SUBJECTS, *_LANE_NEVER),
             subscribe=(f"{inbox_of('lane')}.>", config),
         ),
+        # The management API announces a config change after each write, nothing else.
+        "api": NatsPermissions(publish=(config,), subscribe=(f"{inbox_of('api')}.>", config)),
     }
 
 

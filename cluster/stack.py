@@ -59,6 +59,7 @@ _SERVICE_STOP_S = 10.0  # the ingress's and the store's own stops (the store flu
 INGRESS_PORT_VARIABLE = "EVENTRAY_INGRESS__PORT"
 METRICS_PORT_VARIABLE = "EVENTRAY_METRICS__PORT"
 MQTT_PORT_VARIABLE = "EVENTRAY_MQTT__PORT"
+API_PORT_VARIABLE = "EVENTRAY_API__PORT"
 
 _log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class StackInfo:
     pid: int
     metrics_url: str = ""
     mqtt_url: str = ""
+    api_url: str = ""
+    """The management API (``/api/v1/manage``); "" when disabled."""
 
     def endpoints_obj(self) -> Endpoints:
         e = dict(self.endpoints)
@@ -174,6 +177,7 @@ class Stack:
     actors: dict[str, Any] = field(default_factory=dict)
     ingress_port: int = 0
     metrics_port: int = 0
+    api_port: int = 0
     _local_ray: LocalRay | None = None
     _metrics_server: Any = None
     _devices: Any = None
@@ -316,6 +320,8 @@ class Stack:
         ray.get([lane.start.remote() for lane in lanes.values()])
         with _port_named(s.ingress.port, INGRESS_PORT_VARIABLE):
             self.ingress_port = int(ray.get(ingress.port.remote()))
+        if s.api.enabled:
+            self._start_api(wiring)
         if s.metrics.enabled:
             from eventray.cluster.metrics import serve_metrics
 
@@ -332,6 +338,7 @@ class Stack:
             pid=os.getpid(),
             metrics_url=self.metrics_url,
             mqtt_url=self.mqtt_url,
+            api_url=self.api_url,
         )
         # It holds the servers' URLs with their passwords: the owner's alone.
         path = s.data_dir / "stack.json"
@@ -339,6 +346,31 @@ class Stack:
         with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(asdict(info), indent=2))
         return self
+
+    def _start_api(self, wiring: Wiring) -> None:
+        """The management API beside the ingress, with the ``api`` role's credentials; device
+        passwords it is given are hashed as ``apply`` hashes them."""
+        import functools
+
+        import ray
+
+        from eventray.actors.api import ApiActor
+        from eventray.cluster.mqtt_accounts import hash_documents
+
+        s = self.settings
+        api = ApiActor.options(name="api", runtime_env=_arrowless()).remote(  # type: ignore[attr-defined]
+            s, wiring.for_role("api"),
+            prepare=functools.partial(hash_documents, cost=s.mqtt.bcrypt_cost),
+            ingress_url=self.ingress_url,
+        )  # fmt: skip
+        self.actors["api"] = api
+        with _port_named(s.api.port, API_PORT_VARIABLE):
+            self.api_port = int(ray.get(api.port.remote()))
+
+    @property
+    def api_url(self) -> str:
+        """The management API's base URL ("" when disabled)."""
+        return f"http://{self.settings.api.host}:{self.api_port}" if self.api_port else ""
 
     def _nats(self) -> RunningNats | None:
         from eventray.cluster.services.nats_server import RunningNats
@@ -411,7 +443,9 @@ class Stack:
         with contextlib.suppress(Exception):
             ray.get(owned, timeout=30)
         checks = [
-            a.health.remote() for n, a in self.actors.items() if n.startswith(("lane-", "ingress"))
+            a.health.remote()
+            for n, a in self.actors.items()
+            if n.startswith(("lane-", "ingress", "api"))
         ]
         with contextlib.suppress(Exception):
             ray.get(checks, timeout=30)
@@ -613,6 +647,8 @@ def _check_ports_free(settings: Settings) -> None:
         wanted.append((settings.mqtt.host, settings.mqtt.port, MQTT_PORT_VARIABLE))
     if settings.metrics.enabled:
         wanted.append((settings.metrics.host, settings.metrics.port, METRICS_PORT_VARIABLE))
+    if settings.api.enabled:
+        wanted.append((settings.api.host, settings.api.port, API_PORT_VARIABLE))
     for host, port, variable in wanted:
         if port and not _bindable(host, port):
             raise PortTakenError(port, variable)

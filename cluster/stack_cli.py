@@ -149,6 +149,7 @@ def _serve(stack: Stack, out: TextIO, stopping: list[bool]) -> None:
         f"eventray is up: ingress {stack.ingress_url}/api/v1/events?ds=...  "
         f"metrics {stack.metrics_url or 'off'}  "
         f"mqtt {stack.mqtt_url + '/eventray/mqtt/<ds>/<assetUUID>/up' if stack.mqtt_url else 'off'}"
+        f"  api {stack.api_url + '/docs' if stack.api_url else 'off'}"
         "  (Ctrl-C drains and stops)\n"
     )
     out.flush()
@@ -178,10 +179,14 @@ def cmd_apply(args: argparse.Namespace, out: TextIO) -> int:
     import os
 
     from eventray.cluster.admin_token import TOKEN_VARIABLE, check_admin_token
+    from eventray.cluster.manage_cli import api_apply, api_token
     from eventray.cluster.stack import apply_documents, read_stack_info
     from eventray.cluster.wiring import Endpoints, Wiring
 
     settings = _settings(args)
+    if api_token(args) is not None:  # through the running stack's API, with the token's scope
+        api_apply(args, read_entity_documents([Path(p) for p in args.file]), out)
+        return 0
     # First: a wrong token must learn nothing, not even whether the documents would validate
     # against what is stored.
     presented = args.token if args.token is not None else os.environ.get(TOKEN_VARIABLE)
@@ -463,9 +468,9 @@ SUMMARY_QUERIES = {
 
 def _free_ports_unless_set(settings: Settings) -> Settings:
     """The demo is a one-off: it listens on ports the OS picks, so a service already on the
-    default ports (8088, 9464, 1883) cannot stop it; ports the user set are kept."""
+    default ports (8088, 9464, 1883, 8089) cannot stop it; ports the user set are kept."""
     changes: dict[str, Any] = {}
-    for name in ("ingress", "metrics", "mqtt"):
+    for name in ("ingress", "metrics", "mqtt", "api"):
         section = getattr(settings, name)
         if "port" not in section.model_fields_set:
             changes[name] = section.model_copy(update={"port": 0})

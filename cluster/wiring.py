@@ -22,7 +22,14 @@ from eventray.pipeline.adapters.nats_bus import JetStreamBus
 from eventray.pipeline.adapters.urls import redacted
 from eventray.pipeline.errors import PermanentError
 from eventray.pipeline.jwks import JwksFetch
-from eventray.pipeline.ports import Adapters, BlobStore, ConfigStore, EventStore, StateStore
+from eventray.pipeline.ports import (
+    Adapters,
+    BlobStore,
+    ConfigStore,
+    EventStore,
+    StateStore,
+    TokenStore,
+)
 from eventray.pipeline.secrets import SecretsSource
 from eventray.pipeline.triggers.delivery import Sender
 
@@ -123,6 +130,17 @@ class Wiring(Adapters):
 
         assert self.endpoints.config_dir is not None
         return FileConfigStore(root=self.endpoints.config_dir)
+
+    def token_store(self) -> TokenStore:
+        """The management API's tokens: MongoDB's ``tokens`` collection beside the entities,
+        else ``<data_dir>/tokens.json`` (the file ``eventray tokens`` writes)."""
+        if self.endpoints.mongodb_url:
+            from eventray.pipeline.adapters.mongo_config import MongoTokenStore
+
+            return MongoTokenStore(url=self.endpoints.mongodb_url)
+        from eventray.pipeline.adapters.file_tokens import TOKENS_FILE, FileTokenStore
+
+        return FileTokenStore(path=self.settings.data_dir / TOKENS_FILE)
 
     def blob_store(self) -> BlobStore | None:
         blobs = self.settings.blobs

@@ -30,6 +30,7 @@ from eventray.pipeline.scripts.limits import ScriptLimits
 from eventray.pipeline.storage.retention import RetentionPolicy
 
 __all__ = [
+    "ApiSettings",
     "BlobSettings",
     "IngressSettings",
     "MetricsSettings",
@@ -413,6 +414,17 @@ class MetricsSettings(_Section):
     port: int = Field(default=9464, ge=0, lt=65536, description="0 = a free port")
 
 
+class ApiSettings(_Section):
+    """The management API (``/api/v1/manage``, ``/docs``), served beside the ingress."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8089, ge=0, lt=65536, description="0 = a free port")
+    max_body_bytes: PositiveInt = Field(
+        default=16 * 1024 * 1024, description="larger request bodies are answered 413"
+    )
+
+
 class MqttSettings(_Section):
     """MQTT ingestion on the embedded nats-server's MQTT listener: a device logs in with its
     asset's ``protocol.mqtt`` credentials and publishes to
@@ -464,6 +476,7 @@ class Settings(BaseSettings):
     ray: RaySettings = RaySettings()
     metrics: MetricsSettings = MetricsSettings()
     mqtt: MqttSettings = MqttSettings()
+    api: ApiSettings = ApiSettings()
 
     @field_validator("data_dir", mode="after")
     @classmethod

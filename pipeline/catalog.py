@@ -9,10 +9,12 @@ name the file, the field path and the reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import tzinfo
 from pathlib import Path
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from eventray.pipeline.errors import (
     ConfigError,
@@ -33,6 +35,7 @@ from eventray.pipeline.models import (
     Rule,
     Trigger,
 )
+from eventray.pipeline.models.org import RETENTION_TABLES
 from eventray.pipeline.models.rule import ExecAction
 from eventray.pipeline.ports import ConfigStore
 from eventray.pipeline.routing import RouteTable
@@ -40,7 +43,14 @@ from eventray.pipeline.rules.compiler import compile_business_rule
 from eventray.pipeline.rules.engine import RuleSet
 from eventray.pipeline.templating import compile_template
 
-__all__ = ["Catalog", "build_catalog", "catalog_from_store", "load_catalog"]
+__all__ = [
+    "Catalog",
+    "build_catalog",
+    "catalog_from_store",
+    "load_catalog",
+    "place_organizations",
+    "template_script_issues",
+]
 
 E = TypeVar("E", bound=Entity)
 
@@ -69,7 +79,37 @@ class Catalog:
         return RouteTable(self.route_groups.values())
 
     def rule_set(self) -> RuleSet:
-        return RuleSet(self.rules, self.business_rules.values(), self.org_paths)
+        return RuleSet(self.rules, self.business_rules.values(), self.org_paths,
+                       org_timezones=self.org_timezones())  # fmt: skip
+
+    def org_timezones(self) -> dict[str, tzinfo]:
+        """Each organization's timezone: its own, else the nearest ancestor's (organizations
+        with neither are left out)."""
+        out: dict[str, tzinfo] = {}
+        for org_id in self.orgs:
+            for ancestor in self.lineage(org_id):
+                name = self.orgs[ancestor].timezone
+                if name is not None:
+                    out[org_id] = ZoneInfo(name)
+                    break
+        return out
+
+    def org_retention_days(self) -> dict[str, dict[str, int]]:
+        """Per organization and stored table, the days its ``retentionDays`` (or the nearest
+        ancestor's, per group of tables) keeps rows; tables none of them sets are left out."""
+        out: dict[str, dict[str, int]] = {}
+        for org_id in self.orgs:
+            tables: dict[str, int] = {}
+            for group, names in RETENTION_TABLES.items():
+                for ancestor in self.lineage(org_id):
+                    given = self.orgs[ancestor].retention_days
+                    days = getattr(given, group) if given is not None else None
+                    if days is not None:
+                        tables.update(dict.fromkeys(names, days))
+                        break
+            if tables:
+                out[org_id] = tables
+        return out
 
     def is_ancestor_or_self(self, ancestor_id: str, org_id: str) -> bool:
         ancestor, org = self.orgs.get(ancestor_id), self.orgs.get(org_id)
@@ -95,10 +135,17 @@ class Catalog:
 
 
 class _Builder:
-    def __init__(self, entities: Sequence[tuple[str, Entity]], *, compile_scripts: bool) -> None:
+    def __init__(
+        self,
+        entities: Sequence[tuple[str, Entity]],
+        *,
+        compile_scripts: bool,
+        compile_rules: Callable[[BusinessRule], bool] | None = None,
+    ) -> None:
         self.issues: list[ConfigIssue] = []
         self.sources: dict[tuple[str, str], str] = {}
         self.compile_scripts = compile_scripts
+        self.compile_rules = compile_rules
         self.by_kind: dict[str, dict[str, Entity]] = {}
         for source, entity in entities:
             kind = type(entity).__name__
@@ -204,7 +251,14 @@ class _Builder:
         for entity in owned:
             self.need(entity, "orgId", entity.org_id, orgs, "organization")  # type: ignore[attr-defined]
         for ds in sources.values():
-            self.need(ds, "assetBind.fixedAssetId", ds.asset_bind.fixed_asset_id, assets, "asset")
+            fixed = self.need(
+                ds, "assetBind.fixedAssetId", ds.asset_bind.fixed_asset_id, assets, "asset"
+            )
+            # A data source speaks for its organization's subtree only: fixed to another
+            # tenant's asset, it would inject events into that tenant's stream.
+            if fixed is not None and not catalog.is_ancestor_or_self(ds.org_id, fixed.org_id):
+                self.flag(ds, "assetBind.fixedAssetId", f"asset {fixed.id!r} of organization "
+                          f"{fixed.org_id!r} is neither {ds.org_id!r}'s nor below it")  # fmt: skip
         if self.compile_scripts:
             for tpl in templates.values():
                 self.check_scripts(tpl)
@@ -277,6 +331,8 @@ class _Builder:
                         self.flag(br, "ruleId", f"rule {rule.id!r} dispatches trigger "
                                   f"{target.id!r} (actions[{index}]) of organization "
                                   f"{target.org_id!r}, which is not shared with {br.org_id!r}")  # fmt: skip
+            if self.compile_rules is not None and not self.compile_rules(br):
+                continue
             try:
                 compile_business_rule(rule, br)
             except RuleError as exc:
@@ -297,23 +353,43 @@ class _Builder:
                       f"{trigger.org_id!r} is not shared with {org_id!r}")  # fmt: skip
 
     def check_scripts(self, template: AssetTemplate) -> None:
-        from eventray.pipeline.scripts.bundle import bundle_for_template  # QuickJS only when asked
-        from eventray.pipeline.scripts.runner import ScriptRunner
+        source = self.sources[(type(template).__name__, template.id)]
+        self.issues.extend(template_script_issues(template, source))
 
-        try:
-            ScriptRunner(bundle_for_template(template))
-        except ScriptError as exc:
-            fields = {"decode": "scriptProcessor", "validate": "scriptValidator",
-                      "transform": "scriptConversion"}  # fmt: skip
-            where = f" (line {exc.line})" if exc.line is not None else ""
-            self.flag(template, fields.get(exc.stage, exc.stage), f"{exc.message}{where}")
+
+def template_script_issues(template: AssetTemplate, source: str) -> list[ConfigIssue]:
+    """What compiling ``template``'s scripts refuses (QuickJS), as issues of ``source``."""
+    from eventray.pipeline.scripts.bundle import bundle_for_template  # QuickJS only when asked
+    from eventray.pipeline.scripts.runner import ScriptRunner
+
+    try:
+        ScriptRunner(bundle_for_template(template))
+    except ScriptError as exc:
+        fields = {"decode": "scriptProcessor", "validate": "scriptValidator",
+                  "transform": "scriptConversion"}  # fmt: skip
+        where = f" (line {exc.line})" if exc.line is not None else ""
+        return [ConfigIssue(source, fields.get(exc.stage, exc.stage), f"{exc.message}{where}",
+                            "AssetTemplate", template.id)]  # fmt: skip
+    return []
+
+
+def place_organizations(orgs: Sequence[Organization]) -> dict[str, Organization]:
+    """The organizations that take a place in the tree, with their ``pathKey`` and ``depth``
+    (as :func:`build_catalog` computes them); those it would refuse are left out, not raised."""
+    return _Builder([("", org) for org in orgs], compile_scripts=False).organizations()
 
 
 def build_catalog(
-    entities: Sequence[tuple[str, Entity]], *, compile_scripts: bool = True
+    entities: Sequence[tuple[str, Entity]],
+    *,
+    compile_scripts: bool = True,
+    compile_rules: Callable[[BusinessRule], bool] | None = None,
 ) -> Catalog:
-    """Check and index ``entities``; raises :class:`ConfigError` listing every problem."""
-    builder = _Builder(entities, compile_scripts=compile_scripts)
+    """Check and index ``entities``; raises :class:`ConfigError` listing every problem.
+
+    ``compile_rules`` picks the business rules whose compilation is checked (default: all;
+    compiling one costs ~6 ms, so the management API checks only those a change touches)."""
+    builder = _Builder(entities, compile_scripts=compile_scripts, compile_rules=compile_rules)
     catalog = builder.build()
     if builder.issues:
         raise ConfigError(builder.issues)

@@ -17,6 +17,7 @@ __all__ = [
     "InvalidQuery",
     "PermanentError",
     "RetryableError",
+    "RevisionConflictError",
     "RuleError",
     "ScriptError",
     "SettingsError",
@@ -163,3 +164,27 @@ class UnknownOrganization(InvalidQuery):
 
 class StateStoreError(RetryableError):
     """The rule state store failed; the batch must be retried, nothing was applied."""
+
+
+class RevisionConflictError(PermanentError):
+    """A conditional write found the entity at another revision than the caller expected
+    (an ``If-Match`` that no longer holds, or a create of an entity that exists): nothing was
+    written. Retrying the same write cannot succeed; the caller must read the entity again.
+
+    Args:
+        kind: the entity's kind.
+        entity_id: its id.
+        expected: the revision the caller expected (0: that it does not exist).
+        actual: the revision it is at (0: it does not exist).
+    """
+
+    def __init__(self, kind: str, entity_id: str, *, expected: int, actual: int) -> None:
+        super().__init__(
+            f"{kind} {entity_id!r} is at revision {actual}, not {expected}"
+            if actual
+            else f"{kind} {entity_id!r} does not exist (expected revision {expected})"
+        )
+        self.kind = kind
+        self.entity_id = entity_id
+        self.expected = expected
+        self.actual = actual

@@ -19,10 +19,13 @@ if TYPE_CHECKING:
     from eventray.pipeline.triggers.delivery import Sender
 
 __all__ = [
+    "LOCAL_ADMIN",
     "Adapters",
+    "Author",
     "BlobStore",
     "Clock",
     "ConfigStore",
+    "EntityChange",
     "EventSource",
     "EventStore",
     "Outbox",
@@ -35,6 +38,8 @@ __all__ = [
     "StateStore",
     "Stream",
     "StreamDrop",
+    "TokenRecord",
+    "TokenStore",
     "Uplink",
     "UplinkSource",
 ]
@@ -138,20 +143,102 @@ class EventStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who made a configuration change: an API token (its name and id), or the local admin
+    (``eventray apply`` on the data directory, the demo, the stack's own start)."""
+
+    name: str
+    id: str = ""
+
+
+LOCAL_ADMIN = Author("local admin", "local")
+"""The author of changes made without an API token, guarded by the data directory's admin
+token (see ``eventray.cluster.admin_token``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntityChange:
+    """One recorded change of one entity: the revision history the management API shows and
+    rolls back from.
+
+    Attributes:
+        kind: the entity's kind.
+        entity_id: its id.
+        revision: the entity's own revision after the change (1: created; numbering goes on
+            across a delete and a re-create, so a revision names one state for ever).
+        store_revision: the config store revision the change produced (several entities
+            changed in one write share it).
+        at: when, UTC.
+        author: who.
+        op: ``create``, ``update`` or ``delete``.
+        before: the stored document before the change (None: it did not exist).
+        after: the stored document after the change (None: deleted).
+        note: why, when the writer said (``rollback to revision 3``).
+    """
+
+    kind: str
+    entity_id: str
+    revision: int
+    store_revision: int
+    at: datetime
+    author: Author
+    op: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    note: str = ""
+
+
 @runtime_checkable
 class ConfigStore(Protocol):
     """The operational source of truth for entities (MongoDB in production).
 
     Entities are stored as the documents users write (camelCase, with ``kind`` and ``id``);
     every change bumps a revision so running actors can tell that their catalog is stale.
+
+    Each entity also has a revision of its own, and every change that alters a document is
+    recorded with who made it and the document before and after (:class:`EntityChange`), in
+    the same write: the management API's history, rollback and ``If-Match`` rest on them. A
+    put that rewrites a document unchanged records nothing for it (the store revision still
+    counts the put).
     """
 
-    def put(self, documents: Sequence[Mapping[str, Any]]) -> int:
-        """Upsert documents by (kind, id); returns the new revision."""
+    def put(
+        self,
+        documents: Sequence[Mapping[str, Any]],
+        *,
+        author: Author = LOCAL_ADMIN,
+        expected: Mapping[tuple[str, str], int] | None = None,
+        note: str = "",
+    ) -> int:
+        """Upsert documents by (kind, id); returns the new revision.
+
+        Args:
+            documents: the entities to store.
+            author: recorded with each change.
+            expected: per (kind, id), the entity revision the caller read (0: it must not
+                exist); checked in the same write.
+            note: recorded with each change.
+
+        Raises:
+            RevisionConflictError: an entity is not at its expected revision; nothing stored.
+        """
         ...
 
-    def delete(self, kind: str, entity_id: str) -> int:
-        """Remove one entity; returns the new revision (unchanged if it did not exist)."""
+    def delete(
+        self,
+        kind: str,
+        entity_id: str,
+        *,
+        author: Author = LOCAL_ADMIN,
+        expected: int | None = None,
+        note: str = "",
+    ) -> int:
+        """Remove one entity; returns the new revision (unchanged if it did not exist).
+
+        Raises:
+            RevisionConflictError: ``expected`` is given and the entity is at another revision.
+        """
         ...
 
     def documents(self) -> list[dict[str, Any]]:
@@ -160,6 +247,77 @@ class ConfigStore(Protocol):
 
     def revision(self) -> int:
         """A number that grows with every change."""
+        ...
+
+    def entity_revisions(self) -> dict[tuple[str, str], int]:
+        """Each stored entity's own revision (0 for one stored before revisions were kept)."""
+        ...
+
+    def snapshot(self) -> tuple[int, list[dict[str, Any]], dict[tuple[str, str], int]]:
+        """The revision, every document and every entity revision, of one and the same
+        revision (what :meth:`revision`, :meth:`documents` and :meth:`entity_revisions` give
+        when nothing writes in between), read at once."""
+        ...
+
+    def history(self, kind: str, entity_id: str) -> list[EntityChange]:
+        """The recorded changes of one entity, oldest first (also after it was deleted)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (idempotent)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A management API token as stored: never the token itself, only its SHA-256.
+
+    Attributes:
+        id: a short public id (shown in listings and the history's authors; not a secret).
+        name: what the creator called it.
+        org_id: the organization whose subtree is its scope.
+        role: ``admin``, ``editor``, ``viewer`` or ``ingest``.
+        token_hash: hex SHA-256 of the token.
+        created: when it was made, UTC.
+        expires: when it stops working (None: never).
+        revoked: when it was revoked (None: not revoked).
+        created_by: the id of the token that made it (``local`` for the CLI).
+    """
+
+    id: str
+    name: str
+    org_id: str
+    role: str
+    token_hash: str
+    created: datetime
+    expires: datetime | None = None
+    revoked: datetime | None = None
+    created_by: str = ""
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Where management API tokens are kept (a file in the data directory, or MongoDB)."""
+
+    def add(self, record: TokenRecord) -> None:
+        """Store a new token (its id and hash are new)."""
+        ...
+
+    def find(self, token_hash: str) -> TokenRecord | None:
+        """The token with this hash, revoked or expired ones included; None if none."""
+        ...
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        """The token with this id, or None."""
+        ...
+
+    def all(self) -> list[TokenRecord]:
+        """Every token, oldest first."""
+        ...
+
+    def revoke(self, token_id: str, at: datetime) -> TokenRecord | None:
+        """Mark a token revoked (kept, for the history's authors); the record as it is now,
+        None if there is no such token. Revoking twice keeps the first time."""
         ...
 
     def close(self) -> None:
@@ -403,6 +561,10 @@ class Adapters(Protocol):
 
     def config_store(self) -> ConfigStore:
         """The entities."""
+        ...
+
+    def token_store(self) -> TokenStore:
+        """The management API's tokens."""
         ...
 
     def blob_store(self) -> BlobStore | None:

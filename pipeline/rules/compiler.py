@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -122,11 +123,12 @@ class CompiledBusinessRule:
     generate_traced: Callable[[], RuleFn]  # the same with the trace: see ``traced``
     defaults: dict[str, Any]
     params: dict[str, Any]
-    tz: tzinfo | None  # None: dynamic, from the event's metadata.timezone
+    tz: tzinfo | None  # None: dynamic, from the event's organization or metadata.timezone
     template_ids: frozenset[str]
     tags: frozenset[str]
     asset_ids: frozenset[str]
     debug: bool = False
+    zone_of: Callable[..., tzinfo] = event_timezone  # the dynamic zone of an event's view
     _traced: list[RuleFn] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -151,7 +153,7 @@ class CompiledBusinessRule:
         return not self.tags or any(tag in self.tags for tag in tags)
 
     def timezone_for(self, view: Mapping[str, Any]) -> tzinfo:
-        return self.tz if self.tz is not None else event_timezone(view)
+        return self.tz if self.tz is not None else self.zone_of(view)
 
 
 def resolve_parameters(rule: Rule, business_rule: BusinessRule) -> dict[str, Any]:
@@ -202,8 +204,16 @@ def check_parameter_operands(rule: Rule, params: Mapping[str, Any]) -> None:
                 )
 
 
-def compile_business_rule(rule: Rule, business_rule: BusinessRule) -> CompiledBusinessRule:
-    """Compile once; raises :class:`RuleError` naming what is wrong."""
+def compile_business_rule(
+    rule: Rule,
+    business_rule: BusinessRule,
+    *,
+    org_timezones: Mapping[str, tzinfo] | None = None,
+) -> CompiledBusinessRule:
+    """Compile once; raises :class:`RuleError` naming what is wrong.
+
+    ``org_timezones``: each organization's timezone (its own or the nearest ancestor's), which
+    ``timezone: dynamic`` reads before the event's ``metadata.timezone``."""
     if business_rule.rule_id != rule.id:
         raise RuleError(f"business rule {business_rule.id!r} is bound to {business_rule.rule_id!r}")
     params = resolve_parameters(rule, business_rule)
@@ -211,17 +221,21 @@ def compile_business_rule(rule: Rule, business_rule: BusinessRule) -> CompiledBu
     compiler = _Compiler(rule, business_rule)
     root = compiler.group(rule.when, "when")
     tz = None if business_rule.timezone == "dynamic" else ZoneInfo(business_rule.timezone)
+    zone_of = (
+        partial(event_timezone, zones=dict(org_timezones)) if org_timezones else event_timezone
+    )
     assets = business_rule.assets
     actions = compiler.actions
 
     def generate_traced() -> RuleFn:
-        return generate_rule(rule, business_rule.id, params, actions, tz, trace=True)
+        return generate_rule(rule, business_rule.id, params, actions, tz, trace=True,
+                             zone_of=zone_of)  # fmt: skip
 
     return CompiledBusinessRule(
         business_rule=business_rule,
         rule=rule,
         root=root,
-        run=generate_rule(rule, business_rule.id, params, actions, tz),
+        run=generate_rule(rule, business_rule.id, params, actions, tz, zone_of=zone_of),
         generate_traced=generate_traced,
         defaults={v.name: v.default for v in rule.variables},
         params=params,
@@ -230,5 +244,6 @@ def compile_business_rule(rule: Rule, business_rule: BusinessRule) -> CompiledBu
         tags=frozenset(assets.tags),
         asset_ids=frozenset(assets.asset_ids),
         debug=business_rule.debug,
+        zone_of=zone_of,
         _traced=[generate_traced()] if business_rule.debug else [],
     )

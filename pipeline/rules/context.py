@@ -58,12 +58,17 @@ def value_fn(ref: ValueRef) -> ValueFn:
     return lambda ctx: constant
 
 
-def event_timezone(view: Mapping[str, Any]) -> tzinfo:
-    """``timezone: dynamic``: the event's ``metadata.timezone``, else UTC.
+def event_timezone(view: Mapping[str, Any], zones: Mapping[str, tzinfo] | None = None) -> tzinfo:
+    """``timezone: dynamic``: the event's organization's timezone (``zones``: per organization,
+    its own or the nearest ancestor's), else the event's ``metadata.timezone``, else UTC.
 
     Never raises: an event's bad zone name (``"Europe"`` is a directory, an overlong name is
     an OS error) must not fail the batch it is in.
     """
+    if zones:
+        zone = zones.get(view.get("orgId"))  # type: ignore[arg-type]
+        if zone is not None:
+            return zone
     metadata = view.get("metadata")
     name = metadata.get("timezone") if isinstance(metadata, dict) else None
     if isinstance(name, str):

@@ -12,9 +12,9 @@ Events are partitioned by orgId, so each key has exactly one writer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from eventray.pipeline.errors import RuleError
@@ -76,6 +76,8 @@ class RuleSet:
         rules: Rule templates by id.
         business_rules: the deployed instances.
         org_paths: pathKey of every organization (for ``includeChildren``).
+        org_timezones: each organization's timezone (its own or the nearest ancestor's), for
+            business rules with ``timezone: dynamic``.
 
     Business rules that fail to compile are kept out and listed in :attr:`errors`; the
     catalog refuses them at load time, so this only matters for programmatic use.
@@ -86,6 +88,7 @@ class RuleSet:
         rules: dict[str, Rule],
         business_rules: Iterable[BusinessRule],
         org_paths: dict[str, str],
+        org_timezones: Mapping[str, tzinfo] | None = None,
     ) -> None:
         self.errors: dict[str, str] = {}
         self.org_paths = org_paths
@@ -97,7 +100,7 @@ class RuleSet:
                 self.errors[br.id] = f"unknown rule {br.rule_id!r}"
                 continue
             try:
-                compiled = compile_business_rule(rule, br)
+                compiled = compile_business_rule(rule, br, org_timezones=org_timezones)
             except RuleError as exc:
                 self.errors[br.id] = str(exc)
                 continue

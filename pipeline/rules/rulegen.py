@@ -108,12 +108,12 @@ class _Writer:
         self.trace = trace
         self.now_shown: str | None = None  # the local holding traceable(now), once needed
 
-    def write(self, tz: tzinfo | None) -> RuleFn:
+    def write(self, tz: tzinfo | None, zone_of: Callable[..., tzinfo] = event_timezone) -> RuleFn:
         s = self.source
         s.head += ["view = event.view", "changes = {}", "fired = []", "captures = []",
                    "execs = []", "try:"]  # fmt: skip
         if self._needs_context(self.rule.when):
-            zone = s.const(tz) if tz is not None else f"{s.const(event_timezone)}(view)"
+            zone = s.const(tz) if tz is not None else f"{s.const(zone_of)}(view)"
             s.emit(0, f"ctx = {s.const(EvalContext)}(view, state, {s.const(self.params)}, now, "
                       f"{zone}, changes, fired, captures, execs)")  # fmt: skip
         matched, tree = self.group(self.rule.when, "when", 0)
@@ -385,7 +385,8 @@ def generate_rule(
     tz: tzinfo | None,
     *,
     trace: bool = False,
+    zone_of: Callable[..., tzinfo] = event_timezone,
 ) -> RuleFn:
-    """The business rule's evaluation as one function (``tz`` None: read from each event);
-    with ``trace``, its Evaluation carries the evaluation tree."""
-    return _Writer(rule, business_rule_id, params, actions, trace=trace).write(tz)
+    """The business rule's evaluation as one function (``tz`` None: ``zone_of(view)`` for each
+    event); with ``trace``, its Evaluation carries the evaluation tree."""
+    return _Writer(rule, business_rule_id, params, actions, trace=trace).write(tz, zone_of)

@@ -64,7 +64,8 @@ def run_test_mode(
     br = catalog.business_rules.get(business_rule_id)
     if br is None:
         raise RuleError(f"unknown business rule {business_rule_id!r}")
-    ruleset = RuleSet(catalog.rules, [br.model_copy(update={"enabled": True})], catalog.org_paths)
+    ruleset = RuleSet(catalog.rules, [br.model_copy(update={"enabled": True})], catalog.org_paths,
+                      org_timezones=catalog.org_timezones())  # fmt: skip
     if br.id in ruleset.errors:
         raise RuleError(ruleset.errors[br.id])
     sandbox = MemoryStateStore(state)

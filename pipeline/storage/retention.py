@@ -74,6 +74,15 @@ class RetentionPolicy:
         object.__setattr__(self, "_table", table)
         object.__setattr__(self, "_org", org)
 
+    def with_overrides(self, overrides: Mapping[str, Mapping[str, int]]) -> RetentionPolicy:
+        """This policy with ``overrides`` ({org: {table: days}}) over its own, table by table
+        (what organizations' ``retentionDays`` give, inherited down the tree, wins over the
+        ``store.org_retention_days`` setting)."""
+        merged = {org: dict(tables) for org, tables in self.overrides.items()}
+        for org, tables in overrides.items():
+            merged.setdefault(org, {}).update(tables)
+        return RetentionPolicy(defaults=self.defaults, overrides=merged)
+
     def days(self, org_id: str, table: str) -> int:
         """Days a row of ``table`` written for ``org_id`` is kept."""
         found = self._org.get((org_id, table))

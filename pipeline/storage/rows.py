@@ -186,9 +186,10 @@ class RowContext:
         """
         if log_detail not in ("errors", "all"):
             raise ValueError(f"log_detail must be 'errors' or 'all', got {log_detail!r}")
+        by_entity = catalog.org_retention_days()  # organizations' retentionDays win
         return cls(
             log_detail=log_detail,
-            retention=retention,
+            retention=retention.with_overrides(by_entity) if by_entity else retention,
             org_paths=catalog.org_paths,
             debug_assets=frozenset(a.id for a in catalog.assets.values() if a.debug_enabled),
             asset_templates={a.id: a.template_id for a in catalog.assets.values()},

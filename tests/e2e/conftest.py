@@ -60,6 +60,7 @@ def stack(
         ingress={"port": 0},
         metrics={"port": 0},
         mqtt={"port": 0},
+        api={"port": 0},
         nats={"ack_wait_s": 5.0},
         triggers={
             "max_attempts": 3,
@@ -139,6 +140,7 @@ class Up:
             "EVENTRAY_INGRESS__PORT": "0",
             "EVENTRAY_METRICS__PORT": "0",
             "EVENTRAY_MQTT__PORT": "0",
+            "EVENTRAY_API__PORT": "0",
             **(env or {}),
         }
         with self.stdout.open("wb") as out, self.stderr.open("wb") as err:

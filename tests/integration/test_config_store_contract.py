@@ -15,6 +15,8 @@ Backends:
   mongomock 4.3.0, the latest release, predates the ``sort`` argument that pymongo >= 4.11
   passes from ``ReplaceOne`` into the bulk builder (mongomock issue #912), so the fixture lets
   mongomock's builder accept ``sort=None``, the only value the adapter ever sends.
+- ``memory``: :class:`MemoryConfigStore`, the in-memory twin the management API's unit tests
+  use: the same suite keeps it honest.
 - ``mongodb``: :class:`MongoConfigStore` against a real server at ``EVENTRAY_TEST_MONGODB_URL``,
   in a throwaway database dropped at teardown; skipped when the variable is unset.
 
@@ -43,12 +45,18 @@ from mongomock.collection import BulkOperationBuilder
 from pymongo.errors import ServerSelectionTimeoutError
 
 from eventray.pipeline.adapters.file_config import FileConfigStore
+from eventray.pipeline.adapters.memory_config import MemoryConfigStore
 from eventray.pipeline.adapters.mongo_config import MongoConfigStore, MongoUnavailableError
 from eventray.pipeline.catalog import Catalog, build_catalog, load_catalog
-from eventray.pipeline.errors import ConfigError, ConfigIssue, PermanentError
+from eventray.pipeline.errors import (
+    ConfigError,
+    ConfigIssue,
+    PermanentError,
+    RevisionConflictError,
+)
 from eventray.pipeline.loader import entity_from_dict, read_documents
 from eventray.pipeline.models import Entity
-from eventray.pipeline.ports import ConfigStore
+from eventray.pipeline.ports import LOCAL_ADMIN, Author, ConfigStore
 
 pytestmark = pytest.mark.services
 
@@ -74,7 +82,7 @@ def _let_mongomock_accept_sort(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(BulkOperationBuilder, "add_replace", add_replace)
 
 
-@pytest.fixture(params=["file", "mongomock", "mongodb"])
+@pytest.fixture(params=["file", "memory", "mongomock", "mongodb"])
 def open_store(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Opener]:
@@ -85,6 +93,12 @@ def open_store(
 
         def make() -> ConfigStore:
             return FileConfigStore(root=tmp_path / "config")
+
+    elif request.param == "memory":
+        memory = MemoryConfigStore()
+
+        def make() -> ConfigStore:
+            return memory
 
     elif request.param == "mongomock":
         _let_mongomock_accept_sort(monkeypatch)
@@ -218,6 +232,56 @@ def test_documents_are_copies(open_store: Opener) -> None:
     assert store.documents() == [trigger("a", tags=["x"])]
 
 
+ALICE = Author("alice", "tok-a")
+
+
+def test_every_change_is_recorded_with_who_and_before_and_after(open_store: Opener) -> None:
+    store = open_store()
+    store.put([trigger("a", v=1), trigger("b")], author=ALICE, note="first")
+    store.put([trigger("a", v=1)])  # unchanged: counted, not recorded
+    store.put([trigger("a", v=2)])
+    assert store.delete("Trigger", "a", author=ALICE) == 4
+    store.put([trigger("a", v=3)], author=ALICE)
+    history = store.history("Trigger", "a")
+    assert [(c.revision, c.store_revision, c.op, c.author) for c in history] == [
+        (1, 1, "create", ALICE),
+        (2, 3, "update", LOCAL_ADMIN),
+        (3, 4, "delete", ALICE),
+        (4, 5, "create", ALICE),  # numbering goes on across a delete
+    ]
+    assert (history[0].before, history[0].after, history[0].note) == (
+        None,
+        trigger("a", v=1),
+        "first",
+    )
+    assert (history[1].before, history[1].after) == (trigger("a", v=1), trigger("a", v=2))
+    assert (history[2].before, history[2].after) == (trigger("a", v=2), None)
+    assert all(c.at.tzinfo is not None for c in history)
+    assert [c.revision for c in store.history("Trigger", "b")] == [1]
+    assert store.history("Trigger", "never") == []
+    assert store.entity_revisions() == {("Trigger", "a"): 4, ("Trigger", "b"): 1}
+    reopened = open_store()
+    assert [c.revision for c in reopened.history("Trigger", "a")] == [1, 2, 3, 4]
+
+
+def test_conditional_writes_check_the_entity_revision(open_store: Opener) -> None:
+    store = open_store()
+    store.put([trigger("a", v=1)], expected={("Trigger", "a"): 0})  # create: must not exist
+    with pytest.raises(RevisionConflictError) as info:
+        store.put([trigger("a", v=9)], expected={("Trigger", "a"): 0})
+    assert (info.value.expected, info.value.actual) == (0, 1)
+    store.put([trigger("a", v=2)], expected={("Trigger", "a"): 1})
+    with pytest.raises(RevisionConflictError):
+        store.put([trigger("a", v=9), trigger("b")], expected={("Trigger", "a"): 1})
+    with pytest.raises(RevisionConflictError):
+        store.delete("Trigger", "a", expected=1)
+    assert store.documents() == [trigger("a", v=2)]
+    assert store.revision() == 2
+    assert store.delete("Trigger", "a", expected=2) == 3
+    with pytest.raises(RevisionConflictError):
+        store.put([trigger("a")], expected={("Trigger", "a"): 2})  # deleted: at "0"
+
+
 def _content(catalog: Catalog) -> Catalog:
     return dataclasses.replace(catalog, sources={})  # where each entity came from differs
 
@@ -260,7 +324,7 @@ def test_another_store_on_the_same_backing_sees_every_write(
 
 def test_file_store_persists_in_its_root(tmp_path: Path) -> None:
     FileConfigStore(root=tmp_path).put([trigger("a")])
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "entities.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "entities.json", "history.jsonl"]
     assert FileConfigStore(root=tmp_path).documents() == [trigger("a")]
 
 
@@ -329,3 +393,31 @@ def test_unreachable_mongodb_is_retryable_and_names_what_failed() -> None:
             store.revision()
     finally:
         store.close()
+
+
+def test_file_store_never_shows_history_a_crashed_writer_left(tmp_path: Path) -> None:
+    """Lines appended past the published length (a writer killed before it replaced the data
+    file) are not read, and the next writer cuts them."""
+    store = FileConfigStore(root=tmp_path)
+    store.put([trigger("a", v=1)])
+    with (tmp_path / "history.jsonl").open("ab") as log:
+        log.write(b'{"kind":"Trigger","id":"a","revision":2,"storeRevision":2,"at":'
+                  b'"2026-01-01T00:00:00+00:00","author":{},"op":"update","before":null,'
+                  b'"after":null}\n')  # fmt: skip
+    assert [c.revision for c in FileConfigStore(root=tmp_path).history("Trigger", "a")] == [1]
+    store.put([trigger("a", v=2)])
+    history = FileConfigStore(root=tmp_path).history("Trigger", "a")
+    assert [(c.revision, c.after) for c in history] == [
+        (1, trigger("a", v=1)),
+        (2, trigger("a", v=2)),
+    ]
+
+
+def test_file_store_revision_reads_the_file_only_when_it_changed(tmp_path: Path) -> None:
+    store = FileConfigStore(root=tmp_path)
+    other = FileConfigStore(root=tmp_path)
+    assert store.revision() == 0
+    other.put([trigger("a")])
+    assert store.revision() == 1
+    other.delete("Trigger", "a")
+    assert store.revision() == 2

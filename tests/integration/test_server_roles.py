@@ -191,8 +191,8 @@ def test_each_role_does_its_work_with_its_own_credential(nats_server: RunningNat
 
 def test_role_passwords_are_their_own_and_survive_a_restart(nats_server: RunningNats) -> None:
     passwords = dict(nats_server.passwords)
-    assert set(passwords) == {"admin", "ingress", "lane"}
-    assert len(set(passwords.values())) == 3
+    assert set(passwords) == {"admin", "ingress", "lane", "api"}
+    assert len(set(passwords.values())) == 4
     assert (
         nats_server.url_for("lane")
         == f"nats://lane:{passwords['lane']}@127.0.0.1:{nats_server.port}"
@@ -205,6 +205,26 @@ def test_role_passwords_are_their_own_and_survive_a_restart(nats_server: Running
         ]
     finally:
         again.stop()
+
+
+def test_the_api_user_may_only_announce_config_changes(nats_server: RunningNats) -> None:
+    config = SETTINGS.config_subject
+    assert refused(
+        nats_server,
+        "api",
+        [
+            f"PUB {config}",
+            f"PUB {PREFIX}.p0",
+            f"PUB {TRIGGERS}",
+            f"SUB {config}",
+            "SUB _INBOX.api.x",
+            "SUB _INBOX.lane.x",
+        ],
+    ) == [
+        f'Publish to "{PREFIX}.p0"',
+        f'Publish to "{TRIGGERS}"',
+        'Subscription to "_INBOX.lane.x"',
+    ]
 
 
 def test_the_rules_user_of_valkey_reaches_rule_state_and_nothing_else(tmp_path: Path) -> None:

@@ -200,7 +200,13 @@ def test_local_demo_runs_the_sample_tenant_end_to_end() -> None:
 
 
 @pytest.mark.parametrize(
-    "variable", ["EVENTRAY_INGRESS__PORT", "EVENTRAY_METRICS__PORT", "EVENTRAY_MQTT__PORT"]
+    "variable",
+    [
+        "EVENTRAY_INGRESS__PORT",
+        "EVENTRAY_METRICS__PORT",
+        "EVENTRAY_MQTT__PORT",
+        "EVENTRAY_API__PORT",
+    ],
 )
 def test_up_names_a_taken_port_and_the_setting_that_moves_it(
     variable: str,
@@ -216,6 +222,7 @@ def test_up_names_a_taken_port_and_the_setting_that_moves_it(
         monkeypatch.setenv("EVENTRAY_INGRESS__PORT", "0")
         monkeypatch.setenv("EVENTRAY_METRICS__PORT", "0")
         monkeypatch.setenv("EVENTRAY_MQTT__PORT", "0")
+        monkeypatch.setenv("EVENTRAY_API__PORT", "0")
         monkeypatch.setenv(variable, str(port))
         assert main(["up", "--data-dir", str(data)]) == 2
     assert capsys.readouterr().err == (
@@ -231,8 +238,10 @@ def test_demo_keeps_only_the_ports_the_user_set(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("EVENTRAY_INGRESS__PORT", raising=False)
     monkeypatch.setenv("EVENTRAY_METRICS__PORT", "19464")
     monkeypatch.delenv("EVENTRAY_MQTT__PORT", raising=False)
+    monkeypatch.delenv("EVENTRAY_API__PORT", raising=False)
     settings = _free_ports_unless_set(load_settings())
     assert (settings.ingress.port, settings.metrics.port, settings.mqtt.port) == (0, 19464, 0)
+    assert settings.api.port == 0
 
 
 def test_demo_allows_its_loopback_sinks_through_the_setting(

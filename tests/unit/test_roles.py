@@ -54,13 +54,14 @@ def test_each_role_gets_its_own_users_and_only_the_servers_it_uses() -> None:
         "lane": ("lane", "rules"),
         "rules": (None, "rules"),
         "store": (None, None),
+        "api": ("api", None),
     }
     assert roles["rules"].redis_url == "redis://rules:rules-pw@127.0.0.1:1"
     assert roles["rules"].nats_url == ""
     assert {r for r, e in roles.items() if e.chdb_path is not None} == {"admin", "store"}
     assert {r: e.nats_inbox for r, e in roles.items()} == {
         "admin": "_INBOX", "ingress": "_INBOX.ingress", "lane": "_INBOX.lane",
-        "rules": "_INBOX.rules", "store": "_INBOX.store",
+        "rules": "_INBOX.rules", "store": "_INBOX.store", "api": "_INBOX.api",
     }  # fmt: skip
     for role, endpoints in roles.items():
         assert endpoints.config_dir == ADMIN.config_dir, role  # every actor reads the catalog
