@@ -5,9 +5,14 @@ BIN := $(VENV)/bin
 
 .PHONY: install typecheck-tree lint test test-unit demo bench clean
 
+# quickjs-ng replaced the `quickjs` package and installs the same module (quickjs/__init__.py),
+# but an old `_quickjs.cpython-*.so` would still be imported before its `_quickjs.abi3.so`: a
+# venv that has `quickjs` loses both packages first, and quickjs-ng is installed afresh.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	if $(BIN)/python -m pip show --quiet quickjs >/dev/null 2>&1; then \
+	  $(BIN)/python -m pip uninstall --quiet --yes quickjs quickjs-ng; fi
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 

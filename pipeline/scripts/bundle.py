@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 # Bump when the prelude or the wrappers change: it is part of every cache key.
-ENGINE_VERSION = "4"
+ENGINE_VERSION = "5"
 
 CodecStyle = Literal["decodeUplink", "Decoder", "Decode"]
 _CODEC_STYLES: tuple[CodecStyle, ...] = ("decodeUplink", "Decode", "Decoder")

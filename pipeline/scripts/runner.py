@@ -11,7 +11,8 @@ Limits are per event even so:
 
 * a throw, a missing ``result``, a deep recursion or a result that cannot be serialised (cyclic,
   BigInt, a throwing getter, too big) is caught inside JS and fails that event;
-* a time-limit interrupt cannot be caught in JS, so the runner reads how far the loop got
+* a time-limit interrupt (in the interpreter or in a regular expression, see
+  :func:`check_engine`) cannot be caught in JS, so the runner reads how far the loop got
   (``partial``), fails the event that was running (if it alone used the whole budget, i.e. it
   was the first of its crossing) or simply resumes at it (the crossing as a whole was slow);
 * out-of-memory fails the running event and the context is rebuilt from the bundle, since
@@ -50,7 +51,7 @@ from eventray.pipeline.scripts.results import (
     well_formed,
 )
 
-__all__ = ["ScriptResult", "ScriptRunner", "json_array", "prelude_source"]
+__all__ = ["ScriptResult", "ScriptRunner", "check_engine", "json_array", "prelude_source"]
 
 
 @cache
@@ -59,6 +60,39 @@ def prelude_source() -> str:
     return (
         importlib.resources.files("eventray.pipeline.scripts") / "js" / "prelude.js"
     ).read_text()
+
+
+# A pattern that backtracks catastrophically: ~2^n steps for n letters "a" (22: ~0.35 s of CPU
+# where nothing interrupts it, ~1 ms where the limit below does).
+_REGEX_PROBE = '/(a+)+$/.test("' + "a" * 22 + 'b")'
+
+
+@cache
+def check_engine() -> None:
+    """Refuses an engine whose time limit cannot interrupt a regular expression.
+
+    The limit is enforced through QuickJS's interrupt handler, which the JavaScript
+    interpreter polls; QuickJS's regex engine polls it only since QuickJS 2025-04-26 (and in
+    QuickJS-ng). Under an older engine, such as the `quickjs` package's QuickJS 2021-03-27, one
+    template's regex could backtrack for minutes, past every limit, stalling the lane and
+    every tenant on it. Checked once per process, by running one: a few milliseconds.
+
+    Raises:
+        RuntimeError: the installed engine ran the probe to its end.
+    """
+    ctx = quickjs.Context()
+    ctx.set_time_limit(0.001)
+    try:
+        ctx.eval(_REGEX_PROBE)
+    except quickjs.JSException as exc:
+        if "interrupted" in str(exc):
+            return
+        raise
+    raise RuntimeError(
+        "the installed QuickJS cannot interrupt a regular expression, so the script time limit "
+        "would not bound one: install quickjs-ng (after `pip uninstall quickjs quickjs-ng`, "
+        "which share a module; `make install` does both)"
+    )
 
 
 FailureKind = Literal["time", "memory", "crash"]
@@ -97,6 +131,7 @@ class ScriptRunner:
     """
 
     def __init__(self, bundle: Bundle, *, limits: ScriptLimits | None = None) -> None:
+        check_engine()
         self.bundle = bundle
         self.limits = limits or ScriptLimits()
         self.stage_names = tuple(stage.name for stage in bundle.stages)
@@ -255,11 +290,10 @@ class ScriptRunner:
             loaded = self._load(text)
             self._arm_events(len(text))
         except _JS_ERRORS as exc:
+            if isinstance(exc, quickjs.StackOverflow):  # how JSON.parse meets deep nesting
+                return "nested too deeply"
             if str(exc).startswith("SyntaxError"):
-                first = _first_line(exc)
-                if "stack overflow" in first:  # how QuickJS's JSON.parse reports deep nesting
-                    return "nested too deeply"
-                return f"not valid JSON ({first})"
+                return f"not valid JSON ({_first_line(exc)})"
             self._fresh_context()  # it may have run out of memory
             kind = _classify(exc)
             return _first_line(exc) if kind == "crash" else self._limit_message(kind, exc, "")

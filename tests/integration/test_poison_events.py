@@ -5,9 +5,11 @@ Each case is an event a probe of the running stack found wedging its partition f
 lone UTF-16 surrogate in a field a template copies, template results that cannot be serialised
 (cyclic, BigInt, a throwing getter, a ``toJSON`` that loops, 20 MB), templates that override
 ``JSON.parse``, ``Array.prototype.push`` or the runtime's own helpers, a trigger payload over
-the stream's limit, and the hostile templates of issue 7 (allocating without end, looping,
+the stream's limit, the hostile templates of issue 7 (allocating without end, looping,
 recursing without end, writing to ``Object.prototype``, ``Math`` and ``JSON``; every other
-event reports what it finds in the intrinsics, and finds nothing). For each: the good events are stored and acknowledged, the bad one is
+event reports what it finds in the intrinsics, and finds nothing), and a regular expression that
+backtracks without end (before QuickJS-ng, nothing but the host's 30 s watchdog stopped it, for
+every such event). For each: the good events are stored and acknowledged, the bad one is
 in the DLQ with its stage and reason, and the partition's lag is back to 0.
 """
 
@@ -56,6 +58,7 @@ if (kind === "huge") { data.blob = "x".repeat(20 * 1024 * 1024); }
 if (kind === "memory-bomb") { const keep = []; for (;;) { keep.push("x".repeat(1 << 20) + keep.length); } }
 if (kind === "busy-loop") { for (;;) {} }
 if (kind === "recursion") { const down = (n) => down(n + 1) + 1; down(0); }
+if (kind === "regex") { /(a+)+$/.test("a".repeat(40) + "!"); }
 if (kind === "pollute") {
   try { Object.prototype.polluted = "yes"; } catch (e) {}
   try { Math.polluted = "yes"; } catch (e) {}
@@ -108,7 +111,8 @@ CASES = {
     "fat-trigger": ("outbox", "exceeds the stream's limit"),
     "memory-bomb": ("transform", "memory"),
     "busy-loop": ("transform", "time limit"),
-    "recursion": ("transform", "stack"),
+    "recursion": ("transform", "call stack size exceeded"),
+    "regex": ("transform", "time limit"),
     "pollute": ("", ""),
 }
 

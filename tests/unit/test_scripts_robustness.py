@@ -21,7 +21,7 @@ from eventray.pipeline.scripts.batch import split_array
 from eventray.pipeline.scripts.bundle import bundle_for_template
 from eventray.pipeline.scripts.host import HostedRunner, ScriptHost
 from eventray.pipeline.scripts.limits import ScriptLimits
-from eventray.pipeline.scripts.runner import ScriptResult, ScriptRunner
+from eventray.pipeline.scripts.runner import ScriptResult, ScriptRunner, check_engine
 
 # The transform echoes the payload's `c` into its result; `payload.evil` marks the bad event.
 TRANSFORM = (
@@ -158,6 +158,110 @@ def test_a_tojson_that_never_returns_is_stopped_by_the_time_limit(run: Run) -> N
     # whole gets one retry), plus whatever a busy machine adds in wall-clock time.
     assert elapsed < 2 * TIME_S + 5.0
     assert [outcome(o) for o in run(tpl, NEXT_BATCH)] == [("4", 4), ("5", 5)]
+
+
+# A pattern with nested quantifiers backtracks ~2^n times on n letters that fail to match at
+# the end: 40 letters are hours of work. The time limit must stop it like any other script
+# work (QuickJS before 2025-04-26 never checked it inside a regular expression: the event ran
+# until the host's watchdog killed the child, 30 s per event, the lane stalled meanwhile).
+EVIL_TEXT = '("a".repeat(40) + "!")'
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        f"/(a+)+$/.test({EVIL_TEXT});",
+        f"new RegExp('(a|aa)+$').exec({EVIL_TEXT});",
+        f"{EVIL_TEXT}.match(/(a*)*b/);",
+        f"[...{EVIL_TEXT}.matchAll(/(a+)+b/g)];",
+        f"{EVIL_TEXT}.replace(/(a+)+b/g, 'x');",
+        f"{EVIL_TEXT}.replaceAll(/(a+)+b/g, () => 'x');",
+        f"{EVIL_TEXT}.split(/(a+)+b/);",
+        f"{EVIL_TEXT}.search(/(a+)+b/);",
+        f"$mv.string().pattern('^(a+)+$').validate({EVIL_TEXT});",
+        f"try {{ /(a+)+$/.test({EVIL_TEXT}); }} catch (e) {{ result.data.c = 'caught'; }}",
+    ],
+    ids=[
+        "literal.test",
+        "RegExp.exec",
+        "match",
+        "matchAll",
+        "replace",
+        "replaceAll",
+        "split",
+        "search",
+        "mv.pattern",
+        "try-catch",
+    ],
+)
+def test_a_regex_that_backtracks_catastrophically_is_stopped_by_the_time_limit(
+    run: Run, host: ScriptHost, script: str
+) -> None:
+    tpl = template(f"if (payload.evil) {{ {script} }}")
+    run(tpl, NEXT_BATCH)  # warm, so the timing below is the batch's own
+    crashes = host.stats.crashes
+    start = time.monotonic()
+    outs = run(tpl, GOOD_THEN_BAD)
+    elapsed = time.monotonic() - start
+    assert [outcome(o) for o in outs] == [
+        ("1", 1),
+        {"stage": "transform", "message": f"time limit of {TIME_S * 1000:g} ms exceeded"},
+        ("3", 3),
+    ]
+    # Within the limit (twice it at most, see above), far below the host's 30 s watchdog: the
+    # engine interrupted the regex, the child was neither killed nor replaced.
+    assert elapsed < 2 * TIME_S + 5.0
+    assert host.stats.crashes == crashes
+    assert [outcome(o) for o in run(tpl, NEXT_BATCH)] == [("4", 4), ("5", 5)]
+
+
+def test_a_crafted_payload_against_a_careless_regex_fails_only_its_event(
+    run: Run, host: ScriptHost
+) -> None:
+    """The template is the tenant's own and looks harmless; the payload is someone else's."""
+    tpl = template(r"result.data.c = /^(\w+\s?)*$/.test(payload.name) ? 'words' : 'other';")
+    bodies = [
+        b'{"id": 1, "name": "cold room 4"}',
+        b'{"id": 2, "name": "' + b"aaaa " * 12 + b'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!"}',
+        b'{"id": 3, "name": "door!"}',
+    ]
+    crashes = host.stats.crashes
+    start = time.monotonic()
+    outs = run(tpl, bodies)
+    assert time.monotonic() - start < 2 * TIME_S + 5.0
+    assert [outcome(o) for o in outs] == [
+        ("1", "words"),
+        {"stage": "transform", "message": f"time limit of {TIME_S * 1000:g} ms exceeded"},
+        ("3", "other"),
+    ]
+    assert host.stats.crashes == crashes
+
+
+def test_runners_refuse_an_engine_whose_time_limit_misses_regular_expressions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    check_engine.__wrapped__()  # the installed engine interrupts one (uncached: runs again)
+
+    class RunsItToTheEnd:  # as QuickJS 2021-03-27 (the `quickjs` package) did
+        def set_time_limit(self, seconds: float) -> None:
+            pass
+
+        def eval(self, code: str) -> bool:
+            return False
+
+    monkeypatch.setattr(quickjs, "Context", RunsItToTheEnd)
+    with pytest.raises(RuntimeError, match="cannot interrupt a regular expression"):
+        check_engine.__wrapped__()
+
+
+def test_a_payload_nested_too_deeply_fails_only_its_event(run: Run) -> None:
+    deep = b'{"id": 2, "c": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    outs = run(template(""), [b'{"id": 1, "c": 1}', deep, b'{"id": 3, "c": 3}'])
+    assert [outcome(o) for o in outs] == [
+        ("1", 1),
+        {"stage": "transform", "message": "payload could not be loaded: nested too deeply"},
+        ("3", 3),
+    ]
 
 
 def test_max_result_bytes_is_a_limit_in_utf8_bytes() -> None:

@@ -88,7 +88,7 @@ def test_syntax_error_is_reported_at_compile_with_stage_and_line() -> None:
     ("script", "message"),
     [
         ("while (true) {}", "time limit of 200 ms exceeded"),
-        ("(function f(n) { return f(n + 1) + 1; })(0);", "stack overflow"),
+        ("(function f(n) { return f(n + 1) + 1; })(0);", "RangeError: Maximum call stack size"),
         ("throw 'plain string';", 'uncaught "plain string"'),
     ],
     ids=["infinite-loop", "deep-recursion", "throw-non-error"],

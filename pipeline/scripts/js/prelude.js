@@ -511,7 +511,8 @@ var console = (function () {
     if (e instanceof TypeErrorCtor) {
       var message = e.message;
       if (message === "circular reference") return "result is not serialisable: cyclic object";
-      if (indexOf(toStr(message), "bigint") >= 0) return "result is not serialisable: BigInt value";
+      var text = toStr(message);  // "bigint are forbidden ..." or (QuickJS-ng) "BigInt are forbidden ..."
+      if (indexOf(text, "bigint") >= 0 || indexOf(text, "BigInt") >= 0) return "result is not serialisable: BigInt value";
     }
     if (e === null || (e instanceof ErrorCtor && e.name === "InternalError" && e.message === "out of memory")) {
       var size = 0;
