@@ -175,3 +175,36 @@ def test_a_tenant_reads_changes_and_deletes_no_secret_of_its_sibling(api: Runnin
     assert len(below["items"]) == 2
     changes = api.call("GET", "/secrets/changes", tokens["admin"]).json()["items"]
     assert [(c["orgId"], c["name"]) for c in changes] == [(A, "A_TOKEN")]
+
+
+def test_no_generated_request_makes_a_server_error(api: RunningApi) -> None:
+    """Schemathesis over the secrets operations of the document (as test_management_fuzz does
+    for the rest), with a root admin token: 4xx or 2xx, only the statuses listed, never 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error, status_code_conformance
+
+    from tests.integration.test_management_fuzz import _other_checks
+
+    headers = {"Authorization": f"Bearer {api.token('mapex', 'admin', name='fuzz')}"}
+    spec = api.client.get("/openapi.json").json()
+    spec["paths"] = {p: v for p, v in spec["paths"].items() if p.startswith(f"{PREFIX}/secrets")}
+    operations = [r.ok() for r in schemathesis.openapi.from_dict(spec).get_all_operations()]
+    assert len(operations) == 5
+    statuses: dict[int, int] = {}
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=25, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        def run(case: schemathesis.Case) -> None:
+            response = case.call(base_url=api.url, headers=headers)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            assert response.status_code < 500, (case.as_curl_command(), response.text[:500])
+            case.validate_response(
+                response, checks=[not_a_server_error, status_code_conformance],
+                excluded_checks=_other_checks(), headers=headers,
+            )  # fmt: skip
+
+        run()
+    assert {200, 404} <= set(statuses) and max(statuses) < 500, statuses
