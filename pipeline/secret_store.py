@@ -283,7 +283,10 @@ class StoredSecrets:
         self._checked = time.monotonic()
         self._refreshing: threading.Thread | None = None
         self._mutex = threading.Lock()
-        self.refresh(strict=strict)
+        if strict:
+            self.refresh(strict=True)
+        else:  # a store that is down at start: no secrets yet, read again at the next check
+            self._refresh_quietly()
 
     def table(self) -> SecretTable:
         """The current table (the same object until something changed)."""

@@ -504,3 +504,28 @@ def test_an_api_token_without_a_running_stack_is_refused(
 ) -> None:
     code, _ = run("secrets", "list", "--token", "ert_x", "--data-dir", str(data))
     assert code == 2 and "no stack with a management API runs" in capsys.readouterr().err
+
+
+class _Down(MemorySecretStore):
+    """A store whose server is unreachable until told otherwise."""
+
+    down = True
+
+    def revision(self) -> int:
+        if self.down:
+            from eventray.pipeline.errors import RetryableError
+
+            raise RetryableError("the secret store is unreachable")
+        return super().revision()
+
+
+def test_a_store_that_is_down_when_a_lane_starts_is_read_once_it_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cipher, store = SecretCipher(KEY), _Down()
+    store.put(sealed(cipher, "site", "TOKEN", "v1"))
+    with caplog.at_level(logging.ERROR):
+        stored = StoredSecrets(store, cipher, check_every_s=0, background=False)
+    assert stored.table() == {} and "unreachable" in caplog.text
+    store.down = False
+    assert stored.table()["site"]["TOKEN"].value == "v1"
