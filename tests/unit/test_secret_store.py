@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -229,8 +230,6 @@ def test_the_background_refresh_picks_a_change_up_too() -> None:
     cipher, store = SecretCipher(KEY), MemorySecretStore()
     stored = StoredSecrets(store, cipher, check_every_s=0)
     store.put(sealed(cipher, "site", "TOKEN", "v1"))
-    import time
-
     deadline = time.monotonic() + 5
     while stored.table().get("site", {}).get("TOKEN") is None:
         assert time.monotonic() < deadline
