@@ -528,3 +528,18 @@ def test_a_store_that_is_down_when_a_lane_starts_is_read_once_it_answers(
     assert stored.table() == {} and "unreachable" in caplog.text
     store.down = False
     assert stored.table()["site"]["TOKEN"].value == "v1"
+
+
+def test_up_stops_before_starting_anything_when_the_key_does_not_open_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    FileSecretStore(path=data / "secrets.enc").put(sealed(SecretCipher(KEY), "acme", "X", "v"))
+    for variable in ("INGRESS", "API", "METRICS", "MQTT"):
+        monkeypatch.setenv(f"EVENTRAY_{variable}__PORT", "0")
+    monkeypatch.setenv("EVENTRAY_SECRETS__KEY", b64(OTHER_KEY))
+    assert main(["up", "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "secret 'X' of organization 'acme' was sealed with key" in err
+    assert b64(OTHER_KEY) not in err
+    assert sorted(p.name for p in data.iterdir()) == [".secrets.enc.lock", "secrets.enc"]
