@@ -16,11 +16,14 @@ from typing import Any
 import ray
 
 from eventray.actors.api_app import ApiApp
+from eventray.actors.api_secrets import secrets_router
 from eventray.actors.host import ActorHost
 from eventray.config.settings import Settings
 from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.management import EntityService, TokenService
+from eventray.pipeline.management.secrets import SecretService
 from eventray.pipeline.ports import Adapters, ConfigStore, Stream, TokenStore
+from eventray.pipeline.secret_store import SecretStore
 
 __all__ = ["ApiActor"]
 
@@ -50,7 +53,7 @@ class ApiActor(ActorHost):
         self._prepare = prepare
         self._ingress_url = ingress_url or f"http://{settings.ingress.host}:{settings.ingress.port}"
         self._app: ApiApp | None = None
-        self._stores: tuple[ConfigStore, TokenStore] | None = None
+        self._stores: tuple[ConfigStore, TokenStore, SecretStore] | None = None
 
     async def open(self, stream: Stream, catalog: Catalog) -> None:
         loop = asyncio.get_running_loop()
@@ -59,7 +62,8 @@ class ApiActor(ActorHost):
             asyncio.run_coroutine_threadsafe(stream.config_changed(), loop).result(_NOTICE_S)
 
         config, tokens = self.adapters.config_store(), self.adapters.token_store()
-        self._stores = (config, tokens)
+        secrets = self.adapters.secret_store()
+        self._stores = (config, tokens, secrets)
         app = ApiApp(
             entities=EntityService(config, prepare=self._prepare, notify=notify),
             tokens=TokenService(tokens),
@@ -67,8 +71,8 @@ class ApiActor(ActorHost):
             ingress_url=self._ingress_url,
             # Other parts of the API plug in here: their APIRouters (routes taking
             # eventray.actors.api_auth's Viewer/Editor/Admin) and what they need on app.state.
-            routers=(),
-            state={},
+            routers=(secrets_router(),),
+            state={"secrets": SecretService(secrets, self.adapters.secret_cipher())},
         )
         await app.start()
         self._app = app

@@ -338,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(commands)
 
+    from eventray.cluster.secrets_cli import add_secrets_commands  # secrets set|list|delete|...
+
+    add_secrets_commands(commands)
+
     validate = commands.add_parser("validate", help="check entity files and folders")
     validate.add_argument("paths", nargs="+")
     validate.set_defaults(handler=cmd_validate)

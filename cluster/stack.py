@@ -700,11 +700,12 @@ def lane_triggers(lanes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _check_secrets(settings: Settings) -> None:
-    """A secrets file the lanes would refuse (readable by others, malformed) stops ``up``
-    before anything starts, with its path and the fix, instead of failing every delivery."""
-    from eventray.pipeline.adapters.secrets_file import FileSecrets
+    """A secrets file the lanes would refuse (readable by others, malformed), a secrets key
+    that is not one, or a secret store the key does not open stops ``up`` before anything
+    starts, with its path or setting and the fix, instead of failing every delivery."""
+    from eventray.cluster.secrets_wiring import check_secrets
 
-    FileSecrets(settings.secrets_path)
+    check_secrets(settings)
 
 
 def _ensure_stream(settings: Settings, wiring: Wiring) -> None:

@@ -30,6 +30,8 @@ from eventray.pipeline.ports import (
     StateStore,
     TokenStore,
 )
+from eventray.pipeline.secret_crypto import SecretCipher
+from eventray.pipeline.secret_store import SecretStore
 from eventray.pipeline.secrets import SecretsSource
 from eventray.pipeline.triggers.delivery import Sender
 
@@ -180,9 +182,25 @@ class Wiring(Adapters):
         )
 
     def secrets(self) -> SecretsSource:
-        from eventray.pipeline.adapters.secrets_file import FileSecrets
+        """The encrypted store (with a key), then the secrets file, then the environment
+        (see ``eventray.cluster.secrets_wiring``)."""
+        from eventray.cluster.secrets_wiring import layered_secrets
 
-        return FileSecrets(self.settings.secrets_path)
+        return layered_secrets(self.settings, self.endpoints.mongodb_url)
+
+    def secret_store(self) -> SecretStore:
+        """The encrypted secret store: MongoDB's ``secrets`` collection beside the entities,
+        else ``<data_dir>/secrets.enc``."""
+        from eventray.cluster.secrets_wiring import secret_store
+
+        return secret_store(self.settings, self.endpoints.mongodb_url)
+
+    def secret_cipher(self) -> SecretCipher | None:
+        """The key (and a rotation's previous key) from ``secrets.key`` or ``key_file``, read
+        in the calling process."""
+        from eventray.cluster.secrets_wiring import load_cipher
+
+        return load_cipher(self.settings.secrets)
 
     def jwks_fetch(self) -> JwksFetch:
         from eventray.pipeline.adapters.jwks_fetch import AiohttpJwksFetch

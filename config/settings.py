@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -27,6 +28,7 @@ from eventray.pipeline.client_address import parse_networks
 from eventray.pipeline.errors import SettingsError
 from eventray.pipeline.jwks import JwksCache, JwksFetch
 from eventray.pipeline.scripts.limits import ScriptLimits
+from eventray.pipeline.secret_crypto import parse_key
 from eventray.pipeline.storage.retention import RetentionPolicy
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "RaySettings",
     "RuleSettings",
     "ScriptSettings",
+    "SecretsSettings",
     "Settings",
     "StoreSettings",
     "TriggerSettings",
@@ -400,6 +403,58 @@ class TriggerSettings(_Section):
         return EgressPolicy.allowing(self.allow_networks)
 
 
+class SecretsSettings(_Section):
+    """The encrypted secret store behind ``{{secrets.NAME}}`` (written through the management
+    API and ``eventray secrets``), sealed with AES-256-GCM under the operator's key. A key is
+    base64 of 32 random bytes (``eventray secrets generate-key``); it is never logged, shown
+    or stored by eventray. Without one the store is off: nothing can be written to it, and
+    ``{{secrets.NAME}}`` resolves from the secrets file and the environment only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    key: SecretStr | None = Field(default=None, description="the key, base64 of 32 bytes")
+    key_file: Path | None = Field(
+        default=None, description="a file holding the key (base64), mode 0600; instead of key"
+    )
+    previous_key: SecretStr | None = Field(
+        default=None,
+        description="during a key rotation: the key entries may still be sealed with, until "
+        "'eventray secrets rotate-key' re-sealed them",
+    )
+    previous_key_file: Path | None = Field(default=None, description="previous_key from a file")
+    store_file: Path | None = Field(
+        default=None, description="the embedded store; None: <data_dir>/secrets.enc"
+    )
+    check_interval_s: PositiveFloat = Field(
+        default=1.0,
+        description="how often, at most, a lane looks for changed secrets (store and file)",
+    )
+
+    @field_validator("key", "previous_key", mode="after")
+    @classmethod
+    def _key_size(cls, value: SecretStr | None) -> SecretStr | None:
+        """A key that is not 32 bytes of base64 stops the settings from loading (the message
+        never holds it)."""
+        if value is not None:
+            parse_key(value.get_secret_value(), "the key")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretsSettings:
+        if self.key is not None and self.key_file is not None:
+            raise ValueError("give key or key_file, not both")
+        if self.previous_key is not None and self.previous_key_file is not None:
+            raise ValueError("give previous_key or previous_key_file, not both")
+        if (self.previous_key or self.previous_key_file) and not (self.key or self.key_file):
+            raise ValueError("a previous key needs the current one (key or key_file)")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """Whether a key is given (the store is on)."""
+        return self.key is not None or self.key_file is not None
+
+
 class RaySettings(_Section):
     address: str | None = Field(default=None, description="None: start a local Ray")
     num_cpus: PositiveInt | None = None
@@ -456,7 +511,11 @@ class Settings(BaseSettings):
     """All of eventray's settings."""
 
     model_config = SettingsConfigDict(
-        env_prefix="EVENTRAY_", env_nested_delimiter="__", frozen=True, extra="forbid"
+        env_prefix="EVENTRAY_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        hide_input_in_errors=True,  # an error must not print a key or a password
     )
 
     data_dir: Path = Field(
@@ -477,6 +536,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     mqtt: MqttSettings = MqttSettings()
     api: ApiSettings = ApiSettings()
+    secrets: SecretsSettings = SecretsSettings()
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -495,6 +555,12 @@ class Settings(BaseSettings):
         """Where ``{{secrets.NAME}}`` values are read from."""
         given = self.triggers.secrets_file
         return given.absolute() if given is not None else self.data_dir / "secrets.yaml"
+
+    @property
+    def secret_store_path(self) -> Path:
+        """The encrypted secret store's file (the embedded store)."""
+        given = self.secrets.store_file
+        return given.absolute() if given is not None else self.data_dir / "secrets.enc"
 
     @property
     def blob_dir(self) -> Path:

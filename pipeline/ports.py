@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from eventray.pipeline.admission import Backlog
     from eventray.pipeline.jwks import JwksFetch
     from eventray.pipeline.processor import Ingested
+    from eventray.pipeline.secret_crypto import SecretCipher
+    from eventray.pipeline.secret_store import SecretStore
     from eventray.pipeline.secrets import SecretsSource
     from eventray.pipeline.triggers.delivery import Sender
 
@@ -581,6 +583,14 @@ class Adapters(Protocol):
 
     def secrets(self) -> SecretsSource:
         """Per-organization secrets for trigger deliveries."""
+        ...
+
+    def secret_store(self) -> SecretStore:
+        """The encrypted secret store (sealed values; the management API writes it)."""
+        ...
+
+    def secret_cipher(self) -> SecretCipher | None:
+        """The operator's key(s) for the secret store; None when none is given."""
         ...
 
     def jwks_fetch(self) -> JwksFetch:

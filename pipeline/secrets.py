@@ -7,6 +7,13 @@ is a table ``{orgId: {NAME: value | {value, shared}}}`` (:func:`parse_secrets` c
 :class:`DictSecrets` holds one in memory, and ``pipeline.adapters.secrets_file`` reads one from
 an owner-only file.
 
+Where a running stack looks (:class:`LayeredSecrets`), first to last: the encrypted store
+(``pipeline.secret_store``, written through the management API), the secrets file, then
+environment variables ``EVENTRAY_SECRET__<orgId>__<NAME>`` (:class:`EnvSecrets`). The first
+layer holding an organization's ``NAME`` gives its value and its ``shared`` flag; the lineage
+is then walked as above over the merged table, so an organization's own secret from any layer
+wins over an ancestor's shared one.
+
 Every value a provider hands out is remembered so that the deliverer can replace it with
 ``***`` in everything it stores or logs (request, response, error), wherever the template put
 it: a header, a URL or a body.
@@ -14,7 +21,10 @@ it: a header, a URL or a body.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,18 +34,29 @@ from eventray.pipeline.errors import ConfigError, ConfigIssue
 from eventray.pipeline.ports import SecretsProvider
 
 __all__ = [
+    "ENV_PREFIX",
     "REDACTED",
     "DictSecrets",
+    "EnvSecrets",
+    "LayeredSecrets",
     "OrgSecrets",
     "Secret",
     "SecretTable",
     "SecretsSource",
+    "TableSource",
+    "env_variable",
     "parse_secrets",
     "redact",
 ]
 
 REDACTED = "***"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV_PREFIX = "EVENTRAY_SECRET__"
+# Names an environment variable can carry: no leading "_" and no "__", so the variable's last
+# "__" always ends the organization id and no two (organization, name) pairs share a variable.
+_ENV_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*_?")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +107,83 @@ class DictSecrets(SecretsSource):
 
     def for_org(self, lineage: Sequence[str]) -> OrgSecrets:
         return OrgSecrets(self.table, lineage)
+
+
+class TableSource(Protocol):
+    """A layer of :class:`LayeredSecrets`: its table, refreshed as the layer decides (the same
+    object while nothing changed)."""
+
+    def table(self) -> SecretTable: ...
+
+
+def env_variable(org_id: str, name: str) -> str | None:
+    """The environment variable holding ``org_id``'s ``name``; None when the name cannot be
+    one (it starts with ``_`` or holds ``__``)."""
+    return f"{ENV_PREFIX}{org_id}__{name}" if _ENV_NAME.fullmatch(name) else None
+
+
+class EnvSecrets:
+    """Secrets from environment variables ``EVENTRAY_SECRET__<orgId>__<NAME>`` (the organization
+    id exactly as written, ``-`` included: ``env``, Docker and Kubernetes pass such names),
+    private to that organization (share with the store or the file). Read once: a process's
+    environment does not change.
+
+    Args:
+        environ: the variables (default: this process's).
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        table: dict[str, dict[str, Secret]] = {}
+        for variable, value in (os.environ if environ is None else environ).items():
+            if not variable.startswith(ENV_PREFIX):
+                continue
+            org_id, sep, name = variable[len(ENV_PREFIX) :].rpartition("__")
+            if not sep or not org_id or not _ENV_NAME.fullmatch(name) or not value:
+                log.warning("%s is not %s<orgId>__<NAME> with a value; ignored", variable,
+                            ENV_PREFIX)  # fmt: skip
+                continue
+            table.setdefault(org_id, {})[name] = Secret(value, shared=False)
+        self._table = table
+
+    def table(self) -> SecretTable:
+        return self._table
+
+
+class LayeredSecrets(SecretsSource):
+    """Layers in order of precedence (see the module's docstring); each is asked for its table
+    at most every ``check_every_s``, and the tables are merged again when one changed.
+
+    Args:
+        layers: e.g. the stored secrets, the file, the environment.
+    """
+
+    def __init__(self, layers: Sequence[TableSource], *, check_every_s: float = 1.0) -> None:
+        self.layers = tuple(layers)
+        self.check_every_s = check_every_s
+        self._checked = time.monotonic()
+        self._seen: tuple[SecretTable, ...] = ()
+        self._merged: dict[str, dict[str, Secret]] = {}
+        self._merge()
+
+    def for_org(self, lineage: Sequence[str]) -> OrgSecrets:
+        now = time.monotonic()
+        if now - self._checked >= self.check_every_s:
+            self._checked = now
+            self._merge()
+        return OrgSecrets(self._merged, lineage)
+
+    def _merge(self) -> None:
+        tables = tuple(layer.table() for layer in self.layers)
+        # the tables themselves are kept (not their ids, which a new table could reuse)
+        if len(tables) == len(self._seen) and all(
+            a is b for a, b in zip(tables, self._seen, strict=True)
+        ):
+            return
+        merged: dict[str, dict[str, Secret]] = {}
+        for table in reversed(tables):  # the first layer is written last and wins
+            for org_id, secrets in table.items():
+                merged.setdefault(org_id, {}).update(secrets)
+        self._merged, self._seen = merged, tables
 
 
 def parse_secrets(data: object, source: str) -> dict[str, dict[str, Secret]]:

@@ -26,7 +26,7 @@ Why it is shaped this way:
   :class:`MongoUnavailableError` (retryable); anything the server refuses (authorisation, a
   document too large) is :class:`MongoRefusedError` (permanent).
 
-This is the only module that imports pymongo.
+This module and ``mongo_secrets`` (the secret store) are the only ones that import pymongo.
 """
 
 from __future__ import annotations

@@ -19,7 +19,13 @@ from pathlib import Path
 import yaml
 
 from eventray.pipeline.errors import ConfigError, ConfigIssue
-from eventray.pipeline.secrets import OrgSecrets, Secret, SecretsSource, parse_secrets
+from eventray.pipeline.secrets import (
+    OrgSecrets,
+    Secret,
+    SecretsSource,
+    SecretTable,
+    parse_secrets,
+)
 
 __all__ = ["FileSecrets", "write_secrets_file"]
 
@@ -41,17 +47,22 @@ class FileSecrets(SecretsSource):
         self._refresh(strict=True)
 
     def for_org(self, lineage: Sequence[str]) -> OrgSecrets:
+        return OrgSecrets(self.table(), lineage)
+
+    def table(self) -> SecretTable:
+        """The file's table, read again if it changed (a layer of ``LayeredSecrets``)."""
         now = time.monotonic()
         if now - self._checked >= self.check_every_s:
             self._checked = now
             self._refresh(strict=False)
-        return OrgSecrets(self._table, lineage)
+        return self._table
 
     def _refresh(self, *, strict: bool) -> None:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._stamp, self._table = None, {}
+            if self._stamp is not None or self._table:  # a new object only when it changed
+                self._stamp, self._table = None, {}
             return
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:

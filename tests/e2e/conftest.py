@@ -27,6 +27,8 @@ pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[2]
 
 OPS_TOKEN = "e2e-ops-token-4f1c"
+# The stacks' secret store key (base64 of 32 bytes), so a module can set secrets through the API.
+SECRETS_KEY = "ZTJlLXNlY3JldHMta2V5LTMyLWJ5dGVzLWxvbmctMDE="
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +71,7 @@ def stack(
             "allow_networks": ("127.0.0.1/32",),  # the sinks listen on loopback
         },
         ray={"num_cpus": 2},
+        secrets={"key": SECRETS_KEY},
     )
     # The sample's ops webhook sends "Bearer {{secrets.OPS_TOKEN}}" (acme-foods' secret).
     write_secrets_file(settings.secrets_path, {"acme-foods": {"OPS_TOKEN": OPS_TOKEN}})
