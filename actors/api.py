@@ -16,6 +16,8 @@ from typing import Any
 import ray
 
 from eventray.actors.api_app import ApiApp
+from eventray.actors.api_reads import StoreActorData, reads_router, reads_state
+from eventray.actors.api_replay import ReplayActorClient, replay_router
 from eventray.actors.host import ActorHost
 from eventray.config.settings import Settings
 from eventray.pipeline.catalog import Catalog
@@ -60,15 +62,18 @@ class ApiActor(ActorHost):
 
         config, tokens = self.adapters.config_store(), self.adapters.token_store()
         self._stores = (config, tokens)
+        entities = EntityService(config, prepare=self._prepare, notify=notify)
         app = ApiApp(
-            entities=EntityService(config, prepare=self._prepare, notify=notify),
+            entities=entities,
             tokens=TokenService(tokens),
             settings=self.settings.api,
             ingress_url=self._ingress_url,
             # Other parts of the API plug in here: their APIRouters (routes taking
             # eventray.actors.api_auth's Viewer/Editor/Admin) and what they need on app.state.
-            routers=(),
-            state={},
+            # Stored data is read through the store actor; redrive and replay run in the
+            # replay actor (eventray.actors.replay), with the caller's scope.
+            routers=(reads_router(), replay_router()),
+            state={**reads_state(StoreActorData(), entities), "replays": ReplayActorClient()},
         )
         await app.start()
         self._app = app
