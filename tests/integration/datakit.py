@@ -43,7 +43,7 @@ from eventray.pipeline.scripts.cache import ScriptCache
 from eventray.pipeline.scripts.executor import TemplateExecutor
 from eventray.pipeline.storage.dead_letters import SqlDeadLetters
 from eventray.pipeline.storage.retention import RetentionPolicy
-from eventray.pipeline.storage.rows import RowContext, as_dicts, batch_rows
+from eventray.pipeline.storage.rows import RowContext, TriggerAttempt, as_dicts, batch_rows
 from eventray.pipeline.storage.schema import TABLES
 from eventray.pipeline.storage.sink import StoreSink
 from eventray.testing.simulator import DeviceSimulator
@@ -51,6 +51,7 @@ from eventray.testing.simulator import DeviceSimulator
 NOW = datetime(2026, 3, 1, 8, 5, tzinfo=UTC)
 SUBJECT_PREFIX = "eventray.in"
 TRIGGERS = "eventray.triggers"
+ROOMS = ("alpha-cold-room-1", "alpha-cold-room-2")
 FAILING = {"FRZ-0001": "fail-a", "FRZ-0003": "fail-b"}
 """Devices (room 1's freezer-01, room 2's freezer-03) that also send a reading that fails
 validation, with its eventTrackerId."""
@@ -119,7 +120,16 @@ def stored_data(
     batch = processor.process(items)
     retention = RetentionPolicy(defaults=dict.fromkeys(TABLES, 3650))  # the data is dated
     context = RowContext.from_catalog(catalog, retention, log_detail="all")
-    rows = batch_rows(batch, context, now=NOW, ingested=items)
+    attempts = []  # a failed delivery then a delivered one, for an evaluation in each room
+    for room in ROOMS:
+        first = next(e for e in batch.rules.evaluations if e.org_id == room)
+        for attempt, ok in ((1, False), (2, True)):
+            attempts.append(TriggerAttempt(
+                first.event_tracker_id, first.org_id, first.business_rule_id, "notify",
+                "slack-ops", attempt, ok, 10 * attempt, NOW + timedelta(seconds=attempt),
+                '{"text": "hot"}', "ok" if ok else "", "" if ok else "HTTP 503",
+            ))  # fmt: skip
+    rows = batch_rows(batch, context, now=NOW, ingested=items, triggers=attempts)
     database = f"api_{uuid.uuid4().hex[:8]}"
     store = ChdbEventStore(path=chdb_dir, database=database)
     try:
