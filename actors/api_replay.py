@@ -4,7 +4,7 @@ range of an organization's events, each within the caller's scope (its organizat
 The work is the :class:`~eventray.pipeline.replay.ReplayService`'s, reached through
 :class:`Replays` on ``app.state.replays``. In the stack that is :class:`ReplayActorClient`: the
 service runs in the ``replay`` actor, whose NATS user may append to the partitions and the
-trigger queue and read the stream (:mod:`eventray.cluster.roles`), so this process, which faces
+trigger queue and read the stream (see the composition root's roles), so this process, which faces
 the network, never holds a credential that can publish into a partition; it hands the actor the
 caller's scope, which the service enforces.
 

@@ -6,7 +6,7 @@ ingress and the stack's admin may do (no client can forge a copy's headers). The
 faces the network and holds the ``api`` NATS user, which may only announce a config change; it
 is not widened. This actor faces no network, holds the ``replay`` NATS user (append to the
 partitions and the trigger queue, read the stream with a consumer of its own, read the lanes'
-progress: :func:`eventray.cluster.roles.nats_roles`), and is reached over Ray only. The API hands
+progress: the composition root's roles module), and is reached over Ray only. The API hands
 it each caller's scope, which the service enforces on everything it reads, copies or records.
 
 The service is opened on the first call and kept; a call that finds the stream gone closes it,

@@ -3,7 +3,7 @@ with the root organization's admin token: for every operation, generated request
 invalid by the schema: bodies, path and query parameters, headers) get a 4xx or a 2xx, never a
 5xx, and only the statuses the document lists. The routes over stored data, the DLQ and replay
 run against real data (``datakit``: chDB, the real replay service over the stream's twin). Bounded: a fixed number of examples per
-operation, derandomised, no example database (~630 requests, ~30 s here).
+operation, derandomised, no example database (~690 requests, ~30 s here).
 
 The ingestion endpoints are in the document but served by the ingress on its own port; they
 have their own fuzz tests (``test_ingress_fuzz.py``) and are left out here.
