@@ -35,6 +35,7 @@ import anyio.from_thread
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 
 from eventray.actors.api_app import PREFIX, _responses
@@ -185,7 +186,18 @@ def refusals() -> Iterator[None]:
     except UnknownOrganization as exc:
         raise NotFound(exc.message) from None
     except InvalidQuery as exc:
-        raise Invalid(exc.message, f"query:{exc.param}" if exc.param else "query") from None
+        raise Invalid(
+            exc.message, f"query:{api_param(exc.param)}" if exc.param else "query"
+        ) from None
+
+
+_PARAMS = {"org": "orgId", "children": "includeChildren"}
+
+
+def api_param(param: str) -> str:
+    """The query parameter a planner's ``param`` names (``business_rule_id`` is
+    ``businessRuleId``; ``where[1]`` stays)."""
+    return _PARAMS.get(param) or to_camel(param)
 
 
 def _stored(request: Request) -> StoredData:

@@ -102,6 +102,11 @@ def test_refusals_name_the_parameter(api: RunningApi, tokens: dict[str, str]) ->
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown organization 'nope'"
     wrong = api.call("GET", "/logs/triggers", root, params={"stage": "bind"})
     assert wrong.status_code == 422 and "stage" in wrong.text
+    assert wrong.json()["issues"][0]["path"] == "query:stage"
+    odd = api.call("GET", "/logs/routers", root, params={"businessRuleId": "x"})
+    assert odd.json()["issues"][0]["path"] == "query:businessRuleId"
+    lonely = api.call("GET", "/events", root, params={"includeChildren": True})
+    assert lonely.json()["issues"][0]["path"] == "query:includeChildren"
     assert api.call("GET", "/logs/nope", root).status_code == 422
 
 
