@@ -16,6 +16,8 @@ from typing import Any
 import ray
 
 from eventray.actors.api_app import ApiApp
+from eventray.actors.api_reads import StoreActorData, reads_router, reads_state
+from eventray.actors.api_replay import ReplayActorClient, replay_router
 from eventray.actors.api_secrets import secrets_router
 from eventray.actors.host import ActorHost
 from eventray.config.settings import Settings
@@ -64,15 +66,22 @@ class ApiActor(ActorHost):
         config, tokens = self.adapters.config_store(), self.adapters.token_store()
         secrets = self.adapters.secret_store()
         self._stores = (config, tokens, secrets)
+        entities = EntityService(config, prepare=self._prepare, notify=notify)
         app = ApiApp(
-            entities=EntityService(config, prepare=self._prepare, notify=notify),
+            entities=entities,
             tokens=TokenService(tokens),
             settings=self.settings.api,
             ingress_url=self._ingress_url,
             # Other parts of the API plug in here: their APIRouters (routes taking
             # eventray.actors.api_auth's Viewer/Editor/Admin) and what they need on app.state.
-            routers=(secrets_router(),),
-            state={"secrets": SecretService(secrets, self.adapters.secret_cipher())},
+            # Stored data is read through the store actor; redrive and replay run in the
+            # replay actor (eventray.actors.replay), with the caller's scope.
+            routers=(reads_router(), replay_router(), secrets_router()),
+            state={
+                **reads_state(StoreActorData(), entities),
+                "replays": ReplayActorClient(),
+                "secrets": SecretService(secrets, self.adapters.secret_cipher()),
+            },
         )
         await app.start()
         self._app = app

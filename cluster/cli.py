@@ -189,6 +189,13 @@ def _add_page_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--format", choices=("jsonl", "json", "csv"), default="jsonl")
     parser.add_argument("--data-dir")
+    parser.add_argument("--token", help=_API_TOKEN_HELP)
+
+
+_API_TOKEN_HELP = (
+    "an API token (ert_..., default $EVENTRAY_API_TOKEN): read through the running stack's "
+    "management API with the token's scope; without one, the whole platform as the local admin"
+)
 
 
 def _add_log_parser(parser: argparse.ArgumentParser) -> None:
@@ -322,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     story.add_argument("event_tracker_id", metavar="TRACKER_ID")
     story.add_argument("--pretty", action="store_true")
     story.add_argument("--data-dir")
+    story.add_argument("--token", help=_API_TOKEN_HELP)
     story.set_defaults(handler=_stack("cmd_events_story"))
 
     logs = commands.add_parser("logs", help="query stored logs and the DLQ").add_subparsers(

@@ -35,7 +35,9 @@ from eventray.pipeline.management.tokens import token_view
 
 __all__ = [
     "API_TOKEN_VARIABLE",
+    "ApiClient",
     "api_apply",
+    "api_client",
     "api_token",
     "cmd_delete",
     "cmd_get",
@@ -82,21 +84,42 @@ class ApiClient:
     def __init__(self, url: str, token: str) -> None:
         self.url, self.token = url.rstrip("/"), token
 
+    def _request(self, method: str, path: str, body: Any, query: Any) -> urllib.request.Request:
+        pairs = query.items() if isinstance(query, dict) else query
+        shown = [(k, str(v).lower() if isinstance(v, bool) else v) for k, v in pairs
+                 if v is not None]  # fmt: skip
+        url = f"{self.url}{_API}{path}" + (f"?{urllib.parse.urlencode(shown)}" if shown else "")
+        data = None if body is None else orjson.dumps(body)
+        return urllib.request.Request(url, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})  # fmt: skip
+
     def call(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
         """The decoded answer.
 
         Raises:
             EventrayError: the API refused (its error, and each problem on a line of its own).
         """
-        shown = {k: str(v).lower() if isinstance(v, bool) else v for k, v in query.items()
-                 if v is not None}  # fmt: skip
-        url = f"{self.url}{_API}{path}" + (f"?{urllib.parse.urlencode(shown)}" if shown else "")
-        data = None if body is None else orjson.dumps(body)
-        request = urllib.request.Request(url, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})  # fmt: skip
+        with self._open(self._request(method, path, body, query)) as answer:
+            return json.loads(answer.read() or b"null")
+
+    def stream(
+        self, method: str, path: str, query: list[tuple[str, Any]], body: Any = None
+    ) -> Iterator[tuple[bytes, dict[str, str]]]:
+        """The answer's body as it arrives (chunks, each with the answer's headers): a whole
+        export is never held here.
+
+        Raises:
+            EventrayError: as :meth:`call`.
+        """
+        with self._open(self._request(method, path, body, query)) as answer:
+            headers = dict(answer.headers.items())
+            while chunk := answer.read1(64 * 1024):
+                yield chunk, headers
+
+    @contextlib.contextmanager
+    def _open(self, request: urllib.request.Request) -> Iterator[Any]:
         try:
-            with urllib.request.urlopen(request, timeout=120) as answer:
-                return json.loads(answer.read() or b"null")
+            answer = urllib.request.urlopen(request, timeout=300)
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:
@@ -112,6 +135,8 @@ class ApiClient:
         except urllib.error.URLError as exc:
             raise EventrayError(f"the management API at {self.url} does not answer: "
                                 f"{exc.reason}") from None  # fmt: skip
+        with answer:
+            yield answer
 
 
 @contextlib.contextmanager
@@ -160,7 +185,7 @@ def _tell(wiring: Any) -> None:
     asyncio.run(tell())
 
 
-def _client(args: argparse.Namespace) -> ApiClient | None:
+def api_client(args: argparse.Namespace) -> ApiClient | None:
     """The running stack's API when a stack runs and an API token was given."""
     from eventray.cluster.stack import read_stack_info
 
@@ -184,7 +209,7 @@ def _written(result: Any) -> dict[str, Any]:
 def api_apply(args: argparse.Namespace, documents: list[dict[str, Any]], out: TextIO) -> bool:
     """``apply`` through the running stack's API, when an API token was given; False when it
     should take the local path."""
-    client = _client(args)
+    client = api_client(args)
     if client is None:
         return False
     answer = client.call("POST", "/apply", {"documents": documents})
@@ -200,7 +225,7 @@ def cmd_get(args: argparse.Namespace, out: TextIO) -> int:
     slug = SLUGS[kind]
     query = {"orgId": args.org_id, "includeChildren": args.include_children or None,
              "name": args.name, "limit": args.limit, "cursor": args.cursor}  # fmt: skip
-    client = _client(args)
+    client = api_client(args)
     if client is not None:
         path = f"/{slug}/{urllib.parse.quote(args.id, safe='')}" if args.id else f"/{slug}"
         _emit(out, client.call("GET", path, **({} if args.id else query)))
@@ -219,7 +244,7 @@ def cmd_get(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_delete(args: argparse.Namespace, out: TextIO) -> int:
     kind = kind_named(args.kind)
-    client = _client(args)
+    client = api_client(args)
     if client is not None:
         path = f"/{SLUGS[kind]}/{urllib.parse.quote(args.id, safe='')}"
         _emit(out, client.call("DELETE", path))
@@ -232,7 +257,7 @@ def cmd_delete(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
     """An entity's history, or (``--rollback REV``) a rollback to a revision."""
     kind = kind_named(args.kind)
-    client = _client(args)
+    client = api_client(args)
     path = f"/{SLUGS[kind]}/{urllib.parse.quote(args.id, safe='')}"
     if client is not None:
         if args.rollback is not None:

@@ -20,7 +20,11 @@ def _handler(name: str) -> Any:
 
 def add_replay_commands(commands: Any) -> None:
     """Add ``dlq list``, ``dlq redrive`` and ``replay`` to the ``eventray`` parser."""
-    token_help = "the stack's admin token (default: $EVENTRAY_ADMIN_TOKEN, else the token file)"
+    token_help = (
+        "an API token (ert_..., default $EVENTRAY_API_TOKEN): through the running stack's "
+        "management API with the token's role and scope; else the stack's admin token "
+        "(default: $EVENTRAY_ADMIN_TOKEN, else the token file)"
+    )
 
     def selection(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--tracker", help="one event's entries (its eventTrackerId)")

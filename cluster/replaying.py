@@ -33,13 +33,18 @@ from eventray.pipeline.adapters.nats_bus import JetStreamBus
 from eventray.pipeline.catalog import Catalog, catalog_from_store
 from eventray.pipeline.errors import EventrayError
 from eventray.pipeline.replay import (
-    RedriveItem,
     RedriveReport,
     RedriveRequest,
     ReplayReport,
     ReplayRequest,
     ReplayService,
     Scope,
+)
+from eventray.pipeline.replay.outputs import (
+    dead_letter_out,
+    redrive_item_out,
+    redrive_summary,
+    replay_summary,
 )
 from eventray.pipeline.storage.dead_letters import SqlDeadLetters
 
@@ -127,12 +132,6 @@ def _ms(text: str | None) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
-def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
-
-
 def _emit(out: TextIO, value: Any) -> None:
     out.write(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
     out.flush()
@@ -187,29 +186,13 @@ def _redrive_request(args: argparse.Namespace) -> RedriveRequest:
     )
 
 
-def _item(item: RedriveItem) -> dict[str, Any]:
-    entry = item.entry
-    line: dict[str, Any] = {
-        "eventTrackerId": entry.event_tracker_id,
-        "source": entry.source,
-        "stage": entry.stage,
-        "orgId": entry.org_id,
-        "created": _iso(entry.created_ms),
-        "outcome": item.outcome,
-    }
-    if item.reason:
-        line["reason"] = item.reason
-    if item.outcome == "redriven":
-        line.update(partition=item.partition, streamSeq=item.stream_seq)
-        if item.duplicate:
-            line["duplicate"] = True
-    elif item.outcome == "would-redrive":
-        line["partition"] = item.partition
-    return line
-
-
 def cmd_dlq_list(args: argparse.Namespace, out: TextIO) -> int:
     """Print DLQ entries and ingress refusals at ``bind`` with their redrive records."""
+    from eventray.cluster.data_cli import api_dlq_list
+
+    through_api = api_dlq_list(args, out)  # an API token: the stack's API, with its scope
+    if through_api is not None:
+        return through_api
     settings = _authorized(args)
     request = _redrive_request(args)
     if not request.filtered:
@@ -221,23 +204,7 @@ def cmd_dlq_list(args: argparse.Namespace, out: TextIO) -> int:
             Scope.everything(), request, redriven=redriven, limit=args.limit or 100
         )
         for entry in entries:
-            line: dict[str, Any] = {
-                "eventTrackerId": entry.event_tracker_id,
-                "source": entry.source,
-                "stage": entry.stage,
-                "orgId": entry.org_id,
-                "assetId": entry.asset_id,
-                "created": _iso(entry.created_ms),
-                "streamSeq": entry.stream_seq,
-                "error": entry.error,
-            }
-            if entry.redrive is not None:
-                r = entry.redrive
-                line["redriven"] = {
-                    "redriveId": r.redrive_id, "at": _iso(r.redriven_ms), "by": r.requested_by,
-                    "partition": r.partition, "streamSeq": r.stream_seq,
-                }  # fmt: skip
-            _emit(out, line)
+            _emit(out, dead_letter_out(entry))
 
     _run(settings, work)
     return 0
@@ -245,6 +212,11 @@ def cmd_dlq_list(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_dlq_redrive(args: argparse.Namespace, out: TextIO) -> int:
     """Redrive DLQ entries (and ingress refusals at ``bind``), or show what would be."""
+    from eventray.cluster.data_cli import api_dlq_redrive
+
+    through_api = api_dlq_redrive(args, out)  # an API token: the stack's API, with its scope
+    if through_api is not None:
+        return through_api
     settings = _authorized(args)
     request = _redrive_request(args)
 
@@ -259,23 +231,19 @@ def cmd_dlq_redrive(args: argparse.Namespace, out: TextIO) -> int:
 
     report, done = _run(settings, work)
     for item in report.items:
-        _emit(out, _item(item))
-    summary: dict[str, Any] = {
-        "redriveId": report.redrive_id,
-        "dryRun": report.dry_run,
-        "redriven": report.count("redriven"),
-        "wouldRedrive": report.count("would-redrive"),
-        "skipped": report.count("skipped"),
-        "failed": report.count("failed"),
-    }
-    if done is not None:
-        summary["processed"] = done
+        _emit(out, redrive_item_out(item))
+    summary = redrive_summary(report, done)
     _emit(out, summary)
     return 1 if report.count("failed") or done is False else 0
 
 
 def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     """Replay a range of the stream for an organization, or show what would be replayed."""
+    from eventray.cluster.data_cli import api_replay
+
+    through_api = api_replay(args, out)  # an API token: the stack's API, with its scope
+    if through_api is not None:
+        return through_api
     settings = _authorized(args)
     if args.since is None and args.from_seq is None:
         raise EventrayError("give the range's start: --since ISO or --from-seq N")
@@ -300,30 +268,7 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
         return report, done
 
     report, done = _run(settings, work)
-    summary: dict[str, Any] = {
-        "replayId": report.replay_id,
-        "dryRun": report.dry_run,
-        "orgId": request.org_id,
-        "state": request.state,
-        "triggers": request.triggers,
-        "events": report.events,
-        "partitions": [
-            {
-                "partition": p.partition, "orgs": list(p.orgs), "events": p.events,
-                "firstSeq": p.first_seq, "lastSeq": p.last_seq, "resetSeq": p.reset_seq,
-                "copies": [p.copies_first, p.copies_last], "sample": p.sample,
-            }
-            for p in report.partitions
-        ],
-    }  # fmt: skip
-    if report.stream_starts_ms is not None:
-        summary["streamStartsAt"] = _iso(report.stream_starts_ms)
-        summary["warning"] = (
-            "the range starts before the oldest event the stream still holds: older events "
-            "were dropped by its retention and are not replayed"
-        )
-    if done is not None:
-        summary["processed"] = done
+    summary = replay_summary(report, done)
     _emit(out, summary)
     return 1 if done is False else 0
 

@@ -17,6 +17,13 @@ state, and a lane could inject events into a partition without an API key. Now:
 * ``api`` (the management API, the other process facing the network): NATS user ``api``, which
   may only announce a config change (and hear it); no Valkey. It writes the config and token
   stores, which every role's endpoints name.
+* ``replay`` (the actor that runs DLQ redrive and stream replay for the API; it faces no
+  network and is reached over Ray only): NATS user ``replay``, which appends copies to the
+  partitions and failed deliveries to the trigger queue, reads the stream (its info, a message
+  by sequence, a consumer of its own positioned by time or sequence) and the lanes' consumers'
+  progress; no Valkey, no event store (it reads and records through the store actor). The API
+  keeps its narrow user: a process facing the network never holds a credential that can publish
+  into a partition.
 
 The exact subjects are :func:`nats_roles`'s, the Valkey rules :data:`VALKEY_USERS`'. Every
 role's NATS inbox is ``_INBOX.<role>``, so a role may subscribe to its own replies only, never to
@@ -34,6 +41,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from eventray.cluster.services.nats_server import ADMIN, NatsPermissions
 from eventray.config.settings import NatsSettings
+from eventray.pipeline.adapters.nats_bus import partition_durable
 from eventray.pipeline.adapters.nats_uplinks import BRIDGE_DURABLE, MQTT_STORE
 from eventray.pipeline.mqtt import UPLINK_SUBJECTS
 
@@ -51,16 +59,16 @@ __all__ = [
     "role_endpoints",
 ]
 
-Role = Literal["admin", "ingress", "lane", "rules", "store", "api"]
-ROLES: Final[tuple[Role, ...]] = ("admin", "ingress", "lane", "rules", "store", "api")
+Role = Literal["admin", "ingress", "lane", "rules", "store", "api", "replay"]
+ROLES: Final[tuple[Role, ...]] = ("admin", "ingress", "lane", "rules", "store", "api", "replay")
 
 _NATS_USER: Final[dict[Role, str | None]] = {
     "admin": ADMIN, "ingress": "ingress", "lane": "lane", "rules": None, "store": None,
-    "api": "api",
+    "api": "api", "replay": "replay",
 }  # fmt: skip
 _VALKEY_USER: Final[dict[Role, str | None]] = {
     "admin": "default", "ingress": None, "lane": "rules", "rules": "rules", "store": None,
-    "api": None,
+    "api": None, "replay": None,
 }  # fmt: skip
 
 VALKEY_USERS: Final[dict[str, str]] = {
@@ -85,7 +93,7 @@ def inbox_of(role: Role) -> str:
     return "_INBOX" if role == "admin" else f"_INBOX.{role}"
 
 
-def nats_roles(nats: NatsSettings) -> dict[str, NatsPermissions]:
+def nats_roles(nats: NatsSettings, *, partitions: int = 0) -> dict[str, NatsPermissions]:
     """The embedded nats-server's users besides ``admin``, with what each may do.
 
     * ``ingress`` takes MQTT uplinks (its share of the bridge's consumer on the broker's MQTT
@@ -101,8 +109,19 @@ def nats_roles(nats: NatsSettings) -> dict[str, NatsPermissions]:
       notice. It may not publish into a partition or forge an MQTT uplink, announce a config
       change, answer anyone's request (forge a JetStream acknowledgement) or touch the stream
       itself.
+    * ``replay`` appends copies and reset markers to the partitions and failed deliveries to
+      the trigger queue, reads the stream's info and messages by sequence, creates an ephemeral
+      consumer to read a range and deletes it, lists consumers and reads their progress. It
+      may not create a durable consumer, nor create, pull from or delete the lanes' (those of
+      ``partitions`` partitions: NATS subjects cannot say "every name but lane-p*"), announce
+      a config change or touch the stream itself.
     """
     stream, config = nats.stream, nats.config_subject
+    lane_consumers = [
+        f"$JS.API.CONSUMER.{verb}.{stream}.{partition_durable(p)}{tail}"
+        for p in range(partitions)
+        for verb, tail in (("MSG.NEXT", ""), ("DELETE", ""), ("CREATE", ""), ("CREATE", ".>"))
+    ]
     return {
         "ingress": NatsPermissions(
             publish=(
@@ -124,6 +143,27 @@ def nats_roles(nats: NatsSettings) -> dict[str, NatsPermissions]:
         ),
         # The management API announces a config change after each write, nothing else.
         "api": NatsPermissions(publish=(config,), subscribe=(f"{inbox_of('api')}.>", config)),
+        "replay": NatsPermissions(
+            publish=(
+                f"{nats.subject_prefix}.>",  # copies and reset markers into the partitions
+                nats.trigger_subject,  # failed deliveries back on the trigger queue
+                f"$JS.API.STREAM.INFO.{stream}",
+                f"$JS.API.STREAM.MSG.GET.{stream}",
+                # a reader of its own (ephemeral, no acknowledgements), and the lanes' progress
+                f"$JS.API.CONSUMER.CREATE.{stream}",
+                f"$JS.API.CONSUMER.CREATE.{stream}.>",  # named by the client, ephemeral
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
+                f"$JS.API.CONSUMER.INFO.{stream}.*",
+                f"$JS.API.CONSUMER.DELETE.{stream}.*",
+                f"$JS.API.CONSUMER.LIST.{stream}",
+            ),
+            # the durable consumers are the lanes': never created, consumed nor deleted
+            publish_deny=(
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
+                *lane_consumers,
+            ),
+            subscribe=(f"{inbox_of('replay')}.>",),
+        ),
     }
 
 

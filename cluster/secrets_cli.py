@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from eventray.cluster.manage_cli import _admin_token, _client, _emit, _settings
+from eventray.cluster.manage_cli import _admin_token, _emit, _settings
+from eventray.cluster.manage_cli import api_client as _client
 from eventray.pipeline.errors import EventrayError
 from eventray.pipeline.management import LOCAL, EntityService, Scope
 from eventray.pipeline.management.secrets import SecretService, secret_view

@@ -204,7 +204,7 @@ class Stack:
             nats = start_nats(
                 store_dir=data / "nats",
                 sync_interval=s.nats.sync_interval,
-                roles=nats_roles(s.nats),
+                roles=nats_roles(s.nats, partitions=s.pipeline.partitions),
                 mqtt=MqttListener(s.mqtt.host, s.mqtt.port) if s.mqtt.enabled else None,
             )
             self.services.append(nats)
@@ -355,7 +355,9 @@ class Stack:
         import ray
 
         from eventray.actors.api import ApiActor
+        from eventray.actors.replay import ReplayActor
         from eventray.cluster.mqtt_accounts import hash_documents
+        from eventray.cluster.replaying import stack_replay_service
 
         s = self.settings
         api = ApiActor.options(name="api", runtime_env=_arrowless()).remote(  # type: ignore[attr-defined]
@@ -364,6 +366,11 @@ class Stack:
             ingress_url=self.ingress_url,
         )  # fmt: skip
         self.actors["api"] = api
+        # Redrive and replay for the API: in an actor of their own, with the replay role's
+        # NATS user (see eventray.actors.replay for why not in the API's process).
+        self.actors["replay"] = ReplayActor.options(name="replay", runtime_env=_arrowless()).remote(  # type: ignore[attr-defined]
+            functools.partial(stack_replay_service, wiring.for_role("replay"))
+        )
         with _port_named(s.api.port, API_PORT_VARIABLE):
             self.api_port = int(ray.get(api.port.remote()))
 

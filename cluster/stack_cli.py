@@ -301,10 +301,14 @@ def cmd_events_query(args: argparse.Namespace, out: TextIO) -> int:
     JSON or CSV. The CLI is the local administrator: its scope is the whole platform."""
     import dataclasses
 
+    from eventray.cluster.data_cli import api_events
     from eventray.pipeline.storage.reading import plan_event_query
     from eventray.pipeline.storage.schema import columns_of
     from eventray.pipeline.storage.scope import Scope
 
+    through_api = api_events(args, out)  # an API token: the stack's API, with its scope
+    if through_api is not None:
+        return through_api
     settings = _settings(args)
     query = plan_event_query(
         _catalog(settings),
@@ -341,10 +345,14 @@ def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
     scripts|routers``), filtered, as JSON lines, JSON or CSV; scope: the whole platform."""
     import dataclasses
 
+    from eventray.cluster.data_cli import api_logs
     from eventray.pipeline.storage.logs import LOG_KINDS, log_columns
     from eventray.pipeline.storage.reading import plan_log_query
     from eventray.pipeline.storage.scope import Scope
 
+    through_api = api_logs(args, out)  # an API token: the stack's API, with its scope
+    if through_api is not None:
+        return through_api
     settings = _settings(args)
     query = plan_log_query(
         _catalog(settings),
@@ -389,8 +397,12 @@ def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_events_story(args: argparse.Namespace, out: TextIO) -> int:
     """Everything stored about one event, in order, as one JSON document."""
+    from eventray.cluster.data_cli import api_story
     from eventray.pipeline.storage.scope import Scope
 
+    through_api = api_story(args, out)  # an API token: the stack's API, with its scope
+    if through_api is not None:
+        return through_api
     settings = _settings(args)
     ray = _attach(settings)
     try:

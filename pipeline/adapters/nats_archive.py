@@ -97,7 +97,9 @@ class JetStreamArchive(EventArchive):
         try:
             sub = await js.pull_subscribe(
                 subject, stream=stream, config=config,
-                inbox_prefix=self._bus.inbox_prefix.encode(),
+                # nats-py appends the id to the prefix as is: the dot keeps the reply subject
+                # under the role's inbox (``_INBOX.replay.<id>``), which its user may hear
+                inbox_prefix=(self._bus.inbox_prefix + ".").encode(),
             )  # fmt: skip
         except NatsError as exc:
             raise BusError(f"cannot read {subject} from stream {stream}: {exc}") from exc

@@ -1,13 +1,14 @@
 """A running management API for tests: the real FastAPI app on uvicorn on a free port, over
 the file config store and the file token store in a temporary directory, with the sample
-tenant stored; requests go over real HTTP (httpx)."""
+tenant stored; requests go over real HTTP (httpx). ``routers`` and ``state`` (given the entity
+service) plug in other parts of the API (``datakit``: stored data, DLQ and replay)."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,12 @@ class RunningApi:
     """The app on its own event loop in a thread (uvicorn listens on 127.0.0.1:<free>)."""
 
     def __init__(
-        self, root: Path, *, max_body_bytes: int = 1024 * 1024, routers: Sequence[Any] = ()
+        self,
+        root: Path,
+        *,
+        max_body_bytes: int = 1024 * 1024,
+        routers: Sequence[Any] = (),
+        state: Callable[[EntityService], Mapping[str, Any]] | None = None,
     ) -> None:
         self.store = FileConfigStore(root=root / "config")
         self.store.put(copy.deepcopy(sample_documents()))
@@ -52,7 +58,7 @@ class RunningApi:
             tokens=self.tokens,
             settings=ApiSettings(port=0, max_body_bytes=max_body_bytes),
             routers=routers,
-            state={"greeting": "hello"},
+            state={"greeting": "hello", **(state(self.entities) if state else {})},
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)

@@ -1,8 +1,9 @@
 """Schemathesis over the management API's own OpenAPI document, against the app on a free port
 with the root organization's admin token: for every operation, generated requests (valid and
 invalid by the schema: bodies, path and query parameters, headers) get a 4xx or a 2xx, never a
-5xx, and only the statuses the document lists. Bounded: a fixed number of examples per
-operation, derandomised, no example database (~630 requests, ~30 s here).
+5xx, and only the statuses the document lists. The routes over stored data, the DLQ and replay
+run against real data (``datakit``: chDB, the real replay service over the stream's twin). Bounded: a fixed number of examples per
+operation, derandomised, no example database (~690 requests, ~30 s here).
 
 The ingestion endpoints are in the document but served by the ingress on its own port; they
 have their own fuzz tests (``test_ingress_fuzz.py``) and are left out here.
@@ -18,7 +19,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, status_code_conformance
 
-from tests.integration.apikit import RunningApi, running_api
+from tests.integration.apikit import RunningApi, running_api, sample_documents
+from tests.integration.datakit import data_routers, stored_data
 
 pytestmark = pytest.mark.services
 
@@ -27,7 +29,9 @@ EXAMPLES = 10
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApi]:
-    yield from running_api(tmp_path_factory.mktemp("fuzz"))
+    with stored_data(sample_documents(), tmp_path_factory.mktemp("chdb"), events=40) as data:
+        yield from running_api(tmp_path_factory.mktemp("fuzz"), routers=data_routers(),
+                               state=data.state)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def test_no_request_makes_a_server_error(
     not load under this pytest); a failing case is reported with its operation and request."""
     headers = {"Authorization": f"Bearer {root_token}"}
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) == 8 * 7 + 7
+    assert len(operations) == 8 * 7 + 7 + 6  # entities, tokens and the like; data and replay
     statuses: dict[int, int] = {}
     for operation in operations:
 

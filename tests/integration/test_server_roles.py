@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from eventray.cluster.replaying import stack_partitions
 from eventray.cluster.roles import VALKEY_USERS, inbox_of, nats_roles
 from eventray.cluster.services.nats_server import RunningNats, start_nats
 from eventray.cluster.services.redis_server import start_redis
 from eventray.config.settings import NatsSettings
+from eventray.pipeline.adapters.nats_archive import JetStreamArchive
 from eventray.pipeline.adapters.nats_bus import JetStreamBus
 from eventray.pipeline.adapters.redis_state import RedisStateStore
 from eventray.pipeline.ports import OutboxMessage
@@ -30,7 +32,8 @@ STREAM, PREFIX, TRIGGERS = SETTINGS.stream, SETTINGS.subject_prefix, SETTINGS.tr
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[RunningNats]:
-    with start_nats(store_dir=tmp_path / "nats", roles=nats_roles(SETTINGS)) as server:
+    roles = nats_roles(SETTINGS, partitions=2)
+    with start_nats(store_dir=tmp_path / "nats", roles=roles) as server:
 
         async def create_stream() -> None:
             admin = JetStreamBus(url=server.url, stream=STREAM, subject_prefix=PREFIX)
@@ -191,8 +194,8 @@ def test_each_role_does_its_work_with_its_own_credential(nats_server: RunningNat
 
 def test_role_passwords_are_their_own_and_survive_a_restart(nats_server: RunningNats) -> None:
     passwords = dict(nats_server.passwords)
-    assert set(passwords) == {"admin", "ingress", "lane", "api"}
-    assert len(set(passwords.values())) == 4
+    assert set(passwords) == {"admin", "ingress", "lane", "api", "replay"}
+    assert len(set(passwords.values())) == 5
     assert (
         nats_server.url_for("lane")
         == f"nats://lane:{passwords['lane']}@127.0.0.1:{nats_server.port}"
@@ -224,6 +227,77 @@ def test_the_api_user_may_only_announce_config_changes(nats_server: RunningNats)
         f'Publish to "{PREFIX}.p0"',
         f'Publish to "{TRIGGERS}"',
         'Subscription to "_INBOX.lane.x"',
+    ]
+
+
+def test_the_replay_user_reads_the_stream_and_appends_copies_but_touches_no_lane(
+    nats_server: RunningNats,
+) -> None:
+    """The replay actor's work through the project's archive on its own URL (read a range with
+    a consumer of its own, a message by sequence, the bounds, append copies and a redriven
+    delivery, the lanes' progress, the partition count), with no violation in the server's log;
+    and what it may not do, on the raw protocol."""
+
+    async def scenario() -> None:
+        admin = JetStreamBus(url=nats_server.url, stream=STREAM, subject_prefix=PREFIX)
+        await admin.connect()
+        events = [OutboxMessage(f"{PREFIX}.p0", b'{"n": %d}' % n, f"trk-{n}") for n in range(3)]
+        assert await admin.append(events, timeout_s=5) == ["", "", ""]
+        await admin.own(0)  # the lane's durable consumer
+        replay = JetStreamBus(url=nats_server.url_for("replay"), inbox_prefix="_INBOX.replay",
+                              stream=STREAM, subject_prefix=PREFIX)  # fmt: skip
+        await replay.connect()
+        try:
+            archive = JetStreamArchive(replay)
+            bounds = await archive.bounds(f"{PREFIX}.p0")
+            assert (bounds.first_seq, bounds.last_seq) == (1, 3)
+            read = [m async for chunk in archive.read(f"{PREFIX}.p0", start_seq=1, end_seq=99)
+                    for m in chunk]  # fmt: skip
+            assert [m.body for m in read] == [e.body for e in events]
+            got = await archive.get(f"{PREFIX}.p0", 2)
+            assert got is not None and got.body == events[1].body
+            copies = [OutboxMessage(f"{PREFIX}.p0", b"{}", "copy-1"),
+                      OutboxMessage(TRIGGERS, b"{}", "delivery-1")]  # fmt: skip
+            assert [a.error for a in await archive.append(copies)] == ["", ""]
+            assert await archive.acknowledged(0) == 0
+            assert await stack_partitions(replay, 7) == 1
+        finally:
+            await replay.close()
+            await admin.close()
+
+    asyncio.run(scenario())
+    log = nats_server.log.read_text()
+    assert "Violation" not in log, [line for line in log.splitlines() if "Violation" in line]
+    assert refused(
+        nats_server,
+        "replay",
+        [
+            f"PUB {PREFIX}.p1",
+            f"PUB $JS.API.CONSUMER.MSG.NEXT.{STREAM}.lane-p0",
+            f"PUB $JS.API.CONSUMER.DELETE.{STREAM}.lane-p1",
+            f"PUB $JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.mine",
+            f"PUB $JS.API.CONSUMER.CREATE.{STREAM}.lane-p0",
+            f"PUB $JS.API.CONSUMER.CREATE.{STREAM}.lane-p1.{PREFIX}.p1",
+            f"PUB $JS.API.STREAM.DELETE.{STREAM}",
+            f"PUB $JS.API.STREAM.PURGE.{STREAM}",
+            f"PUB {SETTINGS.config_subject}",
+            "PUB eventray.mqtt.x",
+            "SUB _INBOX.replay.x",
+            "SUB _INBOX.lane.x",
+            f"SUB {PREFIX}.p0",
+        ],
+    ) == [
+        f'Publish to "$JS.API.CONSUMER.MSG.NEXT.{STREAM}.lane-p0"',
+        f'Publish to "$JS.API.CONSUMER.DELETE.{STREAM}.lane-p1"',
+        f'Publish to "$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.mine"',
+        f'Publish to "$JS.API.CONSUMER.CREATE.{STREAM}.lane-p0"',
+        f'Publish to "$JS.API.CONSUMER.CREATE.{STREAM}.lane-p1.{PREFIX}.p1"',
+        f'Publish to "$JS.API.STREAM.DELETE.{STREAM}"',
+        f'Publish to "$JS.API.STREAM.PURGE.{STREAM}"',
+        f'Publish to "{SETTINGS.config_subject}"',
+        'Publish to "eventray.mqtt.x"',
+        'Subscription to "_INBOX.lane.x"',
+        f'Subscription to "{PREFIX}.p0"',
     ]
 
 

@@ -1,5 +1,6 @@
 """The management API's OpenAPI document, loaded from the app without a server: it is a valid
-OpenAPI 3.1 document, every served route is in it with its method, every reference resolves,
+OpenAPI 3.1 document, every served route is in it with its method (the routes over stored
+data, the DLQ and replay included), every reference resolves,
 every entity kind's schema is there, and the ingestion endpoints are documented with the
 ingress as their server."""
 
@@ -12,15 +13,24 @@ from fastapi import FastAPI
 from openapi_spec_validator import validate
 
 from eventray.actors.api_app import PREFIX, build_app
+from eventray.actors.api_reads import reads_router
+from eventray.actors.api_replay import replay_router
 from eventray.pipeline.adapters.memory_config import MemoryConfigStore
 from eventray.pipeline.adapters.memory_tokens import MemoryTokenStore
 from eventray.pipeline.management import SLUGS, EntityService, TokenService
 from eventray.pipeline.models import ENTITY_KINDS
 
+DATA_ROUTES = {
+    ("get", "/events"), ("get", "/events/{event_tracker_id}/story"), ("get", "/logs/{kind}"),
+    ("get", "/dlq"), ("post", "/dlq/redrive"), ("post", "/replays"),
+}  # fmt: skip
+"""Stored data, the DLQ and replay (eventray.actors.api_reads and api_replay)."""
+
 
 def app() -> FastAPI:
     return build_app(EntityService(MemoryConfigStore()), TokenService(MemoryTokenStore()),
-                     ingress_url="http://127.0.0.1:18088")  # fmt: skip
+                     ingress_url="http://127.0.0.1:18088",
+                     routers=[reads_router(), replay_router()])  # fmt: skip
 
 
 def served(application: FastAPI) -> set[tuple[str, str]]:
@@ -54,7 +64,21 @@ def test_the_document_is_valid_and_complete() -> None:
     validate(spec)  # OpenAPI 3.1, every schema well formed
     documented = {(m, p) for p, item in spec["paths"].items() for m in item if m != "servers"}
     routes = served(application)
-    assert len(routes) == len(SLUGS) * 7 + 7
+    assert len(routes) == len(SLUGS) * 7 + 7 + len(DATA_ROUTES)
+    for method, path in DATA_ROUTES:
+        operation = spec["paths"][PREFIX + path][method]
+        assert operation["security"] == [{"apiToken": []}], (method, path)
+        assert {"401", "403", "404", "422", "503"} <= set(operation["responses"]), (method, path)
+    events = {p["name"] for p in spec["paths"][f"{PREFIX}/events"]["get"]["parameters"]}
+    assert {"orgId", "includeChildren", "where", "cursor", "limit", "format", "all"} <= events
+    kinds = spec["paths"][f"{PREFIX}/logs/{{kind}}"]["get"]["parameters"][0]["schema"]
+    assert set(spec["components"]["schemas"][kinds["$ref"].rsplit("/", 1)[-1]]["enum"]) == {
+        "rules", "captures", "triggers", "raw", "dlq", "scripts", "routers"}  # fmt: skip
+    replay = spec["paths"][f"{PREFIX}/replays"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]  # fmt: skip
+    assert {"orgId", "since", "state", "triggers"} <= set(
+        spec["components"]["schemas"][replay]["properties"]
+    )
     assert routes <= documented, routes - documented
     for kind, slug in SLUGS.items():
         for method, path in [("get", f"/{slug}"), ("post", f"/{slug}"), ("get", f"/{slug}/{{entity_id}}"),

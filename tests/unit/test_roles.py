@@ -55,6 +55,7 @@ def test_each_role_gets_its_own_users_and_only_the_servers_it_uses() -> None:
         "rules": (None, "rules"),
         "store": (None, None),
         "api": ("api", None),
+        "replay": ("replay", None),
     }
     assert roles["rules"].redis_url == "redis://rules:rules-pw@127.0.0.1:1"
     assert roles["rules"].nats_url == ""
@@ -62,6 +63,7 @@ def test_each_role_gets_its_own_users_and_only_the_servers_it_uses() -> None:
     assert {r: e.nats_inbox for r, e in roles.items()} == {
         "admin": "_INBOX", "ingress": "_INBOX.ingress", "lane": "_INBOX.lane",
         "rules": "_INBOX.rules", "store": "_INBOX.store", "api": "_INBOX.api",
+        "replay": "_INBOX.replay",
     }  # fmt: skip
     for role, endpoints in roles.items():
         assert endpoints.config_dir == ADMIN.config_dir, role  # every actor reads the catalog
