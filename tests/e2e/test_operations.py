@@ -150,7 +150,9 @@ def test_credentials_appear_in_no_log_and_no_command_line(stack: Stack) -> None:
     nats, valkey = stack.services
     token = (stack.settings.data_dir / "admin.token").read_text().strip()
     secrets = {*nats.passwords.values(), *valkey.passwords.values(), token}
-    assert len(secrets) == 8  # NATS: admin, ingress, lane, mqtt-probe, api; Valkey: 2; the token
+    assert (
+        len(secrets) == 9
+    )  # NATS: admin, ingress, lane, mqtt-probe, api, replay; Valkey: 2; token
     assert post(stack, reading("FRZ-0001", 50, -20.0)).status_code == 201
     processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
     assert any("raylet" in p.name() for p in processes) and len(processes) > 8
