@@ -35,7 +35,6 @@ import contextlib
 import fcntl
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from typing import Any, Final
 
 import orjson
 
+from eventray.pipeline.adapters.durable_file import replace_durably
 from eventray.pipeline.clock import SystemClock
 from eventray.pipeline.config_changes import (
     change_from_json,
@@ -284,21 +284,7 @@ class FileConfigStore(ConfigStore):
                 "revisions": state.revisions,
             }
         )
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self._data)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        directory = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself must survive a crash
-        finally:
-            os.close(directory)
+        replace_durably(self._data, body, prefix=".tmp-")
 
     def _record(self, state: _State, changes: list[EntityChange]) -> None:
         """Append ``changes`` to the log, durably, after cutting it back to what ``state``

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -22,6 +21,7 @@ from typing import Final
 
 import orjson
 
+from eventray.pipeline.adapters.durable_file import replace_durably
 from eventray.pipeline.errors import PermanentError
 from eventray.pipeline.management.tokens import record_from_json, record_to_json, revoked_copy
 from eventray.pipeline.ports import TokenRecord, TokenStore
@@ -117,18 +117,4 @@ class FileTokenStore(TokenStore):
         body = orjson.dumps(
             {"format": _FORMAT, "tokens": [record_to_json(r) for r in records.values()]}
         )
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tokens-", suffix=".json")
-        try:  # mkstemp makes the file 0600, and os.replace keeps that mode
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        replace_durably(self.path, body, prefix=".tokens-")

@@ -17,7 +17,6 @@ import contextlib
 import fcntl
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Final
 
 import orjson
 
+from eventray.pipeline.adapters.durable_file import replace_durably
 from eventray.pipeline.errors import PermanentError
 from eventray.pipeline.ports import Author
 from eventray.pipeline.secret_store import (
@@ -171,18 +171,4 @@ class FileSecretStore(SecretStore):
             "secrets": [sealed_to_json(state.secrets[k]) for k in sorted(state.secrets)],
             "changes": [change_to_json(c) for c in state.changes],
         })  # fmt: skip
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".secrets-", suffix=".enc")
-        try:  # mkstemp makes the file 0600, and os.replace keeps that mode
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        replace_durably(self.path, body, prefix=".secrets-")
