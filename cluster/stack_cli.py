@@ -299,7 +299,6 @@ def _write_pages(
 def cmd_events_query(args: argparse.Namespace, out: TextIO) -> int:
     """Stored events, filtered (``--where 'temperature > -15'``, repeatable), as JSON lines,
     JSON or CSV. The CLI is the local administrator: its scope is the whole platform."""
-    import dataclasses
 
     from eventray.cluster.data_cli import api_events
     from eventray.pipeline.storage.reading import plan_event_query
@@ -324,26 +323,34 @@ def cmd_events_query(args: argparse.Namespace, out: TextIO) -> int:
         limit=args.limit,
         cursor=args.cursor,
     )
+    _write_store_pages(args, out, settings, "query_events", query, columns_of("events"))
+    return 0
+
+
+def _write_store_pages(
+    args: argparse.Namespace, out: TextIO, settings: Settings, method: str, query: Any,
+    columns: Any,
+) -> None:  # fmt: skip
+    """Write the pages the store actor's ``method`` answers for ``query``, each asked with the
+    previous page's cursor (``events query`` and ``logs`` differ only in method and columns)."""
+    import dataclasses
+
     ray = _attach(settings)
     try:
-        store = ray.get_actor("store")
+        call = getattr(ray.get_actor("store"), method)
         _write_pages(
             args,
             out,
-            lambda cursor: ray.get(
-                store.query_events.remote(dataclasses.replace(query, cursor=cursor))
-            ),
-            columns_of("events"),
+            lambda cursor: ray.get(call.remote(dataclasses.replace(query, cursor=cursor))),
+            columns,
         )
     finally:
         ray.shutdown()
-    return 0
 
 
 def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
     """Rows of one log table or the DLQ (``eventray logs rules|captures|triggers|raw|dlq|
     scripts|routers``), filtered, as JSON lines, JSON or CSV; scope: the whole platform."""
-    import dataclasses
 
     from eventray.cluster.data_cli import api_logs
     from eventray.pipeline.storage.logs import LOG_KINDS, log_columns
@@ -379,19 +386,8 @@ def cmd_logs(args: argparse.Namespace, out: TextIO) -> int:
         cursor=args.cursor,
         newest_first=args.newest_first,
     )
-    ray = _attach(settings)
-    try:
-        store = ray.get_actor("store")
-        _write_pages(
-            args,
-            out,
-            lambda cursor: ray.get(
-                store.query_logs.remote(dataclasses.replace(query, cursor=cursor))
-            ),
-            log_columns(LOG_KINDS[args.action]),
-        )
-    finally:
-        ray.shutdown()
+    columns = log_columns(LOG_KINDS[args.action])
+    _write_store_pages(args, out, settings, "query_logs", query, columns)
     return 0
 
 
