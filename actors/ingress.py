@@ -12,8 +12,10 @@ from eventray.actors.ingress_app import IngressApp
 from eventray.actors.store import StoreClient
 from eventray.config.settings import Settings
 from eventray.pipeline.catalog import Catalog
+from eventray.pipeline.ingest_tokens import IngestTokens
 from eventray.pipeline.ingress import IngressPolicy
 from eventray.pipeline.jwks import JwksCache
+from eventray.pipeline.models.datasource import ApiTokenAuth
 from eventray.pipeline.ports import Adapters, Stream
 from eventray.pipeline.storage.rows import RowContext
 
@@ -27,6 +29,7 @@ class IngressActor(ActorHost):
         self._store = StoreClient(store)
         self._app: IngressApp | None = None
         self._keys: JwksCache | None = None
+        self._tokens: IngestTokens | None = None
 
     async def open(self, stream: Stream, catalog: Catalog) -> None:
         # OAuth2 data sources' key sets: one cache for the actor's life, across catalogs.
@@ -56,12 +59,19 @@ class IngressActor(ActorHost):
             self._app.use(*self._policy(catalog))
 
     def _policy(self, catalog: Catalog) -> tuple[IngressPolicy, RowContext]:
+        # The token store is opened once a data source takes API tokens, and kept (its cache
+        # with it) across catalogs.
+        if self._tokens is None and any(
+            isinstance(s.auth, ApiTokenAuth) for s in catalog.data_sources.values()
+        ):
+            self._tokens = IngestTokens(self.adapters.token_store())
         policy = IngressPolicy(
             catalog,
             partitions=self.settings.pipeline.partitions,
             subject_prefix=self.settings.nats.subject_prefix,
             max_body_bytes=self.settings.ingress.max_body_bytes,
             keys=self._keys,
+            tokens=self._tokens,
             leeway_s=self.settings.ingress.jwt_leeway_s,
         )
         rows = RowContext.from_catalog(
@@ -76,6 +86,9 @@ class IngressActor(ActorHost):
         if self._keys is not None:
             await self._keys.close()
             self._keys = None
+        if self._tokens is not None:
+            self._tokens.close()
+            self._tokens = None
 
     async def status(self) -> dict[str, Any]:
         if self._app is None:

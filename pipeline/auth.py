@@ -1,5 +1,5 @@
-"""Data-source authentication: API key, JWT (HS256/HS512), OAuth2 bearer tokens (JWKS), IP
-allowlist, none.
+"""Data-source authentication: API key, JWT (HS256/HS512), OAuth2 bearer tokens (JWKS),
+eventray ingest tokens, IP allowlist, none.
 
 Functions over what an HTTP request carries, so the ingress actor stays a thin shell. Secrets
 are compared in constant time. Tokens are verified with joserfc: the JWS signature with the
@@ -36,9 +36,11 @@ from joserfc.jwk import Key, OctKey
 from joserfc.jws import CompactSignature, JWSRegistry, extract_compact, validate_compact
 from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
+from eventray.pipeline.ingest_tokens import IngestTokens
 from eventray.pipeline.jwks import ASYMMETRIC_ALGORITHMS, JwksCache, KeysUnavailable, NoKey
 from eventray.pipeline.models.datasource import (
     ApiKeyAuth,
+    ApiTokenAuth,
     Auth,
     IpAllowlistAuth,
     JwtAuth,
@@ -229,6 +231,22 @@ async def _oauth2(
     return AuthResult(False, refusal) if refusal else AuthResult(True)
 
 
+async def _api_token(
+    headers: Mapping[str, str],
+    tokens: IngestTokens | None,
+    org_id: str,
+    org_paths: Mapping[str, str],
+) -> AuthResult:
+    raw = headers.get("authorization", "")
+    token = raw[7:].strip() if raw.lower().startswith("bearer ") else ""
+    if not token:
+        return AuthResult(False, "missing bearer token in header Authorization")
+    if tokens is None:
+        return AuthResult(False, "apiToken is not configured on this ingress (no token store)")
+    refusal = await tokens.refusal(token, org_id=org_id, org_paths=org_paths)
+    return AuthResult(False, refusal) if refusal else AuthResult(True)
+
+
 async def authenticate(
     auth: Auth,
     *,
@@ -236,6 +254,9 @@ async def authenticate(
     query: Mapping[str, str],
     client_ip: str,
     keys: JwksCache | None = None,
+    tokens: IngestTokens | None = None,
+    org_id: str = "",
+    org_paths: Mapping[str, str] | None = None,
     now: float | None = None,
     leeway_s: float = 0.0,
 ) -> AuthResult:
@@ -243,6 +264,9 @@ async def authenticate(
 
     Args:
         keys: the key sets of ``oauth2`` data sources (without it they are refused).
+        tokens: the API tokens of ``apiToken`` data sources (without it they are refused).
+        org_id: the data source's organization (for ``apiToken``).
+        org_paths: every organization's pathKey (for ``apiToken``).
         now: the time tokens are checked at (epoch seconds; default now).
         leeway_s: clock skew allowed on ``exp``, ``nbf`` and ``iat``.
     """
@@ -260,6 +284,8 @@ async def authenticate(
         return _jwt(auth, headers, at, leeway_s)
     if isinstance(auth, OAuth2Auth):
         return await _oauth2(auth, headers, keys, at, leeway_s)
+    if isinstance(auth, ApiTokenAuth):
+        return await _api_token(headers, tokens, org_id, org_paths or {})
     if isinstance(auth, IpAllowlistAuth):
         try:
             address = ipaddress.ip_address(client_ip)

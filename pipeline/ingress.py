@@ -28,6 +28,7 @@ import orjson
 from eventray.pipeline.auth import authenticate
 from eventray.pipeline.binding import AssetBinder
 from eventray.pipeline.catalog import Catalog
+from eventray.pipeline.ingest_tokens import IngestTokens
 from eventray.pipeline.jwks import JwksCache
 from eventray.pipeline.models import DataSource
 from eventray.pipeline.models.datasource import ApiKeyAuth, JwtAuth, OAuth2Auth
@@ -139,6 +140,8 @@ class IngressPolicy:
         max_body_bytes: larger bodies get 413.
         keys: the key sets of ``oauth2`` data sources (kept by the ingress across catalogs;
             without it those data sources refuse every request).
+        tokens: the API tokens of ``apiToken`` data sources (kept by the ingress across
+            catalogs; without it those data sources refuse every request).
         leeway_s: clock skew allowed on the times of ``jwt`` and ``oauth2`` tokens.
     """
 
@@ -150,6 +153,7 @@ class IngressPolicy:
         subject_prefix: str,
         max_body_bytes: int,
         keys: JwksCache | None = None,
+        tokens: IngestTokens | None = None,
         leeway_s: float = 0.0,
     ) -> None:
         self.catalog = catalog
@@ -157,6 +161,8 @@ class IngressPolicy:
         self.subject_prefix = subject_prefix
         self.max_body_bytes = max_body_bytes
         self.keys = keys
+        self.tokens = tokens
+        self.org_paths = catalog.org_paths if tokens is not None else {}
         self.leeway_s = leeway_s
         self.binder = AssetBinder(catalog)
         # Headers that carry credentials: one value each, or the request is ambiguous.
@@ -199,6 +205,9 @@ class IngressPolicy:
             query=query,
             client_ip=client_ip,
             keys=self.keys,
+            tokens=self.tokens,
+            org_id=source.org_id,
+            org_paths=self.org_paths,
             leeway_s=self.leeway_s,
         )
         if not result.ok and result.status == 503:

@@ -12,6 +12,7 @@ from eventray.pipeline.models.base import Entity, Model
 
 __all__ = [
     "ApiKeyAuth",
+    "ApiTokenAuth",
     "AssetBind",
     "Auth",
     "DataSource",
@@ -73,8 +74,16 @@ class NoAuth(Model):
     type: Literal["none"] = "none"
 
 
+class ApiTokenAuth(Model):
+    """``Authorization: Bearer ert_...``: an eventray API token of role ``ingest`` whose
+    organization holds the data source's (see :mod:`eventray.pipeline.ingest_tokens`)."""
+
+    type: Literal["apiToken"] = "apiToken"
+
+
 Auth = Annotated[
-    ApiKeyAuth | JwtAuth | OAuth2Auth | IpAllowlistAuth | NoAuth, Field(discriminator="type")
+    ApiKeyAuth | JwtAuth | OAuth2Auth | IpAllowlistAuth | ApiTokenAuth | NoAuth,
+    Field(discriminator="type"),
 ]
 
 

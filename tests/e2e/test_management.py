@@ -96,3 +96,42 @@ def test_an_asset_created_through_the_api_is_processed_by_the_running_lanes(
     api.close()
     spec = httpx.get(f"{stack.api_url}/openapi.json").json()
     assert spec["paths"]["/api/v1/events"]["servers"][0]["url"] == stack.ingress_url
+
+
+def test_an_ingest_token_sends_events_to_an_api_token_data_source_until_it_is_revoked(
+    stack: Stack, select: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    admin = _token(stack, "factory-alpha", "admin")
+    api = httpx.Client(base_url=f"{stack.api_url}/api/v1/manage",
+                       headers={"Authorization": f"Bearer {admin}"}, timeout=60)  # fmt: skip
+    created = api.post("/data-sources", json={
+        "id": "ds-token", "orgId": "factory-alpha", "name": "Gateways with ingest tokens",
+        "auth": {"type": "apiToken"}, "assetBind": {"uuidFields": ["deviceId"]}})  # fmt: skip
+    assert created.status_code == 201, created.text
+    assert stack.wait_revision(created.json()["storeRevision"])
+    issued = api.post("/tokens", json={"orgId": "factory-alpha", "role": "ingest"})
+    assert issued.status_code == 201, issued.text
+    ingest = issued.json()["token"]
+    sibling = _token(stack, "depot-beta", "ingest")
+
+    def send(token: str, minute: int) -> Any:
+        return post(stack, reading("FRZ-0003", minute, -18.0), ds="ds-token",
+                    headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+
+    accepted = send(ingest, 40)
+    assert accepted.status_code == 201, accepted.text
+    tracker = accepted.json()["eventTrackerId"]
+    sql = f"SELECT asset_id FROM {{db}}.events WHERE event_tracker_id = '{tracker}'"
+    wait_for(lambda: bool(select(sql)))
+    assert select(sql) == [{"asset_id": "freezer-03"}]
+    # An ingest token of a sibling organization, and the admin's own token, are refused.
+    assert send(sibling, 41).status_code == 401
+    refused = send(admin, 42)
+    assert refused.status_code == 401 and "only ingest tokens" in refused.text
+    # The management API refuses the ingest token whatever it asks.
+    assert httpx.get(f"{stack.api_url}/api/v1/manage/assets",
+                     headers={"Authorization": f"Bearer {ingest}"}).status_code == 403  # fmt: skip
+    revoked = api.delete(f"/tokens/{issued.json()['id']}")
+    assert revoked.status_code == 200, revoked.text
+    wait_for(lambda: send(ingest, 43).status_code == 401, timeout_s=10)
+    api.close()
