@@ -23,7 +23,7 @@ from eventray.actors.host import ActorHost
 from eventray.config.settings import Settings
 from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.management import EntityService, TokenService
-from eventray.pipeline.management.secrets import SecretService
+from eventray.pipeline.management.secrets import SecretHolders, SecretService
 from eventray.pipeline.ports import Adapters, ConfigStore, Stream, TokenStore
 from eventray.pipeline.secret_store import SecretStore
 
@@ -66,7 +66,9 @@ class ApiActor(ActorHost):
         config, tokens = self.adapters.config_store(), self.adapters.token_store()
         secrets = self.adapters.secret_store()
         self._stores = (config, tokens, secrets)
-        entities = EntityService(config, prepare=self._prepare, notify=notify)
+        entities = EntityService(
+            config, prepare=self._prepare, notify=notify, holders=SecretHolders(secrets)
+        )
         app = ApiApp(
             entities=entities,
             tokens=TokenService(tokens),

@@ -30,6 +30,7 @@ import orjson
 from eventray.config.settings import Settings, load_settings
 from eventray.pipeline.errors import EventrayError
 from eventray.pipeline.management import LOCAL, SLUGS, EntityService, TokenService, kind_named
+from eventray.pipeline.management.secrets import SecretHolders
 from eventray.pipeline.management.tokens import PREFIX as TOKEN_PREFIX
 from eventray.pipeline.management.tokens import token_view
 
@@ -155,6 +156,7 @@ def _local(args: argparse.Namespace) -> Iterator[tuple[EntityService, TokenServi
     endpoints = info.endpoints_obj() if info is not None else local
     wiring = Wiring(settings, endpoints)
     config, tokens = wiring.config_store(), wiring.token_store()
+    secrets = wiring.secret_store()
 
     def notify() -> None:
         if info is not None:
@@ -163,12 +165,14 @@ def _local(args: argparse.Namespace) -> Iterator[tuple[EntityService, TokenServi
     try:
         cost = settings.mqtt.bcrypt_cost
         yield (
-            EntityService(config, prepare=lambda d: hash_documents(d, cost), notify=notify),
+            EntityService(config, prepare=lambda d: hash_documents(d, cost), notify=notify,
+                          holders=SecretHolders(secrets)),
             TokenService(tokens),
-        )
+        )  # fmt: skip
     finally:
         config.close()
         tokens.close()
+        secrets.close()
 
 
 def _tell(wiring: Any) -> None:

@@ -125,6 +125,9 @@ class EntityService:
             applied before validation, as ``apply`` does.
         notify: tells the running actors that the entities changed (after every write).
         compile_scripts: compile the scripts of written templates (QuickJS), as ``apply``.
+        holders: what else than configuration holds an entity (``(kind, id, field)`` per
+            holder, for ``(kind, entity id)``): an organization's secrets keep it from being
+            deleted, so a later organization of the same id cannot inherit them.
     """
 
     def __init__(
@@ -134,8 +137,10 @@ class EntityService:
         prepare: Prepare | None = None,
         notify: Callable[[], None] | None = None,
         compile_scripts: bool = True,
+        holders: Callable[[str, str], list[tuple[str, str, str]]] | None = None,
     ) -> None:
         self.store = store
+        self._holders = holders
         self._prepare = prepare
         self._notify = notify
         self.compile_scripts = compile_scripts
@@ -679,6 +684,8 @@ class EntityService:
                 found.append((ref_kind, ref_id, path))
             else:
                 hidden += 1
+        if self._holders is not None:  # in the entity's own organization: in the scope
+            found.extend(self._holders(kind, entity_id))
         if found or hidden:
             names = ", ".join(f"{k} {i!r} ({p})" for k, i, p in found)
             more = (

@@ -35,6 +35,7 @@ from eventray.pipeline.secret_store import (
 
 __all__ = [
     "MAX_VALUE_BYTES",
+    "SecretHolders",
     "SecretService",
     "SecretWritten",
     "SecretsNotConfigured",
@@ -50,6 +51,21 @@ log = logging.getLogger(__name__)
 
 class SecretsNotConfigured(PermanentError):
     """The operator gave no key, so nothing can be sealed (the API answers 503)."""
+
+
+class SecretHolders:
+    """An organization's secrets as holders of it (``EntityService(holders=...)``): deleting
+    an organization that still has secrets is refused (409) naming them, as a trigger still
+    in use is; otherwise an organization created later with the same id would inherit
+    values it was never given. Delete the secrets first (``eventray secrets delete``)."""
+
+    def __init__(self, store: SecretStore) -> None:
+        self.store = store
+
+    def __call__(self, kind: str, entity_id: str) -> list[tuple[str, str, str]]:
+        if kind != "Organization":
+            return []
+        return [("Secret", s.name, "orgId") for s in self.store.all() if s.org_id == entity_id]
 
 
 @dataclass(frozen=True, slots=True)

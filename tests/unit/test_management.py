@@ -34,6 +34,9 @@ from eventray.pipeline.management import (
     hash_token,
 )
 from eventray.pipeline.management.redact import REDACTED
+from eventray.pipeline.management.secrets import SecretHolders
+from eventray.pipeline.ports import LOCAL_ADMIN
+from eventray.pipeline.secret_store import MemorySecretStore, SealedSecret
 
 TENANT = Path(__file__).resolve().parents[2] / "config" / "samples" / "tenant"
 
@@ -259,6 +262,25 @@ def test_delete_of_what_is_still_used_names_the_referrers(service: EntityService
     with pytest.raises(Referenced) as trigger:
         service.delete(LOCAL, "Trigger", "slack-ops")
     assert trigger.value.referrers == [("Rule", "high-temp-alert", "actions[3].triggerId")]
+
+
+def test_an_organization_with_secrets_is_not_deleted_until_they_are(
+    documents: list[dict[str, Any]],
+) -> None:
+    store, secrets = MemoryConfigStore(), MemorySecretStore()
+    store.put(copy.deepcopy(documents))
+    service = EntityService(store, holders=SecretHolders(secrets))
+    service.create(LOCAL, "Organization", {"kind": "Organization", "id": "depot-gamma",
+                                           "name": "Depot Gamma", "type": "site",
+                                           "parentId": "acme-foods"})  # fmt: skip
+    secrets.put(SealedSecret("depot-gamma", "SMTP_PASSWORD", False, "v1:x",
+                             datetime.now(UTC), LOCAL_ADMIN))  # fmt: skip
+    with pytest.raises(Referenced) as held:
+        service.delete(who("acme-foods", "editor"), "Organization", "depot-gamma")
+    assert held.value.referrers == [("Secret", "SMTP_PASSWORD", "orgId")]
+    assert "Secret 'SMTP_PASSWORD' (orgId)" in str(held.value)
+    secrets.delete("depot-gamma", "SMTP_PASSWORD", at=datetime.now(UTC), author=LOCAL_ADMIN)
+    service.delete(who("acme-foods", "editor"), "Organization", "depot-gamma")
 
 
 def test_system_rules_read_by_all_written_by_root_admins(service: EntityService) -> None:
