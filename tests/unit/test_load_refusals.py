@@ -250,3 +250,24 @@ def test_every_refusal_of_a_directory_is_reported_at_once(tmp_path: Path) -> Non
     found = {(Path(i.source).name, i.path) for i in issues_of(root)}
     assert {("routegroups.yaml", "routers[0].match.rules[0].value"),
             ("rules.yaml", "when.items[1].data.value")} <= found  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("entity_id", "reason"),
+    [
+        ('"a/b"', "an id must not contain '/' (it is one segment of API URLs)"),
+        ('" a2"', "an id must not start or end with whitespace"),
+        ('""', "an id must not be empty"),
+        ('"a\\u0007"', "an id must not contain control character '\\x07'"),
+        ('"' + "x" * 201 + '"', "an id has at most 200 characters"),
+    ],
+)
+def test_an_id_that_is_not_one_url_segment_is_refused_at_load(
+    tmp_path: Path, entity_id: str, reason: str
+) -> None:
+    assets = (
+        f"{{kind: Asset, id: {entity_id}, orgId: cust, assetUUID: U2, name: A2, "
+        "templateId: tpl, routeGroupIds: [rg]}\n"
+    )
+    issues = issues_of(write_tenant(tmp_path, assets_yaml=assets))
+    assert [(i.path, i.reason) for i in issues] == [("id", reason)], issues

@@ -484,8 +484,9 @@ def test_hostile_route_configuration_is_data_not_code(
     text = "x'); __import__('os').system('touch PWNED'); (\"\"\"\n    raise SystemExit\n#"
     key = text.replace(".", "_")  # one key, not a path of several
     subject = re.sub(r"[\s.*>]", "_", text)  # still hostile, and a valid NATS subject
+    gid = text.replace("\n", " ")  # still hostile, and an id (no control characters)
     table = RouteTable([
-        group(text, [
+        group(gid, [
             {"kind": "trigger", "trigger": {"triggerId": text}, "match": {"rules": [
                 {"field": f"data.{key}", "operator": "eq", "value": text}]}},
             {"kind": "publish", "publish": {"subject": subject}, "match": {"policy": "any", "rules": [
@@ -493,14 +494,14 @@ def test_hostile_route_configuration_is_data_not_code(
                 {"field": f"data.{key}", "operator": "regex", "value": "^x'"}]}},
         ])
     ])  # fmt: skip
-    source = table._groups[text].fast.__source__  # type: ignore[attr-defined]
+    source = table._groups[gid].fast.__source__  # type: ignore[attr-defined]
     assert "import" not in source and "PWNED" not in source
-    result = table.route({"data": {key: text}}, [text])
+    result = table.route({"data": {key: text}}, [gid])
     assert result.dispatches == [Dispatch("trigger", text), Dispatch("publish", subject)]
     assert [record(h) for h in result.history] == [
-        hist(text, 1, evaluated=2, matched=[0, 1], dispatched=["trigger", "publish"])
+        hist(gid, 1, evaluated=2, matched=[0, 1], dispatched=["trigger", "publish"])
     ]
-    assert table.route({"data": {key: "other"}}, [text]).dispatches == []
+    assert table.route({"data": {key: "other"}}, [gid]).dispatches == []
     assert not (tmp_path / "PWNED").exists()
 
 

@@ -393,8 +393,9 @@ def test_hostile_paths_values_and_ids_are_data_not_code(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     for i, text in enumerate(HOSTILE):
+        ident = text.replace("\n", " ")  # still hostile, and an id (no control characters)
         rule = Rule.model_validate({
-            "kind": "Rule", "id": f"r-{text}", "orgId": "acme",
+            "kind": "Rule", "id": f"r-{ident}", "orgId": "acme",
             "parameters": [{"name": text, "type": "text", "default": text}],
             "variables": [{"name": "n", "type": "number"}, {"name": "t", "type": "text"}],
             "actions": [{"id": text, "type": "state", "op": "increment", "variable": "n"},
@@ -412,7 +413,7 @@ def test_hostile_paths_values_and_ids_are_data_not_code(
                     "field": {"type": "event", "value": f"data.{text}.{text}"},
                     "operator": "regex", "value": {"type": "literal", "value": re2.escape(text)}}}]},
         })  # fmt: skip
-        br = bound(rule.id, f"br-{text}")
+        br = bound(rule.id, f"br-{ident}")
         eng, store, _ = engine([rule], [br], clock=ManualClock(NOW))
         compiled = eng.rules.by_id[br.id]
         assert text not in compiled.run.__source__  # type: ignore[attr-defined]
