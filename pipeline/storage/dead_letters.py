@@ -21,6 +21,7 @@ from typing import Any
 from eventray.pipeline.ports import RowSink
 from eventray.pipeline.replay.model import DeadLetter, DeadLetterQuery, RedriveRecord
 from eventray.pipeline.replay.ports import DeadLetterStore
+from eventray.pipeline.storage.conditions import DATE, subtree, time_range
 from eventray.pipeline.storage.retention import RetentionPolicy
 from eventray.pipeline.storage.rows import Row, format_ts, ms_from_iso
 from eventray.pipeline.storage.schema import DEFAULT_DATABASE, check_identifier
@@ -28,7 +29,7 @@ from eventray.pipeline.storage.schema import DEFAULT_DATABASE, check_identifier
 __all__ = ["SqlDeadLetters", "decode_body", "epoch_ms_of", "redrive_row"]
 
 Select = Callable[[str, Mapping[str, Any]], Awaitable[list[dict[str, Any]]]]
-_DATE = "DateTime64(3, 'UTC')"
+_DATE = DATE
 
 _RECORD = (
     "r.redrive_id AS r_redrive_id, r.created AS r_created, r.requested_by AS r_requested_by, "
@@ -57,13 +58,6 @@ def epoch_ms_of(value: Any) -> int:
         return value
     ms = ms_from_iso(str(value).replace(" ", "T") + "+00:00")
     return ms or 0
-
-
-def _path(where: list[str], params: dict[str, Any], name: str, path_key: str, col: str) -> None:
-    """``col`` is ``path_key`` or below it."""
-    where.append(f"({col} = {{{name}:String}} OR startsWith({col}, {{{name}_prefix:String}}))")
-    params[name] = path_key
-    params[f"{name}_prefix"] = path_key + "/"
 
 
 class SqlDeadLetters(DeadLetterStore):
@@ -108,22 +102,17 @@ class SqlDeadLetters(DeadLetterStore):
         params: dict[str, Any] = {"limit": query.limit, "source": query.source}
         scoped: list[str] = []
         if query.scope:
-            _path(where, params, "scope", query.scope, "path_key")
+            subtree(where, params, query.scope, name="scope")
             scoped.append(where[-1])
         if query.path_key:
-            _path(where, params, "org_path", query.path_key, "path_key")
+            subtree(where, params, query.path_key, name="org_path")
         if query.event_tracker_id is not None:
             where.append("event_tracker_id = {tracker:String}")
             params["tracker"] = query.event_tracker_id
         if query.asset_id is not None:
             where.append("asset_id = {asset:String}")
             params["asset"] = query.asset_id
-        if query.since_ms is not None:
-            where.append(f"created >= {{since:{_DATE}}}")
-            params["since"] = format_ts(query.since_ms)
-        if query.until_ms is not None:
-            where.append(f"created < {{until:{_DATE}}}")
-            params["until"] = format_ts(query.until_ms)
+        time_range(where, params, query.since_ms, query.until_ms)
         if query.source == "dlq":
             if query.stage is not None:
                 where.append("stage = {stage:String}")

@@ -25,6 +25,7 @@ import orjson
 
 from eventray.pipeline.errors import InvalidQuery
 from eventray.pipeline.ports import EventStore
+from eventray.pipeline.storage.conditions import DATE, organizations, time_range
 from eventray.pipeline.storage.fields import CaptureFilter
 from eventray.pipeline.storage.rows import format_ts
 from eventray.pipeline.storage.schema import (
@@ -86,7 +87,7 @@ _FILTER_COLUMNS: dict[str, str] = {
 }
 # logs_script names its stage column failed_stage.
 _RENAMED = {("logs_script", "stage"): "failed_stage"}
-_DATE = "DateTime64(3, 'UTC')"
+_DATE = DATE
 _MAX_LIMIT = 10_000
 _JSON_COLUMNS = {("logs_rule", "state_changes"), ("logs_rule", "trace"), ("logs_capture", "fields")}
 _BOOL_COLUMNS = {"success", "matched"}
@@ -286,16 +287,8 @@ def build_log_query(
     if scope_sql:
         where.append(scope_sql)
         params.update(scope_params)
-    if query.include_children:
-        where.append("(path_key = {path_key:String} OR startsWith(path_key, {path_prefix:String}))")
-        params["path_key"] = query.path_key
-        params["path_prefix"] = query.path_key + "/"
-    elif query.org_id:
-        where.append("org_id = {org_id:String}")
-        params["org_id"] = query.org_id
-        if query.path_key:
-            where.append("path_key = {path_key:String}")
-            params["path_key"] = query.path_key
+    organizations(where, params, include_children=query.include_children,
+                  org_id=query.org_id, path_key=query.path_key)  # fmt: skip
     for name in _FILTER_COLUMNS:
         value = getattr(query, name)
         if value is None:
@@ -306,12 +299,7 @@ def build_log_query(
         params[f"f_{name}"] = int(value) if isinstance(value, bool) else value
     if query.errored is not None:
         where.append("error != ''" if query.errored else "error = ''")
-    if query.since is not None:
-        where.append(f"created >= {{since:{_DATE}}}")
-        params["since"] = format_ts(query.since)
-    if query.until is not None:
-        where.append(f"created < {{until:{_DATE}}}")
-        params["until"] = format_ts(query.until)
+    time_range(where, params, query.since, query.until)
     if query.event_tracker_id is not None:
         where.append("event_tracker_id = {event_tracker_id:String}")
         params["event_tracker_id"] = query.event_tracker_id

@@ -22,6 +22,7 @@ import orjson
 
 from eventray.pipeline.errors import InvalidQuery
 from eventray.pipeline.ports import EventStore
+from eventray.pipeline.storage.conditions import DATE, organizations, time_range
 from eventray.pipeline.storage.rows import format_ts
 from eventray.pipeline.storage.schema import DEFAULT_DATABASE, check_identifier, columns_of
 from eventray.pipeline.storage.scope import Scope
@@ -47,7 +48,7 @@ number -> eva_number, str -> eva_string, datetime -> eva_date); ``op`` is one of
 ``eq neq gt gte lt lte`` (booleans: ``eq neq``)."""
 
 _OPS = {"eq": "=", "neq": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-_DATE = "DateTime64(3, 'UTC')"
+_DATE = DATE
 _MAX_LIMIT = 10_000
 _COLUMNS = ", ".join(columns_of("events"))
 
@@ -213,28 +214,15 @@ def _where(query: EventQuery) -> tuple[list[str], dict[str, Any]]:
         if sql:
             where.append(sql)
             params.update(bound)
-    if query.include_children:
-        where.append("(path_key = {path_key:String} OR startsWith(path_key, {path_prefix:String}))")
-        params["path_key"] = query.path_key
-        params["path_prefix"] = query.path_key + "/"
-    elif query.org_id:
-        where.append("org_id = {org_id:String}")
-        params["org_id"] = query.org_id
-        if query.path_key:
-            where.append("path_key = {path_key:String}")
-            params["path_key"] = query.path_key
+    organizations(where, params, include_children=query.include_children,
+                  org_id=query.org_id, path_key=query.path_key)  # fmt: skip
     if query.asset_id is not None:
         where.append("asset_id = {asset_id:String}")
         params["asset_id"] = query.asset_id
     if query.event_type is not None:
         where.append("event_type = {event_type:String}")
         params["event_type"] = query.event_type
-    if query.since is not None:
-        where.append(f"created >= {{since:{_DATE}}}")
-        params["since"] = format_ts(query.since)
-    if query.until is not None:
-        where.append(f"created < {{until:{_DATE}}}")
-        params["until"] = format_ts(query.until)
+    time_range(where, params, query.since, query.until)
     if query.event_tracker_id is not None:
         where.append("event_tracker_id = {event_tracker_id:String}")
         params["event_tracker_id"] = query.event_tracker_id

@@ -161,9 +161,9 @@ def test_the_events_query_ands_the_scope_to_any_organization_filter() -> None:
     sql, params = build_event_query(query)
     assert sql.splitlines()[1] == (
         "WHERE (path_key = {scope_path:String} OR startsWith(path_key, {scope_prefix:String})) "
-        "AND (path_key = {path_key:String} OR startsWith(path_key, {path_prefix:String}))"
+        "AND (path_key = {path_key:String} OR startsWith(path_key, {path_key_prefix:String}))"
     )
-    assert params["scope_prefix"] == "0001/0002/" and params["path_prefix"] == "0001/0003/"
+    assert params["scope_prefix"] == "0001/0002/" and params["path_key_prefix"] == "0001/0003/"
     whole, _ = build_event_query(EventQuery(scope=TENANT))
     assert whole.splitlines()[1].startswith("WHERE (path_key = {scope_path:String} OR")
     count, count_params = build_event_count(EventQuery(scope=Scope.platform()))

@@ -70,12 +70,12 @@ def test_children_are_a_path_key_prefix_and_cursor_continues_after_the_last_row(
     sql, params = build_event_query(query)
     assert "FROM eventray.events FINAL" in sql
     assert sql.splitlines()[1] == (
-        "WHERE (path_key = {path_key:String} OR startsWith(path_key, {path_prefix:String})) "
+        "WHERE (path_key = {path_key:String} OR startsWith(path_key, {path_key_prefix:String})) "
         "AND created >= {after_created:DateTime64(3, 'UTC')} AND (created > "
         "{after_created:DateTime64(3, 'UTC')} OR event_tracker_id > {after_tracker:String})"
     )
     assert params == {
-        "path_key": "0001/0001/0001", "path_prefix": "0001/0001/0001/",
+        "path_key": "0001/0001/0001", "path_key_prefix": "0001/0001/0001/",
         "after_created": "2026-03-01 08:00:00.000", "after_tracker": "t'7", "limit": 101,
     }  # fmt: skip
     count_sql, count_params = build_event_count(query)
