@@ -31,7 +31,7 @@ from eventray.config.settings import Settings
 from eventray.pipeline.adapters.nats_archive import JetStreamArchive
 from eventray.pipeline.adapters.nats_bus import JetStreamBus
 from eventray.pipeline.catalog import Catalog, catalog_from_store
-from eventray.pipeline.errors import EventrayError
+from eventray.pipeline.errors import InvalidInput, Unavailable
 from eventray.pipeline.replay import (
     RedriveReport,
     RedriveRequest,
@@ -126,7 +126,7 @@ def _ms(text: str | None) -> int | None:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise EventrayError(f"not an ISO-8601 time: {text!r}") from exc
+        raise InvalidInput(f"not an ISO-8601 time: {text!r}") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
@@ -155,7 +155,7 @@ def _run(settings: Settings, work: Any) -> Any:
 
     info = read_stack_info(settings.data_dir)
     if info is None:
-        raise EventrayError(
+        raise Unavailable(
             f"no running stack found in {settings.data_dir} (start one with eventray up)"
         )
     wiring = Wiring(settings, info.endpoints_obj())
@@ -246,7 +246,7 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
         return through_api
     settings = _authorized(args)
     if args.since is None and args.from_seq is None:
-        raise EventrayError("give the range's start: --since ISO or --from-seq N")
+        raise InvalidInput("give the range's start: --since ISO or --from-seq N")
     request = ReplayRequest(
         org_id=args.org_id,
         since_ms=_ms(args.since),
