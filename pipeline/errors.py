@@ -92,7 +92,9 @@ def suggestion(given: str, valid: list[str], *, shown: int = 10) -> str:
     valid = sorted(valid)
     if not valid:
         return "there are none"
-    near = difflib.get_close_matches(given, valid, n=3, cutoff=0.6)
+    near = [v for v in valid if given and given.casefold() in v.casefold()][:3]  # a prefix, a part
+    near += [v for v in difflib.get_close_matches(given, valid, n=3, cutoff=0.6) if v not in near]
+    near = near[:3]
     head = f"did you mean {', '.join(near)}? " if near else ""
     listed = ", ".join(valid[:shown])
     more = f" (and {len(valid) - shown} more)" if len(valid) > shown else ""
