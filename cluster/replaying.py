@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from eventray.cluster.exit_codes import RUNTIME_FAILURE
 from eventray.cluster.wiring import Wiring
 from eventray.config.settings import Settings
 from eventray.pipeline.adapters.nats_archive import JetStreamArchive
@@ -234,7 +235,7 @@ def cmd_dlq_redrive(args: argparse.Namespace, out: TextIO) -> int:
         _emit(out, redrive_item_out(item))
     summary = redrive_summary(report, done)
     _emit(out, summary)
-    return 1 if report.count("failed") or done is False else 0
+    return RUNTIME_FAILURE if report.count("failed") or done is False else 0  # not done in time
 
 
 def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
@@ -270,7 +271,7 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     report, done = _run(settings, work)
     summary = replay_summary(report, done)
     _emit(out, summary)
-    return 1 if done is False else 0
+    return RUNTIME_FAILURE if done is False else 0  # not processed within --wait
 
 
 def _who() -> str:

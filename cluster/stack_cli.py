@@ -235,7 +235,14 @@ def _attach(settings: Settings) -> Any:
         )
     keep_ray_on_loopback()
     use_saved_ray_token()
-    ray.init(address=info.ray_address, namespace=NAMESPACE, log_to_driver=False)
+    try:
+        ray.init(address=info.ray_address, namespace=NAMESPACE, log_to_driver=False)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError...: all mean "not up"
+        lines = str(exc).strip().splitlines()
+        raise Unavailable(
+            f"the stack's Ray at {info.ray_address} does not answer: "
+            f"{lines[0] if lines else type(exc).__name__}"
+        ) from exc
     return ray
 
 
