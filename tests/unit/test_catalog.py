@@ -518,3 +518,21 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
         ("routegroups.yaml", "routers[0].trigger.triggerId"),
         ("cycle.yaml", "parentId"),
     }
+
+
+def test_a_document_source_knows_its_fields_lines_and_pickles_as_the_file(tmp_path: Path) -> None:
+    import pickle
+
+    from eventray.pipeline.loader import DocumentSource, read_documents
+
+    file = tmp_path / "two.yaml"
+    file.write_text("kind: Organization\nid: a\n---\n- kind: Rule\n  id: r\n  when:\n"
+                    "    items:\n      - {type: condition, data: {operator: eq}}\n")  # fmt: skip
+    _, (rule, _) = read_documents([file], [])
+    assert isinstance(rule, DocumentSource) and rule == str(file)
+    assert (rule.line, rule.column) == (4, 3)
+    assert rule.mark("when.items[0].data.operator") == (8, 34)
+    assert rule.mark("when.items[0].data.nothing.here") == (8, 27)  # the nearest enclosing
+    assert rule.mark("") == (4, 3)
+    copied = pickle.loads(pickle.dumps(rule))  # into a Ray actor: the plain file name
+    assert type(copied) is str and copied == str(file)
