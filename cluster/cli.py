@@ -134,6 +134,9 @@ def cmd_rules_test(args: argparse.Namespace, out: TextIO) -> int:
     from eventray.pipeline.rules.testmode import run_test_mode
 
     catalog = load_catalog([Path(args.config)], compile_scripts=False)
+    if args.business_rule_id not in catalog.business_rules:
+        raise UnknownId("business rule", args.business_rule_id, list(catalog.business_rules),
+                        where=f"in {args.config}")  # fmt: skip
     state = orjson.loads(Path(args.state).read_bytes()) if args.state else None
     events = [line for _, line in _jsonl(Path(args.events))]
     for report in run_test_mode(catalog, args.business_rule_id, events, state=state):

@@ -213,6 +213,19 @@ def test_an_unknown_template_lists_the_templates_in_the_file(
     )
 
 
+def test_an_unknown_business_rule_lists_those_of_the_config(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _ = run("rules", "test", "high-temp", "--config", str(TENANT),
+                  "--events", str(SAMPLES / "inputs/freezer-cooldown.jsonl"))  # fmt: skip
+    assert code == 1
+    assert capsys.readouterr().err == (
+        f"eventray: unknown business rule 'high-temp' in {TENANT}; did you mean "
+        "factory-alpha-high-temp? valid: cold-room-door, factory-alpha-escalation, "
+        "factory-alpha-high-temp\n"
+    )
+
+
 def test_get_and_delete_of_an_unknown_entity_list_the_valid_ids(
     data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
