@@ -1,7 +1,10 @@
-"""The ``eventray`` command line.
+"""The ``eventray`` command line: its parser and entry point.
 
-Commands here run in one process without Ray or servers: they are how users test codecs,
-templates and rules before deploying them.
+The commands defined here (``scripts``, ``templates``, ``rules``, ``validate``, ``demo
+--local``) run in one process without Ray or servers: they are how users test codecs,
+templates and rules before deploying them. Those that run or talk to a stack live in
+``stack_cli``, ``manage_cli``, ``data_cli``, ``secrets_cli`` and ``replaying``, imported only
+when one runs (Ray is heavy). Exit codes: :mod:`eventray.cluster.exit_codes`.
 """
 
 from __future__ import annotations
@@ -272,7 +275,9 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventray",
-        description=__doc__,
+        description="eventray, a multi-tenant event platform on Ray. Test codecs, templates "
+        "and rules on files (no servers); run the stack (up, demo); manage its entities, "
+        "tokens and secrets; read what it stored. 'eventray COMMAND --help' for each.",
         epilog="exit codes: 0 ok, 1 invalid input (files, ids, values), 2 usage, "
         "3 runtime failure (no stack, a server or the API unreachable, a timeout), "
         "130 interrupted",
