@@ -83,6 +83,15 @@ def test_every_subcommand_and_every_flag_has_help() -> None:
     assert missing == []
 
 
+def test_no_flag_takes_a_bare_int_or_float() -> None:
+    """A count, size or duration goes through eventray.cluster.arg_types, which refuses what
+    cannot be meant (``--events -5``); a bare ``int`` would take it."""
+    bare = [f"{path} {'/'.join(action.option_strings) or action.dest}"
+            for path, parser in _walk(build_parser(), "eventray")
+            for action in parser._actions if action.type in (int, float)]  # fmt: skip
+    assert bare == []
+
+
 def test_help_of_a_nested_command_lists_its_flags(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
         main(["logs", "triggers", "--help"])
