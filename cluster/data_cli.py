@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from eventray.cluster.exit_codes import RUNTIME_FAILURE
 from eventray.cluster.manage_cli import ApiClient, api_client
 
 __all__ = ["api_dlq_list", "api_dlq_redrive", "api_events", "api_logs", "api_replay", "api_story"]
@@ -116,7 +117,7 @@ def api_dlq_redrive(args: argparse.Namespace, out: TextIO) -> int | None:
         _emit(out, item)
     summary = answer["summary"]
     _emit(out, summary)
-    return 1 if summary["failed"] or summary.get("processed") is False else 0
+    return RUNTIME_FAILURE if summary["failed"] or summary.get("processed") is False else 0
 
 
 def api_replay(args: argparse.Namespace, out: TextIO) -> int | None:
@@ -133,4 +134,4 @@ def api_replay(args: argparse.Namespace, out: TextIO) -> int | None:
         "POST", path.rstrip("?"), {k: v for k, v in body.items() if v is not None}
     )
     _emit(out, summary)
-    return 1 if summary.get("processed") is False else 0
+    return RUNTIME_FAILURE if summary.get("processed") is False else 0

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from eventray.cluster.progress import Progress
+from eventray.cluster.table import write_table
 from eventray.config.settings import Settings
 from eventray.pipeline.adapters.localdir import LocalDirBlobStore
 from eventray.pipeline.adapters.memory_state import MemoryStateStore
@@ -96,6 +98,7 @@ async def _run(
     out.write(f"eventray demo (local): {len(catalog.assets)} assets, {len(catalog.business_rules)} "
               f"business rules, {events} events in batches of {batch}, one process\n")  # fmt: skip
     started = time.perf_counter()
+    progress = Progress(out, total=events)
     ingested = 0
     while ingested < events:
         uplinks = simulator.take(min(batch, events - ingested))
@@ -107,12 +110,10 @@ async def _run(
                 [Ingested(new_tracker_id(), uplink.data_source_id, uplink.body, received_ms)],
             )
         clock.set(simulator.now)
-        t0 = time.perf_counter()
         await lane.run_until(ingested + len(uplinks))
-        dt = time.perf_counter() - t0
         ingested += len(uplinks)
-        out.write(f"  {len(uplinks):>5} events: {lane.stats.events:>6} processed so far, "
-                  f"{lane.stats.failed:>4} to the DLQ, {len(uplinks) / dt:>9,.0f} events/s\n")  # fmt: skip
+        progress.update(sent=ingested, stored=lane.stats.events, failed=lane.stats.failed)
+    progress.done(sent=ingested, stored=lane.stats.events, failed=lane.stats.failed)
     summary = _summary(sink, stream, lane)
     summary.ingested = ingested
     summary.seconds = time.perf_counter() - started
@@ -147,21 +148,19 @@ def _print_summary(summary: DemoSummary, out: TextIO) -> None:
               f"process); {summary.processed} processed, "
               f"{summary.ingested - summary.processed} sent to the DLQ\n")  # fmt: skip
     out.write("\nevents per organization and type:\n")
-    for (org, kind), count in sorted(summary.by_org_type.items()):
-        out.write(f"  {org:<22} {kind:<12} {count:>7}\n")
-    out.write("\nbusiness rules that ran actions:\n")
-    for name, count in summary.rules_fired.most_common():
-        out.write(f"  {name:<28} {count:>7}\n")
-    out.write("\nexec actions per trigger (would be delivered):\n")
-    for name, count in summary.triggers.most_common():
-        out.write(f"  {name:<28} {count:>7}\n")
-    out.write("\ncapture records:\n")
-    for name, count in summary.captures.most_common():
-        out.write(f"  {name:<28} {count:>7}\n")
+    rows = [(org, kind, count) for (org, kind), count in sorted(summary.by_org_type.items())]
+    write_table(out, ("organization", "type", "events"), rows, indent="  ")
+    for title, header, counts in (
+        ("business rules that ran actions", "business rule", summary.rules_fired),
+        ("exec actions per trigger (would be delivered)", "trigger", summary.triggers),
+        ("capture records", "capture", summary.captures),
+    ):
+        out.write(f"\n{title}:\n")
+        write_table(out, (header, "count"), counts.most_common(), indent="  ")
     if summary.failures:
         out.write("\nDLQ reasons:\n")
-        for reason, count in summary.failures.most_common():
-            out.write(f"  {count:>5} x {reason}\n")
+        reasons = [(count, reason) for reason, count in summary.failures.most_common()]
+        write_table(out, ("count", "stage: reason"), reasons, indent="  ")
     if summary.examples:
         out.write("\nexample messages:\n")
         for line in summary.examples:

@@ -27,8 +27,10 @@ from typing import Any, TextIO
 
 import orjson
 
+from eventray.cluster.arg_types import DATA_DIR_HELP, bounded_int, positive_float, positive_int
+from eventray.cluster.table import add_format_flag, wants_table, write_table
 from eventray.config.settings import Settings, load_settings
-from eventray.pipeline.errors import EventrayError
+from eventray.pipeline.errors import InvalidInput, Unavailable, UnknownId
 from eventray.pipeline.management import LOCAL, SLUGS, EntityService, TokenService, kind_named
 from eventray.pipeline.management.secrets import SecretHolders
 from eventray.pipeline.management.tokens import PREFIX as TOKEN_PREFIX
@@ -98,7 +100,8 @@ class ApiClient:
         """The decoded answer.
 
         Raises:
-            EventrayError: the API refused (its error, and each problem on a line of its own).
+            InvalidInput: the API refused (4xx: its error, each problem on a line of its own).
+            Unavailable: the API does not answer, or answered 5xx.
         """
         with self._open(self._request(method, path, body, query)) as answer:
             return json.loads(answer.read() or b"null")
@@ -110,7 +113,7 @@ class ApiClient:
         export is never held here.
 
         Raises:
-            EventrayError: as :meth:`call`.
+            InvalidInput, Unavailable: as :meth:`call`.
         """
         with self._open(self._request(method, path, body, query)) as answer:
             headers = dict(answer.headers.items())
@@ -132,10 +135,13 @@ class ApiClient:
                       f"{i.get('reason', '')}" for i in detail.get("issues") or []]  # fmt: skip
             lines += [f"  - used by {r['kind']} {r['id']!r} ({r['path']})"
                       for r in detail.get("referrers") or []]  # fmt: skip
-            raise EventrayError("\n".join(lines)) from None
-        except urllib.error.URLError as exc:
-            raise EventrayError(f"the management API at {self.url} does not answer: "
-                                f"{exc.reason}") from None  # fmt: skip
+            # 5xx: the API is down or overloaded (may pass); 4xx: what was asked is refused.
+            refused = Unavailable if exc.code >= 500 else InvalidInput
+            raise refused("\n".join(lines)) from None
+        except (urllib.error.URLError, TimeoutError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else "timed out"
+            raise Unavailable(f"the management API at {self.url} does not answer: "
+                              f"{reason}") from None  # fmt: skip
         with answer:
             yield answer
 
@@ -198,7 +204,7 @@ def api_client(args: argparse.Namespace) -> ApiClient | None:
         return None
     info = read_stack_info(_settings(args).data_dir)
     if info is None or not info.api_url:
-        raise EventrayError(
+        raise Unavailable(
             "an API token was given but no stack with a management API runs on this data "
             "directory; without a stack, the admin token works on the data directory"
         )
@@ -272,9 +278,20 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
     with _local(args) as (entities, _):
         if args.rollback is not None:
             _emit(out, _written(entities.rollback(LOCAL, kind, args.id, args.rollback)))
+        elif wants_table(args.output_format, out):
+            write_table(out, ("revision", "at", "author", "op", "changed"),
+                        [_history_row(change) for change in
+                         entities.history(LOCAL, kind, args.id)])  # fmt: skip
         else:
             _emit(out, {"items": entities.history(LOCAL, kind, args.id)})
     return 0
+
+
+def _history_row(change: dict[str, Any]) -> tuple[object, ...]:
+    paths = [str(d.get("path", "")) for d in change.get("diff") or []]
+    changed = ", ".join(paths[:4]) + (f" (+{len(paths) - 4})" if len(paths) > 4 else "")
+    return (change["revision"], change["at"][:19], change["author"]["name"], change["op"],
+            changed or "-")  # fmt: skip
 
 
 def cmd_tokens(args: argparse.Namespace, out: TextIO) -> int:
@@ -285,15 +302,20 @@ def cmd_tokens(args: argparse.Namespace, out: TextIO) -> int:
         now = tokens.clock.now()
         if args.action == "create":
             if args.org not in scope.org_paths:
-                raise EventrayError(
-                    f"unknown organization {args.org!r}: apply it first (eventray apply -f ...)"
-                )
+                raise UnknownId("organization", args.org, list(scope.org_paths),
+                                where="(apply it first: eventray apply -f ...)")  # fmt: skip
             issued = tokens.create(scope, org_id=args.org, role=args.role, name=args.name or "",
                                    expires_days=args.expires_days)  # fmt: skip
             _emit(out, {**token_view(issued.record, now), "token": issued.token})
             out.write("# the token is shown this once: keep it (EVENTRAY_API_TOKEN=...)\n")
         elif args.action == "list":
-            _emit(out, {"items": [token_view(r, now) for r in tokens.list_tokens(scope)]})
+            items = [token_view(r, now) for r in tokens.list_tokens(scope)]
+            if wants_table(args.output_format, out):
+                write_table(out, ("id", "name", "org", "role", "active", "expires"),
+                            [(t["id"], t["name"], t["orgId"], t["role"], t["active"],
+                              (t["expires"] or "never")[:19]) for t in items])  # fmt: skip
+            else:
+                _emit(out, {"items": items})
         else:
             _emit(out, token_view(tokens.revoke(scope, args.id), now))
     return 0
@@ -303,7 +325,7 @@ def add_commands(commands: Any) -> None:
     """The subcommands, added to the ``eventray`` parser."""
 
     def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--data-dir")
+        parser.add_argument("--data-dir", help=DATA_DIR_HELP)
         parser.add_argument(
             "--token",
             help=f"an API token (ert_..., default ${API_TOKEN_VARIABLE}) to go through the "
@@ -313,40 +335,46 @@ def add_commands(commands: Any) -> None:
 
     get = commands.add_parser("get", help="read entities (a kind, or one entity)")
     get.add_argument("kind", help="organizations, assets, route-groups, Asset, asset, ...")
-    get.add_argument("id", nargs="?")
-    get.add_argument("--org", dest="org_id")
-    get.add_argument("--children", dest="include_children", action="store_true")
+    get.add_argument("id", nargs="?", help="one entity's id (default: a page of the kind)")
+    get.add_argument("--org", dest="org_id", help="only this organization's")
+    get.add_argument("--children", dest="include_children", action="store_true",
+                     help="with --org: its descendant organizations' too")  # fmt: skip
     get.add_argument("--name", help="name contains (any case)")
-    get.add_argument("--limit", type=int, default=100)
-    get.add_argument("--cursor")
+    get.add_argument("--limit", type=bounded_int(1, 1000), default=100,
+                     help="entities per page (1..1000)")  # fmt: skip
+    get.add_argument("--cursor", help="continue after the page that printed it")
     common(get)
     get.set_defaults(handler=cmd_get)
 
     delete = commands.add_parser("delete", help="delete one entity (refused while it is used)")
-    delete.add_argument("kind")
-    delete.add_argument("id")
+    delete.add_argument("kind", help="the entity's kind (assets, Asset, route-groups, ...)")
+    delete.add_argument("id", help="the entity's id")
     common(delete)
     delete.set_defaults(handler=cmd_delete)
 
     history = commands.add_parser("history", help="an entity's changes, or roll it back")
-    history.add_argument("kind")
-    history.add_argument("id")
-    history.add_argument("--rollback", type=int, metavar="REV",
+    history.add_argument("kind", help="the entity's kind (assets, Asset, route-groups, ...)")
+    history.add_argument("id", help="the entity's id")
+    history.add_argument("--rollback", type=positive_int, metavar="REV",
                          help="bring it back to its state right after revision REV")  # fmt: skip
     common(history)
+    add_format_flag(history)
     history.set_defaults(handler=cmd_history)
 
     tokens = commands.add_parser("tokens", help="management API tokens (on the data directory)")
-    actions = tokens.add_subparsers(dest="action", required=True)
+    actions = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="make a token; printed once")
     create.add_argument("--org", required=True, help="the organization whose subtree it sees")
-    create.add_argument("--role", required=True, choices=("admin", "editor", "viewer", "ingest"))
-    create.add_argument("--name")
-    create.add_argument("--expires-days", type=float)
+    create.add_argument("--role", required=True, choices=("admin", "editor", "viewer", "ingest"),
+                        help="what it may do in that subtree")  # fmt: skip
+    create.add_argument("--name", help="a label to recognize it by in tokens list")
+    create.add_argument("--expires-days", type=positive_float,
+                        help="it stops working after this many days (default: never)")  # fmt: skip
     listing = actions.add_parser("list", help="every token (never the secrets)")
+    add_format_flag(listing)
     revoke = actions.add_parser("revoke", help="revoke a token by its id")
-    revoke.add_argument("id")
+    revoke.add_argument("id", help="the token's id (tokens list shows them)")
     for parser in (create, listing, revoke):
-        parser.add_argument("--data-dir")
+        parser.add_argument("--data-dir", help=DATA_DIR_HELP)
         parser.add_argument("--token", help="the data directory's admin token")
         parser.set_defaults(handler=cmd_tokens)

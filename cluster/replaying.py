@@ -26,12 +26,13 @@ from typing import Any, TextIO
 
 import orjson
 
+from eventray.cluster.exit_codes import RUNTIME_FAILURE
 from eventray.cluster.wiring import Wiring
 from eventray.config.settings import Settings
 from eventray.pipeline.adapters.nats_archive import JetStreamArchive
 from eventray.pipeline.adapters.nats_bus import JetStreamBus
 from eventray.pipeline.catalog import Catalog, catalog_from_store
-from eventray.pipeline.errors import EventrayError
+from eventray.pipeline.errors import InvalidInput, Unavailable
 from eventray.pipeline.replay import (
     RedriveReport,
     RedriveRequest,
@@ -126,7 +127,7 @@ def _ms(text: str | None) -> int | None:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise EventrayError(f"not an ISO-8601 time: {text!r}") from exc
+        raise InvalidInput(f"not an ISO-8601 time: {text!r}") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
@@ -155,7 +156,7 @@ def _run(settings: Settings, work: Any) -> Any:
 
     info = read_stack_info(settings.data_dir)
     if info is None:
-        raise EventrayError(
+        raise Unavailable(
             f"no running stack found in {settings.data_dir} (start one with eventray up)"
         )
     wiring = Wiring(settings, info.endpoints_obj())
@@ -234,7 +235,7 @@ def cmd_dlq_redrive(args: argparse.Namespace, out: TextIO) -> int:
         _emit(out, redrive_item_out(item))
     summary = redrive_summary(report, done)
     _emit(out, summary)
-    return 1 if report.count("failed") or done is False else 0
+    return RUNTIME_FAILURE if report.count("failed") or done is False else 0  # not done in time
 
 
 def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
@@ -246,7 +247,7 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
         return through_api
     settings = _authorized(args)
     if args.since is None and args.from_seq is None:
-        raise EventrayError("give the range's start: --since ISO or --from-seq N")
+        raise InvalidInput("give the range's start: --since ISO or --from-seq N")
     request = ReplayRequest(
         org_id=args.org_id,
         since_ms=_ms(args.since),
@@ -270,7 +271,7 @@ def cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     report, done = _run(settings, work)
     summary = replay_summary(report, done)
     _emit(out, summary)
-    return 1 if done is False else 0
+    return RUNTIME_FAILURE if done is False else 0  # not processed within --wait
 
 
 def _who() -> str:

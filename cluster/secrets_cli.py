@@ -23,9 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from eventray.cluster.arg_types import DATA_DIR_HELP
 from eventray.cluster.manage_cli import _admin_token, _emit, _settings
 from eventray.cluster.manage_cli import api_client as _client
-from eventray.pipeline.errors import EventrayError
+from eventray.pipeline.errors import InvalidInput
 from eventray.pipeline.management import LOCAL, EntityService, Scope
 from eventray.pipeline.management.secrets import SecretService, secret_view
 from eventray.pipeline.secret_crypto import generate_key
@@ -62,14 +63,14 @@ def _value(args: argparse.Namespace) -> str:
     elif args.from_env:
         text = os.environ.get(args.from_env, "")
         if not text:
-            raise EventrayError(f"the variable {args.from_env} is not set or empty")
+            raise InvalidInput(f"the variable {args.from_env} is not set or empty")
     elif sys.stdin.isatty():
         text = getpass.getpass(f"value of {args.name} (not shown): ")
     else:
         text = sys.stdin.read()
     text = text.removesuffix("\n").removesuffix("\r")
     if not text:
-        raise EventrayError("no value: give it on standard input, --value-file or --from-env")
+        raise InvalidInput("no value: give it on standard input, --value-file or --from-env")
     return text
 
 
@@ -122,10 +123,10 @@ def add_secrets_commands(commands: Any) -> None:
     secrets = commands.add_parser(
         "secrets", help="per-organization secrets of {{secrets.NAME}} (write-only)"
     )
-    actions = secrets.add_subparsers(dest="action", required=True)
+    actions = secrets.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--data-dir")
+        parser.add_argument("--data-dir", help=DATA_DIR_HELP)
         parser.add_argument(
             "--token",
             help="an API token (ert_..., default $EVENTRAY_API_TOKEN) to go through the running "
@@ -146,15 +147,16 @@ def add_secrets_commands(commands: Any) -> None:
     common(put)
 
     delete = actions.add_parser("delete", help="delete a secret")
-    delete.add_argument("org")
-    delete.add_argument("name")
+    delete.add_argument("org", help="the organization's id")
+    delete.add_argument("name", help="the secret's name")
     common(delete)
 
     for name, what in (("list", "the secrets (names, flags, times; never values)"),
                        ("changes", "who changed which secret when (never values)")):  # fmt: skip
         listing = actions.add_parser(name, help=what)
         listing.add_argument("--org", help="this organization's")
-        listing.add_argument("--children", dest="include_children", action="store_true")
+        listing.add_argument("--children", dest="include_children", action="store_true",
+                             help="with --org: its descendant organizations' too")  # fmt: skip
         common(listing)
 
     rotate = actions.add_parser(
@@ -162,7 +164,7 @@ def add_secrets_commands(commands: Any) -> None:
         help="re-seal every secret with EVENTRAY_SECRETS__KEY, opening the older ones with "
         "EVENTRAY_SECRETS__PREVIOUS_KEY (on the data directory, as the local admin)",
     )
-    rotate.add_argument("--data-dir")
+    rotate.add_argument("--data-dir", help=DATA_DIR_HELP)
     rotate.add_argument("--token", help="the data directory's admin token")
     rotate.set_defaults(handler=cmd_secrets)
 

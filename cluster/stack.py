@@ -35,7 +35,7 @@ from eventray.cluster.wiring import Endpoints, Wiring
 from eventray.config.settings import Settings
 from eventray.pipeline.balance import Move, RateMeter, plan_move
 from eventray.pipeline.catalog import build_catalog
-from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
+from eventray.pipeline.errors import ConfigError, ConfigIssue, Unavailable
 from eventray.pipeline.lane import Abandoned
 from eventray.pipeline.loader import entity_from_dict
 
@@ -64,7 +64,7 @@ API_PORT_VARIABLE = "EVENTRAY_API__PORT"
 _log = logging.getLogger(__name__)
 
 
-class PortTakenError(EventrayError):
+class PortTakenError(Unavailable):
     """A port the stack must listen on is in use by another process."""
 
     def __init__(self, port: int, variable: str) -> None:

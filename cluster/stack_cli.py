@@ -9,6 +9,7 @@ import math
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -16,8 +17,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 
 from eventray.cluster.demo import SAMPLE_TENANT
+from eventray.cluster.progress import Progress
+from eventray.cluster.table import wants_table, write_table
 from eventray.config.settings import Settings, load_settings
-from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
+from eventray.pipeline.errors import ConfigError, ConfigIssue, InvalidInput, Unavailable
 from eventray.pipeline.loader import entity_from_dict, read_documents
 
 if TYPE_CHECKING:
@@ -200,6 +203,12 @@ def cmd_apply(args: argparse.Namespace, out: TextIO) -> int:
             "", "", None, None, settings.data_dir / "config", settings.mongodb_url, None
         )
     revision = apply_documents(Wiring(settings, endpoints), documents, notify=info is not None)
+    if wants_table(args.output_format, out):
+        kinds = Counter(str(doc.get("kind")) for doc in documents)
+        write_table(out, ("kind", "applied"), sorted(kinds.items()))
+        out.write(f"store revision {revision}; running stack "
+                  f"{'notified' if info is not None else 'not running'}\n")  # fmt: skip
+        return 0
     out.write(
         orjson.dumps(
             {
@@ -221,12 +230,19 @@ def _attach(settings: Settings) -> Any:
 
     info = read_stack_info(settings.data_dir)
     if info is None:
-        raise EventrayError(
+        raise Unavailable(
             f"no running stack found in {settings.data_dir} (start one with eventray up)"
         )
     keep_ray_on_loopback()
     use_saved_ray_token()
-    ray.init(address=info.ray_address, namespace=NAMESPACE, log_to_driver=False)
+    try:
+        ray.init(address=info.ray_address, namespace=NAMESPACE, log_to_driver=False)
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError...: all mean "not up"
+        lines = str(exc).strip().splitlines()
+        raise Unavailable(
+            f"the stack's Ray at {info.ray_address} does not answer: "
+            f"{lines[0] if lines else type(exc).__name__}"
+        ) from exc
     return ray
 
 
@@ -262,7 +278,7 @@ def _catalog(settings: Settings) -> Any:
 
     info = read_stack_info(settings.data_dir)
     if info is None:
-        raise EventrayError(
+        raise Unavailable(
             f"no running stack found in {settings.data_dir} (start one with eventray up)"
         )
     config = Wiring(settings, info.endpoints_obj()).config_store()
@@ -408,7 +424,7 @@ def cmd_events_story(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         ray.shutdown()
     if story is None:
-        raise EventrayError(f"nothing stored for event tracker id {args.event_tracker_id!r}")
+        raise InvalidInput(f"nothing stored for event tracker id {args.event_tracker_id!r}")
     option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if args.pretty else 0)
     out.write(orjson.dumps(story.to_dict(), default=str, option=option).decode() + "\n")
     return 0
@@ -422,7 +438,7 @@ def _when(text: str | None) -> Any:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise EventrayError(f"not an ISO-8601 time: {text!r}") from exc
+        raise InvalidInput(f"not an ISO-8601 time: {text!r}") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -564,7 +580,7 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
     from eventray.pipeline.catalog import load_catalog
     from eventray.testing.mail_sink import MailSink
     from eventray.testing.sink import WebhookSink
-    from eventray.testing.traffic import post_traffic
+    from eventray.testing.traffic import TrafficResult, post_traffic
 
     settings = _allow_demo_sinks(_free_ports_unless_set(_settings(args)))
     with WebhookSink() as sink, MailSink() as mail:
@@ -594,10 +610,13 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
             )
             out.flush()
 
-            def progress(_: object) -> None:
+            shown = Progress(out, total=args.events)
+
+            def progress(traffic: TrafficResult) -> None:
                 stack.supervise()
-                out.write(_status_line(stack.status(), started) + "\n")
-                out.flush()
+                lanes = stack.status()["lanes"]
+                shown.update(sent=traffic.sent, stored=sum(lane["events"] for lane in lanes),
+                             failed=sum(lane["failed"] for lane in lanes))  # fmt: skip
 
             devices = _mqtt_devices(stack, catalog, max(1, args.events // 20))
             traffic = post_traffic(
@@ -607,6 +626,8 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
                 device.join(60)
             stack.wait_idle(timeout_s=120)
             status = stack.status()
+            shown.done(sent=traffic.sent, stored=sum(lane["events"] for lane in status["lanes"]),
+                       failed=sum(lane["failed"] for lane in status["lanes"]))  # fmt: skip
             out.write(_status_line(status, started) + "\n")
             out.write(
                 f"\ningress answers: {dict(traffic.answers)}; {traffic.sent} events posted in "
@@ -623,8 +644,8 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
             for title, sql in SUMMARY_QUERIES.items():
                 rows = ray.get(store.select.remote(sql.format(db=database)))
                 out.write(f"\n{title}:\n")
-                for row in rows:
-                    out.write("  " + "  ".join(f"{v}" for v in row.values()) + "\n")
+                headers = list(rows[0]) if rows else ["(none)"]
+                write_table(out, headers, [list(row.values()) for row in rows], indent="  ")
             out.write(
                 f"\nthe webhook sink received {len(sink.requests)} requests, "
                 f"the SMTP sink {len(mail.mails)} emails\n"

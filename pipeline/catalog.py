@@ -23,7 +23,7 @@ from eventray.pipeline.errors import (
     ScriptError,
     TemplateRenderError,
 )
-from eventray.pipeline.loader import entity_from_dict, read_entities
+from eventray.pipeline.loader import entity_from_dict, issue_at, read_entities
 from eventray.pipeline.models import (
     Asset,
     AssetTemplate,
@@ -162,7 +162,7 @@ class _Builder:
             self.sources[(kind, entity.id)] = source
 
     def issue(self, source: str, path: str, reason: str, entity: Entity) -> None:
-        self.issues.append(ConfigIssue(source, path, reason, type(entity).__name__, entity.id))
+        self.issues.append(issue_at(source, path, reason, type(entity).__name__, entity.id))
 
     def flag(self, entity: Entity, path: str, reason: str) -> None:
         self.issue(self.sources[(type(entity).__name__, entity.id)], path, reason, entity)
@@ -368,8 +368,8 @@ def template_script_issues(template: AssetTemplate, source: str) -> list[ConfigI
         fields = {"decode": "scriptProcessor", "validate": "scriptValidator",
                   "transform": "scriptConversion"}  # fmt: skip
         where = f" (line {exc.line})" if exc.line is not None else ""
-        return [ConfigIssue(source, fields.get(exc.stage, exc.stage), f"{exc.message}{where}",
-                            "AssetTemplate", template.id)]  # fmt: skip
+        return [issue_at(source, fields.get(exc.stage, exc.stage), f"{exc.message}{where}",
+                         "AssetTemplate", template.id)]  # fmt: skip
     return []
 
 

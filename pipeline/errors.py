@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "ConfigIssue",
     "EventrayError",
+    "InvalidInput",
     "InvalidQuery",
     "PermanentError",
     "RetryableError",
@@ -23,7 +24,10 @@ __all__ = [
     "SettingsError",
     "StateStoreError",
     "TemplateRenderError",
+    "Unavailable",
+    "UnknownId",
     "UnknownOrganization",
+    "suggestion",
 ]
 
 
@@ -54,18 +58,70 @@ class RetryableError(EventrayError):
         self.retry_after_s = retry_after_s
 
 
+class InvalidInput(PermanentError):
+    """What a user gave cannot be used as it is: an argument value, an input file's content,
+    a token. The command line exits 1 for these (and every other permanent error), 2 for what
+    argparse refuses, 3 for a :class:`RetryableError`."""
+
+
+class UnknownId(InvalidInput):
+    """An id names nothing: the answer lists the valid ids (the nearest first), so the user
+    can pick one instead of guessing.
+
+    Args:
+        what: what the id should name (``template``, ``Asset``).
+        given: the id given.
+        valid: the ids that exist in the caller's scope.
+        where: where they were looked up (a file, ``in organization x``), if it helps.
+        shown: at most this many are listed (a tenant may have thousands).
+    """
+
+    def __init__(
+        self, what: str, given: str, valid: list[str], *, where: str = "", shown: int = 10
+    ) -> None:
+        self.what, self.given, self.valid = what, given, sorted(valid)
+        super().__init__(f"unknown {what} {given!r}{' ' + where if where else ''}; "
+                         + suggestion(given, self.valid, shown=shown))  # fmt: skip
+
+
+def suggestion(given: str, valid: list[str], *, shown: int = 10) -> str:
+    """``did you mean a, b? valid: a, b, c (and 7 more)``: the nearest ids first, the list
+    bounded by ``shown`` (a tenant may have thousands of assets)."""
+    import difflib
+
+    valid = sorted(valid)
+    if not valid:
+        return "there are none"
+    near = [v for v in valid if given and given.casefold() in v.casefold()][:3]  # a prefix, a part
+    near += [v for v in difflib.get_close_matches(given, valid, n=3, cutoff=0.6) if v not in near]
+    near = near[:3]
+    head = f"did you mean {', '.join(near)}? " if near else ""
+    listed = ", ".join(valid[:shown])
+    more = f" (and {len(valid) - shown} more)" if len(valid) > shown else ""
+    return f"{head}valid: {listed}{more}"
+
+
+class Unavailable(RetryableError):
+    """A server, the running stack or its API cannot be reached, or did not answer in time.
+    The same command may succeed once it is up; the command line exits 3."""
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
-    """One problem in one entity: where it is, which field, and why."""
+    """One problem in one entity: where it is, which field, and why. ``line`` and ``column``
+    (1-based, 0 when unknown) point into the source file, at the field when the file is YAML,
+    so the message reads ``file:line:column`` as compilers print it and editors jump to it."""
 
     source: str
     path: str
     reason: str
     kind: str = ""
     entity_id: str = ""
+    line: int = 0
+    column: int = 0
 
     def __str__(self) -> str:
-        where = self.source
+        where = f"{self.source}:{self.line}:{self.column}" if self.line else self.source
         if self.kind or self.entity_id:
             where += f" [{self.kind} {self.entity_id}]".replace(" ]", "]")
         field_path = f" at {self.path}" if self.path else ""

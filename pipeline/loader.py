@@ -21,8 +21,10 @@ from eventray.pipeline.models import ENTITY_KINDS, Entity
 
 __all__ = [
     "SCRIPT_FIELDS",
+    "DocumentSource",
     "checked_documents",
     "entity_from_dict",
+    "issue_at",
     "read_documents",
     "read_entities",
 ]
@@ -43,37 +45,128 @@ def _files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+class DocumentSource(str):
+    """The file an entity document came from (the string value, as every caller that keeps or
+    prints a source expects), and where in it the document and each of its fields are, so an
+    issue about a field points at that field's line (:meth:`issue`)."""
+
+    line: int
+    column: int
+    fields: dict[str, tuple[int, int]]
+
+    def __new__(
+        cls, file: str, line: int, column: int, fields: dict[str, tuple[int, int]]
+    ) -> DocumentSource:
+        self = super().__new__(cls, file)
+        self.line, self.column, self.fields = line, column, fields
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return str, (str(self),)  # a pickled copy (into a Ray actor) is the plain file name
+
+    def mark(self, path: str) -> tuple[int, int]:
+        """``(line, column)`` of the field at ``path`` (``when.items[0].value``), of its
+        nearest enclosing field, or of the document."""
+        while path:
+            if path in self.fields:
+                return self.fields[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return self.line, self.column
+
+
+def issue_at(
+    source: str, path: str, reason: str, kind: str = "", entity_id: str = ""
+) -> ConfigIssue:
+    """A :class:`ConfigIssue`, with the field's line and column when ``source`` knows them."""
+    line, column = source.mark(path) if isinstance(source, DocumentSource) else (0, 0)
+    return ConfigIssue(str(source), path, reason, kind, entity_id, line, column)
+
+
+def _field_marks(node: yaml.Node, prefix: str, out: dict[str, tuple[int, int]]) -> None:
+    """``field path -> (line, column)`` of each key (or list item) under ``node``."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                path = f"{prefix}.{key.value}" if prefix else str(key.value)
+                out[path] = (key.start_mark.line + 1, key.start_mark.column + 1)
+                _field_marks(value, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            path = f"{prefix}[{index}]"
+            out[path] = (item.start_mark.line + 1, item.start_mark.column + 1)
+            _field_marks(item, path, out)
+
+
+def _yaml_documents(text: str, file: str) -> list[tuple[Any, list[str]]]:
+    """Each document of a YAML stream, with the source of each entity in it (one for a
+    mapping, one per item for a list)."""
+    loader = yaml.SafeLoader(text)
+    out: list[tuple[Any, list[str]]] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                break
+            doc = loader.construct_document(node)
+            items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+            sources: list[str] = []
+            for item in items:
+                fields: dict[str, tuple[int, int]] = {}
+                _field_marks(item, "", fields)
+                mark = item.start_mark
+                sources.append(DocumentSource(file, mark.line + 1, mark.column + 1, fields))
+            out.append((doc, sources))
+    finally:
+        loader.dispose()
+    return out
+
+
+def _parse_problem(file: str, exc: Exception) -> ConfigIssue:
+    """A syntax error at its line and column, and what is wrong there."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        context = f" ({exc.context})" if exc.context else ""
+        mark = exc.problem_mark
+        return ConfigIssue(file, "", f"YAML syntax: {exc.problem}{context}",
+                           line=mark.line + 1, column=mark.column + 1)  # fmt: skip
+    if isinstance(exc, orjson.JSONDecodeError):
+        return ConfigIssue(file, "", f"JSON syntax: {exc.msg}", line=exc.lineno, column=exc.colno)
+    return ConfigIssue(file, "", f"cannot parse: {exc}".replace("\n", " "))
+
+
 def read_documents(
     paths: Iterable[Path], issues: list[ConfigIssue]
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Every entity document under ``paths`` with the file it came from."""
+    """Every entity document under ``paths`` with where it came from: ``file:line:column`` of
+    the file, a :class:`DocumentSource` that knows the document's lines when it is YAML."""
     docs: list[tuple[str, dict[str, Any]]] = []
     for file in _files(paths):
         source = str(file)
         try:
             text = file.read_text()
             if file.suffix == ".json":
-                loaded: list[Any] = [orjson.loads(text)]
+                loaded: list[tuple[Any, list[str]]] = [(orjson.loads(text), [])]
             else:
-                loaded = list(yaml.safe_load_all(text))
+                loaded = _yaml_documents(text, source)
         except FileNotFoundError:
             issues.append(ConfigIssue(source, "", "no such file"))
             continue
         except (orjson.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
-            issues.append(ConfigIssue(source, "", f"cannot parse: {exc}".replace("\n", " ")))
+            issues.append(_parse_problem(source, exc))
             continue
-        for doc in loaded:
+        for doc, sources in loaded:
             items = doc if isinstance(doc, list) else [doc]
             for index, item in enumerate(items):
+                where = sources[index] if index < len(sources) else source
                 if item is None:
                     continue
                 if not isinstance(item, dict):
-                    where = f"[{index}]" if isinstance(doc, list) else ""
-                    issues.append(ConfigIssue(source, where, "an entity must be a mapping"))
+                    at = f"[{index}]" if isinstance(doc, list) else ""
+                    issues.append(issue_at(where, at, "an entity must be a mapping"))
                     continue
                 inlined = _inline_script_files(item, file, issues)
                 if inlined is not None:  # else the missing script file was reported
-                    docs.append((source, inlined))
+                    docs.append((where, inlined))
     return docs
 
 
@@ -127,7 +220,7 @@ def entity_from_dict(source: str, doc: dict[str, Any], issues: list[ConfigIssue]
     entity_id = str(doc.get("id", ""))
     model = ENTITY_KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
-        issues.append(ConfigIssue(source, "kind", f"unknown kind {kind!r}; expected one of "
+        issues.append(issue_at(source, "kind", f"unknown kind {kind!r}; expected one of "
                                   f"{', '.join(ENTITY_KINDS)}", str(kind or ""), entity_id))  # fmt: skip
         return None
     try:
@@ -135,9 +228,8 @@ def entity_from_dict(source: str, doc: dict[str, Any], issues: list[ConfigIssue]
     except ValidationError as exc:
         for error in exc.errors():
             reason = error["msg"].removeprefix("Value error, ")
-            issues.append(
-                ConfigIssue(source, _field_path(error["loc"], doc), reason, str(kind), entity_id)
-            )
+            path = _field_path(error["loc"], doc)
+            issues.append(issue_at(source, path, reason, str(kind), entity_id))
         return None
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eventray.pipeline.catalog import build_catalog, template_script_issues
-from eventray.pipeline.errors import ConfigError, ConfigIssue
+from eventray.pipeline.errors import ConfigError, ConfigIssue, suggestion
 from eventray.pipeline.loader import checked_documents, entity_from_dict
 from eventray.pipeline.management.diff import diff
 from eventray.pipeline.management.errors import (
@@ -438,21 +438,29 @@ class EntityService:
     def _visible_item(self, view: ConfigView, scope: Scope, kind: str, entity_id: str) -> Item:
         item = view.item(kind, entity_id)
         if item is None or not view.visible(scope, item):
-            raise NotFound(f"no {kind} {entity_id!r}")
+            raise self._not_found(view, scope, kind, entity_id)
         return item
+
+    @staticmethod
+    def _not_found(view: ConfigView, scope: Scope, kind: str, entity_id: str) -> NotFound:
+        """The answer lists the ids of that kind the caller may see (nearest first, bounded):
+        the same for an id outside the scope as for one that does not exist, so it tells
+        nothing of other tenants."""
+        visible = [item.id for item in view.after(kind, None) if view.visible(scope, item)]
+        return NotFound(f"no {kind} {entity_id!r}; {suggestion(entity_id, visible)}")
 
     def _history(
         self, view: ConfigView, scope: Scope, kind: str, entity_id: str
     ) -> list[EntityChange]:
         item = view.item(kind, entity_id)
         if item is not None and not view.visible(scope, item):
-            raise NotFound(f"no {kind} {entity_id!r}")
+            raise self._not_found(view, scope, kind, entity_id)
         changes = self.store.history(kind, entity_id)
         if item is None:
             last = changes[-1] if changes else None
             doc = (last.before or last.after) if last is not None else None
             if doc is None or not self._was_visible(view, scope, kind, doc):
-                raise NotFound(f"no {kind} {entity_id!r}")
+                raise self._not_found(view, scope, kind, entity_id)
         return changes
 
     @staticmethod

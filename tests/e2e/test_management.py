@@ -75,7 +75,9 @@ def test_an_asset_created_through_the_api_is_processed_by_the_running_lanes(
         "freezer-03", "lora-th-01", "freezer-e2e"
     }  # fmt: skip
     outside = _cli(stack, editor, "get", "asset", "freezer-01")
-    assert outside.returncode == 2 and "404" in outside.stderr
+    assert outside.returncode == 1 and "404" in outside.stderr
+    # the answer names the assets of the token's scope (nearest first), never freezer-01's room
+    assert "valid: freezer-03, freezer-e2e, lora-th-01" in outside.stderr
     edited = tmp_path / "edit.json"
     edited.write_text(json.dumps({**api.get("/assets/freezer-e2e").json(), "kind": "Asset",
                                   "name": "Freezer e2e (renamed)"}))  # fmt: skip

@@ -111,7 +111,7 @@ def test_cli_attaches_to_the_running_stack(stack: Stack, tmp_path: Path) -> None
     broken = tmp_path / "broken.yaml"
     broken.write_text("kind: BusinessRule\nid: br-x\nruleId: no-such-rule\norgId: acme-foods\n")
     refused = _cli(stack, "apply", "-f", str(broken))
-    assert refused.returncode == 2
+    assert refused.returncode == 1
     assert "unknown rule 'no-such-rule'" in refused.stderr
 
 
@@ -130,7 +130,7 @@ def test_apply_needs_the_stack_s_admin_token(stack: Stack, tmp_path: Path) -> No
     )
     before = _stored(stack)
     wrong = _cli(stack, "apply", "-f", str(org), env={"EVENTRAY_ADMIN_TOKEN": "guessed"})
-    assert wrong.returncode == 2
+    assert wrong.returncode == 1
     assert wrong.stderr.startswith("eventray: wrong admin token") and wrong.stderr.count("\n") == 1
     assert _stored(stack) == before  # nothing applied
     token = (stack.settings.data_dir / "admin.token").read_text().strip()

@@ -68,7 +68,15 @@ def test_every_refusal_has_its_status(api: RunningApi) -> None:
     assert (
         api.call("POST", "/assets", viewer, json=asset("x", "alpha-cold-room-1")).status_code == 403
     )
-    assert api.call("GET", "/assets/freezer-03", viewer).status_code == 404
+    outside = api.call("GET", "/assets/freezer-03", viewer)
+    unknown = api.call("GET", "/assets/freezer-3", viewer)
+    assert outside.status_code == unknown.status_code == 404
+    # Both name the assets the token may see, and only those (freezer-03 is another room's):
+    # an id outside the scope reads exactly like one that does not exist.
+    assert outside.json()["error"] == (
+        "no Asset 'freezer-03'; did you mean freezer-02, freezer-01? valid: freezer-01, freezer-02"
+    )
+    assert unknown.json()["error"].endswith("valid: freezer-01, freezer-02")
     assert api.call("GET", "/tokens", editor).status_code == 403
     used = api.call("DELETE", "/route-groups/rg-critical-webhook", editor)
     assert used.status_code == 409

@@ -38,12 +38,12 @@ def stored(data: Path) -> list[str]:
     return [d["id"] for d in json.loads(path.read_text())["documents"]] if path.exists() else []
 
 
-def test_a_wrong_token_applies_nothing_and_exits_2(
+def test_a_wrong_token_applies_nothing_and_exits_1(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ensure_admin_token(data)
     code, _ = apply(data, tmp_path, "--token", "not-the-token")
-    assert code == 2
+    assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("eventray: wrong admin token") and err.count("\n") == 1
     assert "not-the-token" not in err
@@ -55,7 +55,7 @@ def test_a_wrong_token_in_the_environment_is_refused_too(
 ) -> None:
     ensure_admin_token(data)
     monkeypatch.setenv(TOKEN_VARIABLE, "guess")
-    assert apply(data, tmp_path)[0] == 2
+    assert apply(data, tmp_path)[0] == 1
     assert stored(data) == []
 
 

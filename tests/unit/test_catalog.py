@@ -192,9 +192,13 @@ when:
     assert issue.kind == "Rule"
     assert issue.path == "when.items[0].data.items[1].data.operator"
     assert "'greaterThan'" in issue.reason and "'olderThanSeconds'" in issue.reason
+    # file:line:column of the "operator" key in the flow mapping that holds "biggerThan"
+    line = rule.splitlines().index(next(t for t in rule.splitlines() if "biggerThan" in t)) + 1
+    column = rule.splitlines()[line - 1].index("operator") + 1
+    assert (issue.line, issue.column) == (line, column)
     assert str(issue) == (
-        f"{tmp_path / 'rules.yaml'} [Rule r1] at when.items[0].data.items[1].data.operator: "
-        f"{issue.reason}"
+        f"{tmp_path / 'rules.yaml'}:{line}:{column} [Rule r1] at "
+        f"when.items[0].data.items[1].data.operator: {issue.reason}"
     )
 
 
@@ -204,14 +208,21 @@ def test_invalid_yaml(tmp_path: Path) -> None:
     (issue,) = issues
     assert issue.source == str(tmp_path / "broken.yaml")
     assert issue.path == ""  # no field to point at: the file does not parse
-    assert issue.reason.startswith("cannot parse:")
-    assert "line 2" in issue.reason
+    assert issue.reason == (
+        "YAML syntax: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)"
+    )
+    assert (issue.line, issue.column) == (3, 1)  # where the parser gave up: the end
+    assert str(issue).startswith(f"{tmp_path / 'broken.yaml'}:3:1: YAML syntax: ")
 
 
 def test_invalid_json(tmp_path: Path) -> None:
     (issue,) = issues_of(write_tenant(tmp_path, broken_json='{"kind": "Organization",'))
     assert issue.source == str(tmp_path / "broken.json")
-    assert issue.reason.startswith("cannot parse:")
+    assert (issue.reason, issue.line, issue.column) == (
+        "JSON syntax: unexpected end of data",
+        1,
+        25,
+    )
 
 
 def test_unknown_kind(tmp_path: Path) -> None:
@@ -507,3 +518,21 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
         ("routegroups.yaml", "routers[0].trigger.triggerId"),
         ("cycle.yaml", "parentId"),
     }
+
+
+def test_a_document_source_knows_its_fields_lines_and_pickles_as_the_file(tmp_path: Path) -> None:
+    import pickle
+
+    from eventray.pipeline.loader import DocumentSource, read_documents
+
+    file = tmp_path / "two.yaml"
+    file.write_text("kind: Organization\nid: a\n---\n- kind: Rule\n  id: r\n  when:\n"
+                    "    items:\n      - {type: condition, data: {operator: eq}}\n")  # fmt: skip
+    _, (rule, _) = read_documents([file], [])
+    assert isinstance(rule, DocumentSource) and rule == str(file)
+    assert (rule.line, rule.column) == (4, 3)
+    assert rule.mark("when.items[0].data.operator") == (8, 34)
+    assert rule.mark("when.items[0].data.nothing.here") == (8, 27)  # the nearest enclosing
+    assert rule.mark("") == (4, 3)
+    copied = pickle.loads(pickle.dumps(rule))  # into a Ray actor: the plain file name
+    assert type(copied) is str and copied == str(file)

@@ -51,7 +51,7 @@ def test_scripts_run_stage_script_needs_payload_lines(
     assert run(["scripts", "run", str(script), "--input", str(good)]) == (0, [{"doubled": 42}])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"v": 21}\n')
-    assert run(["scripts", "run", str(script), "--input", str(bad)])[0] == 2
+    assert run(["scripts", "run", str(script), "--input", str(bad)])[0] == 1
     assert 'expected {"payload": ...}' in capsys.readouterr().err
 
 
@@ -70,7 +70,7 @@ def test_templates_test_prints_each_stage(tmp_path: Path) -> None:
 def test_templates_test_refuses_ambiguous_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = run(["templates", "test", str(SAMPLES / "tenant/templates.yaml"),
                    "--input", str(SAMPLES / "inputs/freezer-gateway.jsonl")])  # fmt: skip
-    assert code == 2
+    assert code == 1
     assert "choose one with --id" in capsys.readouterr().err
 
 
@@ -111,9 +111,10 @@ def test_validate_reports_problems_with_file_and_field(
     assert run(["validate", str(SAMPLES / "tenant")])[1][0]["businessRules"] == 3
     broken = tmp_path / "rule.yaml"
     broken.write_text("kind: BusinessRule\nid: br\nruleId: nope\norgId: x\ntimezone: Mars/Base\n")
-    assert run(["validate", str(broken)])[0] == 2
+    assert run(["validate", str(broken)])[0] == 1
     err = capsys.readouterr().err
-    assert f"{broken} [BusinessRule br] at timezone: unknown timezone 'Mars/Base'" in err
+    # file:line:column of the field, as compilers print it (editors jump there)
+    assert f"{broken}:5:1 [BusinessRule br] at timezone: unknown timezone 'Mars/Base'" in err
 
 
 def _tenant_with_a_lookbehind(tmp_path: Path) -> tuple[Path, Path]:
@@ -130,6 +131,13 @@ def _tenant_with_a_lookbehind(tmp_path: Path) -> tuple[Path, Path]:
     return tenant, groups
 
 
+def _at(file: Path, needle: str) -> str:
+    """``file:line:column`` (1-based) of the last occurrence of ``needle``."""
+    lines = file.read_text().splitlines()
+    number = max(i for i, text in enumerate(lines) if needle in text)
+    return f"{file}:{number + 1}:{lines[number].rindex(needle) + 1}"
+
+
 REFUSED_LOOKBEHIND = (
     "[RouteGroup rg-labels] at routers[0].match.rules[0].value: operator regex: invalid "
     "pattern '(?<=cold)-room': invalid perl operator: (?<=: lookaround is not supported, "
@@ -141,12 +149,12 @@ def test_validate_refuses_a_pattern_re2_does_not_take(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tenant, groups = _tenant_with_a_lookbehind(tmp_path)
-    assert run(["validate", str(tenant)]) == (2, [])
+    assert run(["validate", str(tenant)]) == (1, [])
     err = capsys.readouterr().err
     assert err.startswith("eventray: 1 configuration problem(s)\n")
-    assert f"  - {groups} {REFUSED_LOOKBEHIND}\n" in err
+    assert f"  - {_at(groups, 'value: ')} {REFUSED_LOOKBEHIND}\n" in err
     # What validate refuses the local demo refuses too, before it runs (no re.error later).
-    assert main(["demo", "--local", "--events", "10", "--config", str(tenant)]) == 2
+    assert main(["demo", "--local", "--events", "10", "--config", str(tenant)]) == 1
     assert REFUSED_LOOKBEHIND in capsys.readouterr().err
 
 
@@ -165,13 +173,13 @@ def test_the_eventray_command_refuses_a_bad_regex_and_a_between_with_one_value(
         [sys.executable, "-m", "eventray.cluster.cli", "validate", str(tenant)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert lines[0].startswith("eventray: ") and lines[0].endswith(" configuration problem(s)")
-    assert f"  - {groups} {REFUSED_LOOKBEHIND}" in lines
+    assert f"  - {_at(groups, 'value: ')} {REFUSED_LOOKBEHIND}" in lines
     assert (
-        f"  - {rules} [Rule high-temp-alert] at when.items[0].data.value: operator between: "
+        f"  - {_at(rules, 'value: {type: literal, value: 5}')} [Rule high-temp-alert] at when.items[0].data.value: operator between: "
         "needs two values (low, high), got 5"
     ) in lines
 
@@ -186,7 +194,7 @@ def test_missing_input_file_is_a_clear_error(capsys: pytest.CaptureFixture[str])
             "/nonexistent.jsonl",
         ]
     )
-    assert code == 2
+    assert code == 1
     assert "/nonexistent.jsonl" in capsys.readouterr().err
 
 
@@ -224,7 +232,7 @@ def test_up_names_a_taken_port_and_the_setting_that_moves_it(
         monkeypatch.setenv("EVENTRAY_MQTT__PORT", "0")
         monkeypatch.setenv("EVENTRAY_API__PORT", "0")
         monkeypatch.setenv(variable, str(port))
-        assert main(["up", "--data-dir", str(data)]) == 2
+        assert main(["up", "--data-dir", str(data)]) == 3
     assert capsys.readouterr().err == (
         f"eventray: port {port} is taken: set {variable} to another port (0 picks a free one)\n"
     )
@@ -266,7 +274,7 @@ def test_a_stream_cap_that_means_nothing_is_refused_before_anything_starts(
 ) -> None:
     data = tmp_path / "data"
     monkeypatch.setenv("EVENTRAY_NATS__MAX_BYTES", value)
-    assert main(["up", "--data-dir", str(data)]) == 2
+    assert main(["up", "--data-dir", str(data)]) == 1
     assert capsys.readouterr().err == (
         "eventray: invalid settings: EVENTRAY_NATS__MAX_BYTES: max_bytes must be -1 (unlimited) "
         f"or at least 64 MiB (67108864 bytes), not {value}\n"

@@ -122,8 +122,8 @@ def test_a_rule_regex_re2_refuses_is_refused_at_load(tmp_path: Path) -> None:
         "operator regex: invalid pattern '^(?!test)': invalid perl operator: (?!: lookaround "
         "is not supported, patterns run in linear time (RE2 syntax)"
     )
-    assert str(issue) == (
-        f"{tmp_path / 'rules.yaml'} [Rule r1] at when.items[1].data.value: {issue.reason}"
+    assert str(issue) == (  # line 17, column 9: the "value:" key of the second condition
+        f"{tmp_path / 'rules.yaml'}:17:9 [Rule r1] at when.items[1].data.value: {issue.reason}"
     )
 
 

@@ -130,8 +130,12 @@ def test_get_answers_not_found_outside_the_scope(service: EntityService) -> None
         service.get(who("alpha-cold-room-1"), "Asset", "freezer-03")
     with pytest.raises(NotFound) as unknown:
         service.get(who("alpha-cold-room-1"), "Asset", "no-such-asset")
-    assert str(outside.value) == "no Asset 'freezer-03'"
-    assert str(unknown.value) == "no Asset 'no-such-asset'"
+    # Both answers list the ids the caller may see, and only those: the same for an id outside
+    # the scope as for one that does not exist, so nothing of another tenant leaks.
+    assert str(outside.value) == (
+        "no Asset 'freezer-03'; did you mean freezer-02, freezer-01? valid: freezer-01, freezer-02"
+    )
+    assert str(unknown.value) == "no Asset 'no-such-asset'; valid: freezer-01, freezer-02"
     org, _ = service.get(who("factory-alpha"), "Organization", "alpha-cold-room-2")
     assert org["pathKey"] == "0001/0001/0001/0001/0001/0002"
 

@@ -461,11 +461,11 @@ def test_cli_sets_lists_deletes_and_rotates_on_the_data_directory(
     lineage = ("alpha-cold-room-2", "alpha-a-floor-1", "factory-alpha", "acme-foods")
     assert layered_secrets(settings, None).for_org(lineage).secret("OPS_TOKEN") == "cli-value-2"
     # a wrong admin token, an unknown organization: refused, nothing written
-    assert run("secrets", "delete", "acme-foods", "OPS_TOKEN", "--token", "guessed", *d)[0] == 2
+    assert run("secrets", "delete", "acme-foods", "OPS_TOKEN", "--token", "guessed", *d)[0] == 1
     assert "wrong admin token" in capsys.readouterr().err
-    assert run("secrets", "set", "nowhere", "X", *d, stdin="v", monkeypatch=monkeypatch)[0] == 2
+    assert run("secrets", "set", "nowhere", "X", *d, stdin="v", monkeypatch=monkeypatch)[0] == 1
     assert "unknown organization 'nowhere'" in capsys.readouterr().err
-    assert run("secrets", "set", "acme-foods", "Y", *d, stdin="\n", monkeypatch=monkeypatch)[0] == 2
+    assert run("secrets", "set", "acme-foods", "Y", *d, stdin="\n", monkeypatch=monkeypatch)[0] == 1
     # a key rotation: the new key current, the old one previous, then rotate-key
     new = generate_key()
     monkeypatch.setenv("EVENTRAY_SECRETS__KEY", new)
@@ -482,7 +482,7 @@ def test_cli_sets_lists_deletes_and_rotates_on_the_data_directory(
     check_secrets(settings)  # everything opens with the new key alone
     assert layered_secrets(settings, None).for_org(lineage).secret("OPS_TOKEN") == "cli-value-2"
     assert run("secrets", "delete", "acme-foods", "OPS_TOKEN", *d)[1]["name"] == "OPS_TOKEN"
-    assert run("secrets", "delete", "acme-foods", "OPS_TOKEN", *d)[0] == 2
+    assert run("secrets", "delete", "acme-foods", "OPS_TOKEN", *d)[0] == 1
     key = run("secrets", "generate-key")[1].strip()
     assert len(parse_key(key)) == 32
 
@@ -494,7 +494,7 @@ def test_cli_without_a_key_says_how_to_give_one(
     d = ("--data-dir", str(data))
     assert run("apply", "-f", str(TENANT), *d)[0] == 0
     code, _ = run("secrets", "set", "acme-foods", "X", *d, stdin="v", monkeypatch=monkeypatch)
-    assert code == 2 and "EVENTRAY_SECRETS__KEY" in capsys.readouterr().err
+    assert code == 1 and "EVENTRAY_SECRETS__KEY" in capsys.readouterr().err
     assert run("secrets", "list", *d)[1] == {"items": []}
 
 
@@ -502,7 +502,7 @@ def test_an_api_token_without_a_running_stack_is_refused(
     data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _ = run("secrets", "list", "--token", "ert_x", "--data-dir", str(data))
-    assert code == 2 and "no stack with a management API runs" in capsys.readouterr().err
+    assert code == 3 and "no stack with a management API runs" in capsys.readouterr().err
 
 
 class _Down(MemorySecretStore):
@@ -538,7 +538,7 @@ def test_up_stops_before_starting_anything_when_the_key_does_not_open_the_store(
     for variable in ("INGRESS", "API", "METRICS", "MQTT"):
         monkeypatch.setenv(f"EVENTRAY_{variable}__PORT", "0")
     monkeypatch.setenv("EVENTRAY_SECRETS__KEY", b64(OTHER_KEY))
-    assert main(["up", "--data-dir", str(data)]) == 2
+    assert main(["up", "--data-dir", str(data)]) == 1
     err = capsys.readouterr().err
     assert "secret 'X' of organization 'acme' was sealed with key" in err
     assert b64(OTHER_KEY) not in err
