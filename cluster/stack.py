@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eventray.cluster.admin_token import ensure_admin_token
+from eventray.cluster.embedded import check_embedded
 from eventray.cluster.raylocal import (
     LocalRay,
     keep_ray_on_loopback,
@@ -53,7 +54,6 @@ __all__ = [
     "read_stack_info",
 ]
 
-NAMESPACE = "eventray"
 _ANSWER_GRACE_S = 3.0  # a lane's drain answers within its deadline plus this, or is cut off
 _SERVICE_STOP_S = 10.0  # the ingress's and the store's own stops (the store flushes its log)
 INGRESS_PORT_VARIABLE = "EVENTRAY_INGRESS__PORT"
@@ -87,6 +87,10 @@ class StackInfo:
     mqtt_url: str = ""
     api_url: str = ""
     """The management API (``/api/v1/manage``); "" when disabled."""
+    namespace: str = "eventray"
+    """The Ray namespace of the stack's actors (``ray.namespace``): what a command attaching
+    to the stack must join to find them by name. The default is what a ``stack.json`` written
+    before the setting existed meant."""
 
     def endpoints_obj(self) -> Endpoints:
         e = dict(self.endpoints)
@@ -240,10 +244,12 @@ class Stack:
         with keep_signal_handlers():
             if address:
                 use_saved_ray_token()
-                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+                ray.init(address=address, namespace=r.namespace, log_to_driver=False)
             else:
                 self._local_ray = start_local_ray(
-                    namespace=NAMESPACE, num_cpus=r.num_cpus, include_dashboard=r.include_dashboard
+                    namespace=r.namespace,
+                    num_cpus=r.num_cpus,
+                    include_dashboard=r.include_dashboard,
                 )
         return str(ray.get_runtime_context().gcs_address)
 
@@ -255,6 +261,7 @@ class Stack:
         return Wiring(self.settings, self.endpoints, dict(self.roles))
 
     def start(self) -> Stack:
+        check_embedded(self.settings)  # before anything starts: what this install lacks
         _check_ports_free(self.settings)
         _check_secrets(self.settings)
         import ray
@@ -339,6 +346,7 @@ class Stack:
             metrics_url=self.metrics_url,
             mqtt_url=self.mqtt_url,
             api_url=self.api_url,
+            namespace=s.ray.namespace,
         )
         # It holds the servers' URLs with their passwords: the owner's alone.
         path = s.data_dir / "stack.json"
