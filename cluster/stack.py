@@ -311,9 +311,11 @@ class Stack:
             )
             for i in range(lanes_n)
         }
-        ingress = IngressActor.options(name="ingress", runtime_env=lean).remote(  # type: ignore[attr-defined]
-            s, wiring.for_role("ingress"), store="store"
-        )
+        # The ingress (and the API) listen on this node too: ``stack.json`` records their URLs
+        # with this node's host, and on Kubernetes one Service on the head pod reaches them.
+        ingress = IngressActor.options(  # type: ignore[attr-defined]
+            name="ingress", runtime_env=lean, scheduling_strategy=here
+        ).remote(s, wiring.for_role("ingress"), store="store")
         self.actors = {
             "store": store,
             "ingress": ingress,
@@ -361,6 +363,7 @@ class Stack:
         import functools
 
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from eventray.actors.api import ApiActor
         from eventray.actors.replay import ReplayActor
@@ -368,7 +371,10 @@ class Stack:
         from eventray.cluster.replaying import stack_replay_service
 
         s = self.settings
-        api = ApiActor.options(name="api", runtime_env=_arrowless()).remote(  # type: ignore[attr-defined]
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        api = ApiActor.options(  # type: ignore[attr-defined]
+            name="api", runtime_env=_arrowless(), scheduling_strategy=here
+        ).remote(
             s, wiring.for_role("api"),
             prepare=functools.partial(hash_documents, cost=s.mqtt.bcrypt_cost),
             ingress_url=self.ingress_url,
