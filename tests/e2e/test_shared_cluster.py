@@ -3,7 +3,8 @@
 One head (``ray start --head`` on free loopback ports, its own temp dir) and two ``eventray up``
 processes attached to it (``EVENTRAY_RAY__ADDRESS``) with their own data directories, free
 ports and namespaces ``a`` and ``b``. Both name their actors ``store``, ``ingress``,
-``lane-0``...: in one namespace the second ``up`` would be refused those names. Each stack
+``lane-0``...: in one namespace the second ``up`` is refused (``ActorAlreadyExistsError``:
+the name ``store`` is taken; this test with one namespace fails that way). Each stack
 processes its own events, and ``eventray status`` and ``events query`` of each (attaching by
 its ``stack.json``) see its own lanes and events only.
 """
