@@ -107,11 +107,17 @@ def test_the_secret_configmap_and_service_are_well_formed() -> None:
     assert service["spec"]["selector"].items() <= labels.items()
     [container] = head["spec"]["containers"]
     named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for name in named:  # an IANA service name, as Kubernetes requires of a port's name
+        assert len(name) <= 15 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
+    # KubeRay's own port names mean Ray's ports: ours must not borrow them
+    kuberay = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080}
+    assert all(named[n] == port for n, port in kuberay.items() if n in named)
     settings = _settings()
     for port in service["spec"]["ports"]:
         assert port["targetPort"] in named
         served = {"ingress": settings.ingress, "api": settings.api, "metrics": settings.metrics}
         assert served[port["name"]].port == named[port["targetPort"]] == port["port"]
+    assert {p["name"] for p in service["spec"]["ports"]} == {"ingress", "api", "metrics"}
 
 
 def _environment() -> dict[str, str]:
