@@ -38,12 +38,37 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[str]:
     """A head's GCS address; every port it opens is a free one, its files in a temp dir of its
-    own (short: Ray's socket paths must fit in 107 bytes)."""
+    own (short: Ray's socket paths must fit in 107 bytes). A second try when the first head
+    gives up starting: on this shared 2-core machine Ray's own start-up deadline can pass
+    under load ("The current node timed out during startup")."""
     temp = Path(tempfile.mkdtemp(prefix="er-ray-", dir="/tmp"))
-    port = free_port()
-    log = temp / "ray-start.log"
+    heads: list[subprocess.Popen[bytes]] = []
+    try:
+        for attempt in range(2):
+            port = free_port()
+            log = temp / f"ray-start-{attempt}.log"
+            head = _start_head(port, temp, log)
+            heads.append(head)
+            wait_until(lambda: _started_or_gone(head, log), timeout_s=90)  # noqa: B023
+            if head.poll() is None and "Ray runtime started" in log.read_text():
+                break
+            _stop_head(heads[-1])
+        else:
+            pytest.fail(f"the Ray head did not come up:\n{log.read_text()[-3000:]}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        for started in heads:
+            _stop_head(started)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _started_or_gone(head: subprocess.Popen[bytes], log: Path) -> bool:
+    return "Ray runtime started" in log.read_text() or head.poll() is not None
+
+
+def _start_head(port: int, temp: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        head = subprocess.Popen(
+        return subprocess.Popen(
             [
                 str(BIN / "ray"),
                 "start",
@@ -71,21 +96,17 @@ def ray_head() -> Iterator[str]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    address = f"127.0.0.1:{port}"
-    try:
-        started = wait_until(lambda: "Ray runtime started" in log.read_text(), timeout_s=90)
-        assert started, f"the Ray head did not come up:\n{log.read_text()[-3000:]}"
-        yield address
-    finally:
+
+
+def _stop_head(head: subprocess.Popen[bytes]) -> None:
+    """The head and every process of its session (the GCS, the raylet, their workers)."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError):  # any of the head's processes left
-            os.killpg(head.pid, signal.SIGKILL)
-        shutil.rmtree(temp, ignore_errors=True)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=60)
+    with contextlib.suppress(ProcessLookupError):  # any of the head's processes left
+        os.killpg(head.pid, signal.SIGKILL)
+    head.wait(timeout=30)
 
 
 def _cli(up: Up, *args: str) -> Any:
@@ -123,7 +144,7 @@ def _stored(up: Up) -> set[str]:
     }
 
 
-@pytest.mark.timeout(420)  # two stacks start on 2 shared cores: ~3 min measured
+@pytest.mark.timeout(600)  # two stacks start on 2 shared cores: 3-4 min measured
 def test_two_stacks_share_one_ray_cluster(ray_head: str, tmp_path: Path) -> None:
     started: list[Up] = []
 
@@ -137,7 +158,11 @@ def test_two_stacks_share_one_ray_cluster(ray_head: str, tmp_path: Path) -> None
                 "EVENTRAY_RAY__NAMESPACE": namespace,
                 "EVENTRAY_PIPELINE__PARTITIONS": str(partitions),
                 "EVENTRAY_PIPELINE__LANES": "1",
-                "EVENTRAY_SCRIPTS__ISOLATE": "false",  # lean: two stacks on 2 shared cores
+                # lean, two stacks on 2 shared cores: the store, the ingress and one lane each
+                "EVENTRAY_SCRIPTS__ISOLATE": "false",
+                "EVENTRAY_API__ENABLED": "false",
+                "EVENTRAY_METRICS__ENABLED": "false",
+                "EVENTRAY_MQTT__ENABLED": "false",
             },
             name=f"up-{namespace}",
         )
@@ -146,8 +171,8 @@ def test_two_stacks_share_one_ray_cluster(ray_head: str, tmp_path: Path) -> None
 
     try:
         a, b = start("a", 2), start("b", 3)
-        a.wait_until_up(timeout_s=180)
-        b.wait_until_up(timeout_s=180)
+        a.wait_until_up(timeout_s=300)  # both start at once: ~1-2 min each, slower under load
+        b.wait_until_up(timeout_s=300)
         for up, namespace in ((a, "a"), (b, "b")):
             assert json.loads((up.data_dir / "stack.json").read_text())["namespace"] == namespace
         sent: dict[str, set[str]] = {
