@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eventray.cluster.admin_token import ensure_admin_token
+from eventray.cluster.embedded import check_embedded
 from eventray.cluster.raylocal import (
     LocalRay,
     keep_ray_on_loopback,
@@ -53,7 +54,6 @@ __all__ = [
     "read_stack_info",
 ]
 
-NAMESPACE = "eventray"
 _ANSWER_GRACE_S = 3.0  # a lane's drain answers within its deadline plus this, or is cut off
 _SERVICE_STOP_S = 10.0  # the ingress's and the store's own stops (the store flushes its log)
 INGRESS_PORT_VARIABLE = "EVENTRAY_INGRESS__PORT"
@@ -87,6 +87,10 @@ class StackInfo:
     mqtt_url: str = ""
     api_url: str = ""
     """The management API (``/api/v1/manage``); "" when disabled."""
+    namespace: str = "eventray"
+    """The Ray namespace of the stack's actors (``ray.namespace``): what a command attaching
+    to the stack must join to find them by name. The default is what a ``stack.json`` written
+    before the setting existed meant."""
 
     def endpoints_obj(self) -> Endpoints:
         e = dict(self.endpoints)
@@ -240,10 +244,12 @@ class Stack:
         with keep_signal_handlers():
             if address:
                 use_saved_ray_token()
-                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+                ray.init(address=address, namespace=r.namespace, log_to_driver=False)
             else:
                 self._local_ray = start_local_ray(
-                    namespace=NAMESPACE, num_cpus=r.num_cpus, include_dashboard=r.include_dashboard
+                    namespace=r.namespace,
+                    num_cpus=r.num_cpus,
+                    include_dashboard=r.include_dashboard,
                 )
         return str(ray.get_runtime_context().gcs_address)
 
@@ -255,6 +261,7 @@ class Stack:
         return Wiring(self.settings, self.endpoints, dict(self.roles))
 
     def start(self) -> Stack:
+        check_embedded(self.settings)  # before anything starts: what this install lacks
         _check_ports_free(self.settings)
         _check_secrets(self.settings)
         import ray
@@ -304,9 +311,11 @@ class Stack:
             )
             for i in range(lanes_n)
         }
-        ingress = IngressActor.options(name="ingress", runtime_env=lean).remote(  # type: ignore[attr-defined]
-            s, wiring.for_role("ingress"), store="store"
-        )
+        # The ingress (and the API) listen on this node too: ``stack.json`` records their URLs
+        # with this node's host, and on Kubernetes one Service on the head pod reaches them.
+        ingress = IngressActor.options(  # type: ignore[attr-defined]
+            name="ingress", runtime_env=lean, scheduling_strategy=here
+        ).remote(s, wiring.for_role("ingress"), store="store")
         self.actors = {
             "store": store,
             "ingress": ingress,
@@ -339,6 +348,7 @@ class Stack:
             metrics_url=self.metrics_url,
             mqtt_url=self.mqtt_url,
             api_url=self.api_url,
+            namespace=s.ray.namespace,
         )
         # It holds the servers' URLs with their passwords: the owner's alone.
         path = s.data_dir / "stack.json"
@@ -353,6 +363,7 @@ class Stack:
         import functools
 
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from eventray.actors.api import ApiActor
         from eventray.actors.replay import ReplayActor
@@ -360,7 +371,10 @@ class Stack:
         from eventray.cluster.replaying import stack_replay_service
 
         s = self.settings
-        api = ApiActor.options(name="api", runtime_env=_arrowless()).remote(  # type: ignore[attr-defined]
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        api = ApiActor.options(  # type: ignore[attr-defined]
+            name="api", runtime_env=_arrowless(), scheduling_strategy=here
+        ).remote(
             s, wiring.for_role("api"),
             prepare=functools.partial(hash_documents, cost=s.mqtt.bcrypt_cost),
             ingress_url=self.ingress_url,

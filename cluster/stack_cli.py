@@ -226,7 +226,7 @@ def _attach(settings: Settings) -> Any:
     import ray
 
     from eventray.cluster.raylocal import keep_ray_on_loopback, use_saved_ray_token
-    from eventray.cluster.stack import NAMESPACE, read_stack_info
+    from eventray.cluster.stack import read_stack_info
 
     info = read_stack_info(settings.data_dir)
     if info is None:
@@ -235,8 +235,9 @@ def _attach(settings: Settings) -> Any:
         )
     keep_ray_on_loopback()
     use_saved_ray_token()
+    # The namespace the stack recorded, not this command's setting: the file names the stack.
     try:
-        ray.init(address=info.ray_address, namespace=NAMESPACE, log_to_driver=False)
+        ray.init(address=info.ray_address, namespace=info.namespace, log_to_driver=False)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError...: all mean "not up"
         lines = str(exc).strip().splitlines()
         raise Unavailable(

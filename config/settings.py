@@ -7,6 +7,7 @@ Environment variables use the prefix ``EVENTRAY_`` and ``__`` between levels, e.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -52,6 +53,8 @@ __all__ = [
 _MIB = 1024 * 1024
 _GIB = 1024 * _MIB
 _MIN_STREAM_MIB = 64
+_NAMESPACE_MAX = 63
+_NAMESPACE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
 JWKS_ALLOW_SETTING = "ingress.jwks_allow_networks"
 
 
@@ -456,9 +459,35 @@ class SecretsSettings(_Section):
 
 
 class RaySettings(_Section):
+    """Where the actors run. ``namespace`` holds the stack's named actors (``store``,
+    ``ingress``, ``lane-0``...): two stacks with different namespaces share one Ray cluster
+    without finding each other's actors, and every command that attaches to a running stack
+    uses the namespace its ``stack.json`` records."""
+
     address: str | None = Field(default=None, description="None: start a local Ray")
     num_cpus: PositiveInt | None = None
     include_dashboard: bool = False
+    namespace: str = Field(
+        default="eventray",
+        description=(
+            "the Ray namespace of this stack's actors; one per stack sharing a cluster "
+            "(letters, digits, '-', '_' and '.', starting with a letter or digit, at most "
+            f"{_NAMESPACE_MAX} characters)"
+        ),
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _ray_namespace(cls, value: str) -> str:
+        """Ray takes any non-empty string; this is narrower, so a namespace is also usable as
+        a Kubernetes label value and in a file name, and is never one of Ray's own
+        (``_ray_internal_...``)."""
+        if not _NAMESPACE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a usable Ray namespace: 1-{_NAMESPACE_MAX} of letters, "
+                "digits, '-', '_' and '.', starting and ending with a letter or digit"
+            )
+        return value
 
 
 class MetricsSettings(_Section):
