@@ -34,7 +34,7 @@ def test_up_without_chdb_names_the_extra_and_the_setting(tmp_path: Path) -> None
         timeout=60,
         cwd=REPO,
     )
-    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.returncode == 1, result.stderr[-2000:]
     [line] = result.stderr.splitlines()
     assert line.startswith("eventray: the embedded event store (chDB and pyarrow) is not installed")
     assert "pip install 'eventray[embedded]'" in line
