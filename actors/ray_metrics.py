@@ -3,7 +3,7 @@
 Ray's dashboard agent on every node serves the metrics its workers record on the node's
 ``MetricsExportPort`` (Prometheus text, names prefixed ``ray_``): what a KubeRay
 ``PodMonitor`` scrapes and Ray's Grafana dashboards read. The driver's ``/metrics``
-(:mod:`eventray.cluster.metrics`) stays for a plain Prometheus next to a single stack; these
+(``cluster/metrics.py``) stays for a plain Prometheus next to a single stack; these
 cover a cluster, where the driver may be a finished job.
 
 Recorded where the counts live, at batch level: :class:`LaneMetrics` is the lane's
