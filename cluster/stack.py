@@ -349,6 +349,12 @@ class Stack:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(asdict(info), indent=2))
+        _log.info(
+            "stack started: %d lanes, %d partitions",
+            len(self.lanes()),
+            s.pipeline.partitions,
+            extra={"ingress": self.ingress_url, "dashboard": self.dashboard_url},
+        )
         return self
 
     def _start_api(self, wiring: Wiring) -> None:
@@ -603,6 +609,7 @@ class Stack:
         self.services = []
         self._forget_info()
         report.seconds = time.monotonic() - started
+        _log.info("stack stopped in %.1f s", report.seconds)
         return report
 
     def _stop_actors(self, *, drain: bool, report: StopReport) -> None:
