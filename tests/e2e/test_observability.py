@@ -217,13 +217,13 @@ def test_a_stuck_lane_is_reported_and_holds_up_no_status_or_scrape(
     try:
         started = time.monotonic()
         status = stack.status()
-        assert time.monotonic() - started < timeout_s + 3
+        assert time.monotonic() - started < timeout_s + 15  # bounded, not waiting for it
         assert list(status["unanswered"]) == ["lane-0"] and status["lanes"] == []
         assert "no answer within" in status["unanswered"]["lane-0"]
         assert status["store"] and status["ingress"]  # the others still answered
         started = time.monotonic()
         scrape = _get(stack.metrics_url, timeout_s=30)
-        assert time.monotonic() - started < timeout_s + 3
+        assert time.monotonic() - started < timeout_s + 15  # bounded, not waiting for it
         assert total(scrape, "eventray_actor_unanswered", 'actor="lane-0"') == 1
         answer = _cli(stack, "--json")
         assert answer.returncode == 0, answer.stderr

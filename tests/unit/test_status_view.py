@@ -10,7 +10,7 @@ from prometheus_client.registry import CollectorRegistry
 from rich.console import Console
 
 from eventray.cluster.metrics import StackCollector
-from eventray.cluster.status_view import Frame, print_once, render
+from eventray.cluster.status_view import Frame, print_once, render, watch
 
 
 def lane(name: str, partitions: list[int], events: int, **more: Any) -> dict[str, Any]:
@@ -83,3 +83,24 @@ def test_the_scrape_marks_actors_that_did_not_answer() -> None:
     assert registry.get_sample_value("eventray_actor_unanswered", {"actor": "lane-0"}) == 0.0
     assert registry.get_sample_value("eventray_lane_events_total", {"lane": "0,1"}) == 10.0
     assert registry.get_sample_value("eventray_lane_events_total", {"lane": "2,3"}) is None
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_live_view_refreshes_until_ctrl_c_and_ends_quietly() -> None:
+    out = Terminal()
+    taken: list[int] = []
+
+    def take() -> dict[str, Any]:
+        taken.append(1)
+        if len(taken) == 4:
+            raise KeyboardInterrupt  # Ctrl-C while a frame is being taken
+        return snapshot(len(taken) * 1000)
+
+    watch(take, out, interval_s=0.01)
+    assert len(taken) == 4  # three frames shown, the fourth interrupted
+    shown = out.getvalue()
+    assert "events 6,000" in shown and "/s)" in shown  # the third frame, with a rate
