@@ -66,6 +66,8 @@ def _status_line(status: dict[str, Any], started: float) -> str:
         f"dlq {failed:>5}  lag {lag:>6}  p99 {p99:>7.1f} ms  "
         f"triggers ok {status['triggers']['delivered']} failed {status['triggers']['failed']}"
     )
+    if status.get("unanswered"):
+        line += f"\n  NOT ANSWERING (stuck or restarting): {', '.join(status['unanswered'])}"
     ingress = status.get("ingress", {})
     if ingress.get("stream_drops"):
         line += (

@@ -104,3 +104,11 @@ def test_the_live_view_refreshes_until_ctrl_c_and_ends_quietly() -> None:
     assert len(taken) == 4  # three frames shown, the fourth interrupted
     shown = out.getvalue()
     assert "events 6,000" in shown and "/s)" in shown  # the third frame, with a rate
+
+
+def test_the_status_line_of_up_and_demo_names_actors_that_did_not_answer() -> None:
+    from eventray.cluster.stack_cli import _status_line
+
+    stuck = _status_line(snapshot(10, stuck=True), 0.0).splitlines()
+    assert stuck[1] == "  NOT ANSWERING (stuck or restarting): lane-1"
+    assert len(_status_line(snapshot(10), 0.0).splitlines()) == 1
