@@ -56,7 +56,7 @@ def log_as_actor(settings: Settings | None, fallback: str) -> None:
     """Set up this actor process's logging (see :mod:`eventray.config.logs`); every actor's
     ``__init__`` calls it, so a restarted actor logs the same way. ``None``: the defaults."""
     fmt, level = (settings.log.format, settings.log.level) if settings else ("json", "INFO")
-    configure_logging(component=actor_name(fallback), fmt=fmt, level=level)
+    configure_logging(component=actor_name(fallback), fmt=fmt, level=level, propagate=False)
 
 
 def actor_name(fallback: str) -> str:

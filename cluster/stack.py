@@ -590,6 +590,7 @@ class Stack:
         too). ``drain=False`` skips the draining: after an interrupted start there is nothing
         in flight, and actors still being built would hold the stop for their whole start."""
         started = time.monotonic()
+        running = bool(self.actors or self.services or self._local_ray)
         report = StopReport()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -609,7 +610,8 @@ class Stack:
         self.services = []
         self._forget_info()
         report.seconds = time.monotonic() - started
-        _log.info("stack stopped in %.1f s", report.seconds)
+        if running:  # (a start refused before anything ran has nothing to report)
+            _log.info("stack stopped in %.1f s", report.seconds)
         return report
 
     def _stop_actors(self, *, drain: bool, report: StopReport) -> None:

@@ -62,8 +62,13 @@ def configure_logging(
     component: str,
     fmt: Literal["json", "text"] = "json",
     level: str = "INFO",
+    propagate: bool = True,
 ) -> None:
     """Send the ``eventray`` loggers' records to stderr as ``fmt``, from ``level`` up.
+
+    ``propagate=False`` (the actors) keeps the records from the root logger too, where a
+    handler someone else installed would print each line a second time, in another format;
+    the driver keeps propagating, so an embedding application (or pytest) still sees them.
 
     Idempotent (a restarted actor's ``__init__`` and every CLI call may run it again): the
     handler it installed before is replaced, never doubled. Only the ``eventray`` logger tree
@@ -83,4 +88,4 @@ def configure_logging(
         )
     root.addHandler(handler)
     root.setLevel(level)
-    root.propagate = False  # Ray's worker root handler would print every line a second time
+    root.propagate = propagate

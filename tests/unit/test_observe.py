@@ -133,6 +133,7 @@ def test_configure_logging_is_idempotent_and_writes_the_chosen_format(
             configure_logging(component="driver", fmt=fmt, level="INFO")  # type: ignore[arg-type]
             configure_logging(component="driver", fmt=fmt, level="INFO")  # type: ignore[arg-type]
             assert [h.get_name() for h in root.handlers].count("eventray") == 1
+            assert root.propagate  # the driver's records still reach the root's handlers
             logging.getLogger("eventray.cluster.x").info("hello", extra={"org": "o"})
             logging.getLogger("eventray.cluster.x").debug("not at INFO")
             out = err.getvalue().strip().splitlines()
