@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -18,14 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from eventray.actors.lifecycle import StartOnce
+from eventray.config.logs import configure_logging
 from eventray.config.settings import Settings
 from eventray.pipeline.catalog import Catalog, catalog_from_store
 from eventray.pipeline.ports import Adapters, Stream
 
-__all__ = ["NO_ARROW", "SETUP_HOOK", "ActorHost", "forgo_arrow"]
+__all__ = ["NO_ARROW", "SETUP_HOOK", "ActorHost", "actor_name", "forgo_arrow", "log_as_actor"]
 
 T = TypeVar("T")
 
+_log = logging.getLogger(__name__)
 _DISCONNECT_S = 2.0  # a drained actor's wait for its stream connection to close
 
 SETUP_HOOK = "eventray.actors.host.forgo_arrow"
@@ -49,6 +52,23 @@ def forgo_arrow() -> None:
         sys.modules.setdefault("pyarrow", None)  # type: ignore[arg-type]
 
 
+def log_as_actor(settings: Settings | None, fallback: str) -> None:
+    """Set up this actor process's logging (see :mod:`eventray.config.logs`); every actor's
+    ``__init__`` calls it, so a restarted actor logs the same way. ``None``: the defaults."""
+    fmt, level = (settings.log.format, settings.log.level) if settings else ("json", "INFO")
+    configure_logging(component=actor_name(fallback), fmt=fmt, level=level, propagate=False)
+
+
+def actor_name(fallback: str) -> str:
+    """This actor's Ray name (``lane-0``, ``ingress``): the ``component`` of its log lines."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_actor_name() or fallback
+    except Exception:  # outside Ray (a host built in a test): the thread name will do
+        return fallback
+
+
 class ActorHost:
     """Base of the eventray actors (not an actor itself: subclasses add ``@ray.remote``).
 
@@ -64,6 +84,7 @@ class ActorHost:
     """
 
     def __init__(self, settings: Settings, adapters: Adapters, *, thread_name: str) -> None:
+        log_as_actor(settings, thread_name)
         self.settings = settings
         self.adapters = adapters
         self.revision = -1
@@ -98,11 +119,13 @@ class ActorHost:
             await self.open(stream, catalog)
             self.revision = revision
             await stream.watch_config(self._changed)
-        except BaseException:
+        except BaseException as exc:
+            _log.warning("start failed, tried again at the next health check: %r", exc)
             await self.close()
             await stream.close()  # the next health check starts from scratch
             raise
         self.stream = stream
+        _log.info("started on config revision %d", self.revision)
 
     async def _changed(self) -> None:
         await self.reload()
@@ -123,6 +146,8 @@ class ActorHost:
     async def _load_and_use(self) -> int:
         catalog, revision = await self.run_sync(self.load_catalog)
         await self.use(catalog)
+        if revision != self.revision:
+            _log.info("config revision %d in use (was %d)", revision, self.revision)
         self.revision = revision
         return revision
 
@@ -134,7 +159,10 @@ class ActorHost:
     async def drain(self, timeout_s: float | None = None) -> dict[str, Any]:
         """Finish the work in hand and disconnect; returns the final status, with what was
         abandoned under ``abandoned`` (see :meth:`finish`)."""
+        _log.info("draining (timeout %s s)", timeout_s)
         abandoned = await self.finish(timeout_s)
+        if abandoned:
+            _log.warning("drained with %d batches abandoned, delivered again later", len(abandoned))
         if self.stream is not None:
             stream, self.stream = self.stream, None
             # Past the wait, the process ends anyway and the server drops the connection.

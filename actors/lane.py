@@ -21,16 +21,17 @@ on out-of-memory) and a core of its own, and a pipe is cheaper than an actor cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import ray
 
-from eventray.actors.host import ActorHost
+from eventray.actors.host import ActorHost, actor_name
 from eventray.actors.rules import RuleActorsClient
 from eventray.actors.store import StoreClient
 from eventray.config.settings import Settings
@@ -47,6 +48,9 @@ from eventray.pipeline.storage.rows import RowContext
 from eventray.pipeline.triggers.delivery import Deliverer
 from eventray.pipeline.triggers.dispatcher import TriggerDispatcher
 from eventray.pipeline.triggers.policy import CircuitBreaker, RetryPolicy
+
+if TYPE_CHECKING:
+    from eventray.actors.ray_metrics import LaneMetrics
 
 __all__ = ["LaneActor"]
 
@@ -96,6 +100,8 @@ class LaneActor(ActorHost):
         self._queue: Queue | None = None
         self._dispatcher: TriggerDispatcher | None = None
         self.lane: Lane | None = None
+        self._metrics: LaneMetrics | None = None
+        self._publisher: asyncio.Task[None] | None = None
 
     async def open(self, stream: Stream, catalog: Catalog) -> None:
         scripts, pipeline = self.settings.scripts, self.settings.pipeline
@@ -121,8 +127,13 @@ class LaneActor(ActorHost):
                 catalog=catalog,
                 run_sync=self._run_rules,
             )
+        if self.settings.metrics.ray and self._metrics is None:
+            from eventray.actors.ray_metrics import LaneMetrics
+
+            self._metrics = LaneMetrics(actor_name("lane"))
         batch = BatchPipeline(
             catalog=catalog,
+            observer=self._metrics,
             executor=TemplateExecutor(self._cache),
             rules=rules,
             sink=self._store,
@@ -141,8 +152,11 @@ class LaneActor(ActorHost):
             fetch_timeout_s=pipeline.fetch_timeout_s,
             run_sync=self.run_sync,
             catch_up=self.catch_up,
+            observer=self._metrics,
         )
         self.lane.start()
+        if self._metrics is not None:
+            self._publisher = asyncio.create_task(self._publish(self._metrics))
         triggers = self.settings.triggers
         # Retries with backoff hold a group unacknowledged: the wait covers the longest one.
         self._queue = await stream.queue(
@@ -160,6 +174,21 @@ class LaneActor(ActorHost):
             concurrency=triggers.concurrency,
         )
         self._dispatcher.start()
+
+    async def _publish(self, metrics: LaneMetrics) -> None:
+        """Every ``metrics.ray_interval_s``: the lag of the partitions owned, this lane's
+        gauge and the trigger counters, for Ray's metrics export."""
+        interval = self.settings.metrics.ray_interval_s
+        while True:
+            lane = self.lane
+            if lane is not None:
+                lag: dict[int, int] = {}
+                for partition, source in list(lane.sources.items()):
+                    with contextlib.suppress(Exception):  # the stream is away: next round
+                        lag[partition] = await source.pending()
+                dispatcher = self._dispatcher
+                metrics.publish(lag, dispatcher.status() if dispatcher is not None else {})
+            await asyncio.sleep(interval)
 
     async def _run_rules(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._rules_thread, fn, *args)
@@ -202,6 +231,9 @@ class LaneActor(ActorHost):
         trigger groups abandoned. A head abandoned in the script host holds the worker thread:
         the host's child is killed rather than closed on that thread."""
         abandoned: list[Abandoned] = []
+        if self._publisher is not None:
+            self._publisher.cancel()
+            self._publisher = None
         lane, dispatcher = self.lane, self._dispatcher
         self._dispatcher = None
         stops: list[Awaitable[Any]] = []

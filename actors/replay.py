@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 
+from eventray.actors.host import log_as_actor
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.replay import (
     DeadLetter,
@@ -45,6 +46,7 @@ class ReplayActor:
     """
 
     def __init__(self, open_service: OpenService) -> None:
+        log_as_actor(None, "replay")
         self._open = open_service
         self._stack: contextlib.AsyncExitStack | None = None
         self._service: ReplayService | None = None

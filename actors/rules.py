@@ -9,6 +9,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
+from eventray.actors.host import log_as_actor
 from eventray.config.settings import Settings
 from eventray.pipeline.catalog import Catalog, catalog_from_store
 from eventray.pipeline.clock import SystemClock
@@ -29,6 +30,7 @@ def rule_actor_name(partition: int) -> str:
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class RulePartitionActor:
     def __init__(self, settings: Settings, adapters: Adapters, partition: int) -> None:
+        log_as_actor(settings, f"rules-{partition}")
         self._config = adapters.config_store()
         catalog, self.revision = catalog_from_store(self._config)
         self._partition = RulePartition(

@@ -19,6 +19,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
+from eventray.actors.host import log_as_actor
 from eventray.config.settings import Settings
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.ports import Adapters, RowSink
@@ -40,6 +41,8 @@ class EventStoreActor:
 
     def __init__(self, settings: Settings, adapters: Adapters) -> None:
         from concurrent.futures import ThreadPoolExecutor
+
+        log_as_actor(settings, "store")
 
         # The flusher thread converts and inserts for tens of milliseconds at a time; with
         # Python's default 5 ms switch interval every hand-over of the GIL to the event loop

@@ -81,7 +81,7 @@ def _settings(data: Path, *, partitions: int, lanes: int, batch_size: int = 0) -
         api={"enabled": False},  # the management API is not measured here (its own bench)
         metrics={"enabled": False},
         triggers={"allow_networks": ("127.0.0.1/32",)},  # the sinks listen on loopback
-        ray={"num_cpus": 2},
+        ray={"num_cpus": 2, "include_dashboard": False},  # figures comparable with earlier runs
     )
 
 

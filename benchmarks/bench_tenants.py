@@ -156,7 +156,7 @@ def run(
         mqtt={"port": 0},
         api={"enabled": False},  # the management API is not measured here (its own bench)
         metrics={"enabled": False},
-        ray={"num_cpus": 2},
+        ray={"num_cpus": 2, "include_dashboard": False},  # figures comparable with earlier runs
         triggers={"allow_networks": ["127.0.0.1/32"]},  # the loopback sinks
     )
     phases: list[dict[str, Any]] = []

@@ -365,8 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_format_flag(apply)
     apply.set_defaults(handler=_stack("cmd_apply"))
 
-    status = commands.add_parser("status", help="stages, partitions, lag, events/s, errors")
+    status = commands.add_parser(
+        "status",
+        help="stages, lanes, partitions, lag, events/s, errors: live on a terminal (Ctrl-C ends)",
+    )
     status.add_argument("--data-dir", help=DATA_DIR_HELP)
+    shape = status.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--json", action="store_true", help="print one snapshot as JSON (for scripts)"
+    )
+    shape.add_argument(
+        "--once", action="store_true", help="print one frame and exit (also when not a terminal)"
+    )
     status.set_defaults(handler=_stack("cmd_status"))
 
     events = commands.add_parser("events", help="query stored events").add_subparsers(
@@ -420,12 +430,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_as_driver() -> None:
+    """The driver logs as the actors do (``log`` settings, JSON on stderr by default; the
+    command's own output stays on stdout). Settings that do not load are reported by the
+    command that needs them; logging then keeps the defaults."""
+    from eventray.config.logs import configure_logging
+    from eventray.config.settings import load_settings
+
+    try:
+        log = load_settings().log
+    except EventrayError:
+        configure_logging(component="driver")
+        return
+    configure_logging(component="driver", fmt=log.format, level=log.level)
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Entry point of the ``eventray`` command. An error prints one clear message and exits
     with the code :mod:`eventray.cluster.exit_codes` decides (argparse's usage errors exit 2
     by raising ``SystemExit`` itself)."""
     args = build_parser().parse_args(argv)
     stream = out or sys.stdout
+    _log_as_driver()
     try:
         return int(args.handler(args, stream))
     except KeyboardInterrupt as exc:  # Ctrl-C: what ran was stopped; no traceback

@@ -1,9 +1,10 @@
 """Prometheus metrics of a running stack, served on loopback by the process that runs it.
 
 The actors already count everything (events, failures, stage seconds, lag, answers, rows);
-rather than a second set of counters in every actor, a collector reads those counts through
-:meth:`cluster.stack.Stack.status` on each scrape. A scrape every 15 s costs a handful of actor
-calls; the event path pays nothing.
+a collector reads those counts through :meth:`cluster.stack.Stack.status` on each scrape. A
+scrape every 15 s costs a handful of actor calls; the event path pays nothing. Each actor gets
+``metrics.actor_timeout_s`` to answer, so a stuck one cannot hang the scrape. The same stage
+counts also go to Ray's own metrics export from the lanes (:mod:`eventray.actors.ray_metrics`).
 """
 
 from __future__ import annotations
@@ -99,6 +100,17 @@ class StackCollector(Collector):
             yield CounterMetricFamily(
                 f"eventray_trigger_{key}", f"trigger deliveries {key}", value=triggers.get(key, 0)
             )
+        unanswered = GaugeMetricFamily(
+            "eventray_actor_unanswered",
+            "1 for an actor that did not answer this scrape in time (stuck or restarting); "
+            "its own series are left out of the scrape rather than reported as 0",
+            labels=["actor"],
+        )
+        for actor in s.get("answered", []):
+            unanswered.add_metric([actor], 0.0)
+        for actor in s.get("unanswered", {}):
+            unanswered.add_metric([actor], 1.0)
+        yield unanswered
 
 
 def _lane(lane: dict[str, Any]) -> str:

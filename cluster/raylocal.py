@@ -126,7 +126,9 @@ class LocalRay:
             self._reaper = None
 
 
-def start_local_ray(*, namespace: str, num_cpus: int | None, include_dashboard: bool) -> LocalRay:
+def start_local_ray(
+    *, namespace: str, num_cpus: int | None, include_dashboard: bool, dashboard_port: int = 0
+) -> LocalRay:
     """Start a lean local head on 127.0.0.1 and connect this process to it.
 
     The head is started the way ``ray.init`` starts one (a ``ray._private.node.Node``, as
@@ -134,17 +136,24 @@ def start_local_ray(*, namespace: str, num_cpus: int | None, include_dashboard: 
     version's internals differ, it falls back to a plain ``ray.init``, which only costs the
     two extra processes. Ray ties the head's processes to this one; a reaper (see
     :mod:`~eventray.cluster.services.reaper`) ends the rest if this process is killed.
+
+    The dashboard (``include_dashboard``) listens on 127.0.0.1:``dashboard_port`` (0: a free
+    port). Ray's metrics export (the dashboard agent's Prometheus endpoint, ``MetricsExportPort``
+    of ``ray.nodes()``) runs with or without it.
     """
     reaper = start_reaper()
     try:
-        return LocalRay(_start_head(namespace, num_cpus, include_dashboard), reaper)
+        port = dashboard_port or free_port()
+        return LocalRay(_start_head(namespace, num_cpus, include_dashboard, port), reaper)
     except BaseException:  # failed or interrupted half-way: end what the head started
         if reaper is not None:
             reaper.reap()
         raise
 
 
-def _start_head(namespace: str, num_cpus: int | None, include_dashboard: bool) -> Any | None:
+def _start_head(
+    namespace: str, num_cpus: int | None, include_dashboard: bool, dashboard_port: int
+) -> Any | None:
     """The head's node (None when started by the fallback ``ray.init``)."""
     import ray
 
@@ -160,6 +169,8 @@ def _start_head(namespace: str, num_cpus: int | None, include_dashboard: bool) -
             "node_ip_address": "127.0.0.1",
             "num_cpus": num_cpus,
             "include_dashboard": include_dashboard,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": dashboard_port,
             "no_monitor": True,
             "include_log_monitor": False,
             # Not Ray's fixed 52365: two stacks (or a stack and `ray start`) on one machine
@@ -176,6 +187,8 @@ def _start_head(namespace: str, num_cpus: int | None, include_dashboard: bool) -
             namespace=namespace,
             num_cpus=num_cpus,
             include_dashboard=include_dashboard,
+            dashboard_host="127.0.0.1",
+            dashboard_port=dashboard_port,
             log_to_driver=False,
             _node_ip_address="127.0.0.1",
             _system_config=dict(_LEAN_SYSTEM_CONFIG),

@@ -32,6 +32,7 @@ from eventray.cluster.raylocal import (
     use_saved_ray_token,
 )
 from eventray.cluster.roles import VALKEY_USERS, Role, nats_roles, role_endpoints
+from eventray.cluster.status_gather import gather_status, lane_triggers
 from eventray.cluster.wiring import Endpoints, Wiring
 from eventray.config.settings import Settings
 from eventray.pipeline.balance import Move, RateMeter, plan_move
@@ -250,6 +251,7 @@ class Stack:
                     namespace=r.namespace,
                     num_cpus=r.num_cpus,
                     include_dashboard=r.include_dashboard,
+                    dashboard_port=r.dashboard_port,
                 )
         return str(ray.get_runtime_context().gcs_address)
 
@@ -355,6 +357,12 @@ class Stack:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(asdict(info), indent=2))
+        _log.info(
+            "stack started: %d lanes, %d partitions",
+            len(self.lanes()),
+            s.pipeline.partitions,
+            extra={"ingress": self.ingress_url, "dashboard": self.dashboard_url},
+        )
         return self
 
     def _start_api(self, wiring: Wiring) -> None:
@@ -443,6 +451,17 @@ class Stack:
         return f"http://{self.settings.ingress.host}:{self.ingress_port}"
 
     @property
+    def dashboard_url(self) -> str:
+        """The Ray dashboard ("" when it is not running, or Ray is not connected)."""
+        with contextlib.suppress(Exception):  # a private helper: if it moves, no URL
+            from ray._private.worker import get_dashboard_url
+
+            url = get_dashboard_url()  # type: ignore[no-untyped-call]
+            if url:
+                return url if url.startswith("http") else f"http://{url}"
+        return ""
+
+    @property
     def metrics_url(self) -> str:
         """Prometheus ``/metrics`` of this stack ("" when disabled)."""
         if not self.metrics_port:
@@ -529,15 +548,16 @@ class Stack:
                 )
 
     def status(self) -> dict[str, Any]:
-        import ray
-
-        lanes = ray.get([lane.status.remote() for lane in self.lanes()])
-        return {
-            "lanes": lanes,
-            "triggers": lane_triggers(lanes),
-            "ingress": ray.get(self.actors["ingress"].health.remote()),
-            "store": ray.get(self.actors["store"].stats.remote()),
-        }
+        """Every lane's, the ingress's and the store's counters; an actor that does not answer
+        within ``metrics.actor_timeout_s`` is named under ``unanswered`` (see
+        :func:`~eventray.cluster.status_gather.gather_status`)."""
+        lanes = {name: a for name, a in self.actors.items() if name.startswith("lane-")}
+        return gather_status(
+            lanes,
+            self.actors.get("ingress"),
+            self.actors.get("store"),
+            timeout_s=self.settings.metrics.actor_timeout_s,
+        )
 
     def apply(self, documents: list[dict[str, Any]]) -> int:
         """Store entity documents and tell the running actors to reload."""
@@ -563,10 +583,11 @@ class Stack:
         while time.monotonic() < deadline:
             status = self.status()
             lag = sum(sum(lane["lag"].values()) for lane in status["lanes"])
-            if lag == 0:
+            if lag == 0 and not status["unanswered"]:
                 time.sleep(settle_s)
                 status = self.status()
-                if sum(sum(lane["lag"].values()) for lane in status["lanes"]) == 0:
+                lag = sum(sum(lane["lag"].values()) for lane in status["lanes"])
+                if lag == 0 and not status["unanswered"]:
                     return True
             time.sleep(0.2)
         return False
@@ -581,6 +602,7 @@ class Stack:
         too). ``drain=False`` skips the draining: after an interrupted start there is nothing
         in flight, and actors still being built would hold the stop for their whole start."""
         started = time.monotonic()
+        running = bool(self.actors or self.services or self._local_ray)
         report = StopReport()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -600,6 +622,8 @@ class Stack:
         self.services = []
         self._forget_info()
         report.seconds = time.monotonic() - started
+        if running:  # (a start refused before anything ran has nothing to report)
+            _log.info("stack stopped in %.1f s", report.seconds)
         return report
 
     def _stop_actors(self, *, drain: bool, report: StopReport) -> None:
@@ -670,6 +694,9 @@ def _check_ports_free(settings: Settings) -> None:
         wanted.append((settings.metrics.host, settings.metrics.port, METRICS_PORT_VARIABLE))
     if settings.api.enabled:
         wanted.append((settings.api.host, settings.api.port, API_PORT_VARIABLE))
+    ray = settings.ray
+    if ray.include_dashboard and ray.address is None and not os.environ.get("RAY_ADDRESS"):
+        wanted.append(("127.0.0.1", ray.dashboard_port, "EVENTRAY_RAY__DASHBOARD_PORT"))
     for host, port, variable in wanted:
         if port and not _bindable(host, port):
             raise PortTakenError(port, variable)
@@ -707,17 +734,6 @@ def _arrowless() -> dict[str, Any]:
     from eventray.actors.host import NO_ARROW
 
     return {"env_vars": {NO_ARROW[0]: NO_ARROW[1]}}
-
-
-def lane_triggers(lanes: list[dict[str, Any]]) -> dict[str, Any]:
-    """The trigger dispatchers' counters, summed over the lanes that run them."""
-    out: dict[str, Any] = {"delivered": 0, "failed": 0, "attempts": 0, "last_error": ""}
-    for lane in lanes:
-        triggers = lane.get("triggers") or {}
-        for key in ("delivered", "failed", "attempts"):
-            out[key] += int(triggers.get(key, 0))
-        out["last_error"] = triggers.get("last_error") or out["last_error"]
-    return out
 
 
 def _check_secrets(settings: Settings) -> None:

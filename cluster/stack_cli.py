@@ -69,6 +69,8 @@ def _status_line(status: dict[str, Any], started: float) -> str:
         f"dlq {failed:>5}  lag {lag:>6}  p99 {p99:>7.1f} ms  "
         f"triggers ok {status['triggers']['delivered']} failed {status['triggers']['failed']}"
     )
+    if status.get("unanswered"):
+        line += f"\n  NOT ANSWERING (stuck or restarting): {', '.join(status['unanswered'])}"
     ingress = status.get("ingress", {})
     if ingress.get("stream_drops"):
         line += (
@@ -153,6 +155,7 @@ def _serve(stack: Stack, out: TextIO, stopping: list[bool]) -> None:
         f"metrics {stack.metrics_url or 'off'}  "
         f"mqtt {stack.mqtt_url + '/eventray/mqtt/<ds>/<assetUUID>/up' if stack.mqtt_url else 'off'}"
         f"  api {stack.api_url + '/docs' if stack.api_url else 'off'}"
+        f"  ray dashboard {stack.dashboard_url or 'off'}"
         "  (Ctrl-C drains and stops)\n"
     )
     out.flush()
@@ -248,24 +251,41 @@ def _attach(settings: Settings) -> Any:
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    from eventray.cluster.stack import lane_triggers as _triggers
+    """The running stack's lanes, partitions, lag, rates and errors: a live view on a terminal
+    (every second until Ctrl-C), one frame with ``--once`` or when not on a terminal, the
+    snapshot as JSON with ``--json``. Every actor gets ``metrics.actor_timeout_s`` to answer;
+    one that does not is reported as stuck."""
+    from eventray.cluster.status_gather import gather_status
+    from eventray.cluster.status_view import print_once, watch
 
     settings = _settings(args)
     ray = _attach(settings)
-    try:
-        names = list(ray.util.list_named_actors(all_namespaces=False))
-        lanes = [ray.get_actor(n) for n in sorted(names) if n.startswith("lane-")]
-        lanes_status = ray.get([lane.status.remote() for lane in lanes])
-        status = {
-            "lanes": lanes_status,
-            "triggers": _triggers(lanes_status),
-            "ingress": ray.get(ray.get_actor("ingress").health.remote()),
-            "store": ray.get(ray.get_actor("store").stats.remote()),
-        }
-        out.write(
-            orjson.dumps(status, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
-            + "\n"
+
+    def actor(name: str) -> Any | None:
+        try:
+            return ray.get_actor(name)
+        except ValueError:  # not running (yet, or any more): reported as not answering
+            return None
+
+    def snapshot() -> dict[str, Any]:
+        names = sorted(ray.util.list_named_actors(all_namespaces=False))
+        lanes = {n: ray.get_actor(n) for n in names if n.startswith("lane-")}
+        return gather_status(
+            lanes, actor("ingress"), actor("store"), timeout_s=settings.metrics.actor_timeout_s
         )
+
+    try:
+        if args.json:
+            out.write(
+                orjson.dumps(
+                    snapshot(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+                ).decode()
+                + "\n"
+            )
+        elif args.once or not out.isatty():
+            print_once(snapshot, out)
+        else:
+            watch(snapshot, out)
     finally:
         ray.shutdown()
     return 0
@@ -499,7 +519,22 @@ def _free_ports_unless_set(settings: Settings) -> Settings:
         section = getattr(settings, name)
         if "port" not in section.model_fields_set:
             changes[name] = section.model_copy(update={"port": 0})
+    ray = settings.ray
+    # The dashboard keeps Ray's usual 8265 when it is free (the URL people know), else any.
+    if "dashboard_port" not in ray.model_fields_set and not _port_free(ray.dashboard_port):
+        changes["ray"] = ray.model_copy(update={"dashboard_port": 0})
     return settings.model_copy(update=changes)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 DEMO_SINKS_NETWORK = "127.0.0.1/32"
@@ -606,6 +641,7 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
             catalog = load_catalog([SAMPLE_TENANT], compile_scripts=False)
             started = time.monotonic()
             out.write(
+                f"ray dashboard {stack.dashboard_url or 'off'} (actors, their logs, metrics)\n"
                 f"ingress {stack.ingress_url}; posting {args.events} events"
                 f"{f' at {args.rate:,.0f}/s' if args.rate else ''}...\n"
             )

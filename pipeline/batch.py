@@ -33,6 +33,7 @@ import orjson
 
 from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.errors import PermanentError, RetryableError
+from eventray.pipeline.observe import BatchObserver
 from eventray.pipeline.ports import Clock, Outbox, OutboxMessage, RowSink
 from eventray.pipeline.processor import (
     EventProcessor,
@@ -229,6 +230,7 @@ class BatchPipeline:
         retention: days per table and organization.
         log_detail: ``errors`` or ``all`` (see :class:`RowContext`).
         trigger_subject: the trigger queue's subject.
+        observer: told each stage's time per batch (the lane actor's Ray metrics).
     """
 
     def __init__(
@@ -243,8 +245,10 @@ class BatchPipeline:
         retention: RetentionPolicy | None = None,
         log_detail: str = "errors",
         trigger_subject: str = "eventray.triggers",
+        observer: BatchObserver | None = None,
     ) -> None:
         self.executor = executor
+        self.observer = observer
         self.rules = rules
         self.sink = sink
         self.outbox = outbox
@@ -285,7 +289,10 @@ class BatchPipeline:
                 ]
             return processed
         finally:
-            self.stage_s["head"] += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            self.stage_s["head"] += seconds
+            if self.observer is not None:
+                self.observer.stage_done("head", len(items), seconds)
 
     # ------------------------------------------------------------------ tail
     async def tail(self, partition: int, items: Sequence[Ingested], batch: ProcessedBatch) -> None:
@@ -342,6 +349,17 @@ class BatchPipeline:
         stage_s["store"] += t3 - t2
         stage_s["outbox"] += t4 - t3
         stage_s["commit"] += t5 - t4
+        observer = self.observer
+        if observer is not None:
+            events = len(batch.events)
+            for name, seconds in (
+                ("rules", t1 - t0),
+                ("rows", t2 - t1),
+                ("store", t3 - t2),
+                ("outbox", t4 - t3),
+                ("commit", t5 - t4),
+            ):
+                observer.stage_done(name, events, seconds)
 
     async def _reset(self, partition: int, item: Ingested, batch: ProcessedBatch) -> None:
         """A replay's reset marker. A failure nobody classified puts the marker in the DLQ

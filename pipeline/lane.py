@@ -46,8 +46,9 @@ from eventray.pipeline.batch import (
 )
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.latency import LatencyHistogram
+from eventray.pipeline.observe import BatchObserver
 from eventray.pipeline.ports import EventSource
-from eventray.pipeline.processor import Ingested, ProcessedBatch, failed
+from eventray.pipeline.processor import Failure, Ingested, ProcessedBatch, failed
 from eventray.pipeline.rules.stage import RunSync, inline
 
 __all__ = ["Abandoned", "Lane", "LaneStats"]
@@ -130,6 +131,7 @@ class Lane:
         catch_up: called with the config revision a batch's events were accepted under when it
             is newer than the pipeline's catalog, before the batch is processed; returns once
             the pipeline runs that revision or a newer one (the lane actor reloads).
+        observer: told about each acknowledged batch (the lane actor's Ray metrics).
     """
 
     def __init__(
@@ -145,8 +147,10 @@ class Lane:
         retry_initial_s: float = 0.05,
         retry_max_s: float = 2.0,
         catch_up: Callable[[int], Awaitable[None]] | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.observer = observer
         self.sources = dict(sources)
         self.batch_size = batch_size
         self.linger_s = linger_s
@@ -252,6 +256,12 @@ class Lane:
                 )
             except Exception as exc:  # the stream is unreachable: wait and pull again
                 self.stats.last_error = f"p{source.partition} fetch: {type(exc).__name__}: {exc}"
+                log.warning(
+                    "fetch failed, pulling again in 0.5 s: %s: %s",
+                    type(exc).__name__,
+                    exc,
+                    extra={"partition": source.partition},
+                )
                 await asyncio.sleep(0.5)
                 continue
             if not items:
@@ -360,6 +370,13 @@ class Lane:
                     continue
                 self.stats.narrowed += 1
                 self.stats.last_error = f"p{partition} {exc}"
+                log.warning(
+                    "batch of %d events failed at stage %s, narrowing it down: %s",
+                    len(items),
+                    exc.stage,
+                    exc,
+                    extra={"partition": partition, "stage": exc.stage},
+                )
                 if len(undecided) == 1 or budget.left <= 0:
                     reason = str(exc) if budget.left > 0 else f"{exc} (not isolated further)"
                     mark_failed(processed, dict.fromkeys(undecided, (exc.stage, reason)))
@@ -376,6 +393,15 @@ class Lane:
     async def _backoff(self, partition: int, exc: Exception, delay: float) -> float:
         self.stats.retries += 1
         self.stats.last_error = f"p{partition}: {type(exc).__name__}: {exc}"
+        # One line per retry: the backoff doubles to retry_max_s, so an outage logs a few
+        # lines a second at first and then one every couple of seconds per partition.
+        log.warning(
+            "batch tail retried in place after %.2f s: %s: %s",
+            delay,
+            type(exc).__name__,
+            exc,
+            extra={"partition": partition, "stage": getattr(exc, "stage", "")},
+        )
         hint = getattr(exc, "retry_after_s", None)
         await asyncio.sleep(hint if isinstance(hint, (int, float)) and hint > 0 else delay)
         return min(delay * 2, self.retry_max_s)
@@ -389,14 +415,23 @@ class Lane:
         now_ms = time.time() * 1000
         latencies = stats.latencies_ms
         by_source = stats.by_source_ms
+        batch_ms: list[float] = []
         for item in items:
             if item.received_ms and not item.copy:  # a copy's received time is its event's
                 latency = now_ms - item.received_ms
                 latencies.append(latency)
+                batch_ms.append(latency)
                 mine = by_source.get(item.data_source_id)
                 if mine is None:
                     mine = by_source[item.data_source_id] = LatencyHistogram()
                 mine.add(latency)
+        if processed.failures:
+            _log_failures(partition, processed.failures)
+        if self.observer is not None:
+            by_stage: dict[str, int] = {}
+            for failure in processed.failures:
+                by_stage[failure.stage] = by_stage.get(failure.stage, 0) + 1
+            self.observer.batch_done(partition, len(processed.events), by_stage, batch_ms)
 
     # ------------------------------------------------------------------ observability
     async def status(self) -> dict[str, Any]:
@@ -427,6 +462,32 @@ class Lane:
             "last_error": self.stats.last_error,
             "uptime_s": time.monotonic() - self.stats.started,
         }
+
+
+_LOGGED_FAILURES = 5  # DLQ lines per batch with the event's ids; the rest are counted
+
+
+def _log_failures(partition: int, failures: Sequence[Failure]) -> None:
+    """One warning per event sent to the DLQ, with its ids, for the first few of a batch: a
+    template that breaks fails every event, and a line per event would flood the logs."""
+    for failure in failures[:_LOGGED_FAILURES]:
+        log.warning(
+            "event sent to the DLQ at stage %s: %s",
+            failure.stage,
+            failure.error[:300],
+            extra={
+                "eventTrackerId": failure.event_tracker_id,
+                "org": failure.org_id,
+                "stage": failure.stage,
+                "partition": partition,
+            },
+        )
+    if len(failures) > _LOGGED_FAILURES:
+        log.warning(
+            "%d more events of this batch sent to the DLQ",
+            len(failures) - _LOGGED_FAILURES,
+            extra={"partition": partition},
+        )
 
 
 def _extend(out: ProcessedBatch, part: ProcessedBatch) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,9 @@ from eventray.pipeline.triggers.delivery import Deliverer, DeliveryGroup
 from eventray.pipeline.triggers.requests import DeliveryJob
 
 __all__ = ["TriggerDispatcher"]
+
+log = logging.getLogger(__name__)
+_LOGGED_FAILURES = 5  # failed deliveries logged per group with their ids; the rest are counted
 
 
 class TriggerDispatcher:
@@ -158,8 +162,19 @@ class TriggerDispatcher:
             self.attempts += len(outcome.attempts)
             self.delivered += sum(1 for a in outcome.attempts if a.success)
             self.failed += len(outcome.failed)
+            for job, reason in outcome.failed[:_LOGGED_FAILURES]:
+                log.warning(
+                    "trigger delivery failed after retries, sent to the DLQ: %s",
+                    reason[:300],
+                    extra={
+                        "eventTrackerId": job.event_tracker_id,
+                        "org": job.org_id,
+                        "stage": f"trigger:{job.trigger_id}",
+                    },
+                )
         except Exception as exc:  # not acked: the queue delivers it again
             self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("trigger group not delivered, delivered again later: %r", exc)
         finally:
             limit.release()
 
@@ -178,6 +193,7 @@ class TriggerDispatcher:
             await self.sink.write({"logs_trigger": logs, "dlq": dlq})
         except Exception as exc:  # keep them for the next flush
             self.last_error = f"store: {type(exc).__name__}: {exc}"
+            log.warning("trigger rows not stored, kept for the next flush: %r", exc)
             self._log_rows[:0], self._dlq_rows[:0], self._to_ack[:0] = logs, dlq, acks
             return
         for message in acks:

@@ -53,7 +53,8 @@ def stack(
     data: Path = tmp_path_factory.mktemp("stack")
     # One stack per test module (not per session), so no stack is up while
     # test_job_submit runs its own `ray start --head`. A module may set STACK_PIPELINE to
-    # change the topology (e.g. rules evaluated in the lanes).
+    # change the topology (e.g. rules evaluated in the lanes), STACK_RAY the Ray settings
+    # (e.g. the dashboard on).
     pipeline = {"partitions": 2, "lanes": 1, "batch_size": 500}
     pipeline.update(getattr(request.module, "STACK_PIPELINE", {}))
     settings = load_settings(
@@ -70,7 +71,7 @@ def stack(
             "backoff_max_s": 0.5,
             "allow_networks": ("127.0.0.1/32",),  # the sinks listen on loopback
         },
-        ray={"num_cpus": 2},
+        ray={"num_cpus": 2, **getattr(request.module, "STACK_RAY", {})},
         secrets={"key": SECRETS_KEY},
     )
     # The sample's ops webhook sends "Bearer {{secrets.OPS_TOKEN}}" (acme-foods' secret).
