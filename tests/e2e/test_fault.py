@@ -12,6 +12,7 @@ import pytest
 import ray
 import requests
 
+from eventray.actors.rules import rule_actor_name
 from eventray.cluster.stack import Stack
 from eventray.pipeline.adapters.redis_state import RedisStateStore
 from eventray.pipeline.partitioning import partition_of
@@ -155,7 +156,8 @@ def test_killing_a_rule_partition_mid_stream_loses_and_doubles_nothing(
 ) -> None:
     assert not stack.settings.pipeline.rules_in_lane
     partition = partition_of(ORG, stack.settings.pipeline.partitions)
-    victim = stack.actors[f"rules-p{partition}"]
+    assert stack.rule_layout is not None
+    victim = stack.actors[rule_actor_name(partition, stack.rule_layout)]
     # Ray restarts it; the lane retries the interrupted batch in place.
     kill_mid_stream(stack, select, lambda: ray.kill(victim, no_restart=False), day=2)
     lanes = stack.status()["lanes"]
