@@ -357,8 +357,10 @@ class Stack:
         for i in range(count):
             name = rule_actor_name(i, layout)
             owned = owned_partitions(i, count, partitions)
+            # Its partitions are independent: one thread each, so their state round trips
+            # overlap (calls for one partition come one at a time, from its one lane).
             rules[name] = RulePartitionActor.options(  # type: ignore[attr-defined]
-                name=name, runtime_env=_arrowless()
+                name=name, runtime_env=_arrowless(), max_concurrency=max(1, len(owned))
             ).remote(self.settings, self.wiring.for_role("rules"), owned)
         ray.get([actor.stats.remote() for actor in rules.values()], timeout=120)
         self.rule_layout = layout
