@@ -90,12 +90,16 @@ def kill_mid_stream(
 
     def send() -> None:
         for start in range(0, len(bodies), 20):
-            answer = requests.post(
-                f"{stack.ingress_url}/api/v1/events/batch?ds=ds-gateway-http",
-                data=orjson.dumps(bodies[start : start + 20]),
-                headers={"X-Api-Key": "sample-key-change-me-0001"},
-                timeout=30,
-            )
+            for _ in range(30):  # a whole request shed (429: the queue is long on a busy
+                answer = requests.post(  # machine) is sent again after its Retry-After
+                    f"{stack.ingress_url}/api/v1/events/batch?ds=ds-gateway-http",
+                    data=orjson.dumps(bodies[start : start + 20]),
+                    headers={"X-Api-Key": "sample-key-change-me-0001"},
+                    timeout=30,
+                )
+                if answer.status_code != 429:
+                    break
+                time.sleep(min(float(answer.headers.get("Retry-After", 1)), 2.0))
             for result in answer.json()["results"]:
                 if result["status"] == 201:
                     trackers.append(result["eventTrackerId"])
