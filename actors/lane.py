@@ -12,10 +12,13 @@ process of its own (a separate trigger actor cost ~155 MB of RSS for work that i
 waiting on the network). A slow webhook still never holds a partition back: deliveries are
 tasks of their own, on a queue of their own.
 
-Lanes *are* the script-executor pool: each holds warm compiled templates in its script host,
-and more lanes (a setting) is more executors. Why the host is a child process and not a Ray
-actor of its own: it needs no scheduling or naming, only crash containment (QuickJS can segfault
-on out-of-memory) and a core of its own, and a pipe is cheaper than an actor call.
+By default lanes *are* the script-executor pool: each holds warm compiled templates in its
+script host, and more lanes (a setting) is more executors. Why the host is a child process and
+not a Ray actor of its own: it needs no scheduling or naming, only crash containment (QuickJS
+can segfault on out-of-memory) and a core of its own, and a pipe is cheaper than an actor call.
+With ``pipeline.script_actors`` set, the lane sends its scripts to the script-executor actor
+pool instead (:mod:`eventray.actors.script_pool`), and runs the heads of its partitions on
+several threads, so one lane can keep several pool actors busy.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import ray
 
 from eventray.actors.host import ActorHost, actor_name
-from eventray.actors.rules import RuleActorsClient
+from eventray.actors.rules import RuleActorsClient, RuleLayout
+from eventray.actors.script_pool import ScriptPoolClient
 from eventray.actors.store import StoreClient
 from eventray.config.settings import Settings
 from eventray.pipeline.batch import BatchPipeline
@@ -42,7 +46,7 @@ from eventray.pipeline.lane import Abandoned, Lane
 from eventray.pipeline.ports import Adapters, Queue, Stream
 from eventray.pipeline.rules.stage import LocalRules, RuleStage
 from eventray.pipeline.scripts.cache import ScriptCache
-from eventray.pipeline.scripts.executor import TemplateExecutor
+from eventray.pipeline.scripts.executor import ScriptExecutor, TemplateExecutor
 from eventray.pipeline.scripts.host import ScriptHost
 from eventray.pipeline.storage.rows import RowContext
 from eventray.pipeline.triggers.delivery import Deliverer
@@ -68,8 +72,8 @@ class LaneActor(ActorHost):
         adapters: builds this process's connections.
         partitions: the partitions this lane owns.
         store: the store actor's name.
-        rule_actors: rule-partition actor names per partition, when rules run in actors
-            (``pipeline.rules_in_lane = false``).
+        rule_layout: the rule actors' (generation, count), when rules run in actors
+            (``pipeline.rule_actors > 0``).
     """
 
     def __init__(
@@ -79,7 +83,7 @@ class LaneActor(ActorHost):
         partitions: list[int],
         *,
         store: str = "store",
-        rule_actors: dict[int, str] | None = None,
+        rule_layout: RuleLayout | None = None,
     ) -> None:
         super().__init__(settings, adapters, thread_name="quickjs")
         # The event loop shares the GIL with the rules thread and the delivery threads; a
@@ -88,7 +92,14 @@ class LaneActor(ActorHost):
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
         self.partitions = partitions
         self._store = StoreClient(store)  # one client: the lane and its dispatcher share calls
-        self._rule_actors = rule_actors or {}
+        self._rule_layout = rule_layout
+        self._pool = ScriptPoolClient() if settings.pipeline.script_actors else None
+        # With the pool, heads of different partitions overlap: each waits on a pool actor.
+        self._heads = (
+            ThreadPoolExecutor(max_workers=settings.pipeline.partitions, thread_name_prefix="head")
+            if self._pool is not None
+            else None
+        )
         self._host: ScriptHost | None = None
         self._cache: ScriptCache | None = None
         self._sender = adapters.sender()
@@ -105,10 +116,10 @@ class LaneActor(ActorHost):
 
     async def open(self, stream: Stream, catalog: Catalog) -> None:
         scripts, pipeline = self.settings.scripts, self.settings.pipeline
-        if scripts.isolate and self._host is None:
+        if scripts.isolate and self._host is None and self._pool is None:
             self._host = ScriptHost(scripts.limits())
             await self.run_sync(self._host.start)
-        if self._cache is None:
+        if self._cache is None and self._pool is None:
             self._cache = ScriptCache(
                 capacity=scripts.cache_capacity,
                 l1=self.adapters.local_blob_store(),
@@ -117,8 +128,9 @@ class LaneActor(ActorHost):
                 host=self._host,
             )
         rules: RuleStage
-        if self._rule_actors:
-            rules = RuleActorsClient(self._rule_actors)
+        if self._rule_layout is not None:
+            rules = RuleActorsClient(self._rule_layout)
+            rules.own(self.partitions)
         else:
             rules = LocalRules(
                 partitions=self.partitions,
@@ -131,10 +143,16 @@ class LaneActor(ActorHost):
             from eventray.actors.ray_metrics import LaneMetrics
 
             self._metrics = LaneMetrics(actor_name("lane"))
+        executor: ScriptExecutor
+        if self._pool is not None:
+            executor = self._pool
+        else:
+            assert self._cache is not None
+            executor = TemplateExecutor(self._cache)
         batch = BatchPipeline(
             catalog=catalog,
             observer=self._metrics,
-            executor=TemplateExecutor(self._cache),
+            executor=executor,
             rules=rules,
             sink=self._store,
             outbox=stream.outbox(),
@@ -150,7 +168,7 @@ class LaneActor(ActorHost):
             batch_size=pipeline.batch_size,
             linger_s=pipeline.linger_s,
             fetch_timeout_s=pipeline.fetch_timeout_s,
-            run_sync=self.run_sync,
+            run_sync=self.run_sync if self._heads is None else self._run_head,
             catch_up=self.catch_up,
             observer=self._metrics,
         )
@@ -189,6 +207,18 @@ class LaneActor(ActorHost):
                 dispatcher = self._dispatcher
                 metrics.publish(lag, dispatcher.status() if dispatcher is not None else {})
             await asyncio.sleep(interval)
+
+    async def _run_head(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._heads is not None
+        return await asyncio.get_running_loop().run_in_executor(self._heads, fn, *args)
+
+    async def use_rules(self, layout: RuleLayout) -> None:
+        """Evaluate rules on the rule actors of ``layout`` from the next call on (the driver
+        rescaled the rule actors; see :class:`RuleActorsClient`)."""
+        self._rule_layout = layout
+        rules = self.lane.pipeline.rules if self.lane is not None else None
+        if isinstance(rules, RuleActorsClient):
+            rules.relayout(layout)
 
     async def _run_rules(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._rules_thread, fn, *args)
@@ -242,6 +272,8 @@ class LaneActor(ActorHost):
         if dispatcher is not None:
             stops.append(dispatcher.stop(timeout_s))
         results = await asyncio.gather(*stops)
+        if self._pool is not None:  # a head still waiting for the pool was abandoned: stop it
+            self._pool.close()
         if lane is not None:
             abandoned = results[0]
             for source in lane.sources.values():
@@ -317,5 +349,7 @@ class LaneActor(ActorHost):
         if self.lane is None:
             return {**base, "events": 0, "failed": 0, "lag": {}, "stage_s": {}, "triggers": {}}
         host = asdict(self._host.stats) if self._host is not None else None
+        if self._pool is not None:
+            host = {"pool": self._pool.members(), "retried": self._pool.retried}
         triggers = self._dispatcher.status() if self._dispatcher is not None else {}
         return {**base, **await self.lane.status(), "script_host": host, "triggers": triggers}

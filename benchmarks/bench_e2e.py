@@ -14,7 +14,10 @@ SMTP server), in one run and side by side:
    idle and after the load.
 
 Run: ``python -m benchmarks.bench_e2e [--events N] [--lanes 1,2] [--partitions 4]
-[--no-http] [--json PATH]``. Bounded in count and time; loopback only. Figures are printed as
+[--no-http] [--json PATH]``. The per-stage topology: ``--script-actors N --rule-actors N``
+(``pipeline.script_actors`` / ``rule_actors``; 0 = in the lanes) and a tenant mix,
+``--mix sample|js|rules`` (``js``: every conversion script does ~3,000 more loop steps per
+event; ``rules``: every business rule is there six times, each with its own state). Bounded in count and time; loopback only. Figures are printed as
 tables and written as JSON (by default under the data directory, ``.eventray/bench/``).
 """
 
@@ -54,11 +57,39 @@ CHUNK = 160
 16 sources: ~10 events per request). The rate and the latency phases post alike."""
 
 
-def _documents(sinks: _Sinks, tenants: int) -> list[dict[str, Any]]:
+MIXES = ("sample", "js", "rules")
+_JS_WORK = "let __w = 0; for (let __i = 0; __i < 3000; __i++) { __w += Math.sqrt(__i); }\n"
+_RULE_COPIES = 6
+
+
+def _documents(sinks: _Sinks, tenants: int, mix: str = "sample") -> list[dict[str, Any]]:
     """The sample tenant's customer copied ``tenants`` times (see ``eventray.testing.tenants``:
     with one customer, three organizations own every device, so at most three partitions are
-    ever busy), its triggers pointed at the sinks."""
-    return copy_tenants(sample_documents(sinks.webhook, sinks.smtp_port), tenants)
+    ever busy), its triggers pointed at the sinks; made JS-heavy or rule-heavy by ``mix``."""
+    documents = copy_tenants(sample_documents(sinks.webhook, sinks.smtp_port), tenants)
+    return mix_documents(documents, mix)
+
+
+def mix_documents(documents: list[dict[str, Any]], mix: str) -> list[dict[str, Any]]:
+    """``js``: each template's conversion script does more work per event (the scripts stage
+    dominates); ``rules``: each business rule is bound :data:`_RULE_COPIES` times (the rules
+    stage dominates: more evaluations and more state per event)."""
+    if mix == "js":
+        return [
+            {**d, "scriptConversion": _JS_WORK + d["scriptConversion"]}
+            if d.get("kind") == "AssetTemplate" and d.get("scriptConversion")
+            else d
+            for d in documents
+        ]
+    if mix == "rules":
+        extra = [
+            {**d, "id": f"{d['id']}-x{n}", "name": f"{d.get('name', d['id'])} x{n}"}
+            for d in documents
+            if d.get("kind") == "BusinessRule"
+            for n in range(1, _RULE_COPIES)
+        ]
+        return [*documents, *extra]
+    return documents
 
 
 def _catalog(documents: list[dict[str, Any]]) -> Catalog:
@@ -69,8 +100,21 @@ def _catalog(documents: list[dict[str, Any]]) -> Catalog:
     return build_catalog([("bench", e) for e in entities if e is not None], compile_scripts=False)
 
 
-def _settings(data: Path, *, partitions: int, lanes: int, batch_size: int = 0) -> Settings:
-    pipeline: dict[str, Any] = {"partitions": partitions, "lanes": lanes}
+def _settings(
+    data: Path,
+    *,
+    partitions: int,
+    lanes: int,
+    batch_size: int = 0,
+    script_actors: int = 0,
+    rule_actors: int = 0,
+) -> Settings:
+    pipeline: dict[str, Any] = {
+        "partitions": partitions,
+        "lanes": lanes,
+        "script_actors": script_actors,
+        "rule_actors": rule_actors,
+    }
     if batch_size:
         pipeline["batch_size"] = batch_size
     return load_settings(
@@ -267,12 +311,19 @@ def run_stack(
     batch_size: int = 0,
     tenants: int = 8,
     chunk: int = CHUNK,
+    script_actors: int = 0,
+    rule_actors: int = 0,
+    mix: str = "sample",
 ) -> dict[str, Any]:
     import ray
 
     data = Path(tempfile.mkdtemp(prefix="eventray-bench-"))
-    settings = _settings(data, partitions=partitions, lanes=lanes, batch_size=batch_size)
+    settings = _settings(data, partitions=partitions, lanes=lanes, batch_size=batch_size,
+                         script_actors=script_actors, rule_actors=rule_actors)  # fmt: skip
     result: dict[str, Any] = {
+        "script_actors": script_actors,
+        "rule_actors": rule_actors,
+        "mix": mix,
         "lanes": lanes,
         "partitions": partitions,
         "events": events,
@@ -280,7 +331,7 @@ def run_stack(
         "tenants": tenants,
     }
     with _Sinks() as sinks:
-        documents = _documents(sinks, tenants)
+        documents = _documents(sinks, tenants, mix)
         catalog = _catalog(documents)
         # Each tenant's ops webhook renders its organization's OPS_TOKEN, as in the demo.
         write_secrets_file(settings.secrets_path, sample_secrets(documents, "bench-token"))
@@ -480,13 +531,25 @@ def _table(baseline: dict[str, Any], stacks: list[dict[str, Any]]) -> str:
             else "-"
         )
         lines.append(
-            f"| Ray, {r['lanes']} lane(s), {r['partitions']} partitions | "
+            f"| Ray, {r['lanes']} lane(s), {r['partitions']} partitions{_shape(r)} | "
             f"{r['drain_events_per_s']:,} | {http} | {lat} | "
             f"{r['cpu_us_per_event_pipeline']} ({r['cpu_us_per_event']}) | "
             f"{sum(r['rss_idle_mb'].values()):,.0f} / {sum(r['rss_loaded_mb'].values()):,.0f} | "
             f"{' / '.join(f'{share:.0%}' for share in r.get('lane_share', []))} |"
         )
     return "\n".join(lines)
+
+
+def _shape(r: dict[str, Any]) -> str:
+    """The per-stage part of a configuration's name ("" for the default shape)."""
+    parts = []
+    if r.get("script_actors"):
+        parts.append(f"{r['script_actors']} script actors")
+    if r.get("rule_actors"):
+        parts.append(f"{r['rule_actors']} rule actors")
+    if r.get("mix", "sample") != "sample":
+        parts.append(f"{r['mix']} mix")
+    return (", " + ", ".join(parts)) if parts else ""
 
 
 def _run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -499,7 +562,9 @@ def _run_one(what: str, args: argparse.Namespace) -> dict[str, Any]:
         command.append("--no-http")
     if args.batch_size:
         command += ["--batch-size", str(args.batch_size)]
-    command += ["--chunk", str(args.chunk)]
+    command += ["--chunk", str(args.chunk), "--mix", args.mix,
+                "--script-actors", str(args.script_actors),
+                "--rule-actors", str(args.rule_actors)]  # fmt: skip
     done = subprocess.run(command, stdout=subprocess.PIPE, check=True)
     line = done.stdout.decode().strip().splitlines()[-1]
     result: dict[str, Any] = orjson.loads(line)
@@ -525,6 +590,13 @@ def main() -> None:
         default=CHUNK,
         help="uplinks the traffic generator takes per tick, posted as one request per data source",
     )
+    parser.add_argument(
+        "--script-actors", type=int, default=0, help="pipeline.script_actors (0: in the lanes)"
+    )
+    parser.add_argument(
+        "--rule-actors", type=int, default=0, help="pipeline.rule_actors (0: in the lanes)"
+    )
+    parser.add_argument("--mix", choices=MIXES, default="sample", help="the tenant mix")
     parser.add_argument("--json", type=Path, default=None, help="where to write the figures")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # baseline | lanes:N
     args = parser.parse_args()
@@ -540,6 +612,9 @@ def main() -> None:
                 batch_size=args.batch_size,
                 tenants=args.tenants,
                 chunk=args.chunk,
+                script_actors=args.script_actors,
+                rule_actors=args.rule_actors,
+                mix=args.mix,
             )
         print(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode(), flush=True)
         return

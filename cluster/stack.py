@@ -191,6 +191,9 @@ class Stack:
     moves: list[Move] = field(default_factory=list)
     _rates: RateMeter = field(default_factory=RateMeter)
     _balanced_at: float = 0.0
+    rule_layout: tuple[int, int] | None = None
+    """The rule actors' (generation, count); None when the lanes evaluate rules."""
+    _script_index: int = 0
 
     # ------------------------------------------------------------------ services
     def _start_services(self) -> Endpoints:
@@ -271,7 +274,6 @@ class Stack:
 
         from eventray.actors.ingress import IngressActor
         from eventray.actors.lane import LaneActor
-        from eventray.actors.rules import RulePartitionActor, rule_actor_name
         from eventray.actors.store import EventStoreActor
 
         self.endpoints = endpoints = self._start_services()
@@ -290,17 +292,8 @@ class Stack:
             s, wiring.for_role("store")
         )
         ray.get(store.stats.remote())
-        rule_names = (
-            {}
-            if s.pipeline.rules_in_lane
-            else {p: rule_actor_name(p) for p in range(s.pipeline.partitions)}
-        )
-        rules = {
-            name: RulePartitionActor.options(name=name, runtime_env=_arrowless()).remote(  # type: ignore[attr-defined]
-                s, wiring.for_role("rules"), p
-            )
-            for p, name in rule_names.items()
-        }
+        stages = {**self._start_rule_actors(s.pipeline.rule_actors),
+                  **self._start_script_actors(s.pipeline.script_actors)}  # fmt: skip
         lanes_n = min(s.pipeline.lanes, s.pipeline.partitions)
         lean = _arrowless()
         lanes = {
@@ -309,7 +302,7 @@ class Stack:
                 wiring.for_role("lane"),
                 [p for p in range(s.pipeline.partitions) if p % lanes_n == i],
                 store="store",
-                rule_actors={p: rule_names[p] for p in rule_names if p % lanes_n == i},
+                rule_layout=self.rule_layout,
             )
             for i in range(lanes_n)
         }
@@ -321,7 +314,7 @@ class Stack:
         self.actors = {
             "store": store,
             "ingress": ingress,
-            **rules,
+            **stages,
             **{f"lane-{i}": a for i, a in lanes.items()},
         }
         self.assignment = {
@@ -364,6 +357,102 @@ class Stack:
             extra={"ingress": self.ingress_url, "dashboard": self.dashboard_url},
         )
         return self
+
+    # ------------------------------------------------------------------ per-stage pools
+    def _start_rule_actors(self, count: int) -> dict[str, Any]:
+        """A new generation of ``count`` rule actors (none: the lanes evaluate rules); each
+        owns the partitions ``p % count == i``. Returns them by name, once they answer."""
+        import ray
+
+        from eventray.actors.rules import RulePartitionActor, owned_partitions, rule_actor_name
+
+        if count == 0:
+            return {}
+        generation = self.rule_layout[0] + 1 if self.rule_layout is not None else 0
+        layout = (generation, count)
+        partitions = self.settings.pipeline.partitions
+        rules = {}
+        for i in range(count):
+            name = rule_actor_name(i, layout)
+            owned = owned_partitions(i, count, partitions)
+            # Its partitions are independent: one thread each, so their state round trips
+            # overlap (calls for one partition come one at a time, from its one lane).
+            rules[name] = RulePartitionActor.options(  # type: ignore[attr-defined]
+                name=name, runtime_env=_arrowless(), max_concurrency=max(1, len(owned))
+            ).remote(self.settings, self.wiring.for_role("rules"), owned)
+        ray.get([actor.stats.remote() for actor in rules.values()], timeout=120)
+        self.rule_layout = layout
+        return rules
+
+    def _start_script_actors(self, count: int) -> dict[str, Any]:
+        """``count`` more script-executor actors; returns them by name, once they answer."""
+        import ray
+
+        from eventray.actors.script_pool import ScriptExecutorActor, script_actor_name
+
+        added = {}
+        for _ in range(count):
+            name = script_actor_name(self._script_index)
+            self._script_index += 1
+            added[name] = ScriptExecutorActor.options(  # type: ignore[attr-defined]
+                name=name, runtime_env=_arrowless()
+            ).remote(self.settings, self.wiring.for_role("lane"))
+        ray.get([actor.stats.remote() for actor in added.values()], timeout=120)
+        return added
+
+    def stage_actors(self, stage: str) -> dict[str, Any]:
+        """The running actors of a stage's pool (``scripts`` or ``rules``), by name."""
+        from eventray.actors.script_pool import SCRIPT_ACTOR_PREFIX
+
+        prefix = {"scripts": SCRIPT_ACTOR_PREFIX, "rules": "rules-"}[stage]
+        return {n: a for n, a in self.actors.items() if n.startswith(prefix)}
+
+    def scale_stage(self, stage: str, count: int) -> int:
+        """Run ``count`` actors in a stage's pool (``scripts`` or ``rules``) from now on,
+        without losing events; returns the count.
+
+        Scripts: new actors join (lanes find them by name within ~2 s); removed ones are
+        killed, and a batch one of them was running runs again on another. Rules: a new
+        generation of ``count`` actors starts beside the old, the lanes are pointed at it, then
+        the old is killed (a batch evaluated on the old and committed on the new is evaluated
+        again from the committed state, as after a restart).
+
+        Raises:
+            EventrayError: an unknown stage, a count the stage cannot take, or a stage that
+                runs in the lanes (that is a topology change: restart with the setting).
+        """
+        import ray
+
+        p = self.settings.pipeline
+        if stage not in ("scripts", "rules"):
+            raise EventrayError(f"unknown stage {stage!r}: scale 'scripts' or 'rules'")
+        running = self.stage_actors(stage)
+        if not running:
+            setting = "script_actors" if stage == "scripts" else "rule_actors"
+            raise EventrayError(
+                f"the {stage} run in the lanes: start the stack with pipeline.{setting} > 0 "
+                f"to scale them apart"
+            )
+        if count < 1:
+            raise EventrayError(f"a {stage} pool needs at least 1 actor, not {count}")
+        if stage == "rules" and count > p.partitions:
+            raise EventrayError(
+                f"{count} rule actors exceed pipeline.partitions = {p.partitions}: each owns "
+                "whole partitions"
+            )
+        if stage == "scripts":
+            self.actors.update(self._start_script_actors(max(0, count - len(running))))
+            surplus = sorted(running, key=lambda n: int(n.rsplit("-", 1)[1]))[count:]
+        else:
+            self.actors.update(self._start_rule_actors(count))
+            layout = self.rule_layout
+            ray.get([lane.use_rules.remote(layout) for lane in self.lanes()], timeout=60)
+            surplus = list(running)
+        for name in surplus:
+            with contextlib.suppress(Exception):
+                ray.kill(self.actors.pop(name))
+        _log.info("%s pool scaled from %d to %d actors", stage, len(running), count)
+        return count
 
     def _start_api(self, wiring: Wiring) -> None:
         """The management API beside the ingress, with the ``api`` role's credentials; device

@@ -222,11 +222,30 @@ class PipelineSettings(_Section):
             "the busiest lane to the idlest if that evens them out (0: never)"
         ),
     )
-    rules_in_lane: bool = Field(
-        default=True,
+    rules_in_lane: bool | None = Field(
+        default=None,
         description=(
-            "evaluate a partition's rules inside the lane that owns it (measured ~30% less CPU "
-            "per event); false: one RulePartitionActor per partition"
+            "the older switch for rule_actors: true = rule_actors 0 (rules in the lanes), "
+            "false = one rule actor per partition; after loading it always says whether rules "
+            "run in the lanes"
+        ),
+    )
+    script_actors: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "0: every lane runs scripts in its own script host (the default, measured best, "
+            "see the README's Per-stage topology); n: a pool of n ScriptExecutorActors that "
+            "every lane sends its batches' scripts to, scaled apart from the lanes"
+        ),
+    )
+    rule_actors: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "0: each lane evaluates its partitions' rules (measured ~30% less CPU per event); "
+            "n: n rule actors, each the single owner of the partitions p with p % n == its "
+            "index (at most pipeline.partitions)"
         ),
     )
     stop_timeout_s: PositiveFloat = Field(
@@ -237,6 +256,28 @@ class PipelineSettings(_Section):
             "next start"
         ),
     )
+
+    @model_validator(mode="after")
+    def _stages(self) -> PipelineSettings:
+        """Settle ``rules_in_lane`` and ``rule_actors`` into one answer, refusing what cannot
+        work: a rule actor with no partition to own, or the two switches disagreeing."""
+        if self.rules_in_lane is True and self.rule_actors > 0:
+            raise ValueError(
+                f"pipeline.rules_in_lane = true contradicts pipeline.rule_actors = "
+                f"{self.rule_actors}: drop rules_in_lane (rule_actors alone says where rules run)"
+            )
+        rule_actors = self.rule_actors
+        if self.rules_in_lane is False and rule_actors == 0:
+            rule_actors = self.partitions  # the older meaning: one actor per partition
+        if rule_actors > self.partitions:
+            raise ValueError(
+                f"pipeline.rule_actors = {rule_actors} exceeds pipeline.partitions = "
+                f"{self.partitions}: each rule actor owns whole partitions, so at most "
+                f"{self.partitions} can have work"
+            )
+        object.__setattr__(self, "rule_actors", rule_actors)
+        object.__setattr__(self, "rules_in_lane", rule_actors == 0)
+        return self
 
 
 class IngressSettings(_Section):

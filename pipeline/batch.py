@@ -45,7 +45,7 @@ from eventray.pipeline.processor import failed as failure_of
 from eventray.pipeline.replay_marks import ReplayMark
 from eventray.pipeline.rules.outcome import BatchOutcome
 from eventray.pipeline.rules.stage import RuleStage
-from eventray.pipeline.scripts.executor import TemplateExecutor
+from eventray.pipeline.scripts.executor import ScriptExecutor
 from eventray.pipeline.storage.retention import RetentionPolicy
 from eventray.pipeline.storage.rows import RowContext, batch_rows
 from eventray.pipeline.triggers.delivery import DeliveryGroup
@@ -237,7 +237,7 @@ class BatchPipeline:
         self,
         *,
         catalog: Catalog,
-        executor: TemplateExecutor,
+        executor: ScriptExecutor,
         rules: RuleStage,
         sink: RowSink,
         outbox: Outbox,

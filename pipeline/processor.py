@@ -25,7 +25,7 @@ from eventray.pipeline.replay_marks import ReplayMark
 from eventray.pipeline.routing import RouteTable, RoutingResult
 from eventray.pipeline.rules.engine import RuleEngine
 from eventray.pipeline.rules.outcome import BatchOutcome, RuleInput
-from eventray.pipeline.scripts.executor import ScriptJob, TemplateExecutor
+from eventray.pipeline.scripts.executor import ScriptExecutor, ScriptJob
 
 __all__ = ["EventProcessor", "Failure", "Ingested", "ProcessedBatch", "ProcessedEvent"]
 
@@ -132,7 +132,7 @@ class EventProcessor:
     """
 
     def __init__(
-        self, catalog: Catalog, executor: TemplateExecutor, rules: RuleEngine | None
+        self, catalog: Catalog, executor: ScriptExecutor, rules: RuleEngine | None
     ) -> None:
         self.catalog = catalog
         self.executor = executor

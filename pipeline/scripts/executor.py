@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from eventray.pipeline.errors import ScriptError
 from eventray.pipeline.models.template import AssetTemplate
 from eventray.pipeline.scripts.cache import ScriptCache
 from eventray.pipeline.scripts.runner import ScriptResult
 
-__all__ = ["ScriptJob", "TemplateExecutor"]
+__all__ = ["ScriptExecutor", "ScriptJob", "TemplateExecutor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,14 @@ class ScriptJob:
 
     template: AssetTemplate
     body: bytes
+
+
+class ScriptExecutor(Protocol):
+    """Runs a batch's script jobs, one result per job, in order: :class:`TemplateExecutor` in
+    this process (a lane's own script host), or a client of the script-executor actor pool
+    (``pipeline.script_actors``), which must answer exactly as this process would."""
+
+    def run(self, jobs: Sequence[ScriptJob], *, trace: bool = False) -> list[ScriptResult]: ...
 
 
 class TemplateExecutor:
