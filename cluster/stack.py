@@ -37,7 +37,7 @@ from eventray.cluster.wiring import Endpoints, Wiring
 from eventray.config.settings import Settings
 from eventray.pipeline.balance import Move, RateMeter, plan_move
 from eventray.pipeline.catalog import build_catalog
-from eventray.pipeline.errors import ConfigError, ConfigIssue, Unavailable
+from eventray.pipeline.errors import ConfigError, ConfigIssue, InvalidInput, Unavailable
 from eventray.pipeline.lane import Abandoned
 from eventray.pipeline.loader import entity_from_dict
 
@@ -418,25 +418,25 @@ class Stack:
         again from the committed state, as after a restart).
 
         Raises:
-            EventrayError: an unknown stage, a count the stage cannot take, or a stage that
+            InvalidInput: an unknown stage, a count the stage cannot take, or a stage that
                 runs in the lanes (that is a topology change: restart with the setting).
         """
         import ray
 
         p = self.settings.pipeline
         if stage not in ("scripts", "rules"):
-            raise EventrayError(f"unknown stage {stage!r}: scale 'scripts' or 'rules'")
+            raise InvalidInput(f"unknown stage {stage!r}: scale 'scripts' or 'rules'")
         running = self.stage_actors(stage)
         if not running:
             setting = "script_actors" if stage == "scripts" else "rule_actors"
-            raise EventrayError(
+            raise InvalidInput(
                 f"the {stage} run in the lanes: start the stack with pipeline.{setting} > 0 "
                 f"to scale them apart"
             )
         if count < 1:
-            raise EventrayError(f"a {stage} pool needs at least 1 actor, not {count}")
+            raise InvalidInput(f"a {stage} pool needs at least 1 actor, not {count}")
         if stage == "rules" and count > p.partitions:
-            raise EventrayError(
+            raise InvalidInput(
                 f"{count} rule actors exceed pipeline.partitions = {p.partitions}: each owns "
                 "whole partitions"
             )

@@ -49,5 +49,5 @@ def test_without_a_stack_the_commands_say_so(
         ["logs", "dlq"],
         ["events", "story", "x"],
     ):
-        assert main([*argv, "--data-dir", str(tmp_path)]) == 2
+        assert main([*argv, "--data-dir", str(tmp_path)]) == 3  # runtime failure: no stack runs
         assert "no running stack found" in capsys.readouterr().err
