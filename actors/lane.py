@@ -281,7 +281,12 @@ class LaneActor(ActorHost):
             self.lane.reset_stats()
 
     async def status(self) -> dict[str, Any]:
-        base: dict[str, Any] = {"partitions": self.partitions, "revision": self.revision}
+        base: dict[str, Any] = {
+            "partitions": self.partitions,
+            "revision": self.revision,
+            # which Ray node runs it: lanes spread over nodes, and move when one is lost
+            "node": ray.get_runtime_context().get_node_id(),
+        }
         if self.lane is None:
             return {**base, "events": 0, "failed": 0, "lag": {}, "stage_s": {}, "triggers": {}}
         host = asdict(self._host.stats) if self._host is not None else None

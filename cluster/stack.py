@@ -33,16 +33,18 @@ from eventray.cluster.raylocal import (
 from eventray.cluster.roles import VALKEY_USERS, Role, nats_roles, role_endpoints
 from eventray.cluster.wiring import Endpoints, Wiring
 from eventray.config.settings import Settings
-from eventray.pipeline.balance import Move, RateMeter, plan_move
+from eventray.pipeline.balance import Move, RateMeter, plan_join, plan_leave, plan_move
 from eventray.pipeline.catalog import build_catalog
 from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
 from eventray.pipeline.lane import Abandoned
 from eventray.pipeline.loader import entity_from_dict
+from eventray.pipeline.scaling import Decision, ScalingPolicy, busy_share
 
 if TYPE_CHECKING:
     from eventray.cluster.services.nats_server import RunningNats
 
 __all__ = [
+    "LanePlacementError",
     "PortTakenError",
     "Stack",
     "StackInfo",
@@ -62,6 +64,34 @@ MQTT_PORT_VARIABLE = "EVENTRAY_MQTT__PORT"
 API_PORT_VARIABLE = "EVENTRAY_API__PORT"
 
 _log = logging.getLogger(__name__)
+
+
+class LanePlacementError(EventrayError):
+    """Lanes Ray could not place on any node (or that did not start) in time."""
+
+    def __init__(self, names: list[str], cpus: float, timeout_s: float) -> None:
+        super().__init__(
+            f"{', '.join(names)} not started within {timeout_s:g} s: no node had "
+            f"ray.lane_cpus={cpus:g} CPU free ({_free_cpus()}); add a node, lower "
+            "EVENTRAY_RAY__LANE_CPUS or EVENTRAY_PIPELINE__LANES_MAX, or raise "
+            "EVENTRAY_RAY__PLACEMENT_TIMEOUT_S"
+        )
+        self.names = names
+
+
+def _free_cpus() -> str:
+    import ray
+
+    try:
+        free = [
+            f"{n['NodeManagerAddress']}:{n['NodeManagerPort']} {n['Resources'].get('CPU', 0):g} CPU"
+            for n in ray.nodes()  # type: ignore[no-untyped-call]
+            if n.get("Alive")
+        ]
+        available = ray.available_resources()  # type: ignore[no-untyped-call]
+        return f"free {available.get('CPU', 0):g} CPU; nodes: " + "; ".join(free)
+    except Exception:  # a message, never a second failure
+        return "cluster resources unknown"
 
 
 class PortTakenError(EventrayError):
@@ -186,6 +216,11 @@ class Stack:
     moves: list[Move] = field(default_factory=list)
     _rates: RateMeter = field(default_factory=RateMeter)
     _balanced_at: float = 0.0
+    _rule_names: dict[int, str] = field(default_factory=dict)
+    _scaler: ScalingPolicy | None = None
+    _busy_seen: tuple[float, dict[str, float]] | None = None
+    decisions: list[Decision] = field(default_factory=list)
+    """The scaling decisions that changed the lane count (or tried to), oldest first."""
 
     # ------------------------------------------------------------------ services
     def _start_services(self) -> Endpoints:
@@ -243,9 +278,22 @@ class Stack:
                 ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
             else:
                 self._local_ray = start_local_ray(
-                    namespace=NAMESPACE, num_cpus=r.num_cpus, include_dashboard=r.include_dashboard
+                    namespace=NAMESPACE,
+                    num_cpus=self._local_cpus(),
+                    include_dashboard=r.include_dashboard,
                 )
         return str(ray.get_runtime_context().gcs_address)
+
+    def _local_cpus(self) -> int:
+        """Logical CPUs of a local head: ``ray.num_cpus``, or the machine's raised to what the
+        actors declare at lanes_max (a 2-core machine still runs 4 half-CPU lanes: logical
+        CPUs are a scheduling budget, and on one node there is nowhere else to go)."""
+        import math
+
+        given = self.settings.ray.num_cpus
+        if given is not None:
+            return given
+        return max(os.cpu_count() or 1, math.ceil(self.settings.cpus_declared()))
 
     @property
     def wiring(self) -> Wiring:
@@ -261,7 +309,6 @@ class Stack:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from eventray.actors.ingress import IngressActor
-        from eventray.actors.lane import LaneActor
         from eventray.actors.rules import RulePartitionActor, rule_actor_name
         from eventray.actors.store import EventStoreActor
 
@@ -277,47 +324,35 @@ class Stack:
         # The store actor stays on this node: the embedded chDB and the store's write-ahead
         # log are in this node's data_dir, and a restarted store must find what it left there.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        store = EventStoreActor.options(name="store", scheduling_strategy=here).remote(  # type: ignore[attr-defined]
-            s, wiring.for_role("store")
-        )
+        store = EventStoreActor.options(  # type: ignore[attr-defined]
+            name="store", scheduling_strategy=here, num_cpus=s.ray.actor_cpus
+        ).remote(s, wiring.for_role("store"))
         ray.get(store.stats.remote())
         rule_names = (
             {}
             if s.pipeline.rules_in_lane
             else {p: rule_actor_name(p) for p in range(s.pipeline.partitions)}
         )
+        self._rule_names = rule_names
         rules = {
-            name: RulePartitionActor.options(name=name, runtime_env=_arrowless()).remote(  # type: ignore[attr-defined]
-                s, wiring.for_role("rules"), p
-            )
+            name: RulePartitionActor.options(  # type: ignore[attr-defined]
+                name=name, runtime_env=_arrowless(), num_cpus=s.ray.actor_cpus
+            ).remote(s, wiring.for_role("rules"), p)
             for p, name in rule_names.items()
         }
         lanes_n = min(s.pipeline.lanes, s.pipeline.partitions)
-        lean = _arrowless()
-        lanes = {
-            i: LaneActor.options(name=f"lane-{i}", runtime_env=lean).remote(  # type: ignore[attr-defined]
-                s,
-                wiring.for_role("lane"),
-                [p for p in range(s.pipeline.partitions) if p % lanes_n == i],
-                store="store",
-                rule_actors={p: rule_names[p] for p in rule_names if p % lanes_n == i},
-            )
-            for i in range(lanes_n)
-        }
-        ingress = IngressActor.options(name="ingress", runtime_env=lean).remote(  # type: ignore[attr-defined]
-            s, wiring.for_role("ingress"), store="store"
-        )
-        self.actors = {
-            "store": store,
-            "ingress": ingress,
-            **rules,
-            **{f"lane-{i}": a for i, a in lanes.items()},
-        }
         self.assignment = {
             f"lane-{i}": [p for p in range(s.pipeline.partitions) if p % lanes_n == i]
             for i in range(lanes_n)
         }
-        ray.get([lane.start.remote() for lane in lanes.values()])
+        lanes = {name: self._new_lane(name, parts) for name, parts in self.assignment.items()}
+        ingress = IngressActor.options(  # type: ignore[attr-defined]
+            name="ingress", runtime_env=_arrowless(), num_cpus=s.ray.actor_cpus
+        ).remote(s, wiring.for_role("ingress"), store="store")
+        self.actors = {"store": store, "ingress": ingress, **rules, **lanes}
+        self._await_lanes_placed(list(lanes))
+        limits = s.pipeline.scaling_limits()
+        self._scaler = ScalingPolicy(limits) if limits.enabled else None
         with _port_named(s.ingress.port, INGRESS_PORT_VARIABLE):
             self.ingress_port = int(ray.get(ingress.port.remote()))
         if s.api.enabled:
@@ -347,6 +382,44 @@ class Stack:
             fh.write(json.dumps(asdict(info), indent=2))
         return self
 
+    def _new_lane(self, name: str, partitions: list[int]) -> Any:
+        """Create lane actor ``name`` owning ``partitions`` (not started): it declares
+        ``ray.lane_cpus``, so the autoscaler sees a lane it cannot place, and lanes are
+        spread over the nodes (``ray.lane_strategy``)."""
+        from eventray.actors.lane import LaneActor
+
+        s = self.settings
+        return LaneActor.options(  # type: ignore[attr-defined]
+            name=name,
+            runtime_env=_arrowless(),
+            num_cpus=s.ray.lane_cpus,
+            scheduling_strategy=s.ray.lane_strategy,
+        ).remote(
+            s,
+            self.wiring.for_role("lane"),
+            partitions,
+            store="store",
+            # every partition's rule actor: a lane keeps those of the partitions it owns
+            rule_actors=dict(self._rule_names),
+        )
+
+    def _await_lanes_placed(self, names: list[str]) -> None:
+        """Start the lanes ``names``; one no node can place within ``ray.placement_timeout_s``
+        is an error naming what it asks and what the cluster has free, not a hang.
+
+        Raises:
+            LanePlacementError: a lane was not placed (or did not start) in time.
+        """
+        import ray
+
+        timeout = self.settings.ray.placement_timeout_s
+        starts = {name: self.actors[name].start.remote() for name in names}
+        ready, _ = ray.wait(list(starts.values()), num_returns=len(starts), timeout=timeout)
+        late = [name for name, ref in starts.items() if ref not in ready]
+        if late:
+            raise LanePlacementError(late, self.settings.ray.lane_cpus, timeout)
+        ray.get(list(starts.values()))
+
     def _start_api(self, wiring: Wiring) -> None:
         """The management API beside the ingress, with the ``api`` role's credentials; device
         passwords it is given are hashed as ``apply`` hashes them."""
@@ -360,7 +433,7 @@ class Stack:
         from eventray.cluster.replaying import stack_replay_service
 
         s = self.settings
-        api = ApiActor.options(name="api", runtime_env=_arrowless()).remote(  # type: ignore[attr-defined]
+        api = ApiActor.options(name="api", runtime_env=_arrowless(), num_cpus=s.ray.actor_cpus).remote(  # type: ignore[attr-defined]
             s, wiring.for_role("api"),
             prepare=functools.partial(hash_documents, cost=s.mqtt.bcrypt_cost),
             ingress_url=self.ingress_url,
@@ -368,9 +441,9 @@ class Stack:
         self.actors["api"] = api
         # Redrive and replay for the API: in an actor of their own, with the replay role's
         # NATS user (see eventray.actors.replay for why not in the API's process).
-        self.actors["replay"] = ReplayActor.options(name="replay", runtime_env=_arrowless()).remote(  # type: ignore[attr-defined]
-            functools.partial(stack_replay_service, wiring.for_role("replay"))
-        )
+        self.actors["replay"] = ReplayActor.options(  # type: ignore[attr-defined]
+            name="replay", runtime_env=_arrowless(), num_cpus=s.ray.actor_cpus
+        ).remote(functools.partial(stack_replay_service, wiring.for_role("replay")))
         with _port_named(s.api.port, API_PORT_VARIABLE):
             self.api_port = int(ray.get(api.port.remote()))
 
@@ -460,6 +533,139 @@ class Stack:
         if interval and time.monotonic() - self._balanced_at >= interval:
             with contextlib.suppress(Exception):
                 self.rebalance()
+        if self._scaler is not None:
+            try:
+                self.scale()
+            except Exception as exc:  # the next round measures again
+                _log.warning("lane scaling round failed: %s", exc)
+
+    # ------------------------------------------------------------------ lane scaling
+    def scale(self, now: float | None = None) -> Decision | None:
+        """One round of lag-driven scaling (:mod:`eventray.pipeline.scaling`): measure the
+        lag and the lanes' busy share, and add or remove one lane if the policy says so.
+        Returns the decision (None when scaling is off)."""
+        import ray
+
+        if self._scaler is None:
+            return None
+        now = time.monotonic() if now is None else now
+        names = list(self.assignment)
+        statuses = ray.get([self.actors[n].status.remote() for n in names], timeout=30)
+        lag = {int(p): int(n) for st in statuses for p, n in st.get("lag", {}).items()}
+        work = {
+            n: float(sum(st.get("stage_s", {}).values()))
+            for n, st in zip(names, statuses, strict=True)
+        }
+        busy = None
+        if self._busy_seen is not None:
+            busy = busy_share(self._busy_seen[1], work, now - self._busy_seen[0], len(names))
+        self._busy_seen = (now, work)
+        decision = self._scaler.observe(now, lag, len(names), busy)
+        if decision.direction == "hold":
+            return decision
+        _log.info(
+            "lane scaling: %s from %d to %d lanes (lag %d events, busy %s): %s",
+            decision.direction, len(names), decision.lanes, decision.lag,
+            "?" if busy is None else f"{busy:.0%}", decision.reason,
+        )  # fmt: skip
+        self._scaler.applied(now)
+        self.decisions.append(decision)
+        try:
+            if decision.direction == "up":
+                self.add_lane()
+            else:
+                self.remove_lane()
+        except LanePlacementError as exc:
+            _log.warning("lane scaling: %s", exc)
+        self._busy_seen = None  # the lane set changed: measure afresh
+        return decision
+
+    def add_lane(self) -> str:
+        """Create the next lane and move partitions to it (:func:`plan_join`): each partition
+        is released by its lane first (batches in hand finished and acknowledged), then the
+        new lane takes it and rewinds to its first unacknowledged event.
+
+        Raises:
+            LanePlacementError: no node could place it in time (it is removed again).
+        """
+        import ray
+
+        taken = set(self.assignment)
+        name = next(f"lane-{i}" for i in range(len(taken) + 1) if f"lane-{i}" not in taken)
+        self.actors[name] = self._new_lane(name, [])
+        try:
+            self._await_lanes_placed([name])
+        except LanePlacementError:
+            with contextlib.suppress(Exception):
+                ray.kill(self.actors.pop(name))
+            raise
+        self.assignment[name] = []
+        self._apply_moves(plan_join(self.assignment, name, self._last_rates()))
+        return name
+
+    def remove_lane(self) -> str:
+        """Remove the highest-numbered lane: its partitions go to the others first (it
+        finishes and acknowledges its batches in hand as it releases them; they rewind to
+        the first unacknowledged event), then it drains its trigger deliveries and is killed."""
+        import ray
+
+        name = max(self.assignment, key=lambda n: int(n.removeprefix("lane-")))
+        self._apply_moves(plan_leave(self.assignment, name, self._last_rates()))
+        lane = self.actors[name]
+        with contextlib.suppress(Exception):
+            ray.get(lane.drain.remote(self.settings.pipeline.stop_timeout_s),
+                    timeout=self.settings.pipeline.stop_timeout_s + _ANSWER_GRACE_S)  # fmt: skip
+        del self.assignment[name]
+        del self.actors[name]
+        ray.kill(lane)
+        return name
+
+    def _apply_moves(self, moves: list[Move]) -> None:
+        """Every losing lane releases first, then every gaining lane takes: no partition is
+        ever pulled by two lanes."""
+        import ray
+
+        if not moves:
+            return
+        after = {name: list(parts) for name, parts in self.assignment.items()}
+        for move in moves:
+            after[move.source].remove(move.partition)
+            after[move.target].append(move.partition)
+        losing = sorted({m.source for m in moves})
+        gaining = sorted({m.target for m in moves})
+        ray.get([self.actors[n].assign.remote(after[n]) for n in losing], timeout=60)
+        for n in losing:
+            self.assignment[n] = sorted(after[n])
+        ray.get([self.actors[n].assign.remote(after[n]) for n in gaining], timeout=60)
+        for n in gaining:
+            self.assignment[n] = sorted(after[n])
+        self.moves.extend(moves)
+        _log.info(
+            "partitions moved: %s",
+            ", ".join(f"p{m.partition} {m.source}->{m.target}" for m in moves),
+        )
+
+    def _last_rates(self) -> dict[int, float]:
+        """Per-partition rates of the rebalancer's last reading (none: an even split)."""
+        last = self._rates._last
+        if last is None:
+            return {}
+        return {p: float(n) for p, n in last[1].items()}
+
+    def scaling_status(self) -> dict[str, Any]:
+        """What ``status()`` reports under ``scaling`` (and the metrics export)."""
+        low, high = self.settings.pipeline.lanes_bounds
+        counts = {"up": 0, "down": 0}
+        for d in self.decisions:
+            counts[d.direction] = counts.get(d.direction, 0) + 1
+        return {
+            "enabled": self._scaler is not None,
+            "lanes": len(self.assignment),
+            "lanes_min": low,
+            "lanes_max": high,
+            "decisions": counts,
+            "recent": [asdict(d) for d in self.decisions[-10:]],
+        }
 
     def rebalance(self) -> Move | None:
         """Measure each partition's rate since the last call and move at most one partition
@@ -520,6 +726,7 @@ class Stack:
         lanes = ray.get([lane.status.remote() for lane in self.lanes()])
         return {
             "lanes": lanes,
+            "scaling": self.scaling_status(),
             "triggers": lane_triggers(lanes),
             "ingress": ray.get(self.actors["ingress"].health.remote()),
             "store": ray.get(self.actors["store"].stats.remote()),
