@@ -11,13 +11,15 @@ owner's alone). Each actor is handed its own role's credentials (:mod:`eventray.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -345,7 +347,11 @@ class Stack:
             f"lane-{i}": [p for p in range(s.pipeline.partitions) if p % lanes_n == i]
             for i in range(lanes_n)
         }
-        lanes = {name: self._new_lane(name, parts) for name, parts in self.assignment.items()}
+        where = self._lane_strategies(len(self.assignment))
+        lanes = {
+            name: self._new_lane(name, parts, strategy)
+            for (name, parts), strategy in zip(self.assignment.items(), where, strict=True)
+        }
         ingress = IngressActor.options(  # type: ignore[attr-defined]
             name="ingress", runtime_env=_arrowless(), num_cpus=s.ray.actor_cpus
         ).remote(s, wiring.for_role("ingress"), store="store")
@@ -382,10 +388,10 @@ class Stack:
             fh.write(json.dumps(asdict(info), indent=2))
         return self
 
-    def _new_lane(self, name: str, partitions: list[int]) -> Any:
-        """Create lane actor ``name`` owning ``partitions`` (not started): it declares
-        ``ray.lane_cpus``, so the autoscaler sees a lane it cannot place, and lanes are
-        spread over the nodes (``ray.lane_strategy``)."""
+    def _new_lane(self, name: str, partitions: list[int], strategy: Any = "DEFAULT") -> Any:
+        """Create lane actor ``name`` owning ``partitions`` (not started), placed by
+        ``strategy`` (see :meth:`_lane_strategies`); it declares ``ray.lane_cpus``, so the
+        autoscaler sees a lane it cannot place."""
         from eventray.actors.lane import LaneActor
 
         s = self.settings
@@ -393,7 +399,7 @@ class Stack:
             name=name,
             runtime_env=_arrowless(),
             num_cpus=s.ray.lane_cpus,
-            scheduling_strategy=s.ray.lane_strategy,
+            scheduling_strategy=strategy,
         ).remote(
             s,
             self.wiring.for_role("lane"),
@@ -402,6 +408,45 @@ class Stack:
             # every partition's rule actor: a lane keeps those of the partitions it owns
             rule_actors=dict(self._rule_names),
         )
+
+    def _lane_strategies(self, count: int, running: Mapping[str, str] | None = None) -> list[Any]:
+        """Where the next ``count`` lanes go, with ``ray.lane_strategy = SPREAD``: each on the
+        node with room for ``ray.lane_cpus`` that runs the fewest lanes (``running``: node per
+        lane), with a soft affinity, so Ray may restart it elsewhere when that node is lost.
+        Ray's own SPREAD is best-effort (it put two lanes on one of two idle nodes here);
+        without room anywhere it is what the lane gets, so the autoscaler sees the demand."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        r = self.settings.ray
+        if r.lane_strategy != "SPREAD":
+            return [r.lane_strategy] * count
+        try:
+            from ray._private.state import available_resources_per_node
+
+            per_node = available_resources_per_node()  # type: ignore[no-untyped-call]
+            free = {node: float(res.get("CPU", 0.0)) for node, res in per_node.items()}
+        except Exception:  # a Ray without it: its own spreading
+            return ["SPREAD"] * count
+        lanes_on = Counter((running or {}).values())
+        out: list[Any] = []
+        for _ in range(count):
+            fits = [node for node, cpus in free.items() if cpus >= r.lane_cpus - 1e-9]
+            if not fits:
+                out.append("SPREAD")
+                continue
+            node = min(fits, key=lambda n: (lanes_on[n], -free[n], n))
+            lanes_on[node] += 1
+            free[node] -= r.lane_cpus
+            out.append(NodeAffinitySchedulingStrategy(node, soft=True))
+        return out
+
+    def _lane_nodes(self) -> dict[str, str]:
+        """The node each lane runs on (from the lanes themselves)."""
+        import ray
+
+        names = list(self.assignment)
+        statuses = ray.get([self.actors[n].status.remote() for n in names], timeout=30)
+        return {n: str(st.get("node", "")) for n, st in zip(names, statuses, strict=True)}
 
     def _await_lanes_placed(self, names: list[str]) -> None:
         """Start the lanes ``names``; one no node can place within ``ray.placement_timeout_s``
@@ -580,6 +625,19 @@ class Stack:
         self._busy_seen = None  # the lane set changed: measure afresh
         return decision
 
+    def scale_between(self, lanes_min: int, lanes_max: int) -> None:
+        """Change the scaling's bounds on the running stack (ops widening or pinning the
+        lane count); the next rounds bring the count within them, one lane at a time.
+
+        Raises:
+            ValueError: bounds that cannot work (as ``pipeline.lanes_min/max`` at load).
+        """
+        p = self.settings.pipeline
+        if lanes_max > p.partitions:
+            raise ValueError(f"lanes_max ({lanes_max}) must not exceed partitions ({p.partitions})")
+        limits = dataclasses.replace(p.scaling_limits(), lanes_min=lanes_min, lanes_max=lanes_max)
+        self._scaler = ScalingPolicy(limits)
+
     def add_lane(self) -> str:
         """Create the next lane and move partitions to it (:func:`plan_join`): each partition
         is released by its lane first (batches in hand finished and acknowledged), then the
@@ -592,7 +650,8 @@ class Stack:
 
         taken = set(self.assignment)
         name = next(f"lane-{i}" for i in range(len(taken) + 1) if f"lane-{i}" not in taken)
-        self.actors[name] = self._new_lane(name, [])
+        [strategy] = self._lane_strategies(1, self._lane_nodes())
+        self.actors[name] = self._new_lane(name, [], strategy)
         try:
             self._await_lanes_placed([name])
         except LanePlacementError:
@@ -655,6 +714,8 @@ class Stack:
     def scaling_status(self) -> dict[str, Any]:
         """What ``status()`` reports under ``scaling`` (and the metrics export)."""
         low, high = self.settings.pipeline.lanes_bounds
+        if self._scaler is not None:
+            low, high = self._scaler.limits.lanes_min, self._scaler.limits.lanes_max
         counts = {"up": 0, "down": 0}
         for d in self.decisions:
             counts[d.direction] = counts.get(d.direction, 0) + 1
