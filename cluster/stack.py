@@ -445,8 +445,8 @@ class Stack:
         import ray
 
         names = list(self.assignment)
-        statuses = ray.get([self.actors[n].status.remote() for n in names], timeout=30)
-        return {n: str(st.get("node", "")) for n, st in zip(names, statuses, strict=True)}
+        nodes = ray.get([self.actors[n].node.remote() for n in names], timeout=30)
+        return dict(zip(names, (str(x) for x in nodes), strict=True))
 
     def _await_lanes_placed(self, names: list[str]) -> None:
         """Start the lanes ``names``; one no node can place within ``ray.placement_timeout_s``
@@ -595,12 +595,12 @@ class Stack:
             return None
         now = time.monotonic() if now is None else now
         names = list(self.assignment)
-        statuses = ray.get([self.actors[n].status.remote() for n in names], timeout=30)
-        lag = {int(p): int(n) for st in statuses for p, n in st.get("lag", {}).items()}
-        work = {
-            n: float(sum(st.get("stage_s", {}).values()))
-            for n, st in zip(names, statuses, strict=True)
-        }
+        # The lag as the ingress reads it for admission every half second: asking the lanes
+        # (a consumer-info round trip per partition on their busy connections) took up to
+        # tens of seconds at capacity, just when the answer matters.
+        lag = int(ray.get(self.actors["ingress"].health.remote(), timeout=30)["lag"])
+        spent = ray.get([self.actors[n].work_s.remote() for n in names], timeout=30)
+        work = dict(zip(names, (float(x) for x in spent), strict=True))
         busy = None
         if self._busy_seen is not None:
             busy = busy_share(self._busy_seen[1], work, now - self._busy_seen[0], len(names))

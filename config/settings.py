@@ -251,7 +251,7 @@ class PipelineSettings(_Section):
         "scale_window_s and did not fall",
     )
     scale_down_lag: int = Field(
-        default=50,
+        default=300,
         ge=0,
         description="remove a lane when the total lag stayed at most this for scale_window_s "
         "(and the remaining lanes would be at most scale_down_busy busy)",
