@@ -279,14 +279,6 @@ class LaneActor(ActorHost):
         """The Ray node this lane runs on (cheap, unlike :meth:`status`)."""
         return str(ray.get_runtime_context().get_node_id())
 
-    async def work_s(self) -> float:
-        """Seconds of pipeline work done so far (the stages' sum): the scaling's busy share,
-        cheap (no round trip to the stream, unlike :meth:`status`, which is slow to answer
-        from a lane at capacity)."""
-        if self.lane is None:
-            return 0.0
-        return float(sum(self.lane.pipeline.stage_s.values()))
-
     async def reset_stats(self) -> None:
         """Start counting afresh (benchmarks measure one phase at a time)."""
         if self.lane is not None:

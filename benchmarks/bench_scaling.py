@@ -98,7 +98,7 @@ class _Publisher:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                owed += self.rate * (now - last)
+                owed = owed + self.rate * (now - last) if self.rate > 0 else 0.0  # no old debt
                 last = now
                 count = int(owed)
                 if count > self.rate:  # more than a second behind: drop the debt, count it
@@ -121,6 +121,15 @@ class _Publisher:
             await bus.close()
 
 
+def _handled(stack: Stack) -> int:
+    """Events the lanes in the assignment carried (a lane being added is not asked: the call
+    would wait until Ray has started it)."""
+    import ray
+
+    names = list(stack.assignment)
+    return sum(ray.get([stack.actors[n].handled.remote() for n in names], timeout=30))
+
+
 def _lag(stack: Stack) -> int:
     """The consumer lag as the ingress reads it every half second (the lanes' own status is
     slow to answer at capacity)."""
@@ -136,12 +145,13 @@ def _capacity(stack: Stack, publisher: _Publisher, events: int) -> float:
     [lane] = stack.lanes()
     ray.get(lane.pause.remote())
     ray.get(lane.reset_stats.remote())
+    before = publisher.published
     publisher.rate = events  # one second's worth of ticks
-    while publisher.published < events:
+    while publisher.published - before < events:
         time.sleep(0.05)
     publisher.rate = 0.0
-    time.sleep(0.2)
-    backlog = publisher.published
+    time.sleep(0.5)
+    backlog = publisher.published - before
     started = time.monotonic()
     ray.get(lane.resume.remote())
     _wait(lambda: _stored(stack), backlog, timeout_s=600)
@@ -184,17 +194,23 @@ def _step(
     decisions: list[dict[str, Any]] = []
     started = time.monotonic()
     done = threading.Event()
+    last: list[str] = [""]
 
     def supervise() -> None:
         """The scaling rounds, in a thread of their own: adding a lane takes seconds, and the
         samples must go on meanwhile."""
         while not done.wait(args.round):
             decision = stack.scale()
+            if decision is not None:
+                last[0] = decision.reason
             if decision is not None and decision.direction != "hold":
-                at = round(time.monotonic() - started, 2)
-                decisions.append({**asdict(decision), "t": at})
-                print(f"{at:6.1f} s  {decision.direction}: {decision.reason}")
+                at = round(decision.at - started, 2)  # when decided (applying takes a while)
+                done_at = round(time.monotonic() - started, 2)
+                decisions.append({**asdict(decision), "t": at, "applied_t": done_at})
+                print(f"{at:6.1f} s  {decision.direction} (applied at {done_at:.1f} s): "
+                      f"{decision.reason}")  # fmt: skip
 
+    publisher.behind = 0  # the capacity run's backlog was sent as fast as it could be
     rounds = threading.Thread(target=supervise, daemon=True)
     rounds.start()
     publisher.rate = low
@@ -202,7 +218,7 @@ def _step(
         while (now := time.monotonic() - started) < end:
             publisher.rate = next(rate for at, rate in reversed(phases) if now >= at)
             try:
-                lag, handled = _lag(stack), _stored(stack)
+                lag, handled = _lag(stack), _handled(stack)
             except Exception:  # a lane removed between the two reads: sample again
                 continue
             samples.append({
@@ -212,6 +228,7 @@ def _step(
                 "offered": publisher.rate,
                 "published": publisher.published,
                 "handled": handled,
+                "policy": last[0],
             })  # fmt: skip
             time.sleep(max(0.0, args.sample - ((time.monotonic() - started) - now)))
     finally:
@@ -248,7 +265,7 @@ def _figures(
     samples: list[dict[str, Any]], decisions: list[dict[str, Any]], args: argparse.Namespace
 ) -> dict[str, Any]:
     up_at, down_at = args.low, args.low + args.high
-    ups = [d["t"] - up_at for d in decisions if d["direction"] == "up" and d["t"] >= up_at]
+    ups = [d for d in decisions if d["direction"] == "up" and d["t"] >= up_at]
     top = max(s["lanes"] for s in samples)
     at_top = next((s["t"] - up_at for s in samples if s["lanes"] == top and s["t"] >= up_at), None)
     after = [s for s in samples if s["t"] >= down_at]
@@ -264,7 +281,10 @@ def _figures(
         if b["t"] > a["t"]
     ]
     return {
-        "first_lane_added_s_after_step_up": round(ups[0], 1) if ups else None,
+        "first_up_decision_s_after_step_up": round(ups[0]["t"] - up_at, 1) if ups else None,
+        "first_added_lane_running_s_after_step_up": (
+            round(ups[0]["applied_t"] - up_at, 1) if ups else None
+        ),
         "max_lanes": top,
         "max_lanes_reached_s_after_step_up": None if at_top is None else round(at_top, 1),
         "peak_lag_events": max(s["lag"] for s in samples),
@@ -317,7 +337,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON and PNG path, no suffix")
     parser.add_argument("--low", type=float, default=15.0, help="seconds at 20%% before the step")
     parser.add_argument("--high", type=float, default=45.0, help="seconds at 150%%")
-    parser.add_argument("--after", type=float, default=75.0, help="seconds at 20%% after it")
+    parser.add_argument("--after", type=float, default=90.0, help="seconds at 20%% after it")
     parser.add_argument("--lanes-max", type=int, default=3, help="pipeline.lanes_max")
     parser.add_argument("--partitions", type=int, default=4, help="pipeline.partitions")
     parser.add_argument("--tenants", type=int, default=8, help="copies of the sample customer")

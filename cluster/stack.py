@@ -40,7 +40,7 @@ from eventray.pipeline.catalog import build_catalog
 from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
 from eventray.pipeline.lane import Abandoned
 from eventray.pipeline.loader import entity_from_dict
-from eventray.pipeline.scaling import Decision, ScalingPolicy, busy_share
+from eventray.pipeline.scaling import Decision, ScalingPolicy, Utilisation
 
 if TYPE_CHECKING:
     from eventray.cluster.services.nats_server import RunningNats
@@ -220,7 +220,7 @@ class Stack:
     _balanced_at: float = 0.0
     _rule_names: dict[int, str] = field(default_factory=dict)
     _scaler: ScalingPolicy | None = None
-    _busy_seen: tuple[float, dict[str, float]] | None = None
+    _utilisation: Utilisation | None = None
     decisions: list[Decision] = field(default_factory=list)
     """The scaling decisions that changed the lane count (or tried to), oldest first."""
 
@@ -599,12 +599,10 @@ class Stack:
         # (a consumer-info round trip per partition on their busy connections) took up to
         # tens of seconds at capacity, just when the answer matters.
         lag = int(ray.get(self.actors["ingress"].health.remote(), timeout=30)["lag"])
-        spent = ray.get([self.actors[n].work_s.remote() for n in names], timeout=30)
-        work = dict(zip(names, (float(x) for x in spent), strict=True))
-        busy = None
-        if self._busy_seen is not None:
-            busy = busy_share(self._busy_seen[1], work, now - self._busy_seen[0], len(names))
-        self._busy_seen = (now, work)
+        handled = ray.get([self.actors[n].handled.remote() for n in names], timeout=30)
+        if self._utilisation is None:
+            self._utilisation = Utilisation(backlog=self._scaler.limits.up_lag)
+        busy = self._utilisation.update(now, dict(zip(names, handled, strict=True)), lag)
         decision = self._scaler.observe(now, lag, len(names), busy)
         if decision.direction == "hold":
             return decision
@@ -622,7 +620,6 @@ class Stack:
                 self.remove_lane()
         except LanePlacementError as exc:
             _log.warning("lane scaling: %s", exc)
-        self._busy_seen = None  # the lane set changed: measure afresh
         return decision
 
     def scale_between(self, lanes_min: int, lanes_max: int) -> None:

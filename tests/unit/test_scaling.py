@@ -13,7 +13,7 @@ from eventray.pipeline.scaling import (
     Decision,
     ScalingLimits,
     ScalingPolicy,
-    busy_share,
+    Utilisation,
 )
 
 LIMITS = ScalingLimits(
@@ -146,12 +146,25 @@ def test_a_square_wave_of_load_changes_at_most_once_per_cooldown() -> None:
     assert all(b - a >= LIMITS.cooldown_s for a, b in itertools.pairwise(changes))
 
 
-def test_busy_share_from_stage_seconds() -> None:
-    before = {"lane-0": 10.0, "lane-1": 4.0}
-    after = {"lane-0": 12.0, "lane-1": 5.0, "lane-2": 1.0}  # a new lane counts from 0
-    assert busy_share(before, after, 4.0, 3) == pytest.approx(4.0 / 12.0)
-    assert busy_share(before, after, 0.0, 3) is None
-    assert busy_share({"lane-0": 5.0}, {"lane-0": 1.0}, 1.0, 1) == 0.0  # restarted: counters reset
+def test_utilisation_is_the_rate_over_the_per_lane_peak_seen_with_a_backlog() -> None:
+    meter = Utilisation(backlog=1000)
+    assert meter.update(0.0, {"lane-0": 0}, 5000) is None  # the first reading
+    # saturated: 400 events/s on one lane with 5,000 waiting: the peak is 400 per lane
+    assert meter.update(1.0, {"lane-0": 400}, 5000) == pytest.approx(1.0)
+    assert meter.per_lane_peak == pytest.approx(400.0)
+    # two lanes (the new one counts from 0) carrying 160 events/s: 20% of two lanes' 800
+    assert meter.update(2.0, {"lane-0": 500, "lane-1": 60}, 0) == pytest.approx(0.2)
+    # no backlog: the peak is not lowered by a quiet second
+    assert meter.update(3.0, {"lane-0": 500, "lane-1": 60}, 0) == 0.0
+    assert meter.per_lane_peak == pytest.approx(400.0)
+    # a restarted lane (counter back to 0) reads as nothing carried, not as negative
+    assert meter.update(4.0, {"lane-0": 0, "lane-1": 60}, 0) == 0.0
+
+
+def test_utilisation_is_unknown_until_the_lanes_were_seen_saturated() -> None:
+    meter = Utilisation(backlog=1000)
+    meter.update(0.0, {"lane-0": 0}, 0)
+    assert meter.update(1.0, {"lane-0": 100}, 10) is None
 
 
 def test_limits_refuse_bounds_that_cannot_work() -> None:
