@@ -324,7 +324,7 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     f = result["figures"]
     lag_axis.set_title(
         f"step 20% -> 150% -> 20% of one lane ({cap:,} ev/s); peak lag {f['peak_lag_events']:,}, "
-        f"lanes 1 -> {f['max_lanes']} -> 1",
+        f"lanes 1 -> {f['max_lanes']} -> {samples[-1]['lanes']}",
         fontsize=9,
     )
     fig.tight_layout()
