@@ -339,13 +339,22 @@ class LaneActor(ActorHost):
             return 0
         return self.lane.stats.events + self.lane.stats.failed
 
+    async def node(self) -> str:
+        """The Ray node this lane runs on (cheap, unlike :meth:`status`)."""
+        return str(ray.get_runtime_context().get_node_id())
+
     async def reset_stats(self) -> None:
         """Start counting afresh (benchmarks measure one phase at a time)."""
         if self.lane is not None:
             self.lane.reset_stats()
 
     async def status(self) -> dict[str, Any]:
-        base: dict[str, Any] = {"partitions": self.partitions, "revision": self.revision}
+        base: dict[str, Any] = {
+            "partitions": self.partitions,
+            "revision": self.revision,
+            # which Ray node runs it: lanes spread over nodes, and move when one is lost
+            "node": ray.get_runtime_context().get_node_id(),
+        }
         if self.lane is None:
             return {**base, "events": 0, "failed": 0, "lag": {}, "stage_s": {}, "triggers": {}}
         host = asdict(self._host.stats) if self._host is not None else None

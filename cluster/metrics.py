@@ -95,6 +95,7 @@ class StackCollector(Collector):
         yield CounterMetricFamily(
             "eventray_store_statements", "insert statements run", value=store.get("statements", 0)
         )
+        yield from _scaling(s.get("scaling", {}))
         triggers = s.get("triggers", {})
         for key in ("delivered", "failed", "attempts"):
             yield CounterMetricFamily(
@@ -111,6 +112,23 @@ class StackCollector(Collector):
         for actor in s.get("unanswered", {}):
             unanswered.add_metric([actor], 1.0)
         yield unanswered
+
+
+def _scaling(scaling: dict[str, Any]) -> Iterator[Metric]:
+    """The lane count and the lag-driven scaling's decisions (see ``pipeline/scaling.py``)."""
+    if not scaling:
+        return
+    yield GaugeMetricFamily(
+        "eventray_lanes", "lane actors running", value=float(scaling.get("lanes", 0))
+    )
+    decisions = CounterMetricFamily(
+        "eventray_scaling_decisions",
+        "lane scaling decisions that changed (or tried to change) the lane count",
+        labels=["direction"],
+    )
+    for direction in ("up", "down"):
+        decisions.add_metric([direction], float(scaling.get("decisions", {}).get(direction, 0)))
+    yield decisions
 
 
 def _lane(lane: dict[str, Any]) -> str:

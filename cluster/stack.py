@@ -11,13 +11,15 @@ owner's alone). Each actor is handed its own role's credentials (:mod:`eventray.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,16 +37,18 @@ from eventray.cluster.roles import VALKEY_USERS, Role, nats_roles, role_endpoint
 from eventray.cluster.status_gather import gather_status, lane_triggers
 from eventray.cluster.wiring import Endpoints, Wiring
 from eventray.config.settings import Settings
-from eventray.pipeline.balance import Move, RateMeter, plan_move
+from eventray.pipeline.balance import Move, RateMeter, plan_join, plan_leave, plan_move
 from eventray.pipeline.catalog import build_catalog
 from eventray.pipeline.errors import ConfigError, ConfigIssue, InvalidInput, Unavailable
 from eventray.pipeline.lane import Abandoned
 from eventray.pipeline.loader import entity_from_dict
+from eventray.pipeline.scaling import Decision, ScalingPolicy, Utilisation
 
 if TYPE_CHECKING:
     from eventray.cluster.services.nats_server import RunningNats
 
 __all__ = [
+    "LanePlacementError",
     "PortTakenError",
     "Stack",
     "StackInfo",
@@ -63,6 +67,34 @@ MQTT_PORT_VARIABLE = "EVENTRAY_MQTT__PORT"
 API_PORT_VARIABLE = "EVENTRAY_API__PORT"
 
 _log = logging.getLogger(__name__)
+
+
+class LanePlacementError(Unavailable):
+    """Lanes Ray could not place on any node (or that did not start) in time."""
+
+    def __init__(self, names: list[str], cpus: float, timeout_s: float) -> None:
+        super().__init__(
+            f"{', '.join(names)} not started within {timeout_s:g} s: no node had "
+            f"ray.lane_cpus={cpus:g} CPU free ({_free_cpus()}); add a node, lower "
+            "EVENTRAY_RAY__LANE_CPUS or EVENTRAY_PIPELINE__LANES_MAX, or raise "
+            "EVENTRAY_RAY__PLACEMENT_TIMEOUT_S"
+        )
+        self.names = names
+
+
+def _free_cpus() -> str:
+    import ray
+
+    try:
+        free = [
+            f"{n['NodeManagerAddress']}:{n['NodeManagerPort']} {n['Resources'].get('CPU', 0):g} CPU"
+            for n in ray.nodes()  # type: ignore[no-untyped-call]
+            if n.get("Alive")
+        ]
+        available = ray.available_resources()  # type: ignore[no-untyped-call]
+        return f"free {available.get('CPU', 0):g} CPU; nodes: " + "; ".join(free)
+    except Exception:  # a message, never a second failure
+        return "cluster resources unknown"
 
 
 class PortTakenError(Unavailable):
@@ -194,6 +226,10 @@ class Stack:
     rule_layout: tuple[int, int] | None = None
     """The rule actors' (generation, count); None when the lanes evaluate rules."""
     _script_index: int = 0
+    _scaler: ScalingPolicy | None = None
+    _utilisation: Utilisation | None = None
+    decisions: list[Decision] = field(default_factory=list)
+    """The scaling decisions that changed the lane count (or tried to), oldest first."""
 
     # ------------------------------------------------------------------ services
     def _start_services(self) -> Endpoints:
@@ -252,11 +288,22 @@ class Stack:
             else:
                 self._local_ray = start_local_ray(
                     namespace=r.namespace,
-                    num_cpus=r.num_cpus,
+                    num_cpus=self._local_cpus(),
                     include_dashboard=r.include_dashboard,
                     dashboard_port=r.dashboard_port,
                 )
         return str(ray.get_runtime_context().gcs_address)
+
+    def _local_cpus(self) -> int:
+        """Logical CPUs of a local head: ``ray.num_cpus``, or the machine's raised to what the
+        actors declare at lanes_max (a 2-core machine still runs 4 half-CPU lanes: logical
+        CPUs are a scheduling budget, and on one node there is nowhere else to go)."""
+        import math
+
+        given = self.settings.ray.num_cpus
+        if given is not None:
+            return given
+        return max(os.cpu_count() or 1, math.ceil(self.settings.cpus_declared()))
 
     @property
     def wiring(self) -> Wiring:
@@ -273,7 +320,6 @@ class Stack:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from eventray.actors.ingress import IngressActor
-        from eventray.actors.lane import LaneActor
         from eventray.actors.store import EventStoreActor
 
         self.endpoints = endpoints = self._start_services()
@@ -288,40 +334,34 @@ class Stack:
         # The store actor stays on this node: the embedded chDB and the store's write-ahead
         # log are in this node's data_dir, and a restarted store must find what it left there.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        store = EventStoreActor.options(name="store", scheduling_strategy=here).remote(  # type: ignore[attr-defined]
-            s, wiring.for_role("store")
-        )
+        store = EventStoreActor.options(  # type: ignore[attr-defined]
+            name="store", scheduling_strategy=here, num_cpus=s.ray.actor_cpus
+        ).remote(s, wiring.for_role("store"))
         ray.get(store.stats.remote())
         stages = {**self._start_rule_actors(s.pipeline.rule_actors),
                   **self._start_script_actors(s.pipeline.script_actors)}  # fmt: skip
         lanes_n = min(s.pipeline.lanes, s.pipeline.partitions)
-        lean = _arrowless()
-        lanes = {
-            i: LaneActor.options(name=f"lane-{i}", runtime_env=lean).remote(  # type: ignore[attr-defined]
-                s,
-                wiring.for_role("lane"),
-                [p for p in range(s.pipeline.partitions) if p % lanes_n == i],
-                store="store",
-                rule_layout=self.rule_layout,
-            )
-            for i in range(lanes_n)
-        }
-        # The ingress (and the API) listen on this node too: ``stack.json`` records their URLs
-        # with this node's host, and on Kubernetes one Service on the head pod reaches them.
-        ingress = IngressActor.options(  # type: ignore[attr-defined]
-            name="ingress", runtime_env=lean, scheduling_strategy=here
-        ).remote(s, wiring.for_role("ingress"), store="store")
-        self.actors = {
-            "store": store,
-            "ingress": ingress,
-            **stages,
-            **{f"lane-{i}": a for i, a in lanes.items()},
-        }
         self.assignment = {
             f"lane-{i}": [p for p in range(s.pipeline.partitions) if p % lanes_n == i]
             for i in range(lanes_n)
         }
-        ray.get([lane.start.remote() for lane in lanes.values()])
+        where = self._lane_strategies(len(self.assignment))
+        lanes = {
+            name: self._new_lane(name, parts, strategy)
+            for (name, parts), strategy in zip(self.assignment.items(), where, strict=True)
+        }
+        # The ingress (and the API) listen on this node too: ``stack.json`` records their URLs
+        # with this node's host, and on Kubernetes one Service on the head pod reaches them.
+        ingress = IngressActor.options(  # type: ignore[attr-defined]
+            name="ingress",
+            runtime_env=_arrowless(),
+            num_cpus=s.ray.actor_cpus,
+            scheduling_strategy=here,
+        ).remote(s, wiring.for_role("ingress"), store="store")
+        self.actors = {"store": store, "ingress": ingress, **stages, **lanes}
+        self._await_lanes_placed(list(lanes))
+        limits = s.pipeline.scaling_limits()
+        self._scaler = ScalingPolicy(limits) if limits.enabled else None
         with _port_named(s.ingress.port, INGRESS_PORT_VARIABLE):
             self.ingress_port = int(ray.get(ingress.port.remote()))
         if s.api.enabled:
@@ -378,7 +418,10 @@ class Stack:
             # Its partitions are independent: one thread each, so their state round trips
             # overlap (calls for one partition come one at a time, from its one lane).
             rules[name] = RulePartitionActor.options(  # type: ignore[attr-defined]
-                name=name, runtime_env=_arrowless(), max_concurrency=max(1, len(owned))
+                name=name,
+                runtime_env=_arrowless(),
+                max_concurrency=max(1, len(owned)),
+                num_cpus=self.settings.ray.actor_cpus,
             ).remote(self.settings, self.wiring.for_role("rules"), owned)
         ray.get([actor.stats.remote() for actor in rules.values()], timeout=120)
         self.rule_layout = layout
@@ -394,8 +437,9 @@ class Stack:
         for _ in range(count):
             name = script_actor_name(self._script_index)
             self._script_index += 1
+            # A script executor does a lane's CPU work: it declares what a lane does.
             added[name] = ScriptExecutorActor.options(  # type: ignore[attr-defined]
-                name=name, runtime_env=_arrowless()
+                name=name, runtime_env=_arrowless(), num_cpus=self.settings.ray.lane_cpus
             ).remote(self.settings, self.wiring.for_role("lane"))
         ray.get([actor.stats.remote() for actor in added.values()], timeout=120)
         return added
@@ -454,6 +498,82 @@ class Stack:
         _log.info("%s pool scaled from %d to %d actors", stage, len(running), count)
         return count
 
+    def _new_lane(self, name: str, partitions: list[int], strategy: Any = "DEFAULT") -> Any:
+        """Create lane actor ``name`` owning ``partitions`` (not started), placed by
+        ``strategy`` (see :meth:`_lane_strategies`); it declares ``ray.lane_cpus``, so the
+        autoscaler sees a lane it cannot place."""
+        from eventray.actors.lane import LaneActor
+
+        s = self.settings
+        return LaneActor.options(  # type: ignore[attr-defined]
+            name=name,
+            runtime_env=_arrowless(),
+            num_cpus=s.ray.lane_cpus,
+            scheduling_strategy=strategy,
+        ).remote(
+            s,
+            self.wiring.for_role("lane"),
+            partitions,
+            store="store",
+            rule_layout=self.rule_layout,
+        )
+
+    def _lane_strategies(self, count: int, running: Mapping[str, str] | None = None) -> list[Any]:
+        """Where the next ``count`` lanes go, with ``ray.lane_strategy = SPREAD``: each on the
+        node with room for ``ray.lane_cpus`` that runs the fewest lanes (``running``: node per
+        lane), with a soft affinity, so Ray may restart it elsewhere when that node is lost.
+        Ray's own SPREAD is best-effort (it put two lanes on one of two idle nodes here);
+        without room anywhere it is what the lane gets, so the autoscaler sees the demand."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        r = self.settings.ray
+        if r.lane_strategy != "SPREAD":
+            return [r.lane_strategy] * count
+        try:
+            from ray._private.state import available_resources_per_node
+
+            per_node = available_resources_per_node()  # type: ignore[no-untyped-call]
+            free = {node: float(res.get("CPU", 0.0)) for node, res in per_node.items()}
+        except Exception:  # a Ray without it: its own spreading
+            return ["SPREAD"] * count
+        lanes_on = Counter((running or {}).values())
+        out: list[Any] = []
+        for _ in range(count):
+            fits = [node for node, cpus in free.items() if cpus >= r.lane_cpus - 1e-9]
+            if not fits:
+                out.append("SPREAD")
+                continue
+            node = min(fits, key=lambda n: (lanes_on[n], -free[n], n))
+            lanes_on[node] += 1
+            free[node] -= r.lane_cpus
+            out.append(NodeAffinitySchedulingStrategy(node, soft=True))
+        return out
+
+    def _lane_nodes(self) -> dict[str, str]:
+        """The node each lane runs on (from the lanes themselves)."""
+        import ray
+
+        names = list(self.assignment)
+        nodes = ray.get([self.actors[n].node.remote() for n in names], timeout=30)
+        return dict(zip(names, (str(x) for x in nodes), strict=True))
+
+    def _await_lanes_placed(self, names: list[str]) -> None:
+        """Start the lanes ``names``; one no node can place within ``ray.placement_timeout_s``
+        is an error naming what it asks and what the cluster has free, not a hang.
+
+        Raises:
+            LanePlacementError: a lane was not placed (or did not start) in time.
+        """
+        import ray
+
+        timeout = self.settings.ray.placement_timeout_s
+        starts = {name: self.actors[name].start.remote() for name in names}
+        ready, _ = ray.wait(list(starts.values()), num_returns=len(starts), timeout=timeout)
+        late = [name for name, ref in starts.items() if ref not in ready]
+        if late:
+            raise LanePlacementError(late, self.settings.ray.lane_cpus, timeout)
+        ray.get(list(starts.values()))
+
     def _start_api(self, wiring: Wiring) -> None:
         """The management API beside the ingress, with the ``api`` role's credentials; device
         passwords it is given are hashed as ``apply`` hashes them."""
@@ -470,7 +590,8 @@ class Stack:
         s = self.settings
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         api = ApiActor.options(  # type: ignore[attr-defined]
-            name="api", runtime_env=_arrowless(), scheduling_strategy=here
+            name="api", runtime_env=_arrowless(), scheduling_strategy=here,
+            num_cpus=s.ray.actor_cpus,
         ).remote(
             s, wiring.for_role("api"),
             prepare=functools.partial(hash_documents, cost=s.mqtt.bcrypt_cost),
@@ -479,9 +600,9 @@ class Stack:
         self.actors["api"] = api
         # Redrive and replay for the API: in an actor of their own, with the replay role's
         # NATS user (see eventray.actors.replay for why not in the API's process).
-        self.actors["replay"] = ReplayActor.options(name="replay", runtime_env=_arrowless()).remote(  # type: ignore[attr-defined]
-            functools.partial(stack_replay_service, wiring.for_role("replay"))
-        )
+        self.actors["replay"] = ReplayActor.options(  # type: ignore[attr-defined]
+            name="replay", runtime_env=_arrowless(), num_cpus=s.ray.actor_cpus
+        ).remote(functools.partial(stack_replay_service, wiring.for_role("replay")))
         with _port_named(s.api.port, API_PORT_VARIABLE):
             self.api_port = int(ray.get(api.port.remote()))
 
@@ -582,6 +703,152 @@ class Stack:
         if interval and time.monotonic() - self._balanced_at >= interval:
             with contextlib.suppress(Exception):
                 self.rebalance()
+        if self._scaler is not None:
+            try:
+                self.scale()
+            except Exception as exc:  # the next round measures again
+                _log.warning("lane scaling round failed: %s", exc)
+
+    # ------------------------------------------------------------------ lane scaling
+    def scale(self, now: float | None = None) -> Decision | None:
+        """One round of lag-driven scaling (:mod:`eventray.pipeline.scaling`): measure the
+        lag and the lanes' busy share, and add or remove one lane if the policy says so.
+        Returns the decision (None when scaling is off)."""
+        import ray
+
+        if self._scaler is None:
+            return None
+        now = time.monotonic() if now is None else now
+        names = list(self.assignment)
+        # The lag as the ingress reads it for admission every half second: asking the lanes
+        # (a consumer-info round trip per partition on their busy connections) took up to
+        # tens of seconds at capacity, just when the answer matters.
+        lag = int(ray.get(self.actors["ingress"].health.remote(), timeout=30)["lag"])
+        handled = ray.get([self.actors[n].handled.remote() for n in names], timeout=30)
+        if self._utilisation is None:
+            self._utilisation = Utilisation(backlog=self._scaler.limits.up_lag)
+        busy = self._utilisation.update(now, dict(zip(names, handled, strict=True)), lag)
+        decision = self._scaler.observe(now, lag, len(names), busy)
+        if decision.direction == "hold":
+            return decision
+        _log.info(
+            "lane scaling: %s from %d to %d lanes (lag %d events, busy %s): %s",
+            decision.direction, len(names), decision.lanes, decision.lag,
+            "?" if busy is None else f"{busy:.0%}", decision.reason,
+        )  # fmt: skip
+        self._scaler.applied(now)
+        self.decisions.append(decision)
+        try:
+            if decision.direction == "up":
+                self.add_lane()
+            else:
+                self.remove_lane()
+        except LanePlacementError as exc:
+            _log.warning("lane scaling: %s", exc)
+        return decision
+
+    def scale_between(self, lanes_min: int, lanes_max: int) -> None:
+        """Change the scaling's bounds on the running stack (ops widening or pinning the
+        lane count); the next rounds bring the count within them, one lane at a time.
+
+        Raises:
+            ValueError: bounds that cannot work (as ``pipeline.lanes_min/max`` at load).
+        """
+        p = self.settings.pipeline
+        if lanes_max > p.partitions:
+            raise ValueError(f"lanes_max ({lanes_max}) must not exceed partitions ({p.partitions})")
+        limits = dataclasses.replace(p.scaling_limits(), lanes_min=lanes_min, lanes_max=lanes_max)
+        self._scaler = ScalingPolicy(limits)
+
+    def add_lane(self) -> str:
+        """Create the next lane and move partitions to it (:func:`plan_join`): each partition
+        is released by its lane first (batches in hand finished and acknowledged), then the
+        new lane takes it and rewinds to its first unacknowledged event.
+
+        Raises:
+            LanePlacementError: no node could place it in time (it is removed again).
+        """
+        import ray
+
+        taken = set(self.assignment)
+        name = next(f"lane-{i}" for i in range(len(taken) + 1) if f"lane-{i}" not in taken)
+        [strategy] = self._lane_strategies(1, self._lane_nodes())
+        self.actors[name] = self._new_lane(name, [], strategy)
+        try:
+            self._await_lanes_placed([name])
+        except LanePlacementError:
+            with contextlib.suppress(Exception):
+                ray.kill(self.actors.pop(name))
+            raise
+        self.assignment[name] = []
+        self._apply_moves(plan_join(self.assignment, name, self._last_rates()))
+        return name
+
+    def remove_lane(self) -> str:
+        """Remove the highest-numbered lane: its partitions go to the others first (it
+        finishes and acknowledges its batches in hand as it releases them; they rewind to
+        the first unacknowledged event), then it drains its trigger deliveries and is killed."""
+        import ray
+
+        name = max(self.assignment, key=lambda n: int(n.removeprefix("lane-")))
+        self._apply_moves(plan_leave(self.assignment, name, self._last_rates()))
+        lane = self.actors[name]
+        with contextlib.suppress(Exception):
+            ray.get(lane.drain.remote(self.settings.pipeline.stop_timeout_s),
+                    timeout=self.settings.pipeline.stop_timeout_s + _ANSWER_GRACE_S)  # fmt: skip
+        del self.assignment[name]
+        del self.actors[name]
+        ray.kill(lane)
+        return name
+
+    def _apply_moves(self, moves: list[Move]) -> None:
+        """Every losing lane releases first, then every gaining lane takes: no partition is
+        ever pulled by two lanes."""
+        import ray
+
+        if not moves:
+            return
+        after = {name: list(parts) for name, parts in self.assignment.items()}
+        for move in moves:
+            after[move.source].remove(move.partition)
+            after[move.target].append(move.partition)
+        losing = sorted({m.source for m in moves})
+        gaining = sorted({m.target for m in moves})
+        ray.get([self.actors[n].assign.remote(after[n]) for n in losing], timeout=60)
+        for n in losing:
+            self.assignment[n] = sorted(after[n])
+        ray.get([self.actors[n].assign.remote(after[n]) for n in gaining], timeout=60)
+        for n in gaining:
+            self.assignment[n] = sorted(after[n])
+        self.moves.extend(moves)
+        _log.info(
+            "partitions moved: %s",
+            ", ".join(f"p{m.partition} {m.source}->{m.target}" for m in moves),
+        )
+
+    def _last_rates(self) -> dict[int, float]:
+        """Per-partition rates of the rebalancer's last reading (none: an even split)."""
+        last = self._rates._last
+        if last is None:
+            return {}
+        return {p: float(n) for p, n in last[1].items()}
+
+    def scaling_status(self) -> dict[str, Any]:
+        """What ``status()`` reports under ``scaling`` (and the metrics export)."""
+        low, high = self.settings.pipeline.lanes_bounds
+        if self._scaler is not None:
+            low, high = self._scaler.limits.lanes_min, self._scaler.limits.lanes_max
+        counts = {"up": 0, "down": 0}
+        for d in self.decisions:
+            counts[d.direction] = counts.get(d.direction, 0) + 1
+        return {
+            "enabled": self._scaler is not None,
+            "lanes": len(self.assignment),
+            "lanes_min": low,
+            "lanes_max": high,
+            "decisions": counts,
+            "recent": [asdict(d) for d in self.decisions[-10:]],
+        }
 
     def rebalance(self) -> Move | None:
         """Measure each partition's rate since the last call and move at most one partition
@@ -637,16 +904,18 @@ class Stack:
                 )
 
     def status(self) -> dict[str, Any]:
-        """Every lane's, the ingress's and the store's counters; an actor that does not answer
-        within ``metrics.actor_timeout_s`` is named under ``unanswered`` (see
-        :func:`~eventray.cluster.status_gather.gather_status`)."""
+        """Every lane's, the ingress's and the store's counters, and the lane scaling's state;
+        an actor that does not answer within ``metrics.actor_timeout_s`` is named under
+        ``unanswered`` (see :func:`~eventray.cluster.status_gather.gather_status`)."""
         lanes = {name: a for name, a in self.actors.items() if name.startswith("lane-")}
-        return gather_status(
+        status = gather_status(
             lanes,
             self.actors.get("ingress"),
             self.actors.get("store"),
             timeout_s=self.settings.metrics.actor_timeout_s,
         )
+        status["scaling"] = self.scaling_status()
+        return status
 
     def apply(self, documents: list[dict[str, Any]]) -> int:
         """Store entity documents and tell the running actors to reload."""

@@ -28,6 +28,7 @@ from eventray.pipeline.adapters.egress import EgressPolicy, parse_network
 from eventray.pipeline.client_address import parse_networks
 from eventray.pipeline.errors import SettingsError
 from eventray.pipeline.jwks import JwksCache, JwksFetch
+from eventray.pipeline.scaling import ScalingLimits
 from eventray.pipeline.scripts.limits import ScriptLimits
 from eventray.pipeline.secret_crypto import parse_key
 from eventray.pipeline.storage.retention import RetentionPolicy
@@ -256,6 +257,83 @@ class PipelineSettings(_Section):
             "next start"
         ),
     )
+    lanes_min: PositiveInt | None = Field(
+        default=None,
+        description=(
+            "fewest lanes the lag-driven scaling keeps (None: ``lanes``); scaling is on when "
+            "lanes_min < lanes_max"
+        ),
+    )
+    lanes_max: PositiveInt | None = Field(
+        default=None,
+        description="most lanes the scaling adds, at most ``partitions`` (None: ``lanes``)",
+    )
+    scale_up_lag: PositiveInt = Field(
+        default=2000,
+        description="add a lane when the total consumer lag stayed at least this (events) for "
+        "scale_window_s and did not fall",
+    )
+    scale_down_lag: int = Field(
+        default=300,
+        ge=0,
+        description="remove a lane when the total lag stayed at most this for scale_window_s "
+        "(and the remaining lanes would be at most scale_down_busy busy)",
+    )
+    scale_down_busy: float = Field(
+        default=0.6,
+        gt=0,
+        le=1,
+        description="busy share the remaining lanes may reach after a removal",
+    )
+    scale_window_s: PositiveFloat = Field(
+        default=15.0, description="how long lag must agree before a lane is added or removed"
+    )
+    scale_cooldown_s: float = Field(
+        default=30.0, ge=0, description="no other scaling decision for this long after one"
+    )
+
+    @model_validator(mode="after")
+    def _lane_bounds(self) -> PipelineSettings:
+        """Bounds that cannot work are refused at load, naming the settings."""
+        low, high = self.lanes_bounds
+        if low > high:
+            raise ValueError(f"lanes_min ({low}) must not exceed lanes_max ({high})")
+        if high > self.partitions:
+            raise ValueError(
+                f"lanes_max ({high}) must not exceed partitions ({self.partitions}): a lane "
+                "without a partition has nothing to do"
+            )
+        if not low <= min(self.lanes, self.partitions) <= high:
+            raise ValueError(
+                f"lanes ({self.lanes}, the lanes at start) must lie within lanes_min ({low}) "
+                f"and lanes_max ({high})"
+            )
+        if self.scale_down_lag >= self.scale_up_lag:
+            raise ValueError(
+                f"scale_down_lag ({self.scale_down_lag}) must be below scale_up_lag "
+                f"({self.scale_up_lag})"
+            )
+        return self
+
+    @property
+    def lanes_bounds(self) -> tuple[int, int]:
+        """(lanes_min, lanes_max) with unset bounds at ``lanes``: no scaling by default."""
+        start = min(self.lanes, self.partitions)
+        return (self.lanes_min or min(start, self.lanes_max or start),
+                self.lanes_max or max(start, self.lanes_min or start))  # fmt: skip
+
+    def scaling_limits(self) -> ScalingLimits:
+        """The lag-driven scaling policy's limits (see ``eventray.pipeline.scaling``)."""
+        low, high = self.lanes_bounds
+        return ScalingLimits(
+            lanes_min=low,
+            lanes_max=high,
+            up_lag=self.scale_up_lag,
+            down_lag=self.scale_down_lag,
+            window_s=self.scale_window_s,
+            cooldown_s=self.scale_cooldown_s,
+            down_busy=self.scale_down_busy,
+        )
 
     @model_validator(mode="after")
     def _stages(self) -> PipelineSettings:
@@ -501,13 +579,43 @@ class SecretsSettings(_Section):
 
 
 class RaySettings(_Section):
-    """Where the actors run. ``namespace`` holds the stack's named actors (``store``,
-    ``ingress``, ``lane-0``...): two stacks with different namespaces share one Ray cluster
-    without finding each other's actors, and every command that attaches to a running stack
-    uses the namespace its ``stack.json`` records."""
+    """Where Ray runs and what the actors ask of it.
+
+    Actors declare CPUs so the Ray autoscaler (and a KubeRay cluster) sees the demand of the
+    lanes it is asked to run: a lane is a loop plus a script host child that together keep
+    about half a core busy at capacity; the other actors mostly wait on the network.
+
+    ``namespace`` holds the stack's named actors (``store``, ``ingress``, ``lane-0``...): two
+    stacks with different namespaces share one Ray cluster without finding each other's
+    actors, and every command that attaches to a running stack uses the namespace its
+    ``stack.json`` records.
+    """
 
     address: str | None = Field(default=None, description="None: start a local Ray")
-    num_cpus: PositiveInt | None = None
+    num_cpus: PositiveInt | None = Field(
+        default=None,
+        description=(
+            "logical CPUs of the local head (None: the machine's, raised to what lanes_max "
+            "lanes and the other actors declare, so a local stack always fits)"
+        ),
+    )
+    lane_cpus: float = Field(default=0.5, ge=0, description="CPUs each lane actor declares")
+    actor_cpus: float = Field(
+        default=0.05,
+        ge=0,
+        description="CPUs each other actor (ingress, store, api, replay, rule partitions) declares",
+    )
+    lane_strategy: Literal["SPREAD", "DEFAULT"] = Field(
+        default="SPREAD",
+        description="Ray scheduling strategy of the lanes: SPREAD puts them on different nodes",
+    )
+    placement_timeout_s: PositiveFloat = Field(
+        default=60.0,
+        description=(
+            "how long a new lane may wait for a node with lane_cpus free before the start "
+            "fails (or a scaling step is given up) with the reason"
+        ),
+    )
     include_dashboard: bool = Field(
         default=True,
         description=(
@@ -642,6 +750,28 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     api: ApiSettings = ApiSettings()
     secrets: SecretsSettings = SecretsSettings()
+
+    @model_validator(mode="after")
+    def _lanes_fit_the_local_head(self) -> Settings:
+        """A local head given fewer CPUs than the actors declare would leave lanes pending for
+        ever: refused at load, with the numbers."""
+        need = self.cpus_declared()
+        r = self.ray
+        if r.address is None and r.num_cpus is not None and r.num_cpus < need:
+            raise ValueError(
+                f"ray.num_cpus ({r.num_cpus}) is below what the actors declare ({need:g}: "
+                f"{self.pipeline.lanes_bounds[1]} lanes x ray.lane_cpus {r.lane_cpus:g} plus "
+                f"the other actors x ray.actor_cpus {r.actor_cpus:g}); raise it or lower those"
+            )
+        return self
+
+    def cpus_declared(self) -> float:
+        """Logical CPUs the stack's actors declare at most (lanes_max lanes)."""
+        p = self.pipeline
+        others = 4 + p.rule_actors  # store, ingress, api, replay, the rule actors
+        # Script executors do a lane's CPU work (the scripts): they declare what a lane does.
+        lane_like = p.lanes_bounds[1] + p.script_actors
+        return lane_like * self.ray.lane_cpus + others * self.ray.actor_cpus
 
     @field_validator("data_dir", mode="after")
     @classmethod

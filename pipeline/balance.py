@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Move", "RateMeter", "lane_loads", "plan_move"]
+__all__ = ["Move", "RateMeter", "lane_loads", "plan_join", "plan_leave", "plan_move"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,51 @@ def plan_move(
     if best is None or loads[busiest] - best_max <= tolerance / 2 * loads[busiest]:
         return None
     return best
+
+
+def plan_join(
+    assignment: Mapping[str, Sequence[int]], lane: str, rates: Mapping[int, float] | None = None
+) -> list[Move]:
+    """The moves that give a new, empty ``lane`` its share when the scaling adds it: one
+    partition at a time from the lane holding the most (the busiest by ``rates`` among those),
+    until it holds ``partitions // lanes``. Each lane loses at most what keeps the split even,
+    so only the partitions that must move pause."""
+    rates = rates or {}
+    owned = {name: list(parts) for name, parts in assignment.items()}
+    owned.setdefault(lane, [])
+    total = sum(len(parts) for parts in owned.values())
+    want = total // len(owned)
+    moves: list[Move] = []
+    while len(owned[lane]) < want:
+        loads = lane_loads(owned, rates)
+        source = max(
+            (name for name in owned if name != lane),
+            key=lambda name: (len(owned[name]), loads[name], name),
+        )
+        # the source's busiest partition: the new lane relieves it most
+        partition = max(owned[source], key=lambda p: (rates.get(p, 0.0), -p))
+        owned[source].remove(partition)
+        owned[lane].append(partition)
+        moves.append(Move(partition, source, lane))
+    return moves
+
+
+def plan_leave(
+    assignment: Mapping[str, Sequence[int]], lane: str, rates: Mapping[int, float] | None = None
+) -> list[Move]:
+    """The moves that empty ``lane`` before the scaling removes it: each of its partitions
+    (busiest first) to the remaining lane with the fewest, then the lightest load."""
+    rates = rates or {}
+    owned = {name: list(parts) for name, parts in assignment.items() if name != lane}
+    if not owned:
+        raise ValueError(f"{lane} is the only lane: its partitions have nowhere to go")
+    moves: list[Move] = []
+    for partition in sorted(assignment[lane], key=lambda p: (-rates.get(p, 0.0), p)):
+        loads = lane_loads(owned, rates)
+        target = min(owned, key=lambda name: (len(owned[name]), loads[name], name))
+        owned[target].append(partition)
+        moves.append(Move(partition, lane, target))
+    return moves
 
 
 @dataclass(slots=True)

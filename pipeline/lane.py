@@ -167,16 +167,20 @@ class Lane:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._tails: set[asyncio.Task[None]] = set()
         self._in_hand: list[_InHand] = []
+        self._started = False
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def running(self) -> bool:
-        """Whether the partition loops run (between :meth:`start` and :meth:`stop`)."""
-        return bool(self._tasks)
+        """Whether the partition loops run (between :meth:`start` and :meth:`stop`); a lane
+        that owns no partition yet (the scaling just added it) runs too: a partition it
+        acquires starts pulling at once."""
+        return self._started
 
     def start(self) -> None:
         """Start one loop per partition on the running event loop."""
         self._stopping = False
+        self._started = True
         for partition, source in self.sources.items():
             if partition not in self._tasks:
                 self._tasks[partition] = asyncio.create_task(self._loop(source))
@@ -190,6 +194,7 @@ class Lane:
         (the caller decides what to do with it: a lane actor kills its script host).
         """
         self._stopping = True
+        self._started = False
         tasks = list(self._tasks.values())
         self._tasks = {}
         if not tasks:
@@ -225,7 +230,7 @@ class Lane:
     def acquire(self, partition: int, source: EventSource) -> None:
         """Own ``partition`` from now on (its loop starts if the lane is running)."""
         self.sources[partition] = source
-        if self._tasks and not self._stopping:
+        if self._started and not self._stopping:
             self._tasks[partition] = asyncio.create_task(self._loop(source))
 
     async def run_until(self, events: int, *, timeout_s: float = 300.0) -> None:

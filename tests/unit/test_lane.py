@@ -440,3 +440,28 @@ def test_a_partition_moves_between_lanes_without_loss_duplicates_or_reordering()
         assert await second.lane.sources[0].pending() == 0
 
     run(scenario())
+
+
+def test_a_lane_added_empty_pulls_the_partitions_it_is_given_later() -> None:
+    """The scaling adds a lane with no partition, starts it, then moves partitions to it:
+    what it acquires must start pulling at once (not only after a restart)."""
+
+    async def scenario() -> None:
+        first = await rig()
+        second = await rig(stream=first.stream, state=first.state, sink=first.sink)
+        released = await second.lane.release(0)  # the new lane owns nothing yet
+        assert released is not None
+        await released.close()
+        second.lane.start()
+        assert second.lane.running
+        first.stream.add(0, [ingested(n) for n in range(50)])
+        second.lane.acquire(0, await first.stream.source(0))
+        for _ in range(2000):
+            if second.lane.stats.events == 50:
+                break
+            await asyncio.sleep(0.005)
+        await second.lane.stop()
+        assert not second.lane.running
+        assert first.trackers("events") == [f"e{n:04d}" for n in range(50)]
+
+    run(scenario())
