@@ -152,6 +152,9 @@ def _serve(stack: Stack, out: TextIO, stopping: list[bool]) -> None:
         f"  api {stack.api_url + '/docs' if stack.api_url else 'off'}"
         "  (Ctrl-C drains and stops)\n"
     )
+    if stack.api_url:
+        out.write(f"console {stack.api_url}/console/ (sign in with an API token: eventray "
+                  "tokens create)\n")  # fmt: skip
     out.flush()
     started = time.monotonic()
     last = 0.0
@@ -588,6 +591,9 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
             stack.wait_revision(stack.apply(sample_documents(sink.url, mail.port)))
             catalog = load_catalog([SAMPLE_TENANT], compile_scripts=False)
             started = time.monotonic()
+            if stack.api_url:
+                out.write(f"console {stack.api_url}/console/ (sign in with an API token: "
+                          "eventray tokens create)\n")  # fmt: skip
             out.write(
                 f"ingress {stack.ingress_url}; posting {args.events} events"
                 f"{f' at {args.rate:,.0f}/s' if args.rate else ''}...\n"
