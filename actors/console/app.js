@@ -159,7 +159,11 @@ async function orgHealth(org) {
 async function overviewScreen(view) {
   view.append(h("h2", {}, "Overview"),
     h("p", {}, `Per organization (with its children), the last ${WINDOW_MIN} minutes, refreshed every 5 s.`));
-  const orgs = (await api("GET", "/organizations" + query({ limit: 50 }))).data.items;
+  // The token's organization and its children (each card covers its subtree): a bounded
+  // number of polls however deep the tree is.
+  const own = session.who.orgId;
+  const orgs = (await api("GET", "/organizations" + query({ limit: 1000 }))).data.items
+    .filter((o) => (own ? o.id === own || o.parentId === own : !o.parentId || o.depth <= 1)).slice(0, 12);
   const grid = view.appendChild(h("div", { class: "grid" }));
   const cards = orgs.map((org) => {
     const card = h("section", { class: "card", "aria-label": `organization ${org.id}` }, h("h3", {}, org.name || org.id));

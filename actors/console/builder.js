@@ -35,7 +35,8 @@ export function builder(root, lists, actionIds) {
 
   function attached(node, label) {
     if (!actionIds.length) return null;
-    const fs = h("fieldset", { class: "attached" }, h("legend", {}, `Actions when ${label} holds`));
+    const what = label === "when" ? "the whole rule" : label;
+    const fs = h("fieldset", { class: "attached" }, h("legend", {}, `Actions when ${what} holds`));
     for (const id of actionIds) {
       const cb = h("input", { type: "checkbox", id: uid("act"), checked: (node.actions || []).includes(id) });
       cb.addEventListener("change", () => {
@@ -140,8 +141,6 @@ export function builder(root, lists, actionIds) {
         cond.value = { type: "literal", value: "" };
       }
       drawRight();
-    });
-    drawRight();
     });
     drawRight();
     const row = h("div", { class: "cond" }, h("span", { class: "tag" }, "if"),

@@ -58,13 +58,18 @@ async function loadEditor(id) {
     };
   }
   const br = (await api("GET", `/business-rules/${encodeURIComponent(id)}`)).data;
-  const rule = (await api("GET", `/rules/${encodeURIComponent(br.ruleId)}`)).data;
+  // An ancestor's shared rule or a system rule is not this token's to read: the business
+  // rule's own fields stay editable, and test mode runs the stored rule.
+  let rule = null;
+  try { rule = (await api("GET", `/rules/${encodeURIComponent(br.ruleId)}`)).data; } catch (error) {
+    if (error.status !== 404) throw error;
+  }
   return { br, rule, fresh: false };
 }
 
 export async function ruleEditor(view, id) {
   const loaded = await loadEditor(id);
-  const orig = { br: copy(loaded.br), rule: copy(loaded.rule) };
+  const orig = { br: copy(loaded.br), rule: loaded.rule && copy(loaded.rule) };
   const doc = { br: loaded.br, rule: loaded.rule };
   let triggers = [];
   try { triggers = (await api("GET", "/triggers" + query({ limit: 1000 }))).data.items.map((t) => t.id); } catch { /* viewers of nothing */ }
@@ -88,6 +93,7 @@ export async function ruleEditor(view, id) {
   tablist.append(...buttons);
 
   const render = { General: general, Variables: variables, Actions: actions, Rules: rules, Debug: debug };
+  const hidden = (box) => box.append(h("p", { class: "note" }, `The rule ${doc.br.ruleId} is not this token's to read (an ancestor's shared rule or a system rule): only the business rule's own fields are edited here, and test mode runs the stored rule.`));
   function show(t) {
     current = t;
     buttons.forEach((b, i) => {
@@ -97,12 +103,13 @@ export async function ruleEditor(view, id) {
     });
     panel.setAttribute("aria-labelledby", `tab-${t}`);
     clear(panel);
+    if (!doc.rule && t !== "General" && t !== "Debug") { hidden(panel); if (t === "Variables") brParameters(panel, doc.br); return; }
     render[t](panel, doc, { triggers, rerender: () => show(current) });
   }
 
   const save = changeButton("Save", async () => {
     const docs = [];
-    if (loaded.fresh || !same(doc.rule, orig.rule)) docs.push(doc.rule);
+    if (doc.rule && (loaded.fresh || !same(doc.rule, orig.rule))) docs.push(doc.rule);
     if (loaded.fresh || !same(doc.br, orig.br)) docs.push(doc.br);
     if (!docs.length) { clear(saveOut).append(h("p", {}, "Nothing changed: nothing saved.")); status("nothing to save"); return; }
     try {
@@ -111,11 +118,11 @@ export async function ruleEditor(view, id) {
         r.data.changes.map((c) => `${c.kind} ${c.id} ${c.op || ""}`).join(", ")));
       status("saved");
       if (loaded.fresh) { location.hash = `#/rule/${encodeURIComponent(doc.br.id)}`; return; }
-      orig.br = copy(doc.br); orig.rule = copy(doc.rule);
+      orig.br = copy(doc.br); orig.rule = doc.rule && copy(doc.rule);
     } catch (error) { showError(error, saveOut); }
   }, { id: "save-rule" });
   const asJson = h("details", {}, h("summary", {}, "As JSON (what Save applies)"), h("pre", { class: "json", id: "rule-json" }));
-  asJson.addEventListener("toggle", () => { asJson.querySelector("pre").textContent = JSON.stringify([doc.rule, doc.br], null, 2); });
+  asJson.addEventListener("toggle", () => { asJson.querySelector("pre").textContent = JSON.stringify(doc.rule ? [doc.rule, doc.br] : [doc.br], null, 2); });
   view.append(tablist, panel, h("div", { class: "actions" }, save), saveOut, asJson);
   show("General");
 }
@@ -142,18 +149,35 @@ function general(panel, doc) {
     br.timezone = tz.disabled ? "dynamic" : tz.value || "UTC";
   });
   tz.addEventListener("input", () => { br.timezone = tz.value; });
+  // A rule in the business rule's organization moves with it (a new rule starts there).
+  const org = h("input", { value: br.orgId ?? "", name: "br-org" });
+  org.addEventListener("input", () => {
+    if (rule && rule.orgId === br.orgId) rule.orgId = org.value;
+    br.orgId = org.value;
+  });
+  const orgField = field("Organization", org);
   const ruleId = h("input", { value: br.ruleId ?? "" });
-  ruleId.addEventListener("input", () => { br.ruleId = ruleId.value; rule.id = ruleId.value; });
+  ruleId.addEventListener("input", () => { br.ruleId = ruleId.value; if (rule) rule.id = ruleId.value; });
   panel.append(
     h("fieldset", {}, h("legend", {}, "Business rule"),
       text(br, "id", "Id", { name: "br-id" }), text(br, "name", "Name", { name: "br-name" }),
-      text(br, "orgId", "Organization", { name: "br-org" }),
+      orgField,
       field("Rule id (the rule edited in the other tabs)", ruleId),
       check(br, "enabled", "Enabled", true), check(br, "includeChildren", "Applies to child organizations too", false),
       field("Timezone", tzMode), field("Fixed timezone (IANA)", tz)),
-    h("fieldset", {}, h("legend", {}, "Rule"),
+    rule && h("fieldset", {}, h("legend", {}, "Rule"),
       text(rule, "name", "Rule name"), text(rule, "description", "Description"),
       check(rule, "shared", "Shared to child organizations", false)));
+}
+
+function brParameters(panel, br) {
+  const area = h("textarea", { rows: 4 });
+  area.value = JSON.stringify(br.parameters || {}, null, 2);
+  const problem = h("p", { class: "error", "aria-live": "polite" });
+  area.addEventListener("input", () => {
+    try { br.parameters = JSON.parse(area.value); problem.textContent = ""; } catch (e) { problem.textContent = e.message; }
+  });
+  panel.append(field("Parameter values (JSON)", area), problem);
 }
 
 function rowsEditor(title, list, columns, make, onChange) {
@@ -309,7 +333,8 @@ function debug(panel, doc) {
   const run = h("button", { type: "button", id: "run-test", onClick: async () => {
     let body;
     try {
-      body = { businessRule: doc.br, rule: doc.rule, events: parseList(events.value) };
+      body = { businessRule: doc.br, events: parseList(events.value) };
+      if (doc.rule) body.rule = doc.rule;
       if (state.value.trim()) body.state = JSON.parse(state.value);
     } catch (error) { showError(error, out); return; }
     try {
@@ -329,14 +354,14 @@ function traceNode(node) {
       h("ul", {}, (node.items || []).map(traceNode)));
   }
   return h("li", { class: node.result ? "pass" : "fail" },
-    `${mark} ${JSON.stringify(node.left)} ${node.operator} ${JSON.stringify(node.right)} (${node.path})`);
+    `${mark} ${JSON.stringify(node.left)} ${node.operator}${/^(not)?[eE]xists$/.test(node.operator) ? "" : ` ${JSON.stringify(node.right)}`} (${node.path})`);
 }
 
 function report(r) {
   const box = h("section", { class: "card report" }, h("h4", {}, `${r.eventTrackerId}: ${r.inScope ? (r.matched ? "matched" : "not matched") : "not in scope"}`));
   if (!r.inScope) { box.append(h("p", {}, r.reason)); return box; }
   if (r.error) box.append(h("p", { class: "error" }, r.error));
-  box.append(h("h5", {}, "Evaluation"), h("ul", { class: "trace" }, (r.trace || []).map(traceNode)),
+  box.append(h("h5", {}, "Evaluation"), h("ul", { class: "trace" }, [].concat(r.trace || []).map(traceNode)),
     h("h5", {}, "State changes"), json(r.stateChanges || {}),
     h("h5", {}, "Captures"), json(r.captures || []),
     h("h5", {}, "Exec actions it would run"), json(r.execs || []));
