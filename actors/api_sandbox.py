@@ -71,7 +71,10 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def sandbox_router() -> APIRouter:
-    """The test-run routes (they find the entity service on ``request.app.state``)."""
+    """The test-run routes. They find on ``request.app.state`` the entity service and, when
+    given, ``script_limits`` (the lanes' QuickJS limits) and ``script_host`` (a
+    :class:`~eventray.pipeline.scripts.host.ScriptHost` running the scripts in a child
+    process)."""
     router = APIRouter(prefix=_PREFIX)
 
     @router.post("/asset-templates/test", operation_id="test_asset_template",
@@ -82,7 +85,11 @@ def sandbox_router() -> APIRouter:
                  responses=_responses(401, 403, 404, 422))  # fmt: skip
     def template_test(request: Request, scope: Viewer, body: TemplateTestBody) -> dict[str, Any]:
         entities: EntityService = request.app.state.entities
-        return {"items": run_template_test(entities, scope.principal, body.template, body.payloads)}
+        state = request.app.state
+        items = run_template_test(entities, scope.principal, body.template, body.payloads,
+                                  limits=getattr(state, "script_limits", None),
+                                  host=getattr(state, "script_host", None))  # fmt: skip
+        return {"items": items}
 
     @router.post("/business-rules/test", operation_id="test_business_rule",
                  tags=["business-rules"], response_model=RuleTestResult,

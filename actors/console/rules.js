@@ -329,21 +329,39 @@ function rules(panel, doc, { triggers }) {
 function debug(panel, doc) {
   const events = h("textarea", { id: "debug-events", rows: 8, placeholder: '{"event": {"eventType": "reading", "data": {"temperature": -10}}, "assetId": "..."}' });
   const state = h("textarea", { id: "debug-state", rows: 2, placeholder: "{} (optional starting state)" });
+  const asset = h("input", { id: "debug-asset", list: "dl-debug-assets" });
+  const template = h("select", { id: "debug-template" }, h("option", { value: "" }, "none: the lines are events"));
+  const assets = h("datalist", { id: "dl-debug-assets" });
+  // The pickers' choices: what the token may read (a failure leaves them empty).
+  api("GET", "/assets" + query({ limit: 1000 })).then(({ data }) => assets.append(...data.items.map((a) => h("option", { value: a.id }, a.name || a.id)))).catch(() => {});
+  api("GET", "/asset-templates" + query({ limit: 1000 })).then(({ data }) => template.append(...data.items.map((t) => h("option", { value: t.id }, t.id)))).catch(() => {});
   const out = h("div", { id: "debug-result", "aria-live": "polite" });
+  // Raw payloads go through the chosen template first (the template test route), then each
+  // Standard Event, with the chosen asset, into test mode.
+  const toEvents = async (lines) => {
+    let list = lines;
+    if (template.value) {
+      const tpl = (await api("GET", `/asset-templates/${encodeURIComponent(template.value)}`)).data;
+      const ran = (await api("POST", "/asset-templates/test", { template: tpl, payloads: lines })).data.items;
+      const failed = ran.find((r) => r.error);
+      if (failed) throw new Error(`payload ${failed.input}: ${failed.error.stage} failed${failed.error.line ? ` at line ${failed.error.line}` : ""}: ${failed.error.message}`);
+      list = ran.map((r) => ({ event: r.standardEvent }));
+    }
+    if (!asset.value) return list;
+    return list.map((line) => (line && line.event ? { assetId: asset.value, ...line } : { event: line, assetId: asset.value }));
+  };
   const run = h("button", { type: "button", id: "run-test", onClick: async () => {
-    let body;
     try {
-      body = { businessRule: doc.br, events: parseList(events.value) };
+      const body = { businessRule: doc.br, events: await toEvents(parseList(events.value)) };
       if (doc.rule) body.rule = doc.rule;
       if (state.value.trim()) body.state = JSON.parse(state.value);
-    } catch (error) { showError(error, out); return; }
-    try {
       const { data } = await api("POST", "/business-rules/test", body);
       clear(out).append(...data.items.map(report));
       status(`test mode: ${data.items.length} event(s)`);
     } catch (error) { showError(error, out); }
   } }, "Run test mode");
-  panel.append(h("p", {}, "Events (JSON array or one per line): a Standard Event, or {event, at?, assetId?, orgId?}. Runs the production engine on a sandbox state; nothing is stored, no trigger is called."),
+  panel.append(h("p", {}, "Events (JSON array or one per line): a Standard Event, or {event, at?, assetId?, orgId?}; or raw payloads, with a template chosen. Runs the production engine on a sandbox state; nothing is stored, no trigger is called."),
+    h("div", { class: "row" }, field("Template for raw payloads", template), field("Asset", asset), assets),
     field("Test events", events), field("Starting state (JSON)", state), run, out);
 }
 

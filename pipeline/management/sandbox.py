@@ -12,8 +12,9 @@ way to learn what another tenant has.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventray.pipeline.catalog import build_catalog
 from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
@@ -24,6 +25,10 @@ from eventray.pipeline.management.scope import Principal, Scope, covers
 from eventray.pipeline.management.view import ConfigView
 from eventray.pipeline.models import AssetTemplate, BusinessRule, Rule
 from eventray.pipeline.models.base import Entity
+
+if TYPE_CHECKING:
+    from eventray.pipeline.scripts.host import ScriptHost
+    from eventray.pipeline.scripts.limits import ScriptLimits
 
 __all__ = ["MAX_SAMPLES", "run_rule_test", "run_template_test"]
 
@@ -59,9 +64,16 @@ def run_template_test(
     principal: Principal,
     template: Mapping[str, Any],
     payloads: Sequence[Any],
+    *,
+    limits: ScriptLimits | None = None,
+    host: ScriptHost | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``template``'s decode -> validate -> transform on each payload: per payload the
     stages' outputs, then the Standard Event or the error ``{stage, message, line?}``.
+
+    ``limits`` are the lanes' (``scripts.*`` settings); with ``host`` the scripts run in its
+    child process, as the lanes' do, so a script that crashes QuickJS (possible on
+    out-of-memory) fails its payload, not the server.
 
     Raises:
         Forbidden: not at least a viewer.
@@ -70,6 +82,7 @@ def run_template_test(
         Invalid: too many payloads, or a script that does not compile.
     """
     from eventray.pipeline.scripts.bundle import bundle_for_template
+    from eventray.pipeline.scripts.host import HostedRunner
     from eventray.pipeline.scripts.runner import ScriptRunner
 
     principal.require("viewer")
@@ -78,8 +91,13 @@ def run_template_test(
     parsed = _parse(template, "AssetTemplate", "template")
     assert isinstance(parsed, AssetTemplate)
     _owned(entities.scope(principal), parsed.org_id, "template")
+    runner: ScriptRunner | HostedRunner
     try:
-        runner = ScriptRunner(bundle_for_template(parsed))
+        bundle = bundle_for_template(parsed)
+        if host is not None:
+            runner = HostedRunner(host, f"template-test:{uuid.uuid4().hex}", bundle)
+        else:
+            runner = ScriptRunner(bundle, limits=limits)
     except EventrayError as exc:
         raise Invalid(str(exc), "template") from exc
     try:

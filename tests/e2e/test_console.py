@@ -176,9 +176,12 @@ def test_a_rule_built_from_scratch_is_saved_tested_and_round_trips(
     assert admin.get("/business-rules/ui-cold").json()["ruleId"] == "ui-cold-rule"
     # Test mode on the saved rule: the trace with actual values and the state change.
     page.get_by_role("tab", name="Debug").click()
+    # A raw payload through the chosen template first, for the chosen asset.
+    page.get_by_label("Template for raw payloads").select_option("freezer-json")
+    page.get_by_label("Asset", exact=True).fill("freezer-01")
     page.get_by_label("Test events").fill(
-        '{"event": {"eventType": "temperature", "data": {"temperature": -3, "status": "warm"}},'
-        ' "assetId": "freezer-01", "at": "2026-03-01T08:00:00Z"}')  # fmt: skip
+        '{"deviceId": "FRZ-0001", "ts": "2026-03-01T08:00:00Z", "readings": {"t": -3},'
+        ' "door": "closed"}')  # fmt: skip
     page.get_by_role("button", name="Run test mode").click()
     result = page.locator("#debug-result")
     result.get_by_text("test-1: matched").wait_for()
@@ -227,6 +230,11 @@ def test_an_event_is_found_by_its_tracker_id_and_a_dead_letter_redriven(
     wait_for(lambda: any(e["eventTrackerId"] == dead for e in admin.get("/dlq").json()["items"]))
     page = console(tokens["admin"])
     page.get_by_role("link", name="Events").click()
+    page.get_by_label("Asset", exact=True).fill("freezer-02")  # the explorer, an EVA filter
+    page.get_by_label("EVA filters (one per line)").fill("Temperature < -18.5")
+    page.get_by_role("button", name="Search").click()
+    page.locator("#event-results").get_by_role("link", name=tracker).wait_for()
+    shot(page, "events")
     page.get_by_label("Event tracker id").fill(tracker)
     page.get_by_label("Event tracker id").press("Enter")
     page.locator("#story-tracker").wait_for()

@@ -309,3 +309,31 @@ def test_a_viewer_runs_its_own_tests(api: RunningApi, tokens: dict[str, str]) ->
     assert api.call("POST", "/business-rules/test", tokens["viewer"], json={
         "businessRule": br, "events": [{"event": 1}]}).status_code == 422  # fmt: skip
     assert api.store.revision() == before  # a test run writes nothing
+
+
+def test_a_template_test_runs_in_the_script_host_as_the_lanes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """As the API actor wires it: the scripts run in the host's child process under the given
+    limits, so a script over its time limit fails its own payload, with its stage."""
+    from eventray.pipeline.scripts.host import ScriptHost
+    from eventray.pipeline.scripts.limits import ScriptLimits
+
+    host = ScriptHost(ScriptLimits(time_s=0.2))
+    try:
+        for running in running_api(tmp_path_factory.mktemp("hosted"),
+                                   state=lambda _: {"script_host": host}):  # fmt: skip
+            template = {"kind": "AssetTemplate", "id": "t-loop", "orgId": A, "name": "loop",
+                        "scriptConversion": "if (payload.spin) { for (;;) {} }\n"
+                        "result = {eventType: 'x', eventId: 'e1', data: payload, created: '2026-03-01T08:00:00Z'};"}  # fmt: skip
+            ran = running.call("POST", "/asset-templates/test", running.token(A, "viewer"),
+                               json={"template": template,
+                                     "payloads": [{"spin": False}, {"spin": True}]})  # fmt: skip
+            assert ran.status_code == 200, ran.text
+            good, spun = ran.json()["items"]
+            assert good["standardEvent"]["eventType"] == "x", good
+            assert spun["error"] == {"stage": "transform",
+                                     "message": "time limit of 200 ms exceeded"}  # fmt: skip
+            assert host.pid is not None  # it ran in the child
+    finally:
+        host.close()
