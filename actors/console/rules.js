@@ -158,7 +158,7 @@ function general(panel, doc) {
   const orgField = field("Organization", org);
   const ruleId = h("input", { value: br.ruleId ?? "" });
   ruleId.addEventListener("input", () => { br.ruleId = ruleId.value; if (rule) rule.id = ruleId.value; });
-  panel.append(
+  panel.append(...[
     h("fieldset", {}, h("legend", {}, "Business rule"),
       text(br, "id", "Id", { name: "br-id" }), text(br, "name", "Name", { name: "br-name" }),
       orgField,
@@ -167,7 +167,7 @@ function general(panel, doc) {
       field("Timezone", tzMode), field("Fixed timezone (IANA)", tz)),
     rule && h("fieldset", {}, h("legend", {}, "Rule"),
       text(rule, "name", "Rule name"), text(rule, "description", "Description"),
-      check(rule, "shared", "Shared to child organizations", false)));
+      check(rule, "shared", "Shared to child organizations", false))].filter(Boolean));
 }
 
 function brParameters(panel, br) {

@@ -258,12 +258,17 @@ def test_a_viewer_sees_but_a_change_is_refused_by_the_api(
     page.get_by_role("link", name="factory-alpha-high-temp").click()
     save = page.locator("#save-rule")
     assert save.get_attribute("aria-disabled") == "true"
+    # high-temp-alert is acme-foods' shared rule: not the viewer's to read, so only the
+    # business rule's own fields are shown
+    assert "Rule name" not in page.locator("#rule-panel").inner_text()
+    assert "null" not in page.locator("#rule-panel").inner_text()
     page.get_by_label("Name", exact=True).fill("renamed by a viewer")
     save.focus()  # marked disabled, yet a user may still press it: the API refuses
     save.press("Enter")
     refusal = page.locator("#save-result .error")
     refusal.wait_for()
     assert refusal.inner_text().startswith("403: ")
+    refusal.scroll_into_view_if_needed()
     shot(page, "viewer-refused")
     assert admin.get("/business-rules/factory-alpha-high-temp").json()["name"] != (
         "renamed by a viewer"
