@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install typecheck-tree lint test test-unit demo bench clean
+.PHONY: install typecheck-tree lint browser test test-unit demo bench clean
 
 # quickjs-ng replaced the `quickjs` package and installs the same module (quickjs/__init__.py),
 # but an old `_quickjs.cpython-*.so` would still be imported before its `_quickjs.abi3.so`: a
@@ -29,7 +29,16 @@ lint: install typecheck-tree
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The console's browser tests drive Debian's Chromium (playwright never downloads a browser
+# here): installed when missing and we are root; otherwise those tests skip, naming the command.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "no /usr/bin/chromium: the console's browser tests skip (run: sudo apt-get install -y chromium)"; fi; \
+	fi
+
+test: lint browser
 	$(BIN)/python -m pytest
 
 test-unit: install

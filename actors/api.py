@@ -25,6 +25,7 @@ from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.management import EntityService, TokenService
 from eventray.pipeline.management.secrets import SecretHolders, SecretService
 from eventray.pipeline.ports import Adapters, ConfigStore, Stream, TokenStore
+from eventray.pipeline.scripts.host import ScriptHost
 from eventray.pipeline.secret_store import SecretStore
 
 __all__ = ["ApiActor"]
@@ -56,6 +57,7 @@ class ApiActor(ActorHost):
         self._ingress_url = ingress_url or f"http://{settings.ingress.host}:{settings.ingress.port}"
         self._app: ApiApp | None = None
         self._stores: tuple[ConfigStore, TokenStore, SecretStore] | None = None
+        self._scripts: ScriptHost | None = None
 
     async def open(self, stream: Stream, catalog: Catalog) -> None:
         loop = asyncio.get_running_loop()
@@ -66,6 +68,10 @@ class ApiActor(ActorHost):
         config, tokens = self.adapters.config_store(), self.adapters.token_store()
         secrets = self.adapters.secret_store()
         self._stores = (config, tokens, secrets)
+        # Template test runs (the console's) under the lanes' limits, in a child process as
+        # the lanes' scripts when scripts.isolate: a crashing script fails its payload only.
+        limits = self.settings.scripts.limits()
+        self._scripts = ScriptHost(limits) if self.settings.scripts.isolate else None
         entities = EntityService(
             config, prepare=self._prepare, notify=notify, holders=SecretHolders(secrets)
         )
@@ -83,6 +89,8 @@ class ApiActor(ActorHost):
                 **reads_state(StoreActorData(), entities),
                 "replays": ReplayActorClient(),
                 "secrets": SecretService(secrets, self.adapters.secret_cipher()),
+                "script_limits": limits,
+                "script_host": self._scripts,
             },
         )
         await app.start()
@@ -101,6 +109,9 @@ class ApiActor(ActorHost):
         if self._app is not None:
             await self._app.stop()
             self._app = None
+        if self._scripts is not None:
+            self._scripts.close()
+            self._scripts = None
         if self._stores is not None:
             for store in self._stores:
                 store.close()

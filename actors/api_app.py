@@ -15,7 +15,8 @@ maps routes onto them and their refusals onto statuses:
       ``eventray validate``), or a query parameter or body that does not validate
 ====  =====================================================================================
 
-Routes live under ``/api/v1/manage``; ``/docs`` serves the interactive documentation and
+Routes live under ``/api/v1/manage``; ``/console/`` serves the web console
+(:mod:`eventray.actors.api_console`); ``/docs`` serves the interactive documentation and
 ``/openapi.json`` the document (the ingestion endpoints included, with the ingress as their
 server). Entity bodies are read as JSON and validated by the services, so a malformed one is a
 422 with field paths, never a 500; anything that still raises is a bug, answered 500 and
@@ -43,6 +44,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventray.actors.api_auth import Admin, Editor, Viewer
+from eventray.actors.api_console import mount_console
+from eventray.actors.api_sandbox import sandbox_router
 from eventray.actors.api_schema import (
     ApplyBody,
     DryRunBody,
@@ -314,8 +317,11 @@ def build_app(
     _entity_routes(router)
     _other_routes(router)
     app.include_router(router)
+    # The test runs (templates, business rules) belong to the entities' API: always served.
+    app.include_router(sandbox_router())
     for extra in routers:
         app.include_router(extra)
+    mount_console(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -158,6 +158,9 @@ def _serve(stack: Stack, out: TextIO, stopping: list[bool]) -> None:
         f"  ray dashboard {stack.dashboard_url or 'off'}"
         "  (Ctrl-C drains and stops)\n"
     )
+    if stack.api_url:
+        out.write(f"console {stack.api_url}/console/ (sign in with an API token: eventray "
+                  "tokens create)\n")  # fmt: skip
     out.flush()
     started = time.monotonic()
     last = 0.0
@@ -640,6 +643,9 @@ def cmd_demo_stack(args: argparse.Namespace, out: TextIO) -> int:
             stack.wait_revision(stack.apply(sample_documents(sink.url, mail.port)))
             catalog = load_catalog([SAMPLE_TENANT], compile_scripts=False)
             started = time.monotonic()
+            if stack.api_url:
+                out.write(f"console {stack.api_url}/console/ (sign in with an API token: "
+                          "eventray tokens create)\n")  # fmt: skip
             out.write(
                 f"ray dashboard {stack.dashboard_url or 'off'} (actors, their logs, metrics)\n"
                 f"ingress {stack.ingress_url}; posting {args.events} events"

@@ -137,7 +137,33 @@ def cases(api: RunningApi) -> list[tuple[str, str, str, Any, dict[str, int]]]:
         ("token for B's zone", "POST", "/tokens", {"orgId": f"zone-{B}", "role": "viewer"},
          tokens_only),
     ]  # fmt: skip
+    out += sandbox_cases(api)
     return out
+
+
+def sandbox_cases(api: RunningApi) -> list[tuple[str, str, str, Any, dict[str, int]]]:
+    """The test runs (templates, business rules; viewers may run them): anything of B in the
+    body or the events is unknown, as in any other route."""
+    unknown = {"viewer": 404, "editor": 404, "admin": 404}
+    template = b_doc(api, "AssetTemplate")
+    br_b, rule_b = b_doc(api, "BusinessRule"), b_doc(api, "Rule")
+    br_a = {**br_b, "id": f"br-{A}", "orgId": A, "ruleId": f"rule-{A}"}
+    event = {"eventType": "temperature", "data": {"temperature": -1}}
+    return [
+        ("test B's template", "POST", "/asset-templates/test",
+         {"template": template, "payloads": [{"deviceId": "x"}]}, unknown),
+        ("test B's business rule", "POST", "/business-rules/test",
+         {"businessRule": br_b, "events": [event]}, unknown),
+        ("test with B's rule", "POST", "/business-rules/test",
+         {"businessRule": {**br_a, "ruleId": f"rule-{B}"}, "events": [event]}, unknown),
+        ("test with B's rule as a body", "POST", "/business-rules/test",
+         {"businessRule": {**br_a, "ruleId": f"rule-{B}"}, "rule": rule_b, "events": [event]},
+         unknown),
+        ("test on B's asset", "POST", "/business-rules/test",
+         {"businessRule": br_a, "events": [{"event": event, "assetId": f"asset-{B}"}]}, unknown),
+        ("test in B's organization", "POST", "/business-rules/test",
+         {"businessRule": br_a, "events": [{**event, "orgId": B}]}, unknown),
+    ]  # fmt: skip
 
 
 def test_a_tenant_reads_changes_and_deletes_nothing_of_its_sibling(
@@ -145,7 +171,7 @@ def test_a_tenant_reads_changes_and_deletes_nothing_of_its_sibling(
 ) -> None:
     before = b_state(api)
     table = cases(api)
-    assert len(table) == 8 * 12 + 4
+    assert len(table) == 8 * 12 + 4 + 6
     for what, method, path, body, expected in table:
         for role, status in expected.items():
             headers = {"If-Match": '"1"'} if "if-match" in what else {}
@@ -245,9 +271,69 @@ def test_an_editor_touches_no_token_and_ingest_gets_403_everywhere(
                    ("GET", f"/{slug}/{own}", None), ("PUT", f"/{slug}/{own}", {}),
                    ("DELETE", f"/{slug}/{own}", None), ("GET", f"/{slug}/{own}/history", None),
                    ("POST", f"/{slug}/{own}/rollback", {"revision": 1})]  # fmt: skip
+    routes += [
+        ("POST", "/asset-templates/test", {"template": {}, "payloads": []}),
+        ("POST", "/business-rules/test", {"businessRule": {}, "events": []}),
+    ]
     routes += [("GET", "/tokens", None), ("POST", "/tokens", {"orgId": A, "role": "ingest"}),
                ("GET", f"/tokens/{mine}", None), ("DELETE", f"/tokens/{mine}", None)]  # fmt: skip
     for method, path, body in routes:
         answer = api.call(method, path, tokens["ingest"], json=body)
         assert answer.status_code == 403, (method, path, answer.text)
     assert api.call("GET", f"/assets/asset-{A}", tokens["viewer"]).status_code == 200
+
+
+def test_a_viewer_runs_its_own_tests(api: RunningApi, tokens: dict[str, str]) -> None:
+    """Test runs change nothing, so a viewer may run them on its own entities; the answers are
+    the engines' (a stage error with its line, a rule's trace)."""
+    template = {**b_doc(api, "AssetTemplate"), "id": f"tpl-{A}", "orgId": A}
+    ran = api.call("POST", "/asset-templates/test", tokens["viewer"], json={
+        "template": template,
+        "payloads": [{"deviceId": "d1", "ts": "2026-03-01T08:00:00Z", "readings": {"t": -20},
+                      "door": "closed"},
+                     {"deviceId": "d1", "ts": "2026-03-01T08:00:00Z", "readings": {"t": 99},
+                      "door": "closed"}]})  # fmt: skip
+    assert ran.status_code == 200, ran.text
+    good, bad = ran.json()["items"]
+    assert good["standardEvent"]["data"]["temperature"] == -20
+    assert bad["error"]["stage"] == "validate" and bad["error"]["line"] == 10, bad
+    br = {**b_doc(api, "BusinessRule"), "id": f"br-{A}", "orgId": A, "ruleId": f"rule-{A}"}
+    event = {"eventType": "temperature", "data": {"temperature": 5}, "metadata": {"assetId":
+             f"asset-{A}"}, "created": "2026-03-01T08:00:00Z"}  # fmt: skip
+    tested = api.call("POST", "/business-rules/test", tokens["viewer"],
+                      json={"businessRule": br, "events": [event]})  # fmt: skip
+    assert tested.status_code == 200, tested.text
+    (report,) = tested.json()["items"]
+    assert report["inScope"] and report["matched"] and report["trace"], report
+    before = api.store.revision()
+    assert api.call("POST", "/business-rules/test", tokens["viewer"], json={
+        "businessRule": br, "events": [{"event": 1}]}).status_code == 422  # fmt: skip
+    assert api.store.revision() == before  # a test run writes nothing
+
+
+def test_a_template_test_runs_in_the_script_host_as_the_lanes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """As the API actor wires it: the scripts run in the host's child process under the given
+    limits, so a script over its time limit fails its own payload, with its stage."""
+    from eventray.pipeline.scripts.host import ScriptHost
+    from eventray.pipeline.scripts.limits import ScriptLimits
+
+    host = ScriptHost(ScriptLimits(time_s=0.2))
+    try:
+        for running in running_api(tmp_path_factory.mktemp("hosted"),
+                                   state=lambda _: {"script_host": host}):  # fmt: skip
+            template = {"kind": "AssetTemplate", "id": "t-loop", "orgId": A, "name": "loop",
+                        "scriptConversion": "if (payload.spin) { for (;;) {} }\n"
+                        "result = {eventType: 'x', eventId: 'e1', data: payload, created: '2026-03-01T08:00:00Z'};"}  # fmt: skip
+            ran = running.call("POST", "/asset-templates/test", running.token(A, "viewer"),
+                               json={"template": template,
+                                     "payloads": [{"spin": False}, {"spin": True}]})  # fmt: skip
+            assert ran.status_code == 200, ran.text
+            good, spun = ran.json()["items"]
+            assert good["standardEvent"]["eventType"] == "x", good
+            assert spun["error"] == {"stage": "transform",
+                                     "message": "time limit of 200 ms exceeded"}  # fmt: skip
+            assert host.pid is not None  # it ran in the child
+    finally:
+        host.close()

@@ -25,6 +25,8 @@ DATA_ROUTES = {
     ("get", "/dlq"), ("post", "/dlq/redrive"), ("post", "/replays"),
 }  # fmt: skip
 """Stored data, the DLQ and replay (eventray.actors.api_reads and api_replay)."""
+TEST_RUNS = {("post", "/asset-templates/test"), ("post", "/business-rules/test")}
+"""The console's test runs (eventray.actors.api_sandbox), always served."""
 
 
 def app() -> FastAPI:
@@ -64,7 +66,11 @@ def test_the_document_is_valid_and_complete() -> None:
     validate(spec)  # OpenAPI 3.1, every schema well formed
     documented = {(m, p) for p, item in spec["paths"].items() for m in item if m != "servers"}
     routes = served(application)
-    assert len(routes) == len(SLUGS) * 7 + 7 + len(DATA_ROUTES)
+    assert len(routes) == len(SLUGS) * 7 + 7 + len(DATA_ROUTES) + len(TEST_RUNS)
+    for method, path in TEST_RUNS:
+        operation = spec["paths"][PREFIX + path][method]
+        assert operation["security"] == [{"apiToken": []}], (method, path)
+        assert {"401", "403", "404", "422"} <= set(operation["responses"]), (method, path)
     for method, path in DATA_ROUTES:
         operation = spec["paths"][PREFIX + path][method]
         assert operation["security"] == [{"apiToken": []}], (method, path)
