@@ -104,7 +104,7 @@ def test_cli_attaches_to_the_running_stack(stack: Stack, tmp_path: Path) -> None
     assert found.returncode == 0, found.stderr[-2000:]
     [row] = [json.loads(line) for line in found.stdout.splitlines() if line.startswith("{")]
     assert (row["event_tracker_id"], row["asset_id"]) == (tracker, "freezer-03")
-    status = _cli(stack, "status")
+    status = _cli(stack, "status", "--json")
     assert status.returncode == 0, status.stderr[-2000:]
     report = json.loads(status.stdout[status.stdout.index("{") :])
     assert report["lanes"] and "lag" in report["lanes"][0] and report["store"]["rows_written"] > 0

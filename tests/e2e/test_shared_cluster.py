@@ -184,7 +184,7 @@ def test_two_stacks_share_one_ray_cluster(ray_head: str, tmp_path: Path) -> None
             wait_for(check, timeout_s=90)
         status = {
             ns: json.loads(out[out.index("{") :])
-            for ns, out in (("a", _cli(a, "status")), ("b", _cli(b, "status")))
+            for ns, out in (("a", _cli(a, "status", "--json")), ("b", _cli(b, "status", "--json")))
         }
         assert [lane["partitions"] for lane in status["a"]["lanes"]] == [[0, 1]]
         assert [lane["partitions"] for lane in status["b"]["lanes"]] == [[0, 1, 2]]
