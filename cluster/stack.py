@@ -70,14 +70,18 @@ _log = logging.getLogger(__name__)
 
 
 class LanePlacementError(Unavailable):
-    """Lanes Ray could not place on any node (or that did not start) in time."""
+    """Lanes (or pool actors) Ray could not place on any node (or that did not start) in
+    time."""
 
-    def __init__(self, names: list[str], cpus: float, timeout_s: float) -> None:
+    def __init__(
+        self, names: list[str], cpus: float, timeout_s: float, *, setting: str = "lane_cpus",
+        fewer: str = "EVENTRAY_PIPELINE__LANES_MAX",
+    ) -> None:  # fmt: skip
         super().__init__(
             f"{', '.join(names)} not started within {timeout_s:g} s: no node had "
-            f"ray.lane_cpus={cpus:g} CPU free ({_free_cpus()}); add a node, lower "
-            "EVENTRAY_RAY__LANE_CPUS or EVENTRAY_PIPELINE__LANES_MAX, or raise "
-            "EVENTRAY_RAY__PLACEMENT_TIMEOUT_S"
+            f"ray.{setting}={cpus:g} CPU free ({_free_cpus()}); add a node (or, on a local "
+            f"head, raise EVENTRAY_RAY__NUM_CPUS), lower EVENTRAY_RAY__{setting.upper()} or "
+            f"{fewer}, or raise EVENTRAY_RAY__PLACEMENT_TIMEOUT_S"
         )
         self.names = names
 
@@ -402,7 +406,6 @@ class Stack:
     def _start_rule_actors(self, count: int) -> dict[str, Any]:
         """A new generation of ``count`` rule actors (none: the lanes evaluate rules); each
         owns the partitions ``p % count == i``. Returns them by name, once they answer."""
-        import ray
 
         from eventray.actors.rules import RulePartitionActor, owned_partitions, rule_actor_name
 
@@ -423,13 +426,12 @@ class Stack:
                 max_concurrency=max(1, len(owned)),
                 num_cpus=self.settings.ray.actor_cpus,
             ).remote(self.settings, self.wiring.for_role("rules"), owned)
-        ray.get([actor.stats.remote() for actor in rules.values()], timeout=120)
+        self._await_placed(rules, self.settings.ray.actor_cpus, setting="actor_cpus")
         self.rule_layout = layout
         return rules
 
     def _start_script_actors(self, count: int) -> dict[str, Any]:
         """``count`` more script-executor actors; returns them by name, once they answer."""
-        import ray
 
         from eventray.actors.script_pool import ScriptExecutorActor, script_actor_name
 
@@ -441,8 +443,30 @@ class Stack:
             added[name] = ScriptExecutorActor.options(  # type: ignore[attr-defined]
                 name=name, runtime_env=_arrowless(), num_cpus=self.settings.ray.lane_cpus
             ).remote(self.settings, self.wiring.for_role("lane"))
-        ray.get([actor.stats.remote() for actor in added.values()], timeout=120)
+        self._await_placed(added, self.settings.ray.lane_cpus, setting="lane_cpus")
         return added
+
+    def _await_placed(self, actors: dict[str, Any], cpus: float, *, setting: str) -> None:
+        """Wait until new pool actors answer; those Ray cannot place in
+        ``ray.placement_timeout_s`` are killed and named in the error (a resize beyond what the
+        cluster has fails with the reason instead of hanging).
+
+        Raises:
+            LanePlacementError: some were not placed (or did not start) in time.
+        """
+        import ray
+
+        timeout = self.settings.ray.placement_timeout_s
+        asks = {name: actor.stats.remote() for name, actor in actors.items()}
+        ready, _ = ray.wait(list(asks.values()), num_returns=len(asks), timeout=timeout)
+        late = [name for name, ref in asks.items() if ref not in ready]
+        if late:
+            for actor in actors.values():
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+            fewer = "the pool's count" if setting == "lane_cpus" else "the rule actors' count"
+            raise LanePlacementError(late, cpus, timeout, setting=setting, fewer=fewer)
+        ray.get(list(asks.values()))
 
     def stage_actors(self, stage: str) -> dict[str, Any]:
         """The running actors of a stage's pool (``scripts`` or ``rules``), by name."""

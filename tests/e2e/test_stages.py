@@ -30,6 +30,9 @@ from tests.e2e.test_replay import BROKEN, send, tenant
 pytestmark = pytest.mark.ray
 
 STACK_PIPELINE = {"script_actors": 2, "rule_actors": 1}
+# Script executors declare a lane's CPUs (0.5 each): the resize to 4 of them needs a budget
+# beyond the 2 logical CPUs the other modules' local heads advertise.
+STACK_RAY = {"num_cpus": 4}
 Select = Callable[[str], list[dict[str, Any]]]
 
 
