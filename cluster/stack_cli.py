@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import logging
 import math
 import signal
 import threading
@@ -36,6 +37,8 @@ __all__ = [
     "cmd_up",
     "read_entity_documents",
 ]
+
+_log = logging.getLogger(__name__)
 
 
 def read_entity_documents(paths: list[Path]) -> list[dict[str, Any]]:
@@ -124,7 +127,11 @@ def _start_or_stop(stack: Stack, args: argparse.Namespace) -> None:
     try:
         stack.start()
         if args.config:
-            stack.apply(read_entity_documents([Path(args.config)]))
+            revision = stack.apply(read_entity_documents([Path(args.config)]))
+            # "up" is printed once the ingress and the lanes run this configuration: a device
+            # posting right after must not be told its data source is unknown.
+            if not stack.wait_revision(revision, timeout_s=60):
+                _log.warning("the actors did not load configuration revision %d in 60 s", revision)
     except BaseException as exc:
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup
             signal.signal(sig, signal.SIG_IGN)
