@@ -94,7 +94,8 @@ def console(browser: Any, stack: Stack) -> Iterator[Callable[[str], Any]]:
 def shot(page: Any, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
+        # The whole page: a trace or a story below the fold belongs in the picture.
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture(scope="module")
