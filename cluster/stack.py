@@ -426,7 +426,8 @@ class Stack:
                 max_concurrency=max(1, len(owned)),
                 num_cpus=self.settings.ray.actor_cpus,
             ).remote(self.settings, self.wiring.for_role("rules"), owned)
-        self._await_placed(rules, self.settings.ray.actor_cpus, setting="actor_cpus")
+        self._await_placed(rules, self.settings.ray.actor_cpus, setting="actor_cpus",
+                           fewer="the rule actors' count")  # fmt: skip
         self.rule_layout = layout
         return rules
 
@@ -443,10 +444,13 @@ class Stack:
             added[name] = ScriptExecutorActor.options(  # type: ignore[attr-defined]
                 name=name, runtime_env=_arrowless(), num_cpus=self.settings.ray.lane_cpus
             ).remote(self.settings, self.wiring.for_role("lane"))
-        self._await_placed(added, self.settings.ray.lane_cpus, setting="lane_cpus")
+        self._await_placed(added, self.settings.ray.lane_cpus, setting="lane_cpus",
+                           fewer="the pool's count")  # fmt: skip
         return added
 
-    def _await_placed(self, actors: dict[str, Any], cpus: float, *, setting: str) -> None:
+    def _await_placed(
+        self, actors: dict[str, Any], cpus: float, *, setting: str, fewer: str
+    ) -> None:
         """Wait until new pool actors answer; those Ray cannot place in
         ``ray.placement_timeout_s`` are killed and named in the error (a resize beyond what the
         cluster has fails with the reason instead of hanging).
@@ -456,17 +460,26 @@ class Stack:
         """
         import ray
 
-        timeout = self.settings.ray.placement_timeout_s
-        asks = {name: actor.stats.remote() for name, actor in actors.items()}
-        ready, _ = ray.wait(list(asks.values()), num_returns=len(asks), timeout=timeout)
-        late = [name for name, ref in asks.items() if ref not in ready]
+        late = self._unanswered({name: actor.stats.remote() for name, actor in actors.items()})
         if late:
             for actor in actors.values():
                 with contextlib.suppress(Exception):
                     ray.kill(actor)
-            fewer = "the pool's count" if setting == "lane_cpus" else "the rule actors' count"
+            timeout = self.settings.ray.placement_timeout_s
             raise LanePlacementError(late, cpus, timeout, setting=setting, fewer=fewer)
-        ray.get(list(asks.values()))
+
+    def _unanswered(self, calls: dict[str, Any]) -> list[str]:
+        """The names whose call did not answer within ``ray.placement_timeout_s`` (an actor
+        no node can place never runs it); when all did, their results are read, so an actor
+        that failed to start raises its error here."""
+        import ray
+
+        timeout = self.settings.ray.placement_timeout_s
+        ready, _ = ray.wait(list(calls.values()), num_returns=len(calls), timeout=timeout)
+        late = [name for name, ref in calls.items() if ref not in ready]
+        if not late:
+            ray.get(list(calls.values()))
+        return late
 
     def stage_actors(self, stage: str) -> dict[str, Any]:
         """The running actors of a stage's pool (``scripts`` or ``rules``), by name."""
@@ -588,15 +601,10 @@ class Stack:
         Raises:
             LanePlacementError: a lane was not placed (or did not start) in time.
         """
-        import ray
-
-        timeout = self.settings.ray.placement_timeout_s
-        starts = {name: self.actors[name].start.remote() for name in names}
-        ready, _ = ray.wait(list(starts.values()), num_returns=len(starts), timeout=timeout)
-        late = [name for name, ref in starts.items() if ref not in ready]
+        late = self._unanswered({name: self.actors[name].start.remote() for name in names})
         if late:
-            raise LanePlacementError(late, self.settings.ray.lane_cpus, timeout)
-        ray.get(list(starts.values()))
+            r = self.settings.ray
+            raise LanePlacementError(late, r.lane_cpus, r.placement_timeout_s)
 
     def _start_api(self, wiring: Wiring) -> None:
         """The management API beside the ingress, with the ``api`` role's credentials; device
