@@ -194,5 +194,10 @@ class ScriptPoolClient:
             self._refreshed = now
 
     def members(self) -> list[str]:
-        """The pool actors this client currently spreads over."""
+        """The pool actors this client spreads over, looked up again when the last look is
+        older than the refresh interval (an idle lane runs no batch that would look: its
+        status must still show a resize)."""
+        now = time.monotonic()
+        if now - self._refreshed >= _REFRESH_S:
+            self._refresh(now)
         return sorted(self._handles)
