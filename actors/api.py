@@ -10,18 +10,20 @@ actor has nothing to do when another writer changes the entities.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
 
 from eventray.actors.api_app import ApiApp
+from eventray.actors.api_overview import Lag, overview_router
 from eventray.actors.api_reads import StoreActorData, reads_router, reads_state
 from eventray.actors.api_replay import ReplayActorClient, replay_router
 from eventray.actors.api_secrets import secrets_router
 from eventray.actors.host import ActorHost
 from eventray.config.settings import Settings
 from eventray.pipeline.catalog import Catalog
+from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.management import EntityService, TokenService
 from eventray.pipeline.management.secrets import SecretHolders, SecretService
 from eventray.pipeline.ports import Adapters, ConfigStore, Stream, TokenStore
@@ -32,6 +34,23 @@ __all__ = ["ApiActor"]
 
 _NOTICE_S = 5.0
 Prepare = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+def _lag_reader(stream: Stream, loop: asyncio.AbstractEventLoop) -> Lag:
+    """The partitions' consumer lag, read on the actor's loop (where ``stream`` is connected)
+    for a request served on the API's own."""
+
+    async def pending(partitions: Sequence[int]) -> dict[int, int]:
+        return {p: await stream.pending(p) for p in partitions}
+
+    async def lag(partitions: Sequence[int]) -> dict[int, int]:
+        future = asyncio.run_coroutine_threadsafe(pending(partitions), loop)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), _NOTICE_S)
+        except (RetryableError, TimeoutError) as exc:
+            raise RetryableError(f"the stream cannot tell the lag: {exc}") from None
+
+    return lag
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -84,13 +103,15 @@ class ApiActor(ActorHost):
             # eventray.actors.api_auth's Viewer/Editor/Admin) and what they need on app.state.
             # Stored data is read through the store actor; redrive and replay run in the
             # replay actor (eventray.actors.replay), with the caller's scope.
-            routers=(reads_router(), replay_router(), secrets_router()),
+            routers=(reads_router(), overview_router(), replay_router(), secrets_router()),
             state={
                 **reads_state(StoreActorData(), entities),
                 "replays": ReplayActorClient(),
                 "secrets": SecretService(secrets, self.adapters.secret_cipher()),
                 "script_limits": limits,
                 "script_host": self._scripts,
+                "partitions": self.settings.pipeline.partitions,
+                "lag": _lag_reader(stream, loop),
             },
         )
         await app.start()

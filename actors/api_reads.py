@@ -45,6 +45,7 @@ from eventray.pipeline.errors import InvalidQuery, RetryableError, UnknownOrgani
 from eventray.pipeline.management import EntityService, Invalid, NotFound
 from eventray.pipeline.management import Scope as CallerScope
 from eventray.pipeline.ports import EventStore
+from eventray.pipeline.storage.activity import Activity, ActivityQuery, query_activity
 from eventray.pipeline.storage.export import ExportFormat, Page, export
 from eventray.pipeline.storage.logs import LOG_KINDS, LogPage, LogQuery, log_columns, query_logs
 from eventray.pipeline.storage.query import EventPage, EventQuery, query_events
@@ -74,6 +75,8 @@ class StoredData(Protocol):
     async def query_logs(self, query: LogQuery) -> LogPage: ...
 
     async def event_story(self, scope: Scope, event_tracker_id: str) -> EventStory | None: ...
+
+    async def activity(self, query: ActivityQuery) -> Activity: ...
 
 
 class StoreActorData:
@@ -112,6 +115,10 @@ class StoreActorData:
         story: EventStory | None = await self._call("event_story", scope, event_tracker_id)
         return story
 
+    async def activity(self, query: ActivityQuery) -> Activity:
+        counted: Activity = await self._call("activity", query)
+        return counted
+
 
 class DirectStoredData:
     """An event store in this process (one query at a time, in a worker thread): for tests and
@@ -138,6 +145,10 @@ class DirectStoredData:
             self._run, event_story, scope, event_tracker_id
         )
         return story
+
+    async def activity(self, query: ActivityQuery) -> Activity:
+        counted: Activity = await run_in_threadpool(self._run, query_activity, query)
+        return counted
 
 
 class CatalogCache:

@@ -23,6 +23,7 @@ from eventray.actors.host import log_as_actor
 from eventray.config.settings import Settings
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.ports import Adapters, RowSink
+from eventray.pipeline.storage.activity import Activity, ActivityQuery, query_activity
 from eventray.pipeline.storage.logs import LogPage, LogQuery, query_logs
 from eventray.pipeline.storage.query import EventPage, EventQuery, query_events
 from eventray.pipeline.storage.scope import Scope
@@ -111,6 +112,15 @@ class EventStoreActor:
             query,
         )  # fmt: skip
         return page
+
+    async def activity(self, query: ActivityQuery) -> Activity:
+        """Per-minute counts for the Overview (:mod:`eventray.pipeline.storage.activity`)."""
+        loop = asyncio.get_running_loop()
+        counted: Activity = await loop.run_in_executor(
+            self._thread, self._read, partial(query_activity, database=self._database),
+            self._store, query,
+        )  # fmt: skip
+        return counted
 
     async def event_story(self, scope: Scope, event_tracker_id: str) -> EventStory | None:
         """Everything stored about one event that ``scope`` may read (None: nothing)."""

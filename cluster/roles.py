@@ -15,7 +15,8 @@ state, and a lane could inject events into a partition without an API key. Now:
   Ray).
 * ``store``: neither (it writes chDB or ClickHouse, the only role that gets their address).
 * ``api`` (the management API, the other process facing the network): NATS user ``api``, which
-  may only announce a config change (and hear it); no Valkey. It writes the config and token
+  may only announce a config change (and hear it) and read the partitions' consumer info
+  (the Overview's lag); no Valkey. It writes the config and token
   stores, which every role's endpoints name.
 * ``replay`` (the actor that runs DLQ redrive and stream replay for the API; it faces no
   network and is reached over Ray only): NATS user ``replay``, which appends copies to the
@@ -141,8 +142,12 @@ def nats_roles(nats: NatsSettings, *, partitions: int = 0) -> dict[str, NatsPerm
             publish_deny=(f"{nats.subject_prefix}.>", config, UPLINK_SUBJECTS, *_LANE_NEVER),
             subscribe=(f"{inbox_of('lane')}.>", config),
         ),
-        # The management API announces a config change after each write, nothing else.
-        "api": NatsPermissions(publish=(config,), subscribe=(f"{inbox_of('api')}.>", config)),
+        # The management API announces a config change after each write, and reads the
+        # partitions' consumer info for the Overview's lag (read-only).
+        "api": NatsPermissions(
+            publish=(config, f"$JS.API.CONSUMER.INFO.{stream}.*"),
+            subscribe=(f"{inbox_of('api')}.>", config),
+        ),
         "replay": NatsPermissions(
             publish=(
                 f"{nats.subject_prefix}.>",  # copies and reset markers into the partitions

@@ -124,9 +124,19 @@ def test_sign_in_shows_who_and_the_overview(
     assert "admin" in page.locator("#whoami").inner_text()
     page.get_by_role("heading", name="ACME Foods").wait_for()
     page.locator("section[aria-label='organization factory-alpha'] dl").wait_for()
-    assert (
-        "events/min" in page.locator("section[aria-label='organization acme-foods']").inner_text()
-    )
+    # The page shows what the API counted (per minute, in the store): the three readings
+    # of the last minutes, as bars and as throughput; and the partitions' lag, live.
+    counted = admin.get("/overview", params={"minutes": 10}).json()["orgs"]
+    acme = next(o for o in counted if o["orgId"] == "acme-foods")
+    assert sum(acme["events"]) >= 3 and len([n for n in acme["events"] if n]) >= 2, acme
+    assert isinstance(acme["lag"], int), acme
+    card = page.locator("section[aria-label='organization acme-foods']")
+    sync_api.expect(card.locator(".throughput")).to_have_text(
+        f"{sum(acme['events']) / 10:.1f} events/min")  # fmt: skip
+    sync_api.expect(card.locator(".lag")).to_contain_text("waiting in partition")
+    bars = card.locator("svg[aria-label='events per minute, acme-foods'] rect")
+    assert bars.count() == len([n for n in acme["events"] if n])
+    sync_api.expect(card.locator("svg[aria-label='lag, acme-foods'] polyline")).to_have_count(1)
     shot(page, "overview")
 
 

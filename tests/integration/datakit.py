@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter
 
+from eventray.actors.api_overview import overview_router
 from eventray.actors.api_reads import DirectStoredData, reads_router, reads_state
 from eventray.actors.api_replay import replay_router
 from eventray.pipeline.adapters.chdb_store import ChdbEventStore
@@ -58,7 +59,7 @@ validation, with its eventTrackerId."""
 
 
 def data_routers() -> list[APIRouter]:
-    return [reads_router(), replay_router()]
+    return [reads_router(), overview_router(), replay_router()]
 
 
 def _catalog(documents: Sequence[Mapping[str, Any]]) -> Catalog:
@@ -97,7 +98,13 @@ class StoredData:
 
     def state(self, entities: EntityService) -> dict[str, Any]:
         """What the routers find on ``app.state``."""
-        return {**reads_state(self.reader, entities), "replays": self.service}
+
+        async def lag(partitions: Sequence[int]) -> dict[int, int]:
+            return {p: await self.stream.pending(p) for p in partitions}
+
+        # One partition (the stream's 0) holds every organization's events.
+        return {**reads_state(self.reader, entities), "replays": self.service,
+                "partitions": 1, "lag": lag}  # fmt: skip
 
     def select(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.lock:

@@ -13,6 +13,7 @@ everywhere, their own room included; no token, 401. The sibling suite over entit
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -113,6 +114,9 @@ def cases(api: RunningApi, data: StoredData, tokens: dict[str, str]) -> list[Cas
     out += [
         ("story of B's event", "GET", f"/events/{b_event}/story", None, None, hidden),
         ("story of B's failed event", "GET", "/events/fail-b/story", None, None, hidden),
+        ("overview", "GET", "/overview", None, None, read),
+        ("overview of B", "GET", "/overview", {"orgId": B}, None, hidden),
+        ("overview of the floor", "GET", "/overview", {"orgId": PARENT}, None, hidden),
         ("dlq", "GET", "/dlq", None, None, read),
         ("dlq of B", "GET", "/dlq", {"orgId": B}, None, hidden),
         ("dlq: B's event", "GET", "/dlq", {"eventTrackerId": "fail-b"}, None, read),
@@ -162,7 +166,7 @@ def only_a(data: StoredData, answer: Any) -> None:
     content = answer.headers.get("content-type", "")
     if content.startswith("application/json"):
         body = answer.json()
-        for row in body.get("rows", []) + body.get("items", []):
+        for row in body.get("rows", []) + body.get("items", []) + body.get("orgs", []):
             assert row.get("org_id", row.get("orgId")) == A, row
         for partition in body.get("partitions", []):
             assert partition["orgs"] == [A], partition
@@ -215,6 +219,16 @@ def test_the_parent_sees_and_acts_on_both_rooms(
     assert set(plan.json()["partitions"][0]["sample"]) <= {*trackers(data, B), "fail-b"}
     dry = api.call("POST", "/dlq/redrive?dryRun=true", editor, json={"orgId": B}).json()
     assert [i["eventTrackerId"] for i in dry["items"]] == ["fail-b"]
+    # the Overview: the floor's card and a card per room; the rows are months old, so the
+    # last minutes count nothing, and every room waits behind the one partition's backlog
+    seen = api.call("GET", "/overview", parent, params={"minutes": 5}).json()
+    assert [o["orgId"] for o in seen["orgs"]] == [PARENT, A, B]
+    backlog = asyncio.run(data.stream.pending(0))
+    assert backlog > 0
+    for card in seen["orgs"]:
+        assert (card["lag"], card["partitions"]) == (backlog, [0])
+        assert card["events"] == card["dlq"] == card["triggersFailed"] == [0] * 5
+    assert api.call("GET", "/overview", parent, params={"minutes": 61}).status_code == 422
 
 
 def test_ingest_tokens_and_no_token(

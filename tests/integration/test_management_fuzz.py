@@ -53,8 +53,8 @@ def test_no_request_makes_a_server_error(
     not load under this pytest); a failing case is reported with its operation and request."""
     headers = {"Authorization": f"Bearer {root_token}"}
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    # entities, tokens and the like; data and replay; the two test runs (templates, rules)
-    assert len(operations) == 8 * 7 + 7 + 6 + 2
+    # entities, tokens and the like; data, the Overview and replay; the two test runs
+    assert len(operations) == 8 * 7 + 7 + 7 + 2
     statuses: dict[int, int] = {}
     for operation in operations:
 

@@ -43,6 +43,7 @@ from eventray.pipeline.processor import EventProcessor, Ingested
 from eventray.pipeline.rules.engine import RuleEngine
 from eventray.pipeline.scripts.cache import ScriptCache
 from eventray.pipeline.scripts.executor import TemplateExecutor
+from eventray.pipeline.storage.activity import ActivityQuery, Card, query_activity
 from eventray.pipeline.storage.export import export, follow
 from eventray.pipeline.storage.logs import LOG_KINDS, SORT_KEYS, LogPage, query_logs
 from eventray.pipeline.storage.query import EventPage, query_events
@@ -510,3 +511,64 @@ def test_exports_stream_every_page_as_csv_and_json_lines(stored: Stored) -> None
     assert {r["message_encoding"] for r in rows} == {"text", "base64"}
     document = orjson.loads(b"".join(export(follow(dlq, max_pages=1), "json")))
     assert len(document["rows"]) == 2 and document["nextCursor"]
+
+
+# -- activity (the Overview's per-minute counts) ---------------------------------------------
+
+
+def _minute_of(created: Any) -> int:
+    if isinstance(created, str):  # the rows' text form, UTC
+        created = datetime.fromisoformat(created).replace(tzinfo=UTC)
+    if isinstance(created, datetime):
+        return int(created.timestamp()) // 60
+    return int(created) // 60_000  # epoch ms
+
+
+@pytest.mark.parametrize("tenant", ["t1", "platform"])
+def test_activity_counts_each_subtree_per_minute_as_the_rows_say(
+    stored: Stored, tenant: str
+) -> None:
+    """Cards for the vendor and both tenants, read with a tenant's scope and the platform's,
+    over two hour-long windows (the events' and the DLQ's and deliveries'): each card counts
+    exactly the rows (inserted twice: FINAL) in its subtree that the scope may read, per
+    minute; a card outside the scope (the vendor, for a tenant) counts only what the scope
+    holds."""
+    catalog, scope = stored.catalog, stored.scopes[tenant]
+    tables = {"events": "events", "dlq": "dlq", "triggers": "logs_trigger"}
+    cards = tuple(Card(org, catalog.orgs[org].path_key) for org in ("mapex", T1, T2))
+    totals = {c.org_id: dict.fromkeys(("events", "dlq", "triggersOk", "triggersFailed"), 0)
+              for c in cards}  # fmt: skip
+    for last in sorted({max(_minute_of(r["created"]) for r in stored.truth[t])
+                        for t in ("events", "logs_trigger")}):  # fmt: skip
+        now = datetime.fromtimestamp(last * 60 + 30, UTC)
+        found = query_activity(stored.store, ActivityQuery(scope, cards, minutes=60, now=now),
+                               database=stored.database)  # fmt: skip
+        first = last - 59
+        assert found.since == datetime.fromtimestamp(first * 60, UTC)
+        for card in cards:
+            expected = {name: [0] * 60 for name in totals[card.org_id]}
+            for series, table in tables.items():
+                for row in stored.truth[table]:
+                    at, path = _minute_of(row["created"]) - first, row["path_key"]
+                    inside = path == card.path_key or path.startswith(card.path_key + "/")
+                    if not (0 <= at < 60 and inside and scope.contains(path)):
+                        continue
+                    name = series if series != "triggers" else (
+                        "triggersOk" if row["success"] else "triggersFailed")  # fmt: skip
+                    expected[name][at] += 1
+            assert found.series[card.org_id] == expected, (card, now)
+            for name, counts in expected.items():
+                totals[card.org_id][name] += sum(counts)
+    assert totals[T1]["events"] > 0 and totals[T1]["dlq"] > 0
+    assert (totals[T1]["triggersOk"], totals[T1]["triggersFailed"]) == (1, 1)
+    assert totals["mapex"]["events"] == totals[T1]["events"] + totals[T2]["events"]
+    if tenant == "t1":
+        assert not any(totals[T2].values())  # nothing of a sibling
+
+
+def test_activity_refuses_a_window_or_card_count_it_cannot_serve() -> None:
+    card = (Card("a", "0001"),)
+    with pytest.raises(InvalidQuery, match=r"minutes must be 1\.\.60"):
+        ActivityQuery(Scope.platform(), card, minutes=61)
+    with pytest.raises(InvalidQuery, match=r"1\.\.50 organizations"):
+        ActivityQuery(Scope.platform(), ())

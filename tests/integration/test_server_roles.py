@@ -210,15 +210,22 @@ def test_role_passwords_are_their_own_and_survive_a_restart(nats_server: Running
         again.stop()
 
 
-def test_the_api_user_may_only_announce_config_changes(nats_server: RunningNats) -> None:
+def test_the_api_user_may_only_announce_config_changes_and_read_the_lag(
+    nats_server: RunningNats,
+) -> None:
     config = SETTINGS.config_subject
+    info = f"$JS.API.CONSUMER.INFO.{STREAM}.lane-p0"
     assert refused(
         nats_server,
         "api",
         [
             f"PUB {config}",
+            f"PUB {info}",
             f"PUB {PREFIX}.p0",
             f"PUB {TRIGGERS}",
+            f"PUB $JS.API.CONSUMER.DELETE.{STREAM}.lane-p0",
+            f"PUB $JS.API.CONSUMER.MSG.NEXT.{STREAM}.lane-p0",
+            f"PUB $JS.API.STREAM.INFO.{STREAM}",
             f"SUB {config}",
             "SUB _INBOX.api.x",
             "SUB _INBOX.lane.x",
@@ -226,6 +233,9 @@ def test_the_api_user_may_only_announce_config_changes(nats_server: RunningNats)
     ) == [
         f'Publish to "{PREFIX}.p0"',
         f'Publish to "{TRIGGERS}"',
+        f'Publish to "$JS.API.CONSUMER.DELETE.{STREAM}.lane-p0"',
+        f'Publish to "$JS.API.CONSUMER.MSG.NEXT.{STREAM}.lane-p0"',
+        f'Publish to "$JS.API.STREAM.INFO.{STREAM}"',
         'Subscription to "_INBOX.lane.x"',
     ]
 

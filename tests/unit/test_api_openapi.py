@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from openapi_spec_validator import validate
 
 from eventray.actors.api_app import PREFIX, build_app
+from eventray.actors.api_overview import overview_router
 from eventray.actors.api_reads import reads_router
 from eventray.actors.api_replay import replay_router
 from eventray.pipeline.adapters.memory_config import MemoryConfigStore
@@ -22,9 +23,10 @@ from eventray.pipeline.models import ENTITY_KINDS
 
 DATA_ROUTES = {
     ("get", "/events"), ("get", "/events/{event_tracker_id}/story"), ("get", "/logs/{kind}"),
-    ("get", "/dlq"), ("post", "/dlq/redrive"), ("post", "/replays"),
+    ("get", "/dlq"), ("post", "/dlq/redrive"), ("post", "/replays"), ("get", "/overview"),
 }  # fmt: skip
-"""Stored data, the DLQ and replay (eventray.actors.api_reads and api_replay)."""
+"""Stored data, the Overview, the DLQ and replay (eventray.actors.api_reads, api_overview and
+api_replay)."""
 TEST_RUNS = {("post", "/asset-templates/test"), ("post", "/business-rules/test")}
 """The console's test runs (eventray.actors.api_sandbox), always served."""
 
@@ -32,7 +34,7 @@ TEST_RUNS = {("post", "/asset-templates/test"), ("post", "/business-rules/test")
 def app() -> FastAPI:
     return build_app(EntityService(MemoryConfigStore()), TokenService(MemoryTokenStore()),
                      ingress_url="http://127.0.0.1:18088",
-                     routers=[reads_router(), replay_router()])  # fmt: skip
+                     routers=[reads_router(), overview_router(), replay_router()])  # fmt: skip
 
 
 def served(application: FastAPI) -> set[tuple[str, str]]:
