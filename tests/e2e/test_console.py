@@ -11,6 +11,7 @@ README shows them). Without Chromium the module skips with the command that inst
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -284,3 +285,105 @@ def test_a_viewer_sees_but_a_change_is_refused_by_the_api(
     assert admin.get("/business-rules/factory-alpha-high-temp").json()["name"] != (
         "renamed by a viewer"
     )
+
+
+# Every control's accessible name, as a screen reader would announce it: an aria-label, the
+# elements aria-labelledby names, a <label>, a button's or link's text, or a title.
+UNNAMED = """() => [...document.querySelectorAll(
+    "input, select, textarea, button, a[href], [role=treeitem], [role=tab], [tabindex]")]
+  .filter((el) => el.type !== "hidden" && !el.closest("[hidden]"))
+  .filter((el) => {
+    const by = (el.getAttribute("aria-labelledby") || "").split(" ").filter(Boolean)
+      .map((id) => (document.getElementById(id) || {}).textContent || "").join(" ");
+    const labels = el.labels ? [...el.labels].map((l) => l.textContent).join(" ") : "";
+    const text = ["BUTTON", "A"].includes(el.tagName) ? el.textContent : "";
+    return !(el.getAttribute("aria-label") || by || labels || text || el.title || "").trim()
+      && !["MAIN", "SECTION"].includes(el.tagName);
+  })
+  .map((el) => el.outerHTML.slice(0, 160))"""
+
+
+def test_every_control_on_every_screen_has_a_name(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str]
+) -> None:
+    """Each screen of the navigation, and the editors behind it (every tab of a business
+    rule, a template, an event's story): no control without an accessible name."""
+    page = console(tokens["admin"])
+    screens = [a.get_attribute("href") for a in page.locator("#nav a").all()]
+    assert len(screens) >= 5, screens
+    tracker = post(stack, reading("FRZ-0001", 20, -18.0)).json()["eventTrackerId"]
+    details = ["#/rule/factory-alpha-high-temp", "#/rule/new", "#/template/freezer-json",
+               f"#/story/{tracker}"]  # fmt: skip
+    checked = 0
+    for where in [*screens, *details]:
+        page.goto(f"{stack.api_url}/console/{where}")
+        page.locator("#view h2").first.wait_for()
+        tabs = page.get_by_role("tab").all() or [None]
+        for tab in tabs:
+            if tab is not None:
+                tab.click()
+            if where == "#/rule/new" and tab is not None and tab.inner_text() == "Rules":
+                page.get_by_role("button", name="Add group to when").click()
+                page.get_by_role("button", name="Add condition to when.items[0]").click()
+            assert page.evaluate(UNNAMED) == [], (where, tab and tab.inner_text())
+            checked += page.locator("input, select, textarea, button").count()
+    assert checked > 100
+
+
+def test_the_builder_and_the_tabs_work_by_keyboard(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str]
+) -> None:
+    """Arrow keys move between the editor's tabs and the builder's items, Home/End jump,
+    Alt+Arrow reorders (focus follows the moved item), Enter presses the focused button;
+    and a mouse drag reorders too."""
+    page = console(tokens["admin"])
+    page.goto(f"{stack.api_url}/console/#/rule/new")
+    focused = "document.activeElement"
+    page.get_by_role("tab", name="General").focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    assert page.evaluate(f"{focused}.textContent") == "Rules"
+    assert page.get_by_role("tab", name="Rules").get_attribute("aria-selected") == "true"
+    page.keyboard.press("ArrowLeft")
+    assert page.evaluate(f"{focused}.textContent") == "Actions"
+    page.keyboard.press("ArrowRight")
+    # Enter on the focused buttons: a group, two conditions in it, one condition at the top.
+    page.get_by_role("button", name="Add group to when").focus()
+    page.keyboard.press("Enter")
+    assert page.evaluate(f"{focused}.dataset.path") == "when.items[0]"  # focus on the new one
+    for _ in range(2):
+        page.get_by_role("button", name="Add condition to when.items[0]").focus()
+        page.keyboard.press("Enter")
+    page.get_by_role("button", name="Add condition to when", exact=True).focus()
+    page.keyboard.press("Enter")
+    for i, name in enumerate(("data.a", "data.b")):
+        page.get_by_label(f"when.items[0].items[{i}] field value").fill(name)
+    page.get_by_label("when.items[1] field value").fill("data.c")
+    order = ["when", "when.items[0]", "when.items[0].items[0]", "when.items[0].items[1]",
+             "when.items[1]"]  # fmt: skip
+    page.locator("[data-path='when']").focus()
+    for expected in order[1:]:
+        page.keyboard.press("ArrowDown")
+        assert page.evaluate(f"{focused}.dataset.path") == expected
+    page.keyboard.press("Home")
+    assert page.evaluate(f"{focused}.dataset.path") == "when"
+    page.keyboard.press("End")
+    assert page.evaluate(f"{focused}.dataset.path") == "when.items[1]"
+    page.keyboard.press("ArrowUp")
+    assert page.evaluate(f"{focused}.dataset.path") == "when.items[0].items[1]"
+    page.keyboard.press("Alt+ArrowUp")  # data.b before data.a, and the focus goes with it
+    assert page.evaluate(f"{focused}.dataset.path") == "when.items[0].items[0]"
+    assert page.get_by_label("when.items[0].items[0] field value").input_value() == "data.b"
+    # Tab leaves the item for its own controls (the first: its value source)
+    page.keyboard.press("Tab")
+    assert page.evaluate(f"{focused}.getAttribute('aria-label')") == (
+        "when.items[0].items[0] field source")
+    # a mouse drag within the group puts data.a back first
+    page.locator("[data-path='when.items[0].items[1]']").drag_to(
+        page.locator("[data-path='when.items[0].items[0]']"))  # fmt: skip
+    assert page.get_by_label("when.items[0].items[0] field value").input_value() == "data.a"
+    page.get_by_text("As JSON (what Save applies)").click()
+    rule = json.loads(page.locator("#rule-json").inner_text())[0]
+    fields = [[c["data"]["field"]["value"] for c in rule["when"]["items"][0]["data"]["items"]],
+              rule["when"]["items"][1]["data"]["field"]["value"]]  # fmt: skip
+    assert fields == [["data.a", "data.b"], "data.c"]
