@@ -377,7 +377,8 @@ def test_the_builder_and_the_tabs_work_by_keyboard(
     # Tab leaves the item for its own controls (the first: its value source)
     page.keyboard.press("Tab")
     assert page.evaluate(f"{focused}.getAttribute('aria-label')") == (
-        "when.items[0].items[0] field source")
+        "when.items[0].items[0] field source"
+    )
     # a mouse drag within the group puts data.a back first
     page.locator("[data-path='when.items[0].items[1]']").drag_to(
         page.locator("[data-path='when.items[0].items[0]']"))  # fmt: skip
