@@ -297,8 +297,11 @@ function actions(panel, doc, { triggers, rerender }) {
         h("button", { type: "button", onClick: () => { if (cname.value) { a.captures[cname.value] = { type: "event", value: "data" }; rerender(); } } }, "Add capture")));
     } else if (a.type === "exec") {
       const trig = h("input", { value: a.triggerId || "", list: "dl-triggers" });
-      trig.addEventListener("input", () => { a.triggerId = trig.value; });
-      fs.append(field("Trigger", trig), text(a, "message", "Message"));
+      const unknown = h("small", { class: "bad", "aria-live": "polite" });
+      const checkTrigger = () => { unknown.textContent = trig.value && !triggers.includes(trig.value) ? `no trigger ${trig.value} in your scope (Save will be refused)` : ""; };
+      trig.addEventListener("input", () => { a.triggerId = trig.value; checkTrigger(); });
+      checkTrigger();
+      fs.append(field("Trigger", trig), unknown, messageEditor(a, i + 1, lists));
     }
     fs.append(h("button", { type: "button", onClick: () => { rule.actions.splice(i, 1); rerender(); } }, `Remove action ${a.id}`));
     box.append(fs);
@@ -318,6 +321,31 @@ function actions(panel, doc, { triggers, rerender }) {
     h("datalist", { id: "dl-captures" }, lists.captures.map((v) => h("option", { value: v }))),
     h("datalist", { id: "dl-triggers" }, triggers.map((v) => h("option", { value: v }))),
     box, h("div", { class: "row" }, field("New action type", kind), add));
+}
+
+// An exec action's message, with a picker of the placeholders the engine fills in
+// (pipeline/templating.py: state, params, event, metadata; secrets only at delivery).
+function messageEditor(action, n, lists) {
+  const area = h("textarea", { rows: 2, value: action.message ?? "" });
+  area.value = action.message ?? "";
+  area.addEventListener("input", () => { if (area.value) action.message = area.value; else delete action.message; });
+  const choices = [
+    ...lists.state.map((v) => [`{{state.${v}}}`, `state variable ${v}`]),
+    ...lists.variable.map((p) => [`{{params.${p}}}`, `parameter ${p}`]),
+    ...lists.event.map((e) => [`{{event.${e}}}`, `event ${e}`]),
+    ["{{metadata.assetId}}", "the asset's id"],
+    ["{{secrets.NAME}}", "a secret (resolved at delivery, never logged)"],
+  ];
+  const pick = select(choices, choices[0][0], { "aria-label": `Placeholder for message ${n}` });
+  const insert = h("button", { type: "button", onClick: () => {
+    const at = area.selectionStart ?? area.value.length;
+    area.value = area.value.slice(0, at) + pick.value + area.value.slice(area.selectionEnd ?? at);
+    area.dispatchEvent(new Event("input"));
+    area.focus();
+    area.setSelectionRange(at + pick.value.length, at + pick.value.length);
+  } }, `Insert into message ${n}`);
+  return h("div", {}, field(`Message of action ${n}`, area, "placeholders {{...}} are filled in when the action runs"),
+    h("div", { class: "row" }, pick, insert));
 }
 
 function rules(panel, doc, { triggers }) {

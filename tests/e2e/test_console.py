@@ -384,7 +384,35 @@ def test_the_builder_and_the_tabs_work_by_keyboard(
         page.locator("[data-path='when.items[0].items[0]']"))  # fmt: skip
     assert page.get_by_label("when.items[0].items[0] field value").input_value() == "data.a"
     page.get_by_text("As JSON (what Save applies)").click()
+    sync_api.expect(page.locator("#rule-json")).not_to_be_empty()  # filled on the toggle event
     rule = json.loads(page.locator("#rule-json").inner_text())[0]
     fields = [[c["data"]["field"]["value"] for c in rule["when"]["items"][0]["data"]["items"]],
               rule["when"]["items"][1]["data"]["field"]["value"]]  # fmt: skip
     assert fields == [["data.a", "data.b"], "data.c"]
+
+
+def test_an_exec_message_gets_placeholders_and_an_unknown_trigger_is_flagged(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str]
+) -> None:
+    page = console(tokens["admin"])
+    page.goto(f"{stack.api_url}/console/#/rule/new")
+    page.get_by_role("tab", name="Variables").click()
+    page.get_by_role("button", name="Add variable").click()
+    page.get_by_label("Variable name 1").fill("hits")
+    page.get_by_role("tab", name="Actions").click()
+    page.get_by_label("New action type").select_option("exec")
+    page.get_by_role("button", name="Add action").click()
+    trigger = page.get_by_label("Trigger", exact=True)
+    assert trigger.input_value()  # the first trigger in scope
+    trigger.fill("no-such-trigger")
+    page.get_by_text("no trigger no-such-trigger in your scope").wait_for()
+    message = page.get_by_label("Message of action 1")
+    message.fill("hits: ")
+    page.get_by_label("Placeholder for message 1").select_option("{{state.hits}}")
+    page.get_by_role("button", name="Insert into message 1").click()
+    assert message.input_value() == "hits: {{state.hits}}"
+    page.get_by_text("As JSON (what Save applies)").click()
+    sync_api.expect(page.locator("#rule-json")).not_to_be_empty()  # filled on the toggle event
+    action = json.loads(page.locator("#rule-json").inner_text())[0]["actions"][0]
+    assert action == {"id": "a1", "type": "exec", "triggerId": "no-such-trigger",
+                      "message": "hits: {{state.hits}}"}  # fmt: skip
