@@ -1,9 +1,11 @@
-// The console's shell: sign-in, navigation by URL hash, and the Overview, Events and DLQ
-// screens. Rules and Templates live in their own modules.
+// The console's shell: sign-in, navigation by URL hash, and the Overview screen. Rules,
+// Templates and the stored-data screens (Events, Logs, DLQ, Replays: explore.js) live in
+// their own modules.
 import { api, ApiError, query, setToken, token } from "./api.js";
-import { clear, field, h, json, select, status, table } from "./dom.js";
+import { clear, h, status } from "./dom.js";
 import { rulesScreen, ruleEditor } from "./rules.js";
 import { templatesScreen, templateEditor } from "./templates.js";
+import { dlqScreen, eventsScreen, logsScreen, replaysScreen, storyScreen } from "./explore.js";
 
 export const session = { who: null };
 
@@ -38,6 +40,8 @@ const screens = {
   events: eventsScreen,
   story: storyScreen,
   dlq: dlqScreen,
+  logs: logsScreen,
+  replays: replaysScreen,
 };
 
 async function route() {
@@ -190,89 +194,6 @@ async function overviewScreen(view) {
   };
   await refresh();
   timer = setInterval(refresh, 5000);
-}
-
-// ---------------------------------------------------------------- Events
-async function eventsScreen(view) {
-  view.append(h("h2", {}, "Events"));
-  const f = {
-    orgId: h("input", { name: "orgId" }), assetId: h("input", { name: "assetId" }),
-    eventType: h("input", { name: "eventType" }),
-    since: h("input", { name: "since", type: "datetime-local" }), until: h("input", { name: "until", type: "datetime-local" }),
-    where: h("textarea", { name: "where", rows: 2, placeholder: "temperature > -15" }),
-  };
-  const results = h("div", { id: "event-results" });
-  const form = h("form", { class: "filters", "aria-label": "event filters" },
-    field("Organization", f.orgId), field("Asset", f.assetId), field("Event type", f.eventType),
-    field("Since", f.since), field("Until", f.until),
-    field("EVA filters (one per line)", f.where, "FIELD OP VALUE; OP one of = != > >= < <="),
-    h("button", { type: "submit" }, "Search"));
-  const tracker = h("input", { name: "tracker", id: "tracker" });
-  const storyForm = h("form", { class: "filters", "aria-label": "find an event" },
-    field("Event tracker id", tracker), h("button", { type: "submit" }, "Show story"));
-  storyForm.addEventListener("submit", (e) => { e.preventDefault(); location.hash = `#/story/${encodeURIComponent(tracker.value.trim())}`; });
-  const iso = (v) => (v ? new Date(v).toISOString() : undefined);
-  form.addEventListener("submit", async (e) => {
-    e.preventDefault();
-    try {
-      const { data } = await api("GET", "/events" + query({
-        orgId: f.orgId.value, includeChildren: f.orgId.value ? true : undefined, assetId: f.assetId.value,
-        eventType: f.eventType.value, since: iso(f.since.value), until: iso(f.until.value),
-        where: f.where.value.split("\n").map((s) => s.trim()), limit: 100, newestFirst: true,
-      }));
-      const rows = data.rows || [];
-      clear(results).append(h("p", {}, `${rows.length} event(s)${data.nextCursor ? " (more)" : ""}`),
-        table(["created", "org", "asset", "type", "tracker id", "payload"], rows, (r, c) => {
-          if (c === "tracker id") return h("a", { href: `#/story/${encodeURIComponent(r.event_tracker_id)}` }, r.event_tracker_id);
-          return { created: r.created, org: r.org_id, asset: r.asset_id, type: r.event_type,
-            payload: JSON.stringify(r.payload).slice(0, 120) }[c];
-        }));
-    } catch (error) { showError(error, results); }
-  });
-  view.append(storyForm, form, results);
-}
-
-async function storyScreen(view, tracker) {
-  view.append(h("h2", {}, "Event story"), h("p", {}, h("a", { href: "#/events" }, "← Events")));
-  const { data } = await api("GET", `/events/${encodeURIComponent(tracker)}/story`);
-  view.append(h("p", { id: "story-tracker" }, `eventTrackerId ${tracker}`));
-  view.append(h("h3", {}, "Summary"), json(data.summary), h("h3", {}, `Steps${data.truncated ? " (truncated)" : ""}`));
-  const steps = data.steps || [];
-  view.append(h("ol", { class: "story" }, steps.map((s) =>
-    h("li", {}, h("strong", {}, s.kind), " ", s.at, json(s.record)))));
-}
-
-// ---------------------------------------------------------------- DLQ
-async function dlqScreen(view) {
-  view.append(h("h2", {}, "Dead-letter queue"));
-  const which = select([["no", "not redriven"], ["yes", "redriven"], ["all", "all"]], "no", { id: "dlq-which" });
-  const out = h("div", { id: "dlq-results" });
-  const result = h("div", { id: "redrive-result", role: "status" });
-  const load = async () => {
-    try {
-      const { data } = await api("GET", "/dlq" + query({ redriven: which.value, limit: 200 }));
-      const items = data.items || [];
-      clear(out).append(h("p", {}, `${items.length} entr${items.length === 1 ? "y" : "ies"}`),
-        table(["made", "org", "stage", "error", "tracker id", ""], items, (e, c) => {
-          const id = e.eventTrackerId;
-          if (c === "") {
-            return changeButton("Redrive", async () => {
-              try {
-                const r = await api("POST", "/dlq/redrive" + query({ wait: 10 }), { eventTrackerId: id });
-                clear(result).append(h("p", {}, `redrive of ${id}:`), json(r.data.summary));
-                status(`redriven: ${id}`);
-                await load();
-              } catch (error) { showError(error, result); }
-            }, { "aria-label": `Redrive ${id}` });
-          }
-          if (c === "tracker id") return h("a", { href: `#/story/${encodeURIComponent(id)}` }, id);
-          return { made: e.created, org: e.orgId, stage: e.stage, error: typeof e.error === "string" ? e.error : JSON.stringify(e.error) }[c];
-        }));
-    } catch (error) { showError(error, out); }
-  };
-  which.addEventListener("change", load);
-  view.append(field("Show", which), result, out);
-  await load();
 }
 
 start();
