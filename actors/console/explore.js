@@ -36,7 +36,12 @@ async function paged(out, columns, cell, fetchPage, noun = "row(s)") {
     more.disabled = true;
     try { add(await fetchPage(cursor)); } catch (error) { showError(error); } finally { more.disabled = false; }
   });
-  add(await fetchPage(null));
+  // Only the latest search is shown: an earlier one that answers later is dropped.
+  const gen = String(Number(out.dataset.gen || 0) + 1);
+  out.dataset.gen = gen;
+  const first = await fetchPage(null);
+  if (out.dataset.gen !== gen) return;
+  add(first);
   clear(out).append(count,
     h("table", {}, h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))), body),
     more);
@@ -307,7 +312,8 @@ export async function replaysScreen(view) {
     field("Organization", f.orgId), h("label", { class: "check" }, f.children, "and its child organizations"),
     field("Range", f.range), time, seq, field("Rule state", f.state),
     h("label", { class: "check" }, f.triggers, "send the trigger deliveries again"),
-    h("button", { type: "submit" }, "Preview replay…"));
+    // a viewer's is marked like every change button; the dry run it sends is refused (403)
+    changeButton("Preview replay…", () => {}, { type: "submit" }));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     clear(result);

@@ -307,7 +307,6 @@ def test_events_are_paged_and_exported_as_the_api_gives_them(
     sync_api.expect(rows).to_have_count(len(first_four))
     shown = page.locator("#event-results tbody tr td:nth-child(5)").all_inner_texts()
     assert shown == [r["event_tracker_id"] for r in first_four]
-    shot(page, "events")
     every = {**freezer, "all": "true"}
     with page.expect_download() as jsonl:
         page.get_by_role("button", name="Export JSONL").click()
@@ -360,7 +359,7 @@ def test_dead_letters_are_paged_and_redriven_by_filter_after_a_confirmation(
     page = console(tokens["admin"])
     page.get_by_role("link", name="DLQ").click()
     page.get_by_label("Asset", exact=True).fill("freezer-03")
-    page.get_by_label("Source").select_option("dlq")
+    page.get_by_label("Source", exact=True).select_option("dlq")
     page.get_by_label("Entries per page (per source)").fill("1")
     page.get_by_role("button", name="Search").click()
     rows = page.locator("#dlq-results tbody tr")
@@ -374,7 +373,7 @@ def test_dead_letters_are_paged_and_redriven_by_filter_after_a_confirmation(
     assert len(pending()) == matching  # nothing is redriven before the confirmation
     confirm.get_by_role("button", name="Confirm redrive").click()
     page.locator("#redrive-result").get_by_text("redriven, ").wait_for()
-    shot(page, "dlq")
+    shot(page, "dlq-by-filter")
     redriven = admin.get("/dlq", params={**mine, "redriven": "yes"}).json()["items"]
     assert dead <= {e["eventTrackerId"] for e in redriven}
     assert (
