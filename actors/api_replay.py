@@ -22,12 +22,14 @@ unavailable (what was done stays done: a redrive is once per entry, a replay wit
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Protocol
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -61,6 +63,43 @@ _SOURCES: dict[str, tuple[DeadLetterSource, ...]] = {
     "dlq": ("dlq",), "raw": ("events_raw",), "all": ("dlq", "events_raw"),
 }  # fmt: skip
 MAX_WAIT_S = 120.0
+Position = tuple[int, str, str, int]
+"""A DLQ entry's place in the listing order (:attr:`DeadLetter.position`)."""
+
+
+def dlq_cursor(items: list[DeadLetter], limit: int) -> str | None:
+    """The next page's cursor: per source that filled its page, its last entry's position
+    (opaque to clients: base64url of JSON); None when no source has more."""
+    last: dict[str, Position] = {}
+    counts: dict[str, int] = {}
+    for entry in items:
+        counts[entry.source] = counts.get(entry.source, 0) + 1
+        last[entry.source] = entry.position
+    more = {source: list(at) for source, at in last.items() if counts[source] >= limit}
+    if not more:
+        return None
+    return base64.urlsafe_b64encode(orjson.dumps(more)).decode().rstrip("=")
+
+
+def dlq_after(cursor: str) -> dict[str, Position]:
+    """A :func:`dlq_cursor` read back (422 on anything else)."""
+    try:
+        raw = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        after: dict[str, Position] = {}
+        for source, at in raw.items():
+            ms, tracker, stage, seq = at
+            if source not in _SOURCES["all"] or not (
+                type(ms) is int and type(seq) is int and isinstance(tracker, str)
+                and isinstance(stage, str)
+            ):  # fmt: skip
+                raise ValueError(source)
+            after[source] = (ms, tracker, stage, seq)
+    except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
+        raise Invalid("not a cursor this listing gave (use nextCursor as is)",
+                      "query:cursor") from None  # fmt: skip
+    if not after:
+        raise Invalid("not a cursor this listing gave (use nextCursor as is)", "query:cursor")
+    return after
 
 
 class Replays(Protocol):
@@ -68,7 +107,7 @@ class Replays(Protocol):
 
     async def dead_letters(
         self, scope: Scope, request: RedriveRequest, *, redriven: bool | None = None,
-        limit: int = 100,
+        limit: int = 100, after: Mapping[str, Position] | None = None,
     ) -> list[DeadLetter]: ...  # fmt: skip
 
     async def redrive(
@@ -113,10 +152,10 @@ class ReplayActorClient:
 
     async def dead_letters(
         self, scope: Scope, request: RedriveRequest, *, redriven: bool | None = None,
-        limit: int = 100,
+        limit: int = 100, after: Mapping[str, Position] | None = None,
     ) -> list[DeadLetter]:  # fmt: skip
         found: list[DeadLetter] = await self._call(
-            "dead_letters", scope, request, redriven=redriven, limit=limit
+            "dead_letters", scope, request, redriven=redriven, limit=limit, after=after
         )
         return found
 
@@ -249,7 +288,8 @@ def replay_router() -> APIRouter:
 
     @router.get("/dlq", operation_id="list_dead_letters",
                 summary="DLQ entries and ingress refusals at bind, with their redrive records",
-                responses={200: {"description": "{items}: oldest first, per source"},
+                responses={200: {"description": "{items, nextCursor}: oldest first, per "
+                                 "source; nextCursor (null at the end) reads the next page"},
                            **_responses(401, 403, 404, 422), **_UNAVAILABLE})  # fmt: skip
     async def dead_letters(
         request: Request, scope: Viewer,
@@ -260,7 +300,9 @@ def replay_router() -> APIRouter:
         since: datetime | None = None, until: datetime | None = None,
         source: Annotated[Literal["dlq", "raw", "all"], Query()] = "all",
         redriven: Redriven = Redriven.all,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        limit: Annotated[int, Query(ge=1, le=1000, description="entries per source")] = 100,
+        cursor: Annotated[str | None, Query(max_length=2000, description="the previous "
+                                            "answer's nextCursor (the same filters)")] = None,
     ) -> JSONResponse:  # fmt: skip
         selection = RedriveRequest(
             event_tracker_id=event_tracker_id, stage=stage, org_id=org_id,
@@ -272,9 +314,11 @@ def replay_router() -> APIRouter:
         flag = {"yes": True, "no": False, "all": None}[redriven.value]
         with refusals():
             found = await _replays(request).dead_letters(
-                replay_scope(scope), selection, redriven=flag, limit=limit
-            )
-        return JSONResponse({"items": [dead_letter_out(entry) for entry in found]})
+                replay_scope(scope), selection, redriven=flag, limit=limit,
+                after=dlq_after(cursor) if cursor else None,
+            )  # fmt: skip
+        return JSONResponse({"items": [dead_letter_out(entry) for entry in found],
+                             "nextCursor": dlq_cursor(found, limit)})  # fmt: skip
 
     @router.post("/dlq/redrive", operation_id="redrive",
                  summary="Put DLQ entries back into the pipeline, once each (editors)",

@@ -70,11 +70,13 @@ class ReplayActor:
 
     async def dead_letters(
         self, scope: Scope, request: RedriveRequest, *, redriven: bool | None = None,
-        limit: int = 100,
+        limit: int = 100, after: Mapping[str, tuple[int, str, str, int]] | None = None,
     ) -> list[DeadLetter]:  # fmt: skip
         service = await self._get()
         try:
-            return await service.dead_letters(scope, request, redriven=redriven, limit=limit)
+            return await service.dead_letters(
+                scope, request, redriven=redriven, limit=limit, after=after
+            )
         except Exception as exc:
             await self._reset_on_failure(exc)
             raise

@@ -169,15 +169,20 @@ class Redriver:
         ]
 
     async def entries(
-        self, scope: Scope, request: RedriveRequest, *, redriven: bool | None = None, limit: int
-    ) -> list[DeadLetter]:
+        self, scope: Scope, request: RedriveRequest, *, redriven: bool | None = None, limit: int,
+        after: Mapping[str, tuple[int, str, str, int]] | None = None,
+    ) -> list[DeadLetter]:  # fmt: skip
         """Entries the request selects (redriven or not, by default both), oldest first per
         source, at most ``limit`` per source: what the DLQ holds for the caller, with each
-        entry's redrive record."""
+        entry's redrive record. ``after`` (the next page): per source, the entries after that
+        :attr:`DeadLetter.position`; a source it does not name is done (not read)."""
         catalog = self._catalog()
         out: list[DeadLetter] = []
         for query in self.queries(scope, request, catalog, redriven=redriven):
-            out.extend(await self._store.find(replace(query, limit=limit)))
+            if after is not None and query.source not in after:
+                continue
+            start = after[query.source] if after is not None else None
+            out.extend(await self._store.find(replace(query, after=start, limit=limit)))
         return out
 
     async def redrive(

@@ -76,15 +76,19 @@ class ReplayService:
         *,
         redriven: bool | None = None,
         limit: int = 100,
+        after: Mapping[str, tuple[int, str, str, int]] | None = None,
     ) -> list[DeadLetter]:
         """The entries ``request`` selects in ``scope`` (redriven or not: ``redriven``), each
-        with its redrive record, oldest first per source, at most ``limit`` per source.
+        with its redrive record, oldest first per source, at most ``limit`` per source; with
+        ``after``, the next page (per source, after that position; a source not named is done).
 
         Raises:
             OutOfScope: ``request.org_id`` is not in scope (or does not exist).
             InvalidRequest: no filter and not ``everything``.
         """
-        return await self.redriver.entries(scope, request, redriven=redriven, limit=limit)
+        return await self.redriver.entries(
+            scope, request, redriven=redriven, limit=limit, after=after
+        )
 
     async def redrive(
         self,

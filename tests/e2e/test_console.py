@@ -11,6 +11,8 @@ README shows them). Without Chromium the module skips with the command that inst
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -416,3 +418,143 @@ def test_an_exec_message_gets_placeholders_and_an_unknown_trigger_is_flagged(
     action = json.loads(page.locator("#rule-json").inner_text())[0]["actions"][0]
     assert action == {"id": "a1", "type": "exec", "triggerId": "no-such-trigger",
                       "message": "hits: {{state.hits}}"}  # fmt: skip
+
+
+# ---------------------------------------------------------------- Events, Logs, DLQ, Replays
+def _local(page: Any, minutes_ago: float) -> str:
+    """A datetime-local value in the browser's zone, `minutes_ago` before now."""
+    return str(page.evaluate("m => { const d = new Date(Date.now() - m * 60000);"
+                             " d.setMinutes(d.getMinutes() - d.getTimezoneOffset());"
+                             " return d.toISOString().slice(0, 16); }", minutes_ago))  # fmt: skip
+
+
+def test_events_are_paged_and_exported_as_the_api_gives_them(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    posted = [post(stack, reading("FRZ-0003", 20 + n, -21.0 - n)) for n in range(3)]
+    assert all(p.status_code == 201 for p in posted), [p.text for p in posted]
+    trackers = {p.json()["eventTrackerId"] for p in posted}
+    freezer = {"assetId": "freezer-03"}
+    wait_for(lambda: trackers <= {r["event_tracker_id"] for r in admin.get(
+        "/events", params={**freezer, "limit": 10000}).json()["rows"]})  # fmt: skip
+    first_four = admin.get("/events", params={**freezer, "limit": 4}).json()["rows"]
+    page = console(tokens["admin"])
+    page.get_by_role("link", name="Events").click()
+    page.get_by_label("Asset", exact=True).fill("freezer-03")
+    page.get_by_label("Rows per page").fill("2")
+    page.get_by_role("button", name="Search").click()
+    rows = page.locator("#event-results tbody tr")
+    sync_api.expect(rows).to_have_count(2)
+    page.locator("#event-results").get_by_role("button", name="More").click()
+    sync_api.expect(rows).to_have_count(len(first_four))
+    shown = page.locator("#event-results tbody tr td:nth-child(5)").all_inner_texts()
+    assert shown == [r["event_tracker_id"] for r in first_four]
+    every = {**freezer, "all": "true"}
+    with page.expect_download() as jsonl:
+        page.get_by_role("button", name="Export JSONL").click()
+    assert jsonl.value.suggested_filename == "events.jsonl"
+    expected = admin.get("/events", params={**every, "format": "jsonl"}).text
+    assert Path(jsonl.value.path()).read_text() == expected
+    with page.expect_download() as csv_file:
+        page.get_by_role("button", name="Export CSV").click()
+    table = list(csv.DictReader(io.StringIO(Path(csv_file.value.path()).read_text())))
+    stored = admin.get("/events", params={**every, "format": "json"}).json()["rows"]
+    assert [r["event_tracker_id"] for r in table] == [r["event_tracker_id"] for r in stored]
+    assert trackers <= {r["event_tracker_id"] for r in table}
+
+
+def test_the_logs_show_the_rule_rows_linked_to_the_story(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    answer = post(stack, reading("FRZ-0001", 30, -10.0))  # warm: the high-temp rule matches
+    assert answer.status_code == 201, answer.text
+    tracker = answer.json()["eventTrackerId"]
+    wait_for(lambda: admin.get("/logs/rules", params={"eventTrackerId": tracker}).json()["rows"])
+    page = console(tokens["admin"])
+    page.get_by_role("link", name="Logs").click()
+    page.get_by_label("Log", exact=True).select_option("rules")
+    page.get_by_label("Organization", exact=True).fill("factory-alpha")
+    page.get_by_label("Rows per page").fill("10")
+    page.get_by_role("button", name="Search").click()
+    link = page.locator("#log-results").get_by_role("link", name=tracker).first
+    link.wait_for()
+    expected = admin.get("/logs/rules", params={"orgId": "factory-alpha", "includeChildren": "true",
+                                                "newestFirst": "true", "limit": 10}).json()  # fmt: skip
+    shown = page.locator("#log-results tbody tr td:last-child").all_inner_texts()
+    assert shown == [r["event_tracker_id"] for r in expected["rows"]]
+    assert "factory-alpha-high-temp" in page.locator("#log-results").inner_text()
+    shot(page, "logs")
+    link.click()
+    page.locator("#story-tracker").wait_for()
+    assert tracker in page.locator("#story-tracker").inner_text()
+
+
+def test_dead_letters_are_paged_and_redriven_by_filter_after_a_confirmation(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    failed = [post(stack, reading("FRZ-0003", 40 + n, 99.0)) for n in range(2)]  # over the max
+    assert all(p.status_code == 201 for p in failed), [p.text for p in failed]
+    dead = {p.json()["eventTrackerId"] for p in failed}
+    mine = {"assetId": "freezer-03", "redriven": "no", "source": "dlq"}
+    pending = lambda: {e["eventTrackerId"] for e in admin.get("/dlq", params=mine).json()["items"]}  # noqa: E731
+    wait_for(lambda: dead <= pending())
+    page = console(tokens["admin"])
+    page.get_by_role("link", name="DLQ").click()
+    page.get_by_label("Asset", exact=True).fill("freezer-03")
+    page.get_by_label("Source", exact=True).select_option("dlq")
+    page.get_by_label("Entries per page (per source)").fill("1")
+    page.get_by_role("button", name="Search").click()
+    rows = page.locator("#dlq-results tbody tr")
+    sync_api.expect(rows).to_have_count(1)
+    page.locator("#dlq-results").get_by_role("button", name="More").click()
+    sync_api.expect(rows).to_have_count(2)
+    page.get_by_role("button", name="Redrive all matching…").click()
+    confirm = page.locator("#redrive-confirm")
+    matching = len(pending())
+    confirm.get_by_text(f": {matching} would be redriven, 0 skipped").wait_for()
+    assert len(pending()) == matching  # nothing is redriven before the confirmation
+    confirm.get_by_role("button", name="Confirm redrive").click()
+    page.locator("#redrive-result").get_by_text("redriven, ").wait_for()
+    shot(page, "dlq-by-filter")
+    redriven = admin.get("/dlq", params={**mine, "redriven": "yes"}).json()["items"]
+    assert dead <= {e["eventTrackerId"] for e in redriven}
+    assert (
+        f": {matching} redriven, 0 skipped, 0 failed"
+        in page.locator("#redrive-result").inner_text()
+    )
+
+
+def test_a_replay_of_a_few_minutes_is_confirmed_and_reported(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    answer = post(stack, reading("FRZ-0002", 50, -22.0))
+    assert answer.status_code == 201, answer.text
+    tracker = answer.json()["eventTrackerId"]
+    wait_for(lambda: admin.get(f"/events/{tracker}/story").status_code == 200)
+    page = console(tokens["admin"])
+    page.get_by_role("link", name="Replays").click()
+    page.get_by_label("Organization", exact=True).fill("alpha-cold-room-1")
+    since = _local(page, 3)
+    page.get_by_label("Since").fill(since)
+    page.get_by_label("Rule state").select_option("keep")
+    page.get_by_role("button", name="Preview replay…").click()
+    result = page.locator("#replay-result")
+    result.get_by_text("(dry run)").wait_for()
+    page.locator("#replay-confirm").get_by_role("button", name="Confirm replay").click()
+    summary = result.locator(".summary")
+    sync_api.expect(summary).not_to_contain_text("dry run")
+    text = summary.inner_text()
+    shot(page, "replay")
+    assert "of alpha-cold-room-1" in text and "triggers not re-sent" in text, text
+    assert text.endswith(", processed"), text  # the lanes processed the copies in time
+    events = int(text.split(": ")[1].split(" ")[0])
+    plan = admin.post(
+        "/replays",
+        params={"dryRun": "true"},
+        json={
+            "orgId": "alpha-cold-room-1",
+            "since": page.evaluate("v => new Date(v).toISOString()", since),
+        },
+    )
+    assert plan.status_code == 200, plan.text
+    assert events == plan.json()["events"] >= 1, (text, plan.json())  # the copies are not events

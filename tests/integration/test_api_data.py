@@ -168,6 +168,28 @@ def test_dlq_redrive_and_replay(api: RunningApi, data: StoredData, tokens: dict[
     assert api.call("POST", "/replays", editor, json={**body, "state": "warm"}).status_code == 422
 
 
+def test_the_dlq_is_read_page_by_page_with_its_cursor(
+    api: RunningApi, tokens: dict[str, str]
+) -> None:
+    root = tokens["root"]
+    whole = api.call("GET", "/dlq", root, params={"redriven": "all"}).json()
+    assert whole["nextCursor"] is None
+    everything = [(e["source"], e["eventTrackerId"]) for e in whole["items"]]
+    assert len(everything) >= 3, everything  # two DLQ entries and a refusal at bind
+    seen: list[tuple[str, str]] = []
+    params: dict[str, Any] = {"redriven": "all", "limit": 1}
+    for _ in range(len(everything)):
+        page = api.call("GET", "/dlq", root, params=params).json()
+        assert len(page["items"]) <= 2  # one per source
+        seen += [(e["source"], e["eventTrackerId"]) for e in page["items"]]
+        if page["nextCursor"] is None:
+            break
+        params["cursor"] = page["nextCursor"]
+    assert sorted(seen) == sorted(everything) and len(seen) == len(set(seen))
+    bad = api.call("GET", "/dlq", root, params={"cursor": "bm90IGEgY3Vyc29y"})
+    assert bad.status_code == 422 and bad.json()["issues"][0]["path"] == "query:cursor"
+
+
 def test_ingest_tokens_read_nothing(api: RunningApi, tokens: dict[str, str]) -> None:
     ingest = tokens["ingest"]
     for method, path, body in [("GET", "/events", None), ("GET", "/logs/dlq", None),
