@@ -109,6 +109,7 @@ function evaFields(doc, samples) {
       });
       const remove = h("button", { type: "button", "aria-label": `Remove EVA field ${n}`, onClick: () => {
         fields.splice(i, 1); commit(); draw();
+        box.querySelector("#add-eva-field").focus(); // the row and its button are gone
       } }, "Remove");
       return h("tr", {}, [id, name, path, type, state].map((c) => h("td", {}, c)),
         h("td", { class: "eva-sample" }, values.length ? values : "—"), h("td", {}, remove));

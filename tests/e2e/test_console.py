@@ -1,8 +1,9 @@
 """The web console in a real browser (Debian's headless Chromium driven by playwright) against
 the running stack: sign-in, a business rule built from scratch in the builder (keyboard
 included), saved and run in test mode with its trace, a round trip that changes nothing, a
-template script edited until a stage fails with its line, an event found by its tracker id,
-a DLQ entry redriven, and a viewer refused a change by the API.
+template script edited until a stage fails with its line, a template copied (highlighted
+scripts, an EVA field added with its value per sample) and one created and deleted, an event
+found by its tracker id, a DLQ entry redriven, and a viewer refused a change by the API.
 
 ``EVENTRAY_CONSOLE_SCREENSHOTS=docs/console`` also writes each screen's screenshot there (the
 README shows them). Without Chromium the module skips with the command that installs it
@@ -303,6 +304,11 @@ def test_a_template_copy_is_highlighted_gains_an_eva_field_and_shows_its_values(
     assert page.get_by_label("EVA field 6 id").input_value() == "6"
     page.get_by_label("EVA field 6 name").fill("Battery")
     page.get_by_label("EVA field 6 value path").fill("data.battery")
+    page.get_by_role("button", name="Add EVA field").press("Enter")  # one too many: removed
+    sync_api.expect(page.get_by_label("EVA field 7 name")).to_be_focused()
+    page.get_by_role("button", name="Remove EVA field 7").press("Enter")
+    sync_api.expect(page.get_by_role("button", name="Add EVA field")).to_be_focused()
+    assert page.get_by_label("EVA field 7 name").count() == 0
     page.get_by_label("Sample payloads").fill(
         '{"deviceId": "FRZ-0001", "ts": "2026-03-01T08:00:00Z", "readings": {"t": -20}, "door": "closed", "batt": 80}')  # fmt: skip
     page.get_by_role("button", name="Run on samples").click()
