@@ -55,7 +55,9 @@ class RuleTestBody(_Wire):
 
 class TemplateTestResult(_Wire):
     items: list[dict[str, Any]] = Field(description="per payload: each stage's output, then "
-                                        "standardEvent or error {stage, message, line?}")  # fmt: skip
+                                        "standardEvent and eva (each EVA field's value as "
+                                        "stored, or rejected) or error {stage, message, "
+                                        "line?}")  # fmt: skip
 
 
 class RuleTestResult(_Wire):

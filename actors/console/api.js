@@ -8,6 +8,8 @@ export class ApiError extends Error {
     super(body && body.error ? body.error : `HTTP ${status}`);
     this.status = status;
     this.issues = (body && body.issues) || [];
+    this.referrers = (body && body.referrers) || []; // a 409 delete: who still uses it
+    this.body = body;
   }
   describe() {
     const lines = this.issues.map((i) => `${i.path || "(body)"}: ${i.reason}`);

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventray.pipeline.catalog import build_catalog
 from eventray.pipeline.errors import ConfigError, ConfigIssue, EventrayError
+from eventray.pipeline.eva import extract_eva
 from eventray.pipeline.loader import entity_from_dict
 from eventray.pipeline.management.entities import EntityService
 from eventray.pipeline.management.errors import Invalid, NotFound
@@ -25,12 +26,13 @@ from eventray.pipeline.management.scope import Principal, Scope, covers
 from eventray.pipeline.management.view import ConfigView
 from eventray.pipeline.models import AssetTemplate, BusinessRule, Rule
 from eventray.pipeline.models.base import Entity
+from eventray.pipeline.models.template import DynamicField
 
 if TYPE_CHECKING:
     from eventray.pipeline.scripts.host import ScriptHost
     from eventray.pipeline.scripts.limits import ScriptLimits
 
-__all__ = ["MAX_SAMPLES", "run_rule_test", "run_template_test"]
+__all__ = ["MAX_SAMPLES", "eva_report", "run_rule_test", "run_template_test"]
 
 MAX_SAMPLES = 100
 """Most payloads or events one test run takes: a test is for a person reading the result."""
@@ -69,7 +71,8 @@ def run_template_test(
     host: ScriptHost | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``template``'s decode -> validate -> transform on each payload: per payload the
-    stages' outputs, then the Standard Event or the error ``{stage, message, line?}``.
+    stages' outputs, then the Standard Event (with ``eva``: :func:`eva_report`, when the
+    template has ``dynamicFields``) or the error ``{stage, message, line?}``.
 
     ``limits`` are the lanes' (``scripts.*`` settings); with ``host`` the scripts run in its
     child process, as the lanes' do, so a script that crashes QuickJS (possible on
@@ -115,8 +118,37 @@ def run_template_test(
             report["error"] = result["e"]
         else:
             report["standardEvent"] = result["r"]
+            if parsed.dynamic_fields and isinstance(result["r"], dict):
+                report["eva"] = eva_report(parsed.dynamic_fields, result["r"])
         reports.append(report)
     return reports
+
+
+def eva_report(fields: Sequence[DynamicField], event: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the lanes would store of ``event`` for each EVA field, by the lanes' own
+    extraction (:func:`~eventray.pipeline.eva.extract_eva`): per field its ``fieldId``,
+    ``field``, ``type`` and ``status``, then ``value`` (the stored form: dates as epoch
+    milliseconds, geo as ``"lat,lng"``), or ``rejected: true`` (a value that does not fit the
+    type, left out), or neither (no value at that path, or a deprecated field: not extracted).
+    """
+    values = extract_eva(fields, event)
+    by_type: dict[str, dict[int, Any]] = {"number": values.number, "string": values.string,
+                                          "bool": values.bool, "date": values.date,
+                                          "geo": values.string}  # fmt: skip
+    rejected = set(values.rejected)
+    out: list[dict[str, Any]] = []
+    for spec in fields:
+        item: dict[str, Any] = {"fieldId": spec.field_id, "field": spec.field,
+                                "type": spec.type, "status": spec.status}  # fmt: skip
+        stored = by_type[spec.type]
+        if spec.field_id in stored:
+            item["value"] = (
+                bool(stored[spec.field_id]) if spec.type == "bool" else stored[spec.field_id]
+            )
+        elif spec.field_id in rejected:
+            item["rejected"] = True
+        out.append(item)
+    return out
 
 
 def run_rule_test(

@@ -1,8 +1,9 @@
 """The web console in a real browser (Debian's headless Chromium driven by playwright) against
 the running stack: sign-in, a business rule built from scratch in the builder (keyboard
 included), saved and run in test mode with its trace, a round trip that changes nothing, a
-template script edited until a stage fails with its line, an event found by its tracker id,
-a DLQ entry redriven, and a viewer refused a change by the API.
+template script edited until a stage fails with its line, a template copied (highlighted
+scripts, an EVA field added with its value per sample) and one created and deleted, an event
+found by its tracker id, a DLQ entry redriven, and a viewer refused a change by the API.
 
 ``EVENTRAY_CONSOLE_SCREENSHOTS=docs/console`` also writes each screen's screenshot there (the
 README shows them). Without Chromium the module skips with the command that installs it
@@ -558,3 +559,106 @@ def test_a_replay_of_a_few_minutes_is_confirmed_and_reported(
     )
     assert plan.status_code == 200, plan.text
     assert events == plan.json()["events"] >= 1, (text, plan.json())  # the copies are not events
+
+
+def test_a_template_copy_is_highlighted_gains_an_eva_field_and_shows_its_values(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    page = console(tokens["admin"])
+    page.get_by_role("link", name="Templates").click()
+    page.get_by_role("link", name="Copy freezer-json").click()
+    page.get_by_role("heading", name="Copy of template freezer-json").wait_for()
+    # Highlighting: spans under the (transparent, still labelled) textarea, at its place.
+    decode = page.locator(".code-stack:has(#script-decode) .code-hl")
+    assert decode.locator(".tok-comment").first.inner_text().startswith("// Gateways send")
+    assert "const" in decode.locator(".tok-keyword").all_inner_texts()
+    assert '"number"' in decode.locator(".tok-string").all_inner_texts()
+    transform = page.get_by_label("Transform script (scriptConversion)")
+    transform.fill("// copied for the battery\n" + transform.input_value())
+    layer = page.locator(".code-stack:has(#script-transform) .code-hl")
+    assert layer.locator(".tok-comment").first.inner_text() == "// copied for the battery"
+    assert layer.inner_text().rstrip() == transform.input_value().rstrip()
+    assert transform.evaluate("e => getComputedStyle(e).color") == "rgba(0, 0, 0, 0)"
+    box, under = transform.bounding_box(), layer.bounding_box()
+    assert (box["x"], box["y"]) == (under["x"], under["y"])
+    page.get_by_label("Id", exact=True).fill("ui-freezer-copy")
+    page.get_by_label("Name", exact=True).fill("UI freezer copy")
+    # A new EVA field, and the value each field would store for a sample.
+    page.get_by_role("button", name="Add EVA field").click()
+    assert page.get_by_label("EVA field 6 id").input_value() == "6"
+    page.get_by_label("EVA field 6 name").fill("Battery")
+    page.get_by_label("EVA field 6 value path").fill("data.battery")
+    page.get_by_role("button", name="Add EVA field").press("Enter")  # one too many: removed
+    sync_api.expect(page.get_by_label("EVA field 7 name")).to_be_focused()
+    page.get_by_role("button", name="Remove EVA field 7").press("Enter")
+    sync_api.expect(page.get_by_role("button", name="Add EVA field")).to_be_focused()
+    assert page.get_by_label("EVA field 7 name").count() == 0
+    page.get_by_label("Sample payloads").fill(
+        '{"deviceId": "FRZ-0001", "ts": "2026-03-01T08:00:00Z", "readings": {"t": -20}, "door": "closed", "batt": 80}')  # fmt: skip
+    page.get_by_role("button", name="Run on samples").click()
+    assert "null" not in page.locator("#eva-fields").inner_text()
+    samples = page.locator("#eva-fields .eva-sample")
+    sync_api.expect(samples.nth(5)).to_have_text("payload 1: 80")
+    sync_api.expect(samples.nth(0)).to_have_text("payload 1: -20")
+    sync_api.expect(samples.nth(4)).to_have_text("payload 1: 2026-03-01T08:00:00.000Z")
+    page.locator("#save-template").click()
+    page.locator("#template-save").get_by_text("Created ui-freezer-copy").wait_for()
+    shot(page, "template-eva")
+    saved = admin.get("/asset-templates/ui-freezer-copy").json()
+    assert {
+        "fieldId": 6,
+        "field": "Battery",
+        "value": "data.battery",
+        "type": "number",
+    }.items() <= (saved["dynamicFields"][5].items())
+    assert saved["name"] == "UI freezer copy" and saved["orgId"] == "acme-foods"
+    assert saved["scriptConversion"].startswith("// copied for the battery\n")
+    # A fieldId used twice: the dry run and the save both name it; nothing is stored.
+    page.get_by_label("EVA field 6 id").fill("1")
+    page.get_by_role("button", name="Validate").click()
+    sync_api.expect(page.locator("#template-save .error")).to_contain_text(
+        "fieldId 1 is used twice"
+    )
+    page.locator("#save-template").click()
+    refusal = page.locator("#template-save .error")
+    sync_api.expect(refusal).to_contain_text("422: ")
+    sync_api.expect(refusal).to_contain_text("fieldId 1 is used twice")
+    assert admin.get("/asset-templates/ui-freezer-copy").json()["dynamicFields"][5]["fieldId"] == 6
+
+
+def test_a_new_template_is_created_run_and_deleted_and_a_used_one_is_not(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    page = console(tokens["admin"])
+    page.get_by_role("link", name="Templates").click()
+    page.get_by_role("link", name="New template").click()
+    page.get_by_role("heading", name="New template").wait_for()
+    assert page.get_by_label("Organization", exact=True).input_value() == "acme-foods"
+    page.get_by_label("Id", exact=True).fill("ui-blank")
+    page.get_by_label("Name", exact=True).fill("UI blank")
+    page.get_by_role("button", name="Validate").click()
+    page.get_by_text("Valid: saving would be accepted.").wait_for()
+    page.get_by_label("Sample payloads").fill('{"id": "d1", "ts": "2026-03-01T08:00:00Z", "t": 4}')
+    page.get_by_role("button", name="Run on samples").click()
+    page.locator("#template-result").get_by_text("Standard Event").wait_for()
+    assert "eventType" in page.locator("#template-result").inner_text()
+    page.locator("#save-template").click()
+    page.locator("#template-save").get_by_text("Created ui-blank").wait_for()
+    shot(page, "template-new")
+    created = admin.get("/asset-templates/ui-blank")
+    assert created.status_code == 200, created.text
+    assert (
+        created.json()["name"] == "UI blank" and "eventType" in created.json()["scriptConversion"]
+    )
+    sync_api.expect(page.locator("#confirm-delete-template")).to_be_hidden()  # asked first
+    page.locator("#delete-template").click()
+    page.locator("#confirm-delete-template").click()
+    page.get_by_role("heading", name="Templates", exact=True).wait_for()
+    assert admin.get("/asset-templates/ui-blank").status_code == 404
+    # A template the assets use: the 409 names them, and nothing is deleted.
+    page.get_by_role("link", name="freezer-json", exact=True).click()
+    page.locator("#delete-template").click()
+    page.locator("#confirm-delete-template").click()
+    sync_api.expect(page.locator("#template-save .error")).to_contain_text("409: ")
+    sync_api.expect(page.locator("#template-save .referrers")).to_contain_text("Asset freezer-01")
+    assert admin.get("/asset-templates/freezer-json").status_code == 200
