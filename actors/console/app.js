@@ -4,6 +4,7 @@ import { api, ApiError, query, setToken, token } from "./api.js";
 import { clear, field, h, json, select, status, table } from "./dom.js";
 import { rulesScreen, ruleEditor } from "./rules.js";
 import { templatesScreen, templateEditor } from "./templates.js";
+import { secretsScreen, tokensScreen } from "./access.js";
 
 export const session = { who: null };
 
@@ -38,6 +39,8 @@ const screens = {
   events: eventsScreen,
   story: storyScreen,
   dlq: dlqScreen,
+  tokens: tokensScreen,
+  secrets: secretsScreen,
 };
 
 async function route() {
