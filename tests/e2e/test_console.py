@@ -298,6 +298,8 @@ def test_a_token_made_in_the_console_is_shown_once_works_and_is_revoked_there(
     value = shown.input_value()
     assert value.startswith("ert_") and shown.get_attribute("readonly") is not None
     assert "it will not be shown again" in page.locator("#token-issued").inner_text()
+    page.get_by_role("button", name="Copy").click()  # copied, or selected for Ctrl+C
+    page.locator("#token-issued").get_by_text("clipboard").wait_for()
     listed = [t for t in admin.get("/tokens").json()["items"] if t["name"] == "ui-gateway"]
     assert len(listed) == 1 and "token" not in listed[0]
     made = listed[0]
