@@ -7,6 +7,7 @@ import { overviewScreen } from "./overview.js";
 import { rulesScreen, ruleEditor } from "./rules.js";
 import { templatesScreen, templateEditor } from "./templates.js";
 import { dlqScreen, eventsScreen, logsScreen, replaysScreen, storyScreen } from "./explore.js";
+import { secretsScreen, tokensScreen } from "./access.js";
 
 export const session = { who: null };
 
@@ -44,6 +45,8 @@ const screens = {
   dlq: dlqScreen,
   logs: logsScreen,
   replays: replaysScreen,
+  tokens: tokensScreen,
+  secrets: secretsScreen,
 };
 
 async function route() {

@@ -662,3 +662,117 @@ def test_a_new_template_is_created_run_and_deleted_and_a_used_one_is_not(
     sync_api.expect(page.locator("#template-save .error")).to_contain_text("409: ")
     sync_api.expect(page.locator("#template-save .referrers")).to_contain_text("Asset freezer-01")
     assert admin.get("/asset-templates/freezer-json").status_code == 200
+
+
+def test_a_token_made_in_the_console_is_shown_once_works_and_is_revoked_there(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    created = admin.post("/data-sources", json={
+        "id": "ds-ui-token", "orgId": "factory-alpha", "name": "Console-made ingest tokens",
+        "auth": {"type": "apiToken"}, "assetBind": {"uuidFields": ["deviceId"]}})  # fmt: skip
+    assert created.status_code == 201, created.text
+    assert stack.wait_revision(created.json()["storeRevision"])
+    page = console(tokens["admin"])
+    page.get_by_role("link", name="Tokens").click()
+    me = admin.get("/whoami").json()["tokenId"]
+    assert "(you)" in page.locator(f"tr.own[data-token-id='{me}']").inner_text()
+    page.get_by_label("Organization", exact=True).select_option("factory-alpha")
+    page.get_by_label("Role").select_option("ingest")
+    page.get_by_label("Token name").fill("ui-gateway")
+    page.get_by_label("Expires in days").fill("30")
+    page.get_by_role("button", name="Create token").click()
+    shown = page.get_by_label("New token value")
+    shown.wait_for()
+    value = shown.input_value()
+    assert value.startswith("ert_") and shown.get_attribute("readonly") is not None
+    assert "it will not be shown again" in page.locator("#token-issued").inner_text()
+    page.get_by_role("button", name="Copy").click()  # copied, or selected for Ctrl+C
+    page.locator("#token-issued").get_by_text("clipboard").wait_for()
+    listed = [t for t in admin.get("/tokens").json()["items"] if t["name"] == "ui-gateway"]
+    assert len(listed) == 1 and "token" not in listed[0]
+    made = listed[0]
+    assert (made["orgId"], made["role"], made["active"]) == ("factory-alpha", "ingest", True)
+    assert made["expires"] is not None
+
+    def send(minute: int) -> Any:
+        return post(stack, reading("FRZ-0003", minute, -18.0), ds="ds-ui-token",
+                    headers={"Authorization": f"Bearer {value}"})  # fmt: skip
+
+    assert send(50).status_code == 201  # the token works
+    # Revoking asks first, in the page; the screenshot shows a token revoked right after.
+    page.get_by_role("button", name=f"Revoke ui-gateway ({made['id']})").click()
+    question = "Revoke ui-gateway? It fails from its next request, for good."
+    confirm = page.get_by_role("group", name=question)
+    confirm.wait_for()
+    assert admin.get(f"/tokens/{made['id']}").json()["revoked"] is None
+    shot(page, "tokens")
+    confirm.get_by_role("button", name="Confirm revoke").click()
+    row = page.locator(f"tr[data-token-id='{made['id']}']")
+    row.get_by_text("revoked", exact=True).wait_for()
+    assert admin.get(f"/tokens/{made['id']}").json()["revoked"] is not None
+    wait_for(lambda: send(51).status_code == 401, timeout_s=10)
+    refused = httpx.get(f"{stack.api_url}/api/v1/manage/whoami",
+                        headers={"Authorization": f"Bearer {value}"})  # fmt: skip
+    assert refused.status_code == 401 and "revoked" in refused.text
+    # Done drops the page's only copy of the value.
+    page.get_by_role("button", name="Done, hide it").click()
+    assert value not in _everything_in(page)
+
+
+def _everything_in(page: Any) -> str:
+    """The page's markup and every field's current value (a value is not in the markup)."""
+    values = page.evaluate("[...document.querySelectorAll('input, textarea')].map(e => e.value)")
+    return page.content() + "\n".join(values)
+
+
+def test_a_viewer_is_refused_a_token_by_the_api(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    page = console(tokens["viewer"])
+    page.get_by_role("link", name="Tokens").click()
+    page.locator("#token-list .error").get_by_text("403: ").wait_for()  # not an admin: no list
+    page.get_by_label("Token name").fill("made-by-a-viewer")
+    create = page.get_by_role("button", name="Create token")
+    assert create.get_attribute("aria-disabled") == "true"
+    create.focus()  # marked disabled, yet a user may still press it: the API refuses
+    create.press("Enter")
+    assert page.locator("#token-result .error").inner_text().startswith("403: ")
+    assert page.locator("#new-token-value").count() == 0
+    names = {t["name"] for t in admin.get("/tokens").json()["items"]}
+    assert "made-by-a-viewer" not in names
+
+
+def test_a_secret_set_in_the_console_is_listed_but_its_value_is_nowhere_in_the_page(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    value = "ui-secret-value-9f3c1e"
+    page = console(tokens["admin"])
+    page.get_by_role("link", name="Secrets").click()
+    page.locator("#secret-list > *").first.wait_for()
+    page.get_by_label("Organization", exact=True).select_option("factory-alpha")
+    page.get_by_label("Secret name").fill("UI_WEBHOOK")
+    page.get_by_label("Secret value").fill(value)
+    page.get_by_role("button", name="Save secret").click()
+    said = page.locator("#secret-result")
+    said.get_by_text("secret UI_WEBHOOK of factory-alpha created").wait_for()
+    listed = admin.get("/secrets", params={"orgId": "factory-alpha"}).json()["items"]
+    assert [s["name"] for s in listed] == ["UI_WEBHOOK"]
+    page.locator("[data-secret='factory-alpha/UI_WEBHOOK']").wait_for()
+    assert page.get_by_label("Secret value").input_value() == ""
+    assert value not in _everything_in(page)
+    assert "UI_WEBHOOK" in page.locator("#secret-changes").inner_text()
+    shot(page, "secrets")
+    # Replaced through the row's button, then deleted after the in-page confirmation.
+    page.get_by_role("button", name="Replace UI_WEBHOOK of factory-alpha").click()
+    assert page.get_by_label("Secret value").evaluate("e => e === document.activeElement")
+    page.keyboard.type("a-new-value-2b7d")
+    page.keyboard.press("Enter")
+    said.get_by_text("secret UI_WEBHOOK of factory-alpha replaced").wait_for()
+    assert "a-new-value-2b7d" not in _everything_in(page)
+    page.get_by_role("button", name="Delete UI_WEBHOOK of factory-alpha").click()
+    assert admin.get("/secrets/factory-alpha/UI_WEBHOOK").status_code == 200
+    page.get_by_role("button", name="Confirm delete").click()
+    page.locator("[data-secret='factory-alpha/UI_WEBHOOK']").wait_for(state="detached")
+    assert admin.get("/secrets/factory-alpha/UI_WEBHOOK").status_code == 404
+    changes = admin.get("/secrets/changes", params={"orgId": "factory-alpha"}).json()["items"]
+    assert [c["op"] for c in changes] == ["set", "set", "delete"]
