@@ -8,6 +8,7 @@ export class ApiError extends Error {
     super(body && body.error ? body.error : `HTTP ${status}`);
     this.status = status;
     this.issues = (body && body.issues) || [];
+    this.body = body || {}; // e.g. a 409's referrers, a 412's current revision
   }
   describe() {
     const lines = this.issues.map((i) => `${i.path || "(body)"}: ${i.reason}`);

@@ -4,6 +4,7 @@ import { api, ApiError, query, setToken, token } from "./api.js";
 import { clear, field, h, json, select, status, table } from "./dom.js";
 import { rulesScreen, ruleEditor } from "./rules.js";
 import { templatesScreen, templateEditor } from "./templates.js";
+import { configScreen, entityEditor, historyScreen } from "./config.js";
 
 export const session = { who: null };
 
@@ -38,6 +39,7 @@ const screens = {
   events: eventsScreen,
   story: storyScreen,
   dlq: dlqScreen,
+  config: configScreen, entity: entityEditor, history: historyScreen,
 };
 
 async function route() {
