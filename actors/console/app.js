@@ -54,10 +54,13 @@ async function route() {
   }
   clear(view);
   status("");
+  // Each screen draws into its own pane: one still loading when the user moves on writes
+  // into a detached pane, not under the next screen.
+  const pane = view.appendChild(h("div", { class: "screen" }));
   try {
-    await screen(view, ...rest.map(decodeURIComponent));
+    await screen(pane, ...rest.map(decodeURIComponent));
   } catch (error) {
-    showError(error, view.appendChild(h("div")));
+    showError(error, pane.appendChild(h("div")));
   }
   view.focus({ preventScroll: true });
 }
@@ -191,7 +194,7 @@ async function overviewScreen(view) {
     }
   };
   await refresh();
-  timer = setInterval(refresh, 5000);
+  if (view.isConnected) timer = setInterval(refresh, 5000); // not for a screen left meanwhile
 }
 
 // ---------------------------------------------------------------- Events

@@ -307,6 +307,8 @@ def test_config_lists_a_kind_page_by_page_and_creates_an_asset(
     ids = page.locator("#config-list tbody a[data-id]").evaluate_all(
         "links => links.map((a) => a.dataset.id)")  # fmt: skip
     assert ids == everything  # every page, in the API's order, none twice
+    # the Overview, still loading when the link was clicked, drew nothing under this screen
+    assert page.locator("#view section.card").count() == 0
     shot(page, "config")
     page.get_by_label("Name contains").fill("freezer 0")
     page.get_by_label("Organization (and below)").fill("alpha-cold-room-1")
