@@ -166,7 +166,16 @@ export async function entityEditor(view, slug, id) {
     const r = await api("GET", path);
     show(r.data, r.etag);
   };
-  if (fresh) show(loaded.doc, null); else await reload();
+  if (fresh) show(loaded.doc, null);
+  else {
+    try { await reload(); } catch (error) {
+      // A deleted entity keeps its history, where a rollback brings it back.
+      if (error instanceof ApiError && error.status === 404) {
+        view.append(h("p", {}, "If it was deleted, its ", h("a", { href: historyHref(k.slug, id) }, "history"), " can bring it back."));
+      }
+      throw error;
+    }
+  }
 
   const current = () => {
     try { return parseDoc(area.value, k.kind); } catch (error) { showError(error, out); return null; }

@@ -444,3 +444,12 @@ def test_a_delete_is_confirmed_in_the_page_and_one_still_used_shows_its_referrer
     page.get_by_role("button", name="Yes, delete ui-rg-unused").click()
     expect(page.locator("#entity-deleted")).to_contain_text("Deleted route group ui-rg-unused")
     assert admin.get("/route-groups/ui-rg-unused").status_code == 404
+    # A viewer sees the editor with its change buttons marked; the API refuses the delete.
+    page = console(tokens["viewer"])
+    page.goto(f"{stack.api_url}/console/#/entity/data-sources/ds-gateway-http")
+    assert page.locator("#entity-save").get_attribute("aria-disabled") == "true"
+    assert '"<redacted>"' in page.get_by_label("DataSource document (JSON)").input_value()
+    page.get_by_role("button", name="Delete…").press("Enter")  # marked, yet it can be pressed
+    page.get_by_role("button", name="Yes, delete ds-gateway-http").click()
+    expect(page.locator("#entity-result .error")).to_contain_text("403: ")
+    assert admin.get("/data-sources/ds-gateway-http").status_code == 200
