@@ -9,7 +9,7 @@ export class ApiError extends Error {
     this.status = status;
     this.issues = (body && body.issues) || [];
     this.referrers = (body && body.referrers) || []; // a 409 delete: who still uses it
-    this.body = body;
+    this.body = body || {}; // e.g. a 409's referrers, a 412's current revision
   }
   describe() {
     const lines = this.issues.map((i) => `${i.path || "(body)"}: ${i.reason}`);

@@ -8,6 +8,7 @@ import { rulesScreen, ruleEditor } from "./rules.js";
 import { templatesScreen, templateEditor } from "./templates.js";
 import { dlqScreen, eventsScreen, logsScreen, replaysScreen, storyScreen } from "./explore.js";
 import { secretsScreen, tokensScreen } from "./access.js";
+import { configScreen, entityEditor, historyScreen } from "./config.js";
 
 export const session = { who: null };
 
@@ -47,6 +48,7 @@ const screens = {
   replays: replaysScreen,
   tokens: tokensScreen,
   secrets: secretsScreen,
+  config: configScreen, entity: entityEditor, history: historyScreen,
 };
 
 async function route() {
@@ -61,11 +63,15 @@ async function route() {
   }
   clear(view);
   status("");
+  // Each screen draws into its own pane: one still loading when the user moves on writes
+  // into a detached pane, not under the next screen.
+  const pane = view.appendChild(h("div", { class: "screen" }));
   try {
-    const stop = await screen(view, ...rest.map(decodeURIComponent));
-    if (typeof stop === "function") stopScreen = stop;
+    const stop = await screen(pane, ...rest.map(decodeURIComponent));
+    // A screen left while it loaded stops at once what it started (the Overview's polling).
+    if (typeof stop === "function") { if (pane.isConnected) stopScreen = stop; else stop(); }
   } catch (error) {
-    showError(error, view.appendChild(h("div")));
+    showError(error, pane.appendChild(h("div")));
   }
   view.focus({ preventScroll: true });
 }
@@ -118,88 +124,6 @@ async function start() {
     try { await signIn(token()); form.remove(); await route(); return; } catch (error) { showError(error); }
   }
   showSignIn();
-}
-
-// ---------------------------------------------------------------- Overview
-const WINDOW_MIN = 10;
-
-function bars(values, label) {
-  const w = 300, hgt = 60, max = Math.max(1, ...values), step = w / values.length;
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
-  svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", label);
-  svg.classList.add("chart");
-  values.forEach((v, i) => {
-    const r = document.createElementNS("http://www.w3.org/2000/svg", "rect");
-    const bh = (v / max) * (hgt - 4);
-    r.setAttribute("x", String(i * step + 1));
-    r.setAttribute("y", String(hgt - bh));
-    r.setAttribute("width", String(Math.max(1, step - 2)));
-    r.setAttribute("height", String(bh));
-    const t = document.createElementNS("http://www.w3.org/2000/svg", "title");
-    t.textContent = String(v);
-    r.append(t);
-    svg.append(r);
-  });
-  return svg;
-}
-
-async function orgHealth(org) {
-  const since = new Date(Date.now() - WINDOW_MIN * 60000).toISOString();
-  const scope = { orgId: org.id, includeChildren: true };
-  const [events, dlq, triggers] = await Promise.all([
-    api("GET", "/events" + query({ ...scope, since, limit: 10000 })),
-    api("GET", "/dlq" + query({ orgId: org.id, redriven: "no", limit: 1000 })),
-    api("GET", "/logs/triggers" + query({ ...scope, since, limit: 10000 })).catch(() => ({ data: { rows: [] } })),
-  ]);
-  const perMinute = new Array(WINDOW_MIN).fill(0);
-  let newest = 0;
-  for (const row of events.data.rows || []) {
-    const t = Date.parse(row.created);
-    newest = Math.max(newest, t);
-    const slot = WINDOW_MIN - 1 - Math.floor((Date.now() - t) / 60000);
-    if (slot >= 0 && slot < WINDOW_MIN) perMinute[slot] += 1;
-  }
-  const trig = { ok: 0, failed: 0 };
-  for (const row of triggers.data.rows || []) (row.success === false || row.error ? trig.failed++ : trig.ok++);
-  return { perMinute, newest, dlq: (dlq.data.items || []).length, trig };
-}
-
-async function overviewScreen(view) {
-  view.append(h("h2", {}, "Overview"),
-    h("p", {}, `Per organization (with its children), the last ${WINDOW_MIN} minutes, refreshed every 5 s.`));
-  // The token's organization and its children (each card covers its subtree): a bounded
-  // number of polls however deep the tree is.
-  const own = session.who.orgId;
-  const orgs = (await api("GET", "/organizations" + query({ limit: 1000 }))).data.items
-    .filter((o) => (own ? o.id === own || o.parentId === own : !o.parentId || o.depth <= 1)).slice(0, 12);
-  const grid = view.appendChild(h("div", { class: "grid" }));
-  const cards = orgs.map((org) => {
-    const card = h("section", { class: "card", "aria-label": `organization ${org.id}` }, h("h3", {}, org.name || org.id));
-    grid.append(card);
-    return [org, card];
-  });
-  const refresh = async () => {
-    for (const [org, card] of cards) {
-      try {
-        const m = await orgHealth(org);
-        const total = m.perMinute.reduce((a, b) => a + b, 0);
-        const age = m.newest ? `${Math.round((Date.now() - m.newest) / 1000)} s` : "no events";
-        clear(card).append(h("h3", {}, org.name || org.id),
-          bars(m.perMinute, `events per minute, ${org.id}`),
-          h("dl", {},
-            h("dt", {}, "throughput"), h("dd", {}, `${(total / WINDOW_MIN).toFixed(1)} events/min`),
-            h("dt", {}, "lag (age of the newest stored event)"), h("dd", {}, age),
-            h("dt", {}, "DLQ (not redriven)"), h("dd", { class: m.dlq ? "bad" : "" }, String(m.dlq)),
-            h("dt", {}, "trigger deliveries"), h("dd", { class: m.trig.failed ? "bad" : "" }, `${m.trig.ok} ok, ${m.trig.failed} failed`)));
-      } catch (error) {
-        clear(card).append(h("h3", {}, org.id), h("p", { class: "error" }, String(error.message)));
-      }
-    }
-  };
-  await refresh();
-  timer = setInterval(refresh, 5000);
 }
 
 start();

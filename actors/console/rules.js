@@ -75,7 +75,9 @@ export async function ruleEditor(view, id) {
   try { triggers = (await api("GET", "/triggers" + query({ limit: 1000 }))).data.items.map((t) => t.id); } catch { /* viewers of nothing */ }
 
   view.append(h("h2", {}, loaded.fresh ? "New business rule" : `Business rule ${doc.br.id}`),
-    h("p", {}, h("a", { href: "#/rules" }, "← Rules")));
+    h("p", {}, h("a", { href: "#/rules" }, "← Rules"), ...(loaded.fresh ? [] : [" · ",
+      h("a", { href: `#/history/business-rules/${encodeURIComponent(doc.br.id)}` }, "History of the business rule"),
+      ...(doc.rule ? [" · ", h("a", { href: `#/history/rules/${encodeURIComponent(doc.rule.id)}` }, "History of the rule")] : [])])));
   const tabs = ["General", "Variables", "Actions", "Rules", "Debug"];
   const tablist = h("div", { role: "tablist", "aria-label": "business rule editor" });
   const panel = h("section", { role: "tabpanel", id: "rule-panel", tabindex: "0" });

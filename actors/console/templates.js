@@ -150,7 +150,8 @@ export async function templateEditor(view, id, mode) {
   const doc = creating ? fresh(mode, source) : source;
   let orig = creating ? null : JSON.stringify(doc);
   const title = h("h2", {}, mode === "new" ? "New template" : creating ? `Copy of template ${id}` : `Template ${doc.id}`);
-  view.append(title, h("p", {}, h("a", { href: "#/templates" }, "← Templates")));
+  view.append(title, h("p", {}, h("a", { href: "#/templates" }, "← Templates"), ...(creating ? [] : [" · ",
+    h("a", { href: `#/history/asset-templates/${encodeURIComponent(doc.id)}` }, "History (diffs, rollback)")])));
 
   const set = (key) => (v) => { if (v.trim()) doc[key] = v; else delete doc[key]; };
   const idInput = text({ id: "template-id", required: true, readonly: !creating }, doc.id, (v) => { doc.id = v.trim(); });

@@ -211,6 +211,8 @@ def test_a_rule_built_from_scratch_is_saved_tested_and_round_trips(
     page.get_by_text("Nothing changed: nothing saved.").wait_for()
     assert len(admin.get("/rules/ui-cold-rule/history").json()["items"]) == revisions
     assert admin.get("/rules/ui-cold-rule").json() == rule
+    page.get_by_role("link", name="History of the rule").click()  # the rule's revisions
+    page.get_by_text(f"{revisions} revision(s), newest first.").wait_for()
 
 
 def test_a_template_edit_shows_the_failing_stage_and_line(
@@ -776,3 +778,181 @@ def test_a_secret_set_in_the_console_is_listed_but_its_value_is_nowhere_in_the_p
     assert admin.get("/secrets/factory-alpha/UI_WEBHOOK").status_code == 404
     changes = admin.get("/secrets/changes", params={"orgId": "factory-alpha"}).json()["items"]
     assert [c["op"] for c in changes] == ["set", "set", "delete"]
+
+
+# ---------------------------------------------------------------- Configuration (config.js)
+def _count_is(page: Any, text: str) -> None:
+    sync_api.expect(page.locator("#config-count")).to_have_text(text)
+
+
+def test_config_lists_a_kind_page_by_page_and_creates_an_asset(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    expect = sync_api.expect
+    everything = [a["id"] for a in admin.get("/assets", params={"limit": 1000}).json()["items"]]
+    assert len(everything) > 4
+    page = console(tokens["admin"])
+    page.get_by_role("link", name="Configuration").click()
+    page.get_by_label("Kind").select_option("route-groups")
+    page.wait_for_url("**/#/config/route-groups")
+    page.get_by_label("Kind").select_option("assets")
+    page.get_by_label("Per page").fill("2")
+    page.get_by_role("button", name="Search").click()
+    _count_is(page, "2 assets shown; more follow")
+    page.get_by_role("button", name="More").click()
+    _count_is(page, "4 assets shown; more follow")
+    # the first row of the new page has the focus, for keyboard users
+    assert page.evaluate("document.activeElement.dataset.id") == everything[2]
+    while page.locator("#config-more").count():
+        before = page.locator("#config-count").inner_text()
+        page.locator("#config-more").click()
+        expect(page.locator("#config-count")).not_to_have_text(before)
+    ids = page.locator("#config-list tbody a[data-id]").evaluate_all(
+        "links => links.map((a) => a.dataset.id)")  # fmt: skip
+    assert ids == everything  # every page, in the API's order, none twice
+    # the Overview, still loading when the link was clicked, drew nothing under this screen
+    assert page.locator("#view section.card").count() == 0
+    shot(page, "config")
+    page.get_by_label("Name contains").fill("freezer 0")
+    page.get_by_label("Organization (and below)").fill("alpha-cold-room-1")
+    page.get_by_label("Per page").fill("50")
+    page.get_by_role("button", name="Search").click()
+    _count_is(page, "2 assets shown")
+    # A new asset from the minimal document: Validate names what is missing, then Create.
+    page.get_by_role("link", name="New asset").click()
+    page.get_by_role("button", name="Validate").click()
+    expect(page.locator("#entity-result .error")).to_contain_text("problem(s)")
+    expect(page.locator("#entity-result .error")).to_contain_text("routeGroupIds: List should")
+    area = page.get_by_label("Asset document (JSON)")
+    doc = json.loads(area.input_value())
+    assert doc["kind"] == "Asset" and doc["orgId"] == "acme-foods"
+    doc.update(id="ui-asset-1", name="UI asset", orgId="factory-alpha", assetUUID="UI-0001",
+               templateId="freezer-json", routeGroupIds=["rg-store-only"])  # fmt: skip
+    area.fill(json.dumps(doc, indent=2))
+    page.get_by_role("button", name="Validate").click()
+    expect(page.locator("#entity-result")).to_have_text(
+        "Valid: no problems found (nothing was written).")  # fmt: skip
+    assert admin.get("/assets/ui-asset-1").status_code == 404
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_url("**/#/entity/assets/ui-asset-1")
+    expect(page.locator("#entity-revision")).to_have_text("Revision 1 loaded.")
+    stored = admin.get("/assets/ui-asset-1").json()
+    assert (stored["name"], stored["assetUUID"], stored["routeGroupIds"]) == (
+        "UI asset", "UI-0001", ["rg-store-only"])  # fmt: skip
+
+
+def test_config_editor_shows_field_issues_and_refuses_a_stale_save(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    expect = sync_api.expect
+    trigger = {"kind": "Trigger", "id": "ui-hook", "orgId": "acme-foods", "name": "UI hook",
+               "enabled": True, "triggerType": "http", "config": {"http": {
+                   "endpoint": "http://127.0.0.1:8089/hooks/ui", "method": "POST",
+                   "timeoutMs": 2000}}}  # fmt: skip
+    assert admin.post("/triggers", json=trigger).status_code == 201
+    page = console(tokens["admin"])
+    page.goto(f"{stack.api_url}/console/#/entity/triggers/ui-hook")
+    expect(page.locator("#entity-revision")).to_have_text("Revision 1 loaded.")
+    area = page.get_by_label("Trigger document (JSON)")
+    doc = json.loads(area.input_value())
+    doc["config"]["http"]["method"] = "FETCH"
+    area.fill(json.dumps(doc, indent=2))
+    page.get_by_role("button", name="Validate").click()
+    expect(page.locator("#entity-result .error")).to_contain_text("config.http.method: ")
+    page.get_by_role("button", name="Save", exact=True).click()
+    refusal = page.locator("#entity-result .error")
+    expect(refusal).to_contain_text("422: ")
+    expect(refusal).to_contain_text("config.http.method: ")
+    assert admin.get("/triggers/ui-hook").json()["config"]["http"]["method"] == "POST"
+    # Someone else renames it meanwhile: the page's save names revision 1 and is refused.
+    renamed = {**trigger, "name": "Renamed elsewhere"}
+    assert admin.put("/triggers/ui-hook", json=renamed, headers={"If-Match": '"1"'}).is_success
+    doc["config"]["http"]["method"] = "PUT"
+    area.fill(json.dumps(doc, indent=2))
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#entity-result .conflict")).to_contain_text(
+        "412: someone else changed this trigger since you loaded revision 1 (it is now at "
+        "revision 2). Nothing was saved.")  # fmt: skip
+    assert admin.get("/triggers/ui-hook").json()["config"]["http"]["method"] == "POST"
+    page.get_by_role("button", name="Reload the stored version").click()
+    expect(page.locator("#entity-revision")).to_have_text("Revision 2 loaded.")
+    doc = json.loads(area.input_value())
+    assert doc["name"] == "Renamed elsewhere"
+    doc["config"]["http"]["method"] = "PUT"
+    area.fill(json.dumps(doc, indent=2))
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#entity-result")).to_contain_text("Saved: revision 3")
+    stored = admin.get("/triggers/ui-hook").json()
+    assert (stored["name"], stored["config"]["http"]["method"]) == ("Renamed elsewhere", "PUT")
+
+
+def test_history_shows_each_change_with_its_diff_and_a_rollback_restores(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    expect = sync_api.expect
+    group = {"kind": "RouteGroup", "id": "ui-rg-history", "orgId": "acme-foods", "name": "Before",
+             "version": 1, "enabled": True, "routers": [{"kind": "save_event"}]}  # fmt: skip
+    assert admin.post("/route-groups", json=group).status_code == 201
+    original = admin.get("/route-groups/ui-rg-history").json()
+    changed = {**group, "name": "After", "routers": [{"kind": "save_event"}, {"kind": "rules"}]}
+    answer = admin.put("/route-groups/ui-rg-history", json=changed, headers={"If-Match": '"1"'})
+    assert answer.is_success, answer.text
+    page = console(tokens["admin"])
+    page.goto(f"{stack.api_url}/console/#/entity/route-groups/ui-rg-history")
+    page.locator("#entity-history").click()
+    latest = page.locator("section[aria-label='revision 2']")
+    expect(latest.get_by_role("heading")).to_have_text("Revision 2 · update (current)")
+    rows = latest.locator("tbody tr")
+    expect(rows).to_have_count(2)
+    assert rows.nth(0).locator("td").all_inner_texts() == ["name", "replace", '"Before"', '"After"']
+    assert rows.nth(1).locator("td").first.inner_text() == "routers"
+    assert '"rules"' in rows.nth(1).locator("td").nth(3).inner_text()
+    expect(latest.get_by_role("button", name="Roll back to revision 2")).to_have_count(0)
+    page.get_by_role("button", name="Roll back to revision 1").click()
+    expect(page.locator("#history-result")).to_contain_text("Rolled back to revision 1")
+    newest = page.locator("section[aria-label='revision 3']")
+    expect(newest).to_contain_text("rollback to revision 1")
+    assert newest.locator("tbody tr").nth(0).locator("td").all_inner_texts() == [
+        "name", "replace", '"After"', '"Before"']  # fmt: skip
+    shot(page, "history")
+    assert admin.get("/route-groups/ui-rg-history").json() == original
+    # The rule and template kinds have their history too, by URL.
+    page.goto(f"{stack.api_url}/console/#/history/business-rules/factory-alpha-high-temp")
+    expect(page.locator("section[aria-label='revision 1'] h3")).to_contain_text(
+        "Revision 1 · create"
+    )
+
+
+def test_a_delete_is_confirmed_in_the_page_and_one_still_used_shows_its_referrers(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    expect = sync_api.expect
+    page = console(tokens["admin"])
+    page.goto(f"{stack.api_url}/console/#/entity/route-groups/rg-store-only")
+    page.get_by_role("button", name="Delete…").click()
+    page.get_by_role("button", name="Cancel").click()  # nothing asked, nothing sent
+    expect(page.locator("#delete-confirm")).to_be_empty()
+    page.get_by_role("button", name="Delete…").click()
+    page.get_by_role("button", name="Yes, delete rg-store-only").click()
+    refused = page.locator("#delete-refused")
+    expect(refused).to_contain_text("409: ")
+    expect(refused.get_by_role("link", name="Asset lora-door-01")).to_be_visible()
+    expect(refused).to_contain_text("routeGroupIds")
+    assert admin.get("/route-groups/rg-store-only").status_code == 200
+    unused = {"kind": "RouteGroup", "id": "ui-rg-unused", "orgId": "acme-foods", "name": "Unused",
+              "version": 1, "enabled": True, "routers": [{"kind": "save_event"}]}  # fmt: skip
+    assert admin.post("/route-groups", json=unused).status_code == 201
+    page.goto(f"{stack.api_url}/console/#/entity/route-groups/ui-rg-unused")
+    page.get_by_role("button", name="Delete…").click()
+    page.get_by_role("button", name="Yes, delete ui-rg-unused").click()
+    expect(page.locator("#entity-deleted")).to_contain_text("Deleted route group ui-rg-unused")
+    assert admin.get("/route-groups/ui-rg-unused").status_code == 404
+    # A viewer sees the editor with its change buttons marked; the API refuses the delete.
+    page = console(tokens["viewer"])
+    page.goto(f"{stack.api_url}/console/#/entity/data-sources/ds-gateway-http")
+    assert page.locator("#entity-save").get_attribute("aria-disabled") == "true"
+    assert '"<redacted>"' in page.get_by_label("DataSource document (JSON)").input_value()
+    page.get_by_role("button", name="Delete…").press("Enter")  # marked, yet it can be pressed
+    page.get_by_role("button", name="Yes, delete ds-gateway-http").click()
+    expect(page.locator("#entity-result .error")).to_contain_text("403: ")
+    assert admin.get("/data-sources/ds-gateway-http").status_code == 200
