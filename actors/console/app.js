@@ -51,8 +51,11 @@ const screens = {
   config: configScreen, entity: entityEditor, history: historyScreen,
 };
 
+let routed = 0; // the newest navigation: an older one finishing late must not take the focus
+
 async function route() {
   stopPolling();
+  const mine = ++routed;
   const view = document.getElementById("view");
   if (!token() || !session.who) return;
   const [name, ...rest] = (location.hash.replace(/^#\/?/, "") || "overview").split("/");
@@ -71,9 +74,9 @@ async function route() {
     // A screen left while it loaded stops at once what it started (the Overview's polling).
     if (typeof stop === "function") { if (pane.isConnected) stopScreen = stop; else stop(); }
   } catch (error) {
-    showError(error, pane.appendChild(h("div")));
+    if (mine === routed) showError(error, pane.appendChild(h("div")));
   }
-  view.focus({ preventScroll: true });
+  if (mine === routed) view.focus({ preventScroll: true });
 }
 
 async function signIn(value) {
