@@ -26,25 +26,29 @@ Why it is shaped this way:
   :class:`MongoUnavailableError` (retryable); anything the server refuses (authorisation, a
   document too large) is :class:`MongoRefusedError` (permanent).
 
-This module and ``mongo_secrets`` (the secret store) are the only ones that import pymongo.
+This module, ``mongo_secrets`` (the secret store) and ``mongo_client`` (what they share) are
+the only ones that import pymongo.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from pymongo import MongoClient, ReplaceOne, ReturnDocument
+from pymongo import MongoClient, ReplaceOne
 from pymongo.collection import Collection
-from pymongo.errors import (
-    ConnectionFailure,
-    ExecutionTimeout,
-    PyMongoError,
-    WTimeoutError,
-)
+from pymongo.errors import PyMongoError
 
+from eventray.pipeline.adapters.mongo_client import (
+    Document,
+    MongoRefusedError,
+    MongoUnavailableError,
+    bump,
+    counter,
+    mongo_error,
+    open_client,
+)
 from eventray.pipeline.clock import SystemClock
 from eventray.pipeline.config_changes import (
     change_from_json,
@@ -70,23 +74,7 @@ __all__ = ["MongoConfigStore", "MongoRefusedError", "MongoTokenStore", "MongoUna
 _REVISION: Final = "revision"
 _SEQUENCE: Final = "sequence"
 _RESERVED: Final = ("_id", "_seq")
-_RETRYABLE_LABELS: Final = ("RetryableWriteError", "TransientTransactionError")
 # ``user:password@`` in a connection string; host lists (``h1,h2``) defeat urlsplit's port.
-_CREDENTIALS = re.compile(r"(//[^:/@]*):[^@/]*@")
-
-Document = dict[str, Any]
-
-
-class MongoUnavailableError(RetryableError):
-    """MongoDB could not be reached or timed out; the same call may succeed later."""
-
-
-class MongoRefusedError(PermanentError):
-    """MongoDB refused the operation (authorisation, invalid document, bad URL)."""
-
-
-def _redacted(text: str) -> str:
-    return _CREDENTIALS.sub(r"\1:***@", text)
 
 
 def _checked(documents: Sequence[Mapping[str, Any]]) -> list[tuple[str, Document]]:
@@ -126,24 +114,9 @@ class MongoConfigStore(ConfigStore):
         timeout_s: float = 5.0,
         clock: Clock | None = None,
     ) -> None:
-        if (url is None) == (client is None):
-            raise ValueError("give exactly one of url= or client=")
-        self._owned = client is None
-        if client is None:
-            assert url is not None
-            self._where = f"MongoDB at {_redacted(url)}"
-            timeout_ms = max(1, round(timeout_s * 1000))
-            try:
-                client = MongoClient(
-                    url,
-                    serverSelectionTimeoutMS=timeout_ms,
-                    connectTimeoutMS=timeout_ms,
-                    socketTimeoutMS=timeout_ms,
-                )
-            except PyMongoError as exc:
-                raise self._error("connect", exc) from exc
-        else:
-            self._where = f"MongoDB database {database!r}"
+        opened = open_client(url, client, database=database, timeout_s=timeout_s,
+                             operation="config store connect")  # fmt: skip
+        self._owned, self._where, client = opened.owned, opened.where, opened.client
         self._client: MongoClient[Document] = client
         db = client[database]
         self._entities: Collection[Document] = db["entities"]
@@ -344,10 +317,9 @@ class MongoConfigStore(ConfigStore):
             MongoRefusedError: the server refused the query.
         """
         try:
-            found = self._meta.find_one({"_id": _REVISION})
+            return counter(self._meta, _REVISION)
         except PyMongoError as exc:
             raise self._error("read revision", exc) from exc
-        return int(found["value"]) if found is not None else 0
 
     def close(self) -> None:
         """Close the client if this store created it (idempotent); a given client is left open."""
@@ -355,25 +327,11 @@ class MongoConfigStore(ConfigStore):
             self._client.close()
         self._closed = True
 
-    def _bump(self, counter: str, by: int) -> int:
-        updated = self._meta.find_one_and_update(
-            {"_id": counter},
-            {"$inc": {"value": by}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        assert updated is not None  # upsert + AFTER always returns the document
-        return int(updated["value"])
+    def _bump(self, name: str, by: int) -> int:
+        return bump(self._meta, name, by)
 
     def _error(self, operation: str, exc: PyMongoError) -> RetryableError | PermanentError:
-        retryable = isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError) or any(
-            exc.has_error_label(label) for label in _RETRYABLE_LABELS
-        )
-        what = "is unreachable or timed out" if retryable else "refused it"
-        message = _redacted(
-            f"config store {operation} failed: {self._where} {what}: {type(exc).__name__}: {exc}"
-        )
-        return MongoUnavailableError(message) if retryable else MongoRefusedError(message)
+        return mongo_error(self._where, f"config store {operation}", exc)
 
 
 class MongoTokenStore(TokenStore):
@@ -395,29 +353,22 @@ class MongoTokenStore(TokenStore):
         database: str = "eventray",
         timeout_s: float = 5.0,
     ) -> None:
-        if (url is None) == (client is None):
-            raise ValueError("give exactly one of url= or client=")
-        self._owned = client is None
-        self._where = f"MongoDB at {_redacted(url)}" if url else f"MongoDB database {database!r}"
+        opened = open_client(url, client, database=database, timeout_s=timeout_s,
+                             operation="open tokens")  # fmt: skip
+        self._owned, self._where, client = opened.owned, opened.where, opened.client
         try:
-            if client is None:
-                timeout_ms = max(1, round(timeout_s * 1000))
-                client = MongoClient(
-                    url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
-                    socketTimeoutMS=timeout_ms,
-                )  # fmt: skip
             self._client: MongoClient[Document] = client
             self._tokens: Collection[Document] = client[database]["tokens"]
             self._tokens.create_index("tokenHash", unique=True)
         except PyMongoError as exc:
-            raise _mongo_error(self._where, "open tokens", exc) from exc
+            raise mongo_error(self._where, "open tokens", exc) from exc
         self._closed = False
 
     def add(self, record: TokenRecord) -> None:
         try:
             self._tokens.insert_one({"_id": record.id, **record_to_json(record)})
         except PyMongoError as exc:
-            raise _mongo_error(self._where, "add token", exc) from exc
+            raise mongo_error(self._where, "add token", exc) from exc
 
     def find(self, token_hash: str) -> TokenRecord | None:
         return self._one({"tokenHash": token_hash})
@@ -429,7 +380,7 @@ class MongoTokenStore(TokenStore):
         try:
             found = list(self._tokens.find({}))
         except PyMongoError as exc:
-            raise _mongo_error(self._where, "read tokens", exc) from exc
+            raise mongo_error(self._where, "read tokens", exc) from exc
         found.sort(key=lambda doc: (str(doc["created"]), str(doc["_id"])))
         return [record_from_json(doc) for doc in found]
 
@@ -439,7 +390,7 @@ class MongoTokenStore(TokenStore):
                 {"_id": token_id, "revoked": None}, {"$set": {"revoked": at.isoformat()}}
             )
         except PyMongoError as exc:
-            raise _mongo_error(self._where, "revoke token", exc) from exc
+            raise mongo_error(self._where, "revoke token", exc) from exc
         return self.get(token_id)
 
     def close(self) -> None:
@@ -451,17 +402,8 @@ class MongoTokenStore(TokenStore):
         try:
             found = self._tokens.find_one(query)
         except PyMongoError as exc:
-            raise _mongo_error(self._where, "read token", exc) from exc
+            raise mongo_error(self._where, "read token", exc) from exc
         return record_from_json(found) if found is not None else None
-
-
-def _mongo_error(where: str, operation: str, exc: PyMongoError) -> RetryableError | PermanentError:
-    retryable = isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError) or any(
-        exc.has_error_label(label) for label in _RETRYABLE_LABELS
-    )
-    what = "is unreachable or timed out" if retryable else "refused it"
-    message = _redacted(f"{operation} failed: {where} {what}: {type(exc).__name__}: {exc}")
-    return MongoUnavailableError(message) if retryable else MongoRefusedError(message)
 
 
 def _stripped(doc: Document) -> Document:

@@ -16,14 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 import orjson
-from pymongo import MongoClient, ReturnDocument
+from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
-from eventray.pipeline.adapters.mongo_config import _mongo_error, _redacted
+from eventray.pipeline.adapters.mongo_client import (
+    Document,
+    bump,
+    counter,
+    mongo_error,
+    open_client,
+)
 from eventray.pipeline.ports import Author
 from eventray.pipeline.secret_store import (
     SealedSecret,
@@ -38,7 +44,6 @@ from eventray.pipeline.secret_store import (
 __all__ = ["MongoSecretStore"]
 
 _COUNTER: Final = "secrets"
-Document = dict[str, Any]
 
 
 def _key(org_id: str, name: str) -> str:
@@ -61,19 +66,9 @@ class MongoSecretStore(SecretStore):
         database: str = "eventray",
         timeout_s: float = 5.0,
     ) -> None:
-        if (url is None) == (client is None):
-            raise ValueError("give exactly one of url= or client=")
-        self._owned = client is None
-        self._where = f"MongoDB at {_redacted(url)}" if url else f"MongoDB database {database!r}"
-        try:
-            if client is None:
-                timeout_ms = max(1, round(timeout_s * 1000))
-                client = MongoClient(
-                    url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
-                    socketTimeoutMS=timeout_ms,
-                )  # fmt: skip
-        except PyMongoError as exc:
-            raise _mongo_error(self._where, "open secrets", exc) from exc
+        opened = open_client(url, client, database=database, timeout_s=timeout_s,
+                             operation="open secrets")  # fmt: skip
+        self._owned, self._where, client = opened.owned, opened.where, opened.client
         self._client: MongoClient[Document] = client
         db = client[database]
         self._secrets: Collection[Document] = db["secrets"]
@@ -83,16 +78,15 @@ class MongoSecretStore(SecretStore):
 
     def revision(self) -> int:
         try:
-            found = self._meta.find_one({"_id": _COUNTER})
+            return counter(self._meta, _COUNTER)
         except PyMongoError as exc:
-            raise _mongo_error(self._where, "read secrets revision", exc) from exc
-        return int(found["value"]) if found is not None else 0
+            raise mongo_error(self._where, "read secrets revision", exc) from exc
 
     def all(self) -> list[SealedSecret]:
         try:
             found = list(self._secrets.find({}))
         except PyMongoError as exc:
-            raise _mongo_error(self._where, "read secrets", exc) from exc
+            raise mongo_error(self._where, "read secrets", exc) from exc
         records = [sealed_from_json(doc) for doc in found]
         return sorted(records, key=lambda r: (r.org_id, r.name))
 
@@ -100,7 +94,7 @@ class MongoSecretStore(SecretStore):
         try:
             found = self._secrets.find_one({"_id": _key(org_id, name)})
         except PyMongoError as exc:
-            raise _mongo_error(self._where, "read secret", exc) from exc
+            raise mongo_error(self._where, "read secret", exc) from exc
         return sealed_from_json(found) if found is not None else None
 
     def put(self, record: SealedSecret) -> bool:
@@ -113,7 +107,7 @@ class MongoSecretStore(SecretStore):
             self._record([SecretChange(record.org_id, record.name, "set", record.updated,
                                        record.updated_by, record.shared, created)])  # fmt: skip
         except PyMongoError as exc:
-            raise _mongo_error(self._where, "write secret", exc) from exc
+            raise mongo_error(self._where, "write secret", exc) from exc
         return created
 
     def delete(
@@ -125,7 +119,7 @@ class MongoSecretStore(SecretStore):
                 return None
             self._record([SecretChange(org_id, name, "delete", at, author)])
         except PyMongoError as exc:
-            raise _mongo_error(self._where, "delete secret", exc) from exc
+            raise mongo_error(self._where, "delete secret", exc) from exc
         return sealed_from_json(gone)
 
     def reseal(self, records: Sequence[SealedSecret]) -> int:
@@ -140,14 +134,14 @@ class MongoSecretStore(SecretStore):
                 self._record([SecretChange(r.org_id, r.name, "rekey", r.updated, r.updated_by,
                                            r.shared) for r in done])  # fmt: skip
         except PyMongoError as exc:
-            raise _mongo_error(self._where, "re-seal secrets", exc) from exc
+            raise mongo_error(self._where, "re-seal secrets", exc) from exc
         return len(done)
 
     def changes(self) -> list[SecretChange]:
         try:
             found = list(self._changes.find({}))
         except PyMongoError as exc:
-            raise _mongo_error(self._where, "read secret changes", exc) from exc
+            raise mongo_error(self._where, "read secret changes", exc) from exc
         found.sort(key=lambda doc: int(doc.get("seq", 0)))
         return [change_from_json(doc) for doc in found]
 
@@ -159,12 +153,7 @@ class MongoSecretStore(SecretStore):
     def _record(self, changes: Sequence[SecretChange]) -> None:
         """The changes, numbered from the revision counter, which this bumps (after the
         secrets were written: a reader seeing the new revision finds them)."""
-        updated = self._meta.find_one_and_update(
-            {"_id": _COUNTER}, {"$inc": {"value": len(changes)}}, upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )  # fmt: skip
-        assert updated is not None
-        last = int(updated["value"])
+        last = bump(self._meta, _COUNTER, len(changes))
         first = last - len(changes) + 1
         self._changes.insert_many(
             [{"seq": first + i, **change_to_json(c)} for i, c in enumerate(changes)]
