@@ -93,6 +93,12 @@ async function signIn(value) {
     h("span", { id: "whoami" }, `${session.who.name || session.who.tokenId} · org ${session.who.orgId ?? "(all)"} · ${session.who.role}`),
     h("button", { type: "button", onClick: signOut }, "Sign out"));
   document.body.dataset.role = session.who.role;
+  // Screens a role can do nothing on are not offered (the API refuses them anyway):
+  // Replays needs an editor, Tokens an admin.
+  const rank = { ingest: 0, viewer: 1, editor: 2, admin: 3 };
+  for (const a of document.querySelectorAll("#nav a[data-min-role]")) {
+    a.hidden = (rank[session.who.role] ?? 0) < rank[a.dataset.minRole];
+  }
   document.getElementById("nav").hidden = false;
   document.getElementById("signin").hidden = true;
 }

@@ -271,6 +271,8 @@ def test_a_viewer_sees_but_a_change_is_refused_by_the_api(
 ) -> None:
     page = console(tokens["viewer"])
     assert "viewer" in page.locator("#whoami").inner_text()
+    offered = [a.inner_text() for a in page.locator("#nav a").all() if a.is_visible()]
+    assert "Tokens" not in offered and "Replays" not in offered and "Rules" in offered
     page.get_by_role("link", name="Rules").click()
     page.get_by_role("link", name="factory-alpha-high-temp").click()
     save = page.locator("#save-rule")
