@@ -1,7 +1,7 @@
 // The visual rule builder: nested AND/OR/NAND/NOR groups and conditions, edited in place on
 // the rule's `when` (the same shape `apply` takes). Keyboard: Arrow Up/Down move the focus
 // between items, Alt+Arrow Up/Down reorder, Enter/Space press the focused button; the Up/Down
-// buttons and drag and drop reorder too (drag within one group).
+// buttons reorder too, and drag and drop moves an item anywhere (into another group too).
 import { clear, h, select, uid } from "./dom.js";
 import { valueRef } from "./rules.js";
 
@@ -25,6 +25,31 @@ export function builder(root, lists, actionIds) {
       if (el) el.focus();
     }
   };
+
+  // A drop target: any other item, but not one inside the dragged group (a group cannot go
+  // into itself).
+  const droppable = (target) => dragging && target !== dragging.path && !target.startsWith(`${dragging.path}.`);
+
+  // The dragged item goes before the item dropped on (in that item's group: within a group
+  // it takes that item's place), or at the end of an empty group.
+  function transfer(list, index, parentPath) {
+    const { list: from, index: at } = dragging;
+    dragging = null;
+    if (from === list) { if (at !== index) move(list, at, index, parentPath); return; }
+    const [item] = from.splice(at, 1);
+    list.splice(Math.min(index, list.length), 0, item);
+    redraw(pathOf(root, item)); // the paths of the groups around it may have shifted
+  }
+
+  function pathOf(group, item, path = "when") {
+    for (const [i, child] of (group.items || []).entries()) {
+      const here = `${path}.items[${i}]`;
+      if (child === item) return here;
+      const inner = child.type === "group" ? pathOf(child.data, item, here) : null;
+      if (inner) return inner;
+    }
+    return null;
+  }
 
   function move(list, from, to, parentPath) {
     if (to < 0 || to >= list.length) return;
@@ -76,18 +101,16 @@ export function builder(root, lists, actionIds) {
       li.draggable = true;
       li.addEventListener("dragstart", (e) => {
         e.stopPropagation();
-        dragging = { list, index };
+        dragging = { list, index, path };
         e.dataTransfer.effectAllowed = "move";
         e.dataTransfer.setData("text/plain", path);
       });
-      li.addEventListener("dragover", (e) => { if (dragging && dragging.list === list) { e.preventDefault(); e.stopPropagation(); } });
+      li.addEventListener("dragover", (e) => { if (droppable(path)) { e.preventDefault(); e.stopPropagation(); } });
       li.addEventListener("drop", (e) => {
-        if (!dragging || dragging.list !== list) return;
+        if (!droppable(path)) return;
         e.preventDefault();
         e.stopPropagation();
-        const from = dragging.index;
-        dragging = null;
-        if (from !== index) move(list, from, index, parentPath);
+        transfer(list, index, parentPath);
       });
     }
     return li;
@@ -98,12 +121,22 @@ export function builder(root, lists, actionIds) {
     const label = `${group.logic || "AND"} group ${path}`;
     const logic = select(["AND", "OR", "NAND", "NOR"], group.logic || "AND", { "aria-label": `Logic of ${path}` });
     logic.addEventListener("change", () => { group.logic = logic.value; });
-    const children = h("ul", { role: "group" }, group.items.map((item, i) => {
+    const children = h("ul", { role: "group", class: group.items.length ? "" : "empty-group" }, group.items.map((item, i) => {
       const p = `${path}.items[${i}]`;
       return item.type === "group"
         ? groupItem(item.data, p, level + 1, group.items, i, path)
         : conditionItem(item.data, p, level + 1, group.items, i, path);
     }));
+    if (!group.items.length) {
+      children.append(h("li", { class: "drop-here", "aria-hidden": "true" }, "(empty: drop an item here)"));
+      children.addEventListener("dragover", (e) => { if (droppable(`${path}.items[0]`)) { e.preventDefault(); e.stopPropagation(); } });
+      children.addEventListener("drop", (e) => {
+        if (!droppable(`${path}.items[0]`)) return;
+        e.preventDefault();
+        e.stopPropagation();
+        transfer(group.items, 0, path);
+      });
+    }
     const addCondition = h("button", { type: "button", onClick: () => {
       group.items.push({ type: "condition", data: { field: { type: "event", value: "" }, operator: "equals", value: { type: "literal", value: "" } } });
       redraw(`${path}.items[${group.items.length - 1}]`);

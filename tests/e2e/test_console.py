@@ -342,7 +342,7 @@ def test_the_builder_and_the_tabs_work_by_keyboard(
 ) -> None:
     """Arrow keys move between the editor's tabs and the builder's items, Home/End jump,
     Alt+Arrow reorders (focus follows the moved item), Enter presses the focused button;
-    and a mouse drag reorders too."""
+    and a mouse drag reorders and moves an item into another group (never a group into itself)."""
     page = console(tokens["admin"])
     page.goto(f"{stack.api_url}/console/#/rule/new")
     focused = "document.activeElement"
@@ -390,12 +390,19 @@ def test_the_builder_and_the_tabs_work_by_keyboard(
     page.locator("[data-path='when.items[0].items[1]']").drag_to(
         page.locator("[data-path='when.items[0].items[0]']"))  # fmt: skip
     assert page.get_by_label("when.items[0].items[0] field value").input_value() == "data.a"
+    # a group dropped into itself stays where it is; an item dropped into another group moves
+    page.locator("[data-path='when.items[0]'] > .group-head > .tag").drag_to(
+        page.locator("[data-path='when.items[0].items[1]'] .tag"))  # fmt: skip
+    assert page.get_by_label("when.items[1] field value").input_value() == "data.c"
+    page.locator("[data-path='when.items[1]'] .tag").drag_to(
+        page.locator("[data-path='when.items[0].items[1]'] .tag"))  # fmt: skip
+    assert page.evaluate(f"{focused}.dataset.path") == "when.items[0].items[1]"
     page.get_by_text("As JSON (what Save applies)").click()
     sync_api.expect(page.locator("#rule-json")).not_to_be_empty()  # filled on the toggle event
     rule = json.loads(page.locator("#rule-json").inner_text())[0]
-    fields = [[c["data"]["field"]["value"] for c in rule["when"]["items"][0]["data"]["items"]],
-              rule["when"]["items"][1]["data"]["field"]["value"]]  # fmt: skip
-    assert fields == [["data.a", "data.b"], "data.c"]
+    assert len(rule["when"]["items"]) == 1
+    fields = [c["data"]["field"]["value"] for c in rule["when"]["items"][0]["data"]["items"]]
+    assert fields == ["data.a", "data.c", "data.b"]
 
 
 def test_an_exec_message_gets_placeholders_and_an_unknown_trigger_is_flagged(
