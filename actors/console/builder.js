@@ -1,6 +1,7 @@
 // The visual rule builder: nested AND/OR/NAND/NOR groups and conditions, edited in place on
 // the rule's `when` (the same shape `apply` takes). Keyboard: Arrow Up/Down move the focus
-// between items, Alt+Arrow Up/Down reorder, Enter/Space press the focused button; the Up/Down
+// between items, Alt+Arrow Up/Down reorder, Alt+ArrowRight moves an item into the group just
+// above it and Alt+ArrowLeft out of its group, Enter/Space press the focused button; the Up/Down
 // buttons reorder too, and drag and drop moves an item anywhere (into another group too).
 import { clear, h, select, uid } from "./dom.js";
 import { valueRef } from "./rules.js";
@@ -39,6 +40,14 @@ export function builder(root, lists, actionIds) {
     const [item] = from.splice(at, 1);
     list.splice(Math.min(index, list.length), 0, item);
     redraw(pathOf(root, item)); // the paths of the groups around it may have shifted
+  }
+
+  // The list holding the item at `path` ("when.items[0].items[2]") and its index there.
+  function locate(path) {
+    const indices = [...path.matchAll(/\.items\[(\d+)\]/g)].map((m) => Number(m[1]));
+    let group = root;
+    for (const i of indices.slice(0, -1)) group = group.items[i].data;
+    return { list: group.items, index: indices[indices.length - 1] };
   }
 
   function pathOf(group, item, path = "when") {
@@ -92,6 +101,20 @@ export function builder(root, lists, actionIds) {
       if (e.altKey && list && (e.key === "ArrowUp" || e.key === "ArrowDown")) {
         e.preventDefault();
         move(list, index, index + (e.key === "ArrowUp" ? -1 : 1), parentPath);
+      } else if (e.altKey && list && e.key === "ArrowRight") { // into the group just above
+        e.preventDefault();
+        const above = list[index - 1];
+        if (above && above.type === "group") {
+          const [item] = list.splice(index, 1);
+          (above.data.items ??= []).push(item);
+          redraw(pathOf(root, item));
+        }
+      } else if (e.altKey && list && e.key === "ArrowLeft" && parentPath !== "when") { // out of its group
+        e.preventDefault();
+        const outer = locate(parentPath);
+        const [item] = list.splice(index, 1);
+        outer.list.splice(outer.index + 1, 0, item);
+        redraw(pathOf(root, item));
       } else if (e.key === "ArrowDown" && at < items.length - 1) { e.preventDefault(); items[at + 1].focus(); }
       else if (e.key === "ArrowUp" && at > 0) { e.preventDefault(); items[at - 1].focus(); }
       else if (e.key === "Home") { e.preventDefault(); items[0].focus(); }

@@ -351,7 +351,7 @@ function messageEditor(action, n, lists) {
 }
 
 function rules(panel, doc, { triggers }) {
-  panel.append(h("p", {}, "Arrow keys move between items; Alt+Arrow Up/Down (or the Up/Down buttons, or drag) reorder."),
+  panel.append(h("p", {}, "Arrow keys move between items; Alt+Arrow Up/Down (or the Up/Down buttons, or drag) reorder; Alt+ArrowRight moves an item into the group above it, Alt+ArrowLeft out of its group (or drag it there)."),
     builder(doc.rule.when, suggestions(doc.rule, triggers), (doc.rule.actions || []).map((a) => a.id)));
 }
 

@@ -397,6 +397,13 @@ def test_the_builder_and_the_tabs_work_by_keyboard(
     page.locator("[data-path='when.items[1]'] .tag").drag_to(
         page.locator("[data-path='when.items[0].items[1]'] .tag"))  # fmt: skip
     assert page.evaluate(f"{focused}.dataset.path") == "when.items[0].items[1]"
+    # by keyboard too: out of its group (after it), then into the group above (at its end)
+    page.keyboard.press("Alt+ArrowLeft")
+    assert page.evaluate(f"{focused}.dataset.path") == "when.items[1]"
+    page.keyboard.press("Alt+ArrowRight")
+    assert page.evaluate(f"{focused}.dataset.path") == "when.items[0].items[2]"
+    page.keyboard.press("Alt+ArrowUp")
+    assert page.evaluate(f"{focused}.dataset.path") == "when.items[0].items[1]"
     page.get_by_text("As JSON (what Save applies)").click()
     sync_api.expect(page.locator("#rule-json")).not_to_be_empty()  # filled on the toggle event
     rule = json.loads(page.locator("#rule-json").inner_text())[0]
