@@ -4,7 +4,7 @@
 import { api, ApiError, query, setToken, token } from "./api.js";
 import { clear, h, status } from "./dom.js";
 import { overviewScreen } from "./overview.js";
-import { rulesScreen, ruleEditor } from "./rules.js";
+import { rulesScreen, ruleAloneEditor, ruleEditor } from "./rules.js";
 import { templatesScreen, templateEditor } from "./templates.js";
 import { dlqScreen, eventsScreen, logsScreen, replaysScreen, storyScreen } from "./explore.js";
 import { secretsScreen, tokensScreen } from "./access.js";
@@ -39,6 +39,7 @@ const screens = {
   overview: overviewScreen,
   rules: rulesScreen,
   "rule": ruleEditor,
+  "rule-only": ruleAloneEditor,
   templates: templatesScreen,
   "template": templateEditor,
   events: eventsScreen,

@@ -38,12 +38,14 @@ export async function rulesScreen(view) {
           ? h("a", { href: `#/rule/${encodeURIComponent(r.id)}` }, r.id)
           : { name: r.name, org: r.orgId, rule: r.ruleId, enabled: r.enabled === false ? "no" : "yes" }[c]),
         h("h3", {}, "Rules"),
-        table(["id", "name", "org", "shared", "system"], rules.data.items, (r, c) => (
-          { id: r.id, name: r.name, org: r.orgId || "", shared: r.shared ? "yes" : "no", system: r.system ? "yes" : "no" }[c])));
+        table(["id", "name", "org", "shared", "system"], rules.data.items, (r, c) => c === "id"
+          ? h("a", { href: `#/rule-only/${encodeURIComponent(r.id)}` }, r.id)
+          : { name: r.name, org: r.orgId || "", shared: r.shared ? "yes" : "no", system: r.system ? "yes" : "no" }[c]));
     } catch (error) { showError(error, out); }
   };
   form.addEventListener("submit", (e) => { e.preventDefault(); load(); });
-  view.append(form, h("p", {}, h("a", { href: "#/rule/new", class: "button" }, "New business rule")), out);
+  view.append(form, h("p", {}, h("a", { href: "#/rule/new", class: "button" }, "New business rule"), " ",
+    h("a", { href: "#/rule-only/new", class: "button" }, "New rule")), out);
   await load();
 }
 
@@ -67,17 +69,37 @@ async function loadEditor(id) {
   return { br, rule, fresh: false };
 }
 
-export async function ruleEditor(view, id) {
-  const loaded = await loadEditor(id);
+// A rule edited on its own: the business rule beside it is a stand-in that test mode runs it
+// through (never saved), its parameters' values those the rule's defaults give.
+async function loadRuleAlone(id) {
+  const org = session.who.orgId || "";
+  const rule = id === "new"
+    ? { kind: "Rule", id: "", orgId: org, name: "", description: "", variables: [], captureFields: [], actions: [],
+      when: { logic: "AND", items: [] } }
+    : (await api("GET", `/rules/${encodeURIComponent(id)}`)).data;
+  const br = { kind: "BusinessRule", id: "test-mode", name: "test mode", orgId: rule.orgId || org, ruleId: rule.id,
+    enabled: true, timezone: "UTC", parameters: {} };
+  return { br, rule, fresh: id === "new", alone: true };
+}
+
+export async function ruleAloneEditor(view, id) {
+  return ruleEditor(view, id, { alone: true });
+}
+
+export async function ruleEditor(view, id, { alone = false } = {}) {
+  const loaded = alone ? await loadRuleAlone(id) : await loadEditor(id);
   const orig = { br: copy(loaded.br), rule: loaded.rule && copy(loaded.rule) };
   const doc = { br: loaded.br, rule: loaded.rule };
   let triggers = [];
   try { triggers = (await api("GET", "/triggers" + query({ limit: 1000 }))).data.items.map((t) => t.id); } catch { /* viewers of nothing */ }
 
-  view.append(h("h2", {}, loaded.fresh ? "New business rule" : `Business rule ${doc.br.id}`),
-    h("p", {}, h("a", { href: "#/rules" }, "← Rules"), ...(loaded.fresh ? [] : [" · ",
-      h("a", { href: `#/history/business-rules/${encodeURIComponent(doc.br.id)}` }, "History of the business rule"),
+  const title = alone ? (loaded.fresh ? "New rule" : `Rule ${doc.rule.id}`)
+    : loaded.fresh ? "New business rule" : `Business rule ${doc.br.id}`;
+  view.append(h("h2", {}, title),
+    h("p", {}, h("a", { href: "#/rules" }, "← Rules"), ...(loaded.fresh ? [] : [
+      ...(alone ? [] : [" · ", h("a", { href: `#/history/business-rules/${encodeURIComponent(doc.br.id)}` }, "History of the business rule")]),
       ...(doc.rule ? [" · ", h("a", { href: `#/history/rules/${encodeURIComponent(doc.rule.id)}` }, "History of the rule")] : [])])));
+  if (alone) view.append(h("p", { class: "note" }, "A rule on its own: Save stores the rule only. Test mode runs it through a stand-in business rule (never saved) with the parameter values given under Variables."));
   const tabs = ["General", "Variables", "Actions", "Rules", "Debug"];
   const tablist = h("div", { role: "tablist", "aria-label": "business rule editor" });
   const panel = h("section", { role: "tabpanel", id: "rule-panel", tabindex: "0" });
@@ -106,25 +128,25 @@ export async function ruleEditor(view, id) {
     panel.setAttribute("aria-labelledby", `tab-${t}`);
     clear(panel);
     if (!doc.rule && t !== "General" && t !== "Debug") { hidden(panel); if (t === "Variables") brParameters(panel, doc.br); return; }
-    render[t](panel, doc, { triggers, rerender: () => show(current) });
+    render[t](panel, doc, { triggers, alone, rerender: () => show(current) });
   }
 
   const save = changeButton("Save", async () => {
     const docs = [];
     if (doc.rule && (loaded.fresh || !same(doc.rule, orig.rule))) docs.push(doc.rule);
-    if (loaded.fresh || !same(doc.br, orig.br)) docs.push(doc.br);
+    if (!alone && (loaded.fresh || !same(doc.br, orig.br))) docs.push(doc.br);
     if (!docs.length) { clear(saveOut).append(h("p", {}, "Nothing changed: nothing saved.")); status("nothing to save"); return; }
     try {
       const r = await api("POST", "/apply", { documents: docs });
       clear(saveOut).append(h("p", {}, `Saved (configuration revision ${r.data.storeRevision}): `,
         r.data.changes.map((c) => `${c.kind} ${c.id} ${c.op || ""}`).join(", ")));
       status("saved");
-      if (loaded.fresh) { location.hash = `#/rule/${encodeURIComponent(doc.br.id)}`; return; }
+      if (loaded.fresh) { location.hash = alone ? `#/rule-only/${encodeURIComponent(doc.rule.id)}` : `#/rule/${encodeURIComponent(doc.br.id)}`; return; }
       orig.br = copy(doc.br); orig.rule = doc.rule && copy(doc.rule);
     } catch (error) { showError(error, saveOut); }
   }, { id: "save-rule" });
   const asJson = h("details", {}, h("summary", {}, "As JSON (what Save applies)"), h("pre", { class: "json", id: "rule-json" }));
-  asJson.addEventListener("toggle", () => { asJson.querySelector("pre").textContent = JSON.stringify(doc.rule ? [doc.rule, doc.br] : [doc.br], null, 2); });
+  asJson.addEventListener("toggle", () => { asJson.querySelector("pre").textContent = JSON.stringify(alone ? [doc.rule] : doc.rule ? [doc.rule, doc.br] : [doc.br], null, 2); });
   view.append(tablist, panel, h("div", { class: "actions" }, save), saveOut, asJson);
   show("General");
 }
@@ -142,8 +164,18 @@ function check(obj, key, label, fallback) {
   return h("div", { class: "field check" }, input, h("label", { for: input.id || (input.id = uid()) }, label));
 }
 
-function general(panel, doc) {
+function general(panel, doc, { alone }) {
   const { br, rule } = doc;
+  if (alone) {
+    const id = h("input", { value: rule.id ?? "", name: "rule-id" });
+    id.addEventListener("input", () => { rule.id = id.value; br.ruleId = id.value; });
+    const org = h("input", { value: rule.orgId ?? "", name: "rule-org" });
+    org.addEventListener("input", () => { rule.orgId = org.value; br.orgId = org.value; });
+    panel.append(h("fieldset", {}, h("legend", {}, "Rule"), field("Rule id", id), field("Organization", org),
+      text(rule, "name", "Rule name"), text(rule, "description", "Description"),
+      check(rule, "shared", "Shared to child organizations", false)));
+    return;
+  }
   const tzMode = select([["fixed", "fixed"], ["dynamic", "dynamic (organization's, then event's)"]], br.timezone === "dynamic" ? "dynamic" : "fixed");
   const tz = h("input", { value: br.timezone === "dynamic" ? "" : (br.timezone || "UTC"), disabled: br.timezone === "dynamic" });
   tzMode.addEventListener("change", () => {
@@ -211,7 +243,7 @@ function rowsEditor(title, list, columns, make, onChange) {
   return box;
 }
 
-function variables(panel, doc) {
+function variables(panel, doc, { alone } = {}) {
   const { rule, br } = doc;
   rule.variables ??= [];
   rule.captureFields ??= [];
@@ -224,7 +256,7 @@ function variables(panel, doc) {
       () => ({ name: "", type: "text" })),
     rowsEditor("Parameters", rule.parameters, [["name", "Parameter name"], ["type", "Type", ["number", "text", "boolean", "date"]], ["default", "Default", "json"]],
       () => ({ name: "", type: "number" })));
-  const values = h("fieldset", {}, h("legend", {}, "Parameter values (this business rule)"));
+  const values = h("fieldset", {}, h("legend", {}, alone ? "Parameter values for test mode" : "Parameter values (this business rule)"));
   for (const p of rule.parameters) {
     const input = h("input", { value: br.parameters[p.name] === undefined ? "" : JSON.stringify(br.parameters[p.name]) });
     input.addEventListener("input", () => {

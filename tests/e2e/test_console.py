@@ -319,7 +319,8 @@ def test_every_control_on_every_screen_has_a_name(
     screens = [a.get_attribute("href") for a in page.locator("#nav a").all()]
     assert len(screens) >= 5, screens
     tracker = post(stack, reading("FRZ-0001", 20, -18.0)).json()["eventTrackerId"]
-    details = ["#/rule/factory-alpha-high-temp", "#/rule/new", "#/template/freezer-json",
+    details = ["#/rule/factory-alpha-high-temp", "#/rule/new", "#/rule-only/new",
+               "#/template/freezer-json",
                f"#/story/{tracker}"]  # fmt: skip
     checked = 0
     for where in [*screens, *details]:
@@ -972,3 +973,39 @@ def test_a_delete_is_confirmed_in_the_page_and_one_still_used_shows_its_referrer
     page.get_by_role("button", name="Yes, delete ds-gateway-http").click()
     expect(page.locator("#entity-result .error")).to_contain_text("403: ")
     assert admin.get("/data-sources/ds-gateway-http").status_code == 200
+
+
+def test_a_rule_alone_is_built_saved_without_a_business_rule_and_tested(
+    stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
+) -> None:
+    page = console(tokens["admin"])
+    page.get_by_role("link", name="Rules").click()
+    page.get_by_role("link", name="New rule", exact=True).click()
+    page.get_by_role("heading", name="New rule").wait_for()
+    page.get_by_label("Rule id").fill("ui-alone")
+    page.get_by_label("Organization", exact=True).fill("factory-alpha")
+    page.get_by_label("Rule name").fill("UI rule alone")
+    page.get_by_role("tab", name="Rules").click()
+    page.get_by_role("button", name="Add condition to when").click()
+    page.get_by_label("when.items[0] field value").fill("data.temperature")
+    page.get_by_label("Operator of when.items[0]").select_option("lessThan")
+    page.get_by_label("when.items[0] value value").fill("-10")
+    page.locator("#save-rule").click()
+    page.wait_for_url("**/#/rule-only/ui-alone")
+    stored = admin.get("/rules/ui-alone").json()
+    assert stored["orgId"] == "factory-alpha" and stored["when"]["items"][0]["data"][
+        "operator"
+    ] == ("lessThan")
+    assert admin.get("/business-rules/test-mode").status_code == 404  # the stand-in is not saved
+    page.get_by_role("tab", name="Debug").click()
+    page.get_by_label("Test events").fill(
+        '{"event": {"eventType": "reading", "data": {"temperature": -12}}}\n'
+        '{"event": {"eventType": "reading", "data": {"temperature": 3}}}'
+    )
+    page.get_by_role("button", name="Run test mode").click()
+    result = page.locator("#debug-result")
+    result.get_by_text("test-1: matched").wait_for()
+    result.get_by_text("test-2: not matched").wait_for()
+    page.get_by_role("link", name="← Rules").click()
+    page.locator("#rule-lists").get_by_role("link", name="ui-alone").click()
+    page.get_by_role("heading", name="Rule ui-alone").wait_for()
