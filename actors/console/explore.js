@@ -149,30 +149,44 @@ const LOGS = {
   rules: ["created", "org_id", "asset_id", "business_rule_id", "matched", "actions", "error"],
   captures: ["created", "org_id", "asset_id", "business_rule_id", "action_id", "name", "fields"],
   triggers: ["created", "org_id", "business_rule_id", "action_id", "trigger_id", "attempt", "success", "duration_ms", "error"],
+  scripts: ["created", "org_id", "asset_id", "template_id", "success", "failed_stage", "duration_us", "error", "error_line"],
+  routers: ["created", "org_id", "route_group_id", "version", "evaluated", "matched", "dispatched", "skipped"],
+  raw: ["created", "org_id", "asset_id", "data_source_id", "stage", "reason"],
+};
+// The filters each log kind has (the API answers 422 for one it lacks: they are turned off).
+const FILTERS = {
+  rules: ["assetId", "businessRuleId"], captures: ["assetId", "businessRuleId"], triggers: ["businessRuleId"],
+  scripts: ["assetId", "dataSourceId", "stage"], routers: ["routeGroupId"], raw: ["assetId", "dataSourceId", "stage"],
 };
 
 export async function logsScreen(view) {
   view.append(h("h2", {}, "Logs"));
-  const kind = select([["rules", "rule evaluations"], ["captures", "captures"], ["triggers", "trigger deliveries"]],
-    "rules", { id: "log-kind", name: "kind" });
+  const kind = select([["rules", "rule evaluations"], ["captures", "captures"], ["triggers", "trigger deliveries"],
+    ["scripts", "script runs"], ["routers", "routing"], ["raw", "ingress refusals (raw)"]],
+  "rules", { id: "log-kind", name: "kind" });
   const f = {
     orgId: h("input", { name: "orgId" }), assetId: h("input", { name: "assetId" }),
     businessRuleId: h("input", { name: "businessRuleId" }),
+    dataSourceId: h("input", { name: "dataSourceId" }), routeGroupId: h("input", { name: "routeGroupId" }),
+    stage: h("input", { name: "stage" }),
     eventTrackerId: h("input", { name: "eventTrackerId" }),
     since: h("input", { name: "since", type: "datetime-local" }), until: h("input", { name: "until", type: "datetime-local" }),
     limit: pageSize(),
   };
   const results = h("div", { id: "log-results" });
-  const noAsset = () => { f.assetId.disabled = kind.value === "triggers"; };
-  kind.addEventListener("change", noAsset);
+  const optional = ["assetId", "businessRuleId", "dataSourceId", "routeGroupId", "stage"];
+  const applicable = () => { for (const name of optional) f[name].disabled = !FILTERS[kind.value].includes(name); };
+  kind.addEventListener("change", applicable);
   const form = h("form", { class: "filters", "aria-label": "log filters" },
-    field("Log", kind), field("Organization", f.orgId), field("Asset", f.assetId, "not for trigger deliveries"),
-    field("Business rule", f.businessRuleId), field("Event tracker id", f.eventTrackerId),
+    field("Log", kind), field("Organization", f.orgId), field("Asset", f.assetId),
+    field("Business rule", f.businessRuleId), field("Data source", f.dataSourceId),
+    field("Route group", f.routeGroupId), field("Stage", f.stage, "scripts: the failed stage"),
+    field("Event tracker id", f.eventTrackerId),
     field("Since", f.since), field("Until", f.until), field("Rows per page", f.limit),
     h("button", { type: "submit" }, "Search"));
   const filters = () => ({
     orgId: f.orgId.value, includeChildren: f.orgId.value ? true : undefined,
-    assetId: f.assetId.disabled ? undefined : f.assetId.value, businessRuleId: f.businessRuleId.value,
+    ...Object.fromEntries(optional.filter((name) => !f[name].disabled).map((name) => [name, f[name].value.trim()])),
     eventTrackerId: f.eventTrackerId.value, since: iso(f.since.value), until: iso(f.until.value),
     newestFirst: true,
   });
@@ -191,7 +205,7 @@ export async function logsScreen(view) {
   view.append(form,
     exportButtons("export the log rows of these filters", () => [`/logs/${kind.value}`, filters()], "logs", results),
     results);
-  noAsset();
+  applicable();
 }
 
 // ---------------------------------------------------------------- DLQ

@@ -507,6 +507,18 @@ def test_the_logs_show_the_rule_rows_linked_to_the_story(
     link.click()
     page.locator("#story-tracker").wait_for()
     assert tracker in page.locator("#story-tracker").inner_text()
+    # the script runs of an event that failed validation, by its failed stage
+    failed = post(stack, reading("FRZ-0001", 31, 99.0)).json()["eventTrackerId"]
+    wait_for(lambda: admin.get("/logs/scripts", params={"eventTrackerId": failed}).json()["rows"])
+    page.get_by_role("link", name="Logs").click()
+    page.get_by_label("Log", exact=True).select_option("scripts")
+    assert page.get_by_label("Business rule").is_disabled()
+    page.get_by_label("Stage").fill("validate")
+    page.get_by_label("Event tracker id").fill(failed)
+    page.get_by_role("button", name="Search").click()
+    row = page.locator("#log-results tbody tr")
+    sync_api.expect(row).to_have_count(1)
+    assert "validate" in row.inner_text() and failed in row.inner_text()
 
 
 def test_dead_letters_are_paged_and_redriven_by_filter_after_a_confirmation(
