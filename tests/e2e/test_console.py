@@ -110,6 +110,20 @@ def admin(stack: Stack, tokens: dict[str, str]) -> Iterator[httpx.Client]:
         yield client
 
 
+def test_a_wrong_token_is_refused_at_sign_in(stack: Stack, browser: Any) -> None:
+    context = browser.new_context(viewport={"width": 1100, "height": 760})
+    try:
+        page = context.new_page()
+        page.goto(f"{stack.api_url}/console/")
+        page.get_by_label("API token").fill("ert_not-a-real-token")
+        page.get_by_role("button", name="Sign in").click()
+        sync_api.expect(page.locator("#status")).to_contain_text("401")
+        assert page.locator("#nav").is_hidden()
+        shot(page, "sign-in")
+    finally:
+        context.close()
+
+
 def test_sign_in_shows_who_and_the_overview(
     stack: Stack, console: Callable[[str], Any], tokens: dict[str, str], admin: httpx.Client
 ) -> None:
@@ -326,6 +340,9 @@ def test_every_control_on_every_screen_has_a_name(
     for where in [*screens, *details]:
         page.goto(f"{stack.api_url}/console/{where}")
         page.locator("#view h2").first.wait_for()
+        if where in ("#/rules", "#/templates"):  # the lists, for the README
+            page.locator("#view table").first.wait_for()
+            shot(page, where.strip("#/"))
         tabs = page.get_by_role("tab").all() or [None]
         for tab in tabs:
             if tab is not None:
