@@ -51,12 +51,24 @@ def _cards(catalog: Catalog, scope: CallerScope, org_id: str | None) -> list[Org
     return roots[:MAX_CARDS]
 
 
-def _subtree_partitions(catalog: Catalog, card: Organization, partitions: int) -> list[int]:
-    prefix = card.path_key + "/"
-    return sorted({
-        partition_of(o.id, partitions) for o in catalog.orgs.values()
-        if o.path_key == card.path_key or o.path_key.startswith(prefix)
-    })  # fmt: skip
+def _partitions_of(
+    catalog: Catalog, cards: list[Organization], partitions: int
+) -> dict[str, list[int]]:
+    """Each card's partitions: those of every organization in its subtree. One pass over the
+    organizations (a card is found by the prefix of the organization's pathKey), so a large
+    tree costs the same whatever the number of cards."""
+    by_path = {card.path_key: card.id for card in cards if card.path_key}
+    lengths = {len(path) for path in by_path}
+    found: dict[str, set[int]] = {card.id: set() for card in cards}
+    for org in catalog.orgs.values():
+        path = org.path_key
+        for length in lengths:
+            if len(path) < length:
+                continue
+            card = by_path.get(path[:length])
+            if card is not None and (len(path) == length or path[length] == "/"):
+                found[card].add(partition_of(org.id, partitions))
+    return {card: sorted(parts) for card, parts in found.items()}
 
 
 def overview_router() -> APIRouter:
@@ -97,7 +109,7 @@ def overview_router() -> APIRouter:
         with refusals():
             activity = await stored.activity(query)
         partitions: int = request.app.state.partitions
-        per_card = {o.id: _subtree_partitions(catalog, o, partitions) for o in cards}
+        per_card = _partitions_of(catalog, cards, partitions)
         lag_of: Lag | None = getattr(request.app.state, "lag", None)
         pending: dict[int, int] | None = None
         if lag_of is not None:
