@@ -1,7 +1,8 @@
-// The console's shell: sign-in, navigation by URL hash, and the Overview screen. Rules,
-// Templates and the stored-data screens (Events, Logs, DLQ, Replays: explore.js) live in
-// their own modules.
-import { api, ApiError, query, setToken, token } from "./api.js";
+// The console's shell: sign-in, navigation by URL hash, and what every screen shares (the
+// viewer-aware change button, error display). Each screen lives in its own module: overview,
+// rules (and builder), templates, explore (Events, Logs, DLQ, Replays), access (Tokens,
+// Secrets), config (Configuration, History).
+import { api, ApiError, setToken, token } from "./api.js";
 import { clear, h, status } from "./dom.js";
 import { overviewScreen } from "./overview.js";
 import { rulesScreen, ruleAloneEditor, ruleEditor } from "./rules.js";
