@@ -8,7 +8,9 @@ entries, trigger deliveries that succeeded and failed, per minute
 its organizations' partitions hold unacknowledged (the lanes' consumer lag): a partition is
 shared by every organization hashed to it, so it is the backlog an event of that organization
 waits behind, not that organization's own count. ``lag`` is null when the stream cannot say
-(NATS unreachable): the counts still answer.
+(NATS unreachable): the counts still answer. ``dlqPending`` is the entries of the subtree not
+redriven yet (the DLQ's and the ingress's refusals at bind), counted as the DLQ listing reads
+them; ``pendingCapped`` says a source had more than could be counted.
 """
 
 from __future__ import annotations
@@ -78,9 +80,9 @@ def overview_router() -> APIRouter:
 
     @router.get("/overview", operation_id="overview",
                 summary="Per organization: activity per minute and partition lag",
-                responses={200: {"description": "{since, minutes, orgs: [{orgId, name, "
-                                 "partitions, lag, events[], dlq[], triggersOk[], "
-                                 "triggersFailed[]}]}"},
+                responses={200: {"description": "{since, minutes, pendingCapped, orgs: [{orgId, "
+                                 "name, partitions, lag, dlqPending, events[], dlq[], "
+                                 "triggersOk[], triggersFailed[]}]}"},
                            **_responses(401, 403, 404, 422),
                            503: {"description": "the store is unavailable"}})  # fmt: skip
     async def overview(
@@ -117,12 +119,18 @@ def overview_router() -> APIRouter:
                 pending = await lag_of(sorted({p for ps in per_card.values() for p in ps}))
             except RetryableError:
                 pending = None
-        body: dict[str, Any] = {**activity.to_dict(), "orgs": [
-            {"orgId": o.id, "name": o.name, "partitions": per_card[o.id],
-             "lag": None if pending is None else sum(pending.get(p, 0) for p in per_card[o.id]),
-             **activity.series.get(o.id, {})}
-            for o in cards
-        ]}  # fmt: skip
+        counted = activity.to_dict()
+        body: dict[str, Any] = {
+            "since": counted["since"], "minutes": counted["minutes"],
+            "pendingCapped": counted["pendingCapped"],
+            "orgs": [
+                {"orgId": o.id, "name": o.name, "partitions": per_card[o.id],
+                 "lag": None if pending is None else sum(pending.get(p, 0) for p in per_card[o.id]),
+                 "dlqPending": activity.pending.get(o.id, 0),
+                 **activity.series.get(o.id, {})}
+                for o in cards
+            ],
+        }  # fmt: skip
         return Response(orjson.dumps(body), media_type="application/json")
 
     return router

@@ -1,12 +1,15 @@
 """Per-minute activity of organizations' subtrees: events stored, DLQ entries made, trigger
-deliveries that succeeded and failed. The console's Overview charts these.
+deliveries that succeeded and failed; and the entries still waiting to be redriven (the DLQ's
+and the ingress's refusals at ``bind``, whenever made). The console's Overview charts these.
 
 Counting happens in the store, grouped by ``(path_key, minute)``, so the answer's size is
 bounded by the organizations that had activity times the minutes asked, not by the events
 (a page of raw rows, as the Overview first fetched, undercounts once a window holds more
 rows than one page). Each row is then credited to every card whose subtree holds it: a
 parent's card includes its children's rows, as its scope does. Tables are read ``FINAL``, so a
-replayed event or a redelivered log row counts once.
+replayed event or a redelivered log row counts once. Pending entries are counted over the
+DLQ reader's own query (:func:`~.dead_letters.dead_letter_sql`, not redriven), up to
+:data:`PENDING_CAP` per source.
 """
 
 from __future__ import annotations
@@ -17,15 +20,27 @@ from typing import Any, Final
 
 from eventray.pipeline.errors import InvalidQuery
 from eventray.pipeline.ports import EventStore
+from eventray.pipeline.replay.model import DeadLetterQuery
 from eventray.pipeline.storage.conditions import subtree, time_range
+from eventray.pipeline.storage.dead_letters import dead_letter_sql
 from eventray.pipeline.storage.schema import DEFAULT_DATABASE, check_identifier
 from eventray.pipeline.storage.scope import Scope
 
-__all__ = ["MAX_CARDS", "MAX_MINUTES", "Activity", "ActivityQuery", "Card", "query_activity"]
+__all__ = [
+    "MAX_CARDS",
+    "MAX_MINUTES",
+    "PENDING_CAP",
+    "Activity",
+    "ActivityQuery",
+    "Card",
+    "query_activity",
+]
 
 MAX_MINUTES: Final = 60
 MAX_CARDS: Final = 50
 SERIES: Final = ("events", "dlq", "triggersOk", "triggersFailed")
+PENDING_CAP: Final = 100_000
+"""The most pending entries read per source for the count (more: ``pending_capped``)."""
 
 # series -> (table, the count expression(s) per row group)
 _COUNTS: Final[dict[str, tuple[str, str]]] = {
@@ -80,10 +95,13 @@ class Activity:
     since: datetime
     minutes: int
     series: dict[str, dict[str, list[int]]]
+    pending: dict[str, int] = field(default_factory=dict)
+    pending_capped: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"since": self.since.isoformat().replace("+00:00", "Z"),
-                "minutes": self.minutes, "orgs": self.series}  # fmt: skip
+                "minutes": self.minutes, "orgs": self.series, "pending": self.pending,
+                "pendingCapped": self.pending_capped}  # fmt: skip
 
 
 def statements(query: ActivityQuery, *, database: str) -> list[tuple[str, dict[str, Any]]]:
@@ -101,6 +119,20 @@ def statements(query: ActivityQuery, *, database: str) -> list[tuple[str, dict[s
             f"FROM {db}.{table} FINAL WHERE {' AND '.join(where)} GROUP BY path_key, minute",
             params,
         ))  # fmt: skip
+    return out
+
+
+def pending_statements(query: ActivityQuery, *, database: str) -> list[tuple[str, dict[str, Any]]]:
+    """Per source, the entries not redriven counted by pathKey, over the DLQ reader's query."""
+    out = []
+    for source in ("dlq", "events_raw"):
+        inner, params = dead_letter_sql(
+            DeadLetterQuery(source=source, scope=query.scope.path_key or "", redriven=False,
+                            limit=PENDING_CAP),
+            database=database,
+        )  # fmt: skip
+        out.append((f"SELECT path_key, count() AS pending FROM ({inner}) GROUP BY path_key",
+                    params))  # fmt: skip
     return out
 
 
@@ -126,4 +158,13 @@ def query_activity(
                     for name in SERIES:
                         if name in row:
                             counts[name][slot] += int(row[name])
-    return Activity(start, query.minutes, series)
+    pending = {c.org_id: 0 for c in query.cards}
+    capped = False
+    for sql, params in pending_statements(query, database=database):
+        rows = store.select(sql, params)
+        capped = capped or sum(int(row["pending"]) for row in rows) >= PENDING_CAP
+        for row in rows:
+            for card in query.cards:
+                if _holds(card, str(row["path_key"])):
+                    pending[card.org_id] += int(row["pending"])
+    return Activity(start, query.minutes, series, pending, capped)

@@ -26,7 +26,7 @@ from eventray.pipeline.storage.retention import RetentionPolicy
 from eventray.pipeline.storage.rows import Row, format_ts, ms_from_iso
 from eventray.pipeline.storage.schema import DEFAULT_DATABASE, check_identifier
 
-__all__ = ["SqlDeadLetters", "decode_body", "epoch_ms_of", "redrive_row"]
+__all__ = ["SqlDeadLetters", "dead_letter_sql", "decode_body", "epoch_ms_of", "redrive_row"]
 
 Select = Callable[[str, Mapping[str, Any]], Awaitable[list[dict[str, Any]]]]
 _DATE = DATE
@@ -97,74 +97,83 @@ class SqlDeadLetters(DeadLetterStore):
 
     def build(self, query: DeadLetterQuery) -> tuple[str, dict[str, Any]]:
         """``(sql, parameters)`` of ``query``."""
-        db = self._db
-        where: list[str] = []
-        params: dict[str, Any] = {"limit": query.limit, "source": query.source}
-        scoped: list[str] = []
-        if query.scope:
-            subtree(where, params, query.scope, name="scope")
-            scoped.append(where[-1])
-        if query.path_key:
-            subtree(where, params, query.path_key, name="org_path")
-        if query.event_tracker_id is not None:
-            where.append("event_tracker_id = {tracker:String}")
-            params["tracker"] = query.event_tracker_id
-        if query.asset_id is not None:
-            where.append("asset_id = {asset:String}")
-            params["asset"] = query.asset_id
-        time_range(where, params, query.since_ms, query.until_ms)
-        if query.source == "dlq":
-            if query.stage is not None:
-                where.append("stage = {stage:String}")
-                params["stage"] = query.stage
-            entries = (
-                "SELECT created, org_id, path_key, event_tracker_id, asset_id, data_source_id, "
-                "stage, error, message AS body, message_encoding AS encoding, deliveries, "
-                f"stream_seq FROM {db}.dlq FINAL"
-            )
-            on = "d.stage = r.stage AND d.stream_seq = r.entry_seq"
-        else:
-            where.append("stage = 'bind'")
-            where.append(
-                f"event_tracker_id NOT IN (SELECT event_tracker_id FROM {db}.dlq"
-                + (f" WHERE {scoped[0]})" if scoped else ")")
-            )
-            entries = (
-                "SELECT created, org_id, path_key, event_tracker_id, asset_id, data_source_id, "
-                "stage, reason AS error, body, body_encoding AS encoding, 1 AS deliveries, "
-                f"toUInt64(0) AS stream_seq FROM {db}.events_raw FINAL"
-            )
-            on = "1 = 1"
-        records = f"SELECT * FROM {db}.dlq_redrive FINAL WHERE source = {{source:String}}" + (
-            f" AND {scoped[0]}" if scoped else ""
+        return dead_letter_sql(query, database=self._db)
+
+
+def dead_letter_sql(
+    query: DeadLetterQuery, *, database: str = DEFAULT_DATABASE
+) -> tuple[str, dict[str, Any]]:
+    """``(sql, parameters)`` reading the entries ``query`` asks for, each with its redrive
+    record's columns (``r_*``); also the inner query of the Overview's count of pending
+    entries (:mod:`.activity`), so "pending" means one thing."""
+    db = check_identifier(database)
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": query.limit, "source": query.source}
+    scoped: list[str] = []
+    if query.scope:
+        subtree(where, params, query.scope, name="scope")
+        scoped.append(where[-1])
+    if query.path_key:
+        subtree(where, params, query.path_key, name="org_path")
+    if query.event_tracker_id is not None:
+        where.append("event_tracker_id = {tracker:String}")
+        params["tracker"] = query.event_tracker_id
+    if query.asset_id is not None:
+        where.append("asset_id = {asset:String}")
+        params["asset"] = query.asset_id
+    time_range(where, params, query.since_ms, query.until_ms)
+    if query.source == "dlq":
+        if query.stage is not None:
+            where.append("stage = {stage:String}")
+            params["stage"] = query.stage
+        entries = (
+            "SELECT created, org_id, path_key, event_tracker_id, asset_id, data_source_id, "
+            "stage, error, message AS body, message_encoding AS encoding, deliveries, "
+            f"stream_seq FROM {db}.dlq FINAL"
         )
-        outer: list[str] = []
-        if query.redriven is False:
-            outer.append("r.redrive_id = ''")
-        elif query.redriven is True:
-            outer.append("r.redrive_id != ''")
-        if query.after is not None:
-            created, tracker, stage, seq = query.after
-            outer.append(
-                "(d.created, d.event_tracker_id, d.stage, d.stream_seq) > "
-                f"({{a_created:{_DATE}}}, {{a_tracker:String}}, {{a_stage:String}}, "
-                "{a_seq:UInt64})"
-            )
-            params.update(a_created=format_ts(created), a_tracker=tracker, a_stage=stage, a_seq=seq)
-        sql = (
-            "SELECT d.created AS created, d.org_id AS org_id, d.path_key AS path_key, "
-            "d.event_tracker_id AS event_tracker_id, d.asset_id AS asset_id, "
-            "d.data_source_id AS data_source_id, d.stage AS stage, d.error AS error, "
-            "d.body AS body, d.encoding AS encoding, d.deliveries AS deliveries, "
-            f"d.stream_seq AS stream_seq, {_RECORD}\n"
-            f"FROM ({entries}{' WHERE ' + ' AND '.join(where) if where else ''}) AS d\n"
-            f"LEFT JOIN ({records}) AS r\n"
-            f"ON d.org_id = r.org_id AND d.event_tracker_id = r.event_tracker_id AND {on}\n"
-            + (f"WHERE {' AND '.join(outer)}\n" if outer else "")
-            + "ORDER BY d.created, d.event_tracker_id, d.stage, d.stream_seq\n"
-            "LIMIT {limit:UInt32}"
+        on = "d.stage = r.stage AND d.stream_seq = r.entry_seq"
+    else:
+        where.append("stage = 'bind'")
+        where.append(
+            f"event_tracker_id NOT IN (SELECT event_tracker_id FROM {db}.dlq"
+            + (f" WHERE {scoped[0]})" if scoped else ")")
         )
-        return sql, params
+        entries = (
+            "SELECT created, org_id, path_key, event_tracker_id, asset_id, data_source_id, "
+            "stage, reason AS error, body, body_encoding AS encoding, 1 AS deliveries, "
+            f"toUInt64(0) AS stream_seq FROM {db}.events_raw FINAL"
+        )
+        on = "1 = 1"
+    records = f"SELECT * FROM {db}.dlq_redrive FINAL WHERE source = {{source:String}}" + (
+        f" AND {scoped[0]}" if scoped else ""
+    )
+    outer: list[str] = []
+    if query.redriven is False:
+        outer.append("r.redrive_id = ''")
+    elif query.redriven is True:
+        outer.append("r.redrive_id != ''")
+    if query.after is not None:
+        created, tracker, stage, seq = query.after
+        outer.append(
+            "(d.created, d.event_tracker_id, d.stage, d.stream_seq) > "
+            f"({{a_created:{_DATE}}}, {{a_tracker:String}}, {{a_stage:String}}, "
+            "{a_seq:UInt64})"
+        )
+        params.update(a_created=format_ts(created), a_tracker=tracker, a_stage=stage, a_seq=seq)
+    sql = (
+        "SELECT d.created AS created, d.org_id AS org_id, d.path_key AS path_key, "
+        "d.event_tracker_id AS event_tracker_id, d.asset_id AS asset_id, "
+        "d.data_source_id AS data_source_id, d.stage AS stage, d.error AS error, "
+        "d.body AS body, d.encoding AS encoding, d.deliveries AS deliveries, "
+        f"d.stream_seq AS stream_seq, {_RECORD}\n"
+        f"FROM ({entries}{' WHERE ' + ' AND '.join(where) if where else ''}) AS d\n"
+        f"LEFT JOIN ({records}) AS r\n"
+        f"ON d.org_id = r.org_id AND d.event_tracker_id = r.event_tracker_id AND {on}\n"
+        + (f"WHERE {' AND '.join(outer)}\n" if outer else "")
+        + "ORDER BY d.created, d.event_tracker_id, d.stage, d.stream_seq\n"
+        "LIMIT {limit:UInt32}"
+    )
+    return sql, params
 
 
 def _entry(query: DeadLetterQuery, row: Mapping[str, Any]) -> DeadLetter:

@@ -152,6 +152,7 @@ def test_sign_in_shows_who_and_the_overview(
     sync_api.expect(card.locator(".throughput")).to_have_text(
         f"{sum(acme['events']) / 10:.1f} events/min")  # fmt: skip
     sync_api.expect(card.locator(".lag")).to_contain_text("waiting in partition")
+    sync_api.expect(card.locator(".dlq")).to_have_text(str(acme["dlqPending"]))
     bars = card.locator("svg[aria-label='events per minute, acme-foods'] rect")
     assert bars.count() == len([n for n in acme["events"] if n])
     sync_api.expect(card.locator("svg[aria-label='lag, acme-foods'] polyline")).to_have_count(1)

@@ -228,6 +228,12 @@ def test_the_parent_sees_and_acts_on_both_rooms(
     for card in seen["orgs"]:
         assert (card["lag"], card["partitions"]) == (backlog, [0])
         assert card["events"] == card["dlq"] == card["triggersFailed"] == [0] * 5
+        # entries waiting for a redrive, whenever made: as the DLQ listing counts them
+        listed = api.call("GET", "/dlq", parent, params={"orgId": card["orgId"], "redriven": "no",
+                                                         "limit": 1000}).json()["items"]  # fmt: skip
+        assert card["dlqPending"] == len(listed), card
+    assert seen["orgs"][1]["dlqPending"] >= 1 and seen["orgs"][2]["dlqPending"] >= 1
+    assert seen["pendingCapped"] is False
     assert api.call("GET", "/overview", parent, params={"minutes": 61}).status_code == 422
 
 

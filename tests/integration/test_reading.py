@@ -559,6 +559,17 @@ def test_activity_counts_each_subtree_per_minute_as_the_rows_say(
             assert found.series[card.org_id] == expected, (card, now)
             for name, counts in expected.items():
                 totals[card.org_id][name] += sum(counts)
+        # pending entries, whenever made: DLQ rows, and refusals at bind with no DLQ row
+        in_dlq = {r["event_tracker_id"] for r in stored.truth["dlq"]}
+        waiting = [r["path_key"] for r in stored.truth["dlq"]] + [
+            r["path_key"] for r in stored.truth["events_raw"]
+            if r["stage"] == "bind" and r["event_tracker_id"] not in in_dlq
+        ]  # fmt: skip
+        for card in cards:
+            expected_pending = len([p for p in waiting if scope.contains(p) and (
+                p == card.path_key or p.startswith(card.path_key + "/"))])  # fmt: skip
+            assert found.pending[card.org_id] == expected_pending, card
+        assert found.pending[T1] > 0 and not found.pending_capped
     assert totals[T1]["events"] > 0 and totals[T1]["dlq"] > 0
     assert (totals[T1]["triggersOk"], totals[T1]["triggersFailed"]) == (1, 1)
     assert totals["mapex"]["events"] == totals[T1]["events"] + totals[T2]["events"]
