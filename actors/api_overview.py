@@ -119,10 +119,9 @@ def overview_router() -> APIRouter:
                 pending = await lag_of(sorted({p for ps in per_card.values() for p in ps}))
             except RetryableError:
                 pending = None
-        counted = activity.to_dict()
         body: dict[str, Any] = {
-            "since": counted["since"], "minutes": counted["minutes"],
-            "pendingCapped": counted["pendingCapped"],
+            "since": activity.since.isoformat().replace("+00:00", "Z"),
+            "minutes": activity.minutes, "pendingCapped": activity.pending_capped,
             "orgs": [
                 {"orgId": o.id, "name": o.name, "partitions": per_card[o.id],
                  "lag": None if pending is None else sum(pending.get(p, 0) for p in per_card[o.id]),

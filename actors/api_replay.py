@@ -41,6 +41,7 @@ from eventray.pipeline.management import Invalid, NotFound
 from eventray.pipeline.management import Scope as CallerScope
 from eventray.pipeline.replay import (
     DeadLetter,
+    DeadLetterPosition,
     DeadLetterSource,
     InvalidRequest,
     OutOfScope,
@@ -63,14 +64,12 @@ _SOURCES: dict[str, tuple[DeadLetterSource, ...]] = {
     "dlq": ("dlq",), "raw": ("events_raw",), "all": ("dlq", "events_raw"),
 }  # fmt: skip
 MAX_WAIT_S = 120.0
-Position = tuple[int, str, str, int]
-"""A DLQ entry's place in the listing order (:attr:`DeadLetter.position`)."""
 
 
 def dlq_cursor(items: list[DeadLetter], limit: int) -> str | None:
     """The next page's cursor: per source that filled its page, its last entry's position
     (opaque to clients: base64url of JSON); None when no source has more."""
-    last: dict[str, Position] = {}
+    last: dict[str, DeadLetterPosition] = {}
     counts: dict[str, int] = {}
     for entry in items:
         counts[entry.source] = counts.get(entry.source, 0) + 1
@@ -81,11 +80,11 @@ def dlq_cursor(items: list[DeadLetter], limit: int) -> str | None:
     return base64.urlsafe_b64encode(orjson.dumps(more)).decode().rstrip("=")
 
 
-def dlq_after(cursor: str) -> dict[str, Position]:
+def dlq_after(cursor: str) -> dict[str, DeadLetterPosition]:
     """A :func:`dlq_cursor` read back (422 on anything else)."""
     try:
         raw = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        after: dict[str, Position] = {}
+        after: dict[str, DeadLetterPosition] = {}
         for source, at in raw.items():
             ms, tracker, stage, seq = at
             if source not in _SOURCES["all"] or not (
@@ -107,7 +106,7 @@ class Replays(Protocol):
 
     async def dead_letters(
         self, scope: Scope, request: RedriveRequest, *, redriven: bool | None = None,
-        limit: int = 100, after: Mapping[str, Position] | None = None,
+        limit: int = 100, after: Mapping[str, DeadLetterPosition] | None = None,
     ) -> list[DeadLetter]: ...  # fmt: skip
 
     async def redrive(
@@ -152,7 +151,7 @@ class ReplayActorClient:
 
     async def dead_letters(
         self, scope: Scope, request: RedriveRequest, *, redriven: bool | None = None,
-        limit: int = 100, after: Mapping[str, Position] | None = None,
+        limit: int = 100, after: Mapping[str, DeadLetterPosition] | None = None,
     ) -> list[DeadLetter]:  # fmt: skip
         found: list[DeadLetter] = await self._call(
             "dead_letters", scope, request, redriven=redriven, limit=limit, after=after

@@ -25,6 +25,7 @@ from eventray.actors.host import log_as_actor
 from eventray.pipeline.errors import RetryableError
 from eventray.pipeline.replay import (
     DeadLetter,
+    DeadLetterPosition,
     RedriveReport,
     RedriveRequest,
     ReplayReport,
@@ -70,7 +71,7 @@ class ReplayActor:
 
     async def dead_letters(
         self, scope: Scope, request: RedriveRequest, *, redriven: bool | None = None,
-        limit: int = 100, after: Mapping[str, tuple[int, str, str, int]] | None = None,
+        limit: int = 100, after: Mapping[str, DeadLetterPosition] | None = None,
     ) -> list[DeadLetter]:  # fmt: skip
         service = await self._get()
         try:

@@ -12,6 +12,7 @@
 
 from eventray.pipeline.replay.model import (
     DeadLetter,
+    DeadLetterPosition,
     DeadLetterQuery,
     DeadLetterSource,
     InvalidRequest,
@@ -40,6 +41,7 @@ from eventray.pipeline.replay.service import ReplayService
 __all__ = [
     "Appended",
     "DeadLetter",
+    "DeadLetterPosition",
     "DeadLetterQuery",
     "DeadLetterSource",
     "DeadLetterStore",

@@ -14,6 +14,7 @@ from eventray.pipeline.replay_marks import StateMode
 
 __all__ = [
     "DeadLetter",
+    "DeadLetterPosition",
     "DeadLetterQuery",
     "DeadLetterSource",
     "InvalidRequest",
@@ -32,6 +33,10 @@ __all__ = [
 DeadLetterSource = Literal["dlq", "events_raw"]
 """Where a redrivable entry is kept: the DLQ (failed in a lane or in delivery), or
 ``events_raw`` (refused at the ingress with stage ``bind``: no asset took it then)."""
+
+DeadLetterPosition = tuple[int, str, str, int]
+"""An entry's place in the order entries are read (:attr:`DeadLetter.position`: received ms,
+eventTrackerId, stage, stream sequence): where the next page of a listing starts."""
 
 
 class OutOfScope(PermanentError):
@@ -120,7 +125,7 @@ class DeadLetter:
     redrive: RedriveRecord | None = None
 
     @property
-    def position(self) -> tuple[int, str, str, int]:
+    def position(self) -> DeadLetterPosition:
         """Its place in the order entries are read and redriven (oldest first)."""
         return (self.created_ms, self.event_tracker_id, self.stage, self.stream_seq)
 
@@ -146,7 +151,7 @@ class DeadLetterQuery:
     since_ms: int | None = None
     until_ms: int | None = None
     redriven: bool | None = False
-    after: tuple[int, str, str, int] | None = None
+    after: DeadLetterPosition | None = None
     limit: int = 500
 
 

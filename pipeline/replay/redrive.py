@@ -58,6 +58,7 @@ from eventray.pipeline.partitioning import partition_of, subject_for
 from eventray.pipeline.ports import OutboxMessage
 from eventray.pipeline.replay.model import (
     DeadLetter,
+    DeadLetterPosition,
     DeadLetterQuery,
     InvalidRequest,
     RedriveItem,
@@ -170,7 +171,7 @@ class Redriver:
 
     async def entries(
         self, scope: Scope, request: RedriveRequest, *, redriven: bool | None = None, limit: int,
-        after: Mapping[str, tuple[int, str, str, int]] | None = None,
+        after: Mapping[str, DeadLetterPosition] | None = None,
     ) -> list[DeadLetter]:  # fmt: skip
         """Entries the request selects (redriven or not, by default both), oldest first per
         source, at most ``limit`` per source: what the DLQ holds for the caller, with each
@@ -214,7 +215,7 @@ class Redriver:
         report = RedriveReport(redrive_id or uuid.uuid4().hex[:16], dry_run)
         left = request.limit
         for query in self.queries(scope, request, catalog, redriven=False):
-            after: tuple[int, str, str, int] | None = None
+            after: DeadLetterPosition | None = None
             while left is None or left > 0:
                 size = _PAGE if left is None else min(_PAGE, left)
                 page = await self._store.find(replace(query, after=after, limit=size))

@@ -61,6 +61,7 @@ from eventray.pipeline.partitioning import partition_of, subject_for
 from eventray.pipeline.ports import OutboxMessage
 from eventray.pipeline.replay.model import (
     DeadLetter,
+    DeadLetterPosition,
     DeadLetterQuery,
     InvalidRequest,
     PartitionReplay,
@@ -188,7 +189,7 @@ class Replayer:
         orgs = set(share.orgs)
         now = self._now_ms()
         total = 0
-        after: tuple[int, str, str, int] | None = None
+        after: DeadLetterPosition | None = None
         while True:
             page = await self._store.find(replace(query, after=after))
             if not page:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from eventray.pipeline.catalog import Catalog
 from eventray.pipeline.replay.model import (
     DeadLetter,
+    DeadLetterPosition,
     RedriveReport,
     RedriveRequest,
     ReplayReport,
@@ -76,7 +77,7 @@ class ReplayService:
         *,
         redriven: bool | None = None,
         limit: int = 100,
-        after: Mapping[str, tuple[int, str, str, int]] | None = None,
+        after: Mapping[str, DeadLetterPosition] | None = None,
     ) -> list[DeadLetter]:
         """The entries ``request`` selects in ``scope`` (redriven or not: ``redriven``), each
         with its redrive record, oldest first per source, at most ``limit`` per source; with

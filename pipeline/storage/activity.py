@@ -89,19 +89,15 @@ class ActivityQuery:
 
 @dataclass(frozen=True, slots=True)
 class Activity:
-    """Per card (by organization id), each series' count per minute, oldest first; minute
-    ``i`` starts at ``since + i`` minutes."""
+    """Per card (by organization id), each series' count per minute, oldest first (minute
+    ``i`` starts at ``since + i`` minutes), and its entries waiting for a redrive
+    (``pending``; ``pending_capped``: a source held more than :data:`PENDING_CAP`)."""
 
     since: datetime
     minutes: int
     series: dict[str, dict[str, list[int]]]
     pending: dict[str, int] = field(default_factory=dict)
     pending_capped: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"since": self.since.isoformat().replace("+00:00", "Z"),
-                "minutes": self.minutes, "orgs": self.series, "pending": self.pending,
-                "pendingCapped": self.pending_capped}  # fmt: skip
 
 
 def statements(query: ActivityQuery, *, database: str) -> list[tuple[str, dict[str, Any]]]:
@@ -136,8 +132,10 @@ def pending_statements(query: ActivityQuery, *, database: str) -> list[tuple[str
     return out
 
 
-def _holds(card: Card, path_key: str) -> bool:
-    return path_key == card.path_key or path_key.startswith(card.path_key + "/")
+def _holding(cards: tuple[Card, ...], path_key: str) -> list[str]:
+    """The cards whose subtree holds a row of ``path_key`` (a parent's and a child's both)."""
+    return [c.org_id for c in cards
+            if path_key == c.path_key or path_key.startswith(c.path_key + "/")]  # fmt: skip
 
 
 def query_activity(
@@ -152,19 +150,16 @@ def query_activity(
             slot = int(row["minute"]) // 60 - first
             if not 0 <= slot < query.minutes:
                 continue  # a clock step between the query's start and the store's now
-            for card in query.cards:
-                if _holds(card, str(row["path_key"])):
-                    counts = series[card.org_id]
-                    for name in SERIES:
-                        if name in row:
-                            counts[name][slot] += int(row[name])
+            for org_id in _holding(query.cards, str(row["path_key"])):
+                for name in SERIES:
+                    if name in row:
+                        series[org_id][name][slot] += int(row[name])
     pending = {c.org_id: 0 for c in query.cards}
     capped = False
     for sql, params in pending_statements(query, database=database):
         rows = store.select(sql, params)
         capped = capped or sum(int(row["pending"]) for row in rows) >= PENDING_CAP
         for row in rows:
-            for card in query.cards:
-                if _holds(card, str(row["path_key"])):
-                    pending[card.org_id] += int(row["pending"])
+            for org_id in _holding(query.cards, str(row["path_key"])):
+                pending[org_id] += int(row["pending"])
     return Activity(start, query.minutes, series, pending, capped)
