@@ -2,7 +2,7 @@
 // value is shown once (the API keeps only its hash), and a secret's value is sent and the field
 // cleared; the API never returns it, so the page never has it to show.
 import { api, query } from "./api.js";
-import { changeButton, session, showError } from "./app.js";
+import { changeButton, confirmStep, session, showError } from "./app.js";
 import { clear, field, h, select, status } from "./dom.js";
 
 const ROLES = ["ingest", "viewer", "editor", "admin"];
@@ -16,19 +16,12 @@ async function orgOptions() {
 
 const when = (iso) => (iso ? iso.replace("T", " ").replace(/(\.\d+)?(\+00:00|Z)$/, " UTC") : "");
 
-// An in-page confirmation (no window.confirm): the cell's button is swapped for a question,
-// a confirm button and Cancel; Cancel or Escape puts the button back and focuses it.
-function confirmIn(cell, button, question, confirmText, onConfirm) {
-  const cancel = h("button", { type: "button" }, "Cancel");
-  const yes = changeButton(confirmText, async () => { await onConfirm(); }, { class: "danger" });
-  const box = h("div", { class: "confirm", role: "group", "aria-label": question },
-    h("span", {}, question), yes, cancel);
-  const back = () => { box.replaceWith(button); button.focus(); };
-  cancel.addEventListener("click", back);
-  box.addEventListener("keydown", (e) => { if (e.key === "Escape") back(); });
-  button.replaceWith(box);
-  yes.focus();
-  return box;
+// The row's button gives its place to the shared confirmation; Cancel or Escape puts it back.
+function confirmIn(button, question, confirmText, onConfirm) {
+  const holder = h("div");
+  button.replaceWith(holder);
+  return confirmStep(holder, question, confirmText, onConfirm, { danger: true,
+    onCancel: () => { holder.replaceWith(button); button.focus(); } });
 }
 
 // ---------------------------------------------------------------- Tokens
@@ -116,7 +109,7 @@ function tokenTable(items, reload, result) {
           const question = own
             ? `Revoke ${t.name}, the token you are signed in with? This tab stops working.`
             : `Revoke ${t.name}? It fails from its next request, for good.`;
-          confirmIn(action, revoke, question, "Confirm revoke", async () => {
+          confirmIn(revoke, question, "Confirm revoke", async () => {
             try {
               await api("DELETE", `/tokens/${encodeURIComponent(t.id)}`);
               status(`token ${t.name} (${t.id}) revoked`);
@@ -200,7 +193,7 @@ function secretGroups(items, replace, reload, result) {
         h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, rows.sort((a, b) => a.name.localeCompare(b.name)).map((s) => {
           const action = h("td", {});
-          const del = changeButton("Delete", () => confirmIn(action, del,
+          const del = changeButton("Delete", () => confirmIn(del,
             `Delete ${s.name} of ${s.orgId}? Triggers stop rendering it.`, "Confirm delete", async () => {
               try {
                 await api("DELETE", `/secrets/${encodeURIComponent(s.orgId)}/${encodeURIComponent(s.name)}`);

@@ -8,7 +8,6 @@ export class ApiError extends Error {
     super(body && body.error ? body.error : `HTTP ${status}`);
     this.status = status;
     this.issues = (body && body.issues) || [];
-    this.referrers = (body && body.referrers) || []; // a 409 delete: who still uses it
     this.body = body || {}; // e.g. a 409's referrers, a 412's current revision
   }
   describe() {

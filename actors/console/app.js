@@ -26,6 +26,25 @@ export function changeButton(text, onClick, attrs = {}) {
   return b;
 }
 
+// An in-page confirmation (never window.confirm), drawn into `where`: the question, a confirm
+// button (a change button: a viewer's is marked, and the API decides) and Cancel. Cancel or
+// Escape takes it back (`onCancel`; by default: empty `where`, focus `returnTo`); the confirm
+// button is off while its action runs. The group is named by the question.
+export function confirmStep(where, question, confirmLabel, onConfirm,
+  { danger = false, returnTo = null, onCancel = null } = {}) {
+  const cancel = onCancel || (() => { clear(where); if (returnTo) returnTo.focus(); });
+  const yes = changeButton(confirmLabel, async () => {
+    yes.disabled = true;
+    try { await onConfirm(); } finally { yes.disabled = false; }
+  }, danger ? { class: "danger" } : {});
+  const box = h("div", { class: "confirm", role: "group", "aria-label": question,
+    onKeydown: (e) => { if (e.key === "Escape") cancel(); } },
+  h("p", {}, question), h("div", { class: "actions" }, yes, h("button", { type: "button", onClick: cancel }, "Cancel")));
+  clear(where).append(box);
+  yes.focus();
+  return box;
+}
+
 export function showError(error, where) {
   const text = error instanceof ApiError ? error.describe() : String(error.message || error);
   status(text, "error");

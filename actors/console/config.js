@@ -4,7 +4,7 @@
 // a rollback to any earlier revision. The document is the API's, shown and sent as it is: the
 // page adds nothing and drops nothing, so what the user sees is what is stored.
 import { api, ApiError, query } from "./api.js";
-import { changeButton, session, showError } from "./app.js";
+import { changeButton, confirmStep, session, showError } from "./app.js";
 import { clear, field, h, json, select, status, table } from "./dom.js";
 
 // slug, kind, list heading, singular (for buttons and headings)
@@ -236,9 +236,9 @@ export async function entityEditor(view, slug, id) {
   if (!fresh) {
     const del = changeButton("Delete…", () => askDelete(), { id: "entity-delete" });
     actions.append(del);
-    const askDelete = () => {
-      const cancel = () => { clear(confirmBox); del.focus(); };
-      const yes = h("button", { type: "button", class: "danger", id: "delete-yes", onClick: async () => {
+    const askDelete = () => confirmStep(confirmBox,
+      `Delete ${k.one} ${id}? It stops being used at once; its history stays, and a rollback there brings it back.`,
+      `Yes, delete ${id}`, async () => {
         try {
           const r = await api("DELETE", path, undefined, { headers: { "If-Match": `"${loaded.revision}"` } });
           // The page stays, without its change buttons: the history (and a rollback there)
@@ -257,13 +257,7 @@ export async function entityEditor(view, slug, id) {
           else if (error instanceof ApiError && error.status === 412) conflict(error);
           else showError(error, out);
         }
-      } }, `Yes, delete ${id}`);
-      clear(confirmBox).append(h("div", { class: "card confirm", role: "group", "aria-label": "confirm the delete",
-        onKeydown: (e) => { if (e.key === "Escape") cancel(); } },
-      h("p", {}, `Delete ${k.one} ${id}? It stops being used at once; its history stays, and a rollback there brings it back.`),
-      h("div", { class: "actions" }, yes, h("button", { type: "button", onClick: cancel }, "Cancel"))));
-      yes.focus();
-    };
+      }, { danger: true, returnTo: del });
   }
   const refused = (error) => {
     const referrers = error.body.referrers || [];

@@ -2,7 +2,7 @@
 // event's story, the Logs (rule, capture, trigger... rows, paged, exported), the DLQ (paged,
 // redriven one by one or by filter) and Replays of a range of an organization's events.
 import { api, ApiError, PREFIX, query, token } from "./api.js";
-import { changeButton, showError } from "./app.js";
+import { changeButton, confirmStep, showError } from "./app.js";
 import { clear, field, h, json, select, status, table } from "./dom.js";
 
 const iso = (v) => (v ? new Date(v).toISOString() : undefined);
@@ -74,18 +74,6 @@ function exportButtons(label, params, name, where) {
       type: "button", "aria-label": `Export ${format.toUpperCase()}`,
       onClick: async () => { try { await download(...params(), format, name); } catch (error) { showError(error, where); } },
     }, `Export ${format.toUpperCase()}`)));
-}
-
-// An in-page confirmation (never window.confirm): the text, then Confirm / Cancel.
-function confirmStep(where, text, confirmLabel, onConfirm) {
-  const yes = changeButton(confirmLabel, async () => {
-    yes.disabled = true;
-    try { await onConfirm(); } finally { yes.disabled = false; }
-  });
-  const no = h("button", { type: "button", onClick: () => clear(where) }, "Cancel");
-  clear(where).append(h("div", { class: "confirm", role: "group", "aria-label": "confirmation" },
-    h("p", {}, text), h("div", { class: "actions" }, yes, no)));
-  yes.focus();
 }
 
 // ---------------------------------------------------------------- Events

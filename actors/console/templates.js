@@ -250,8 +250,9 @@ export async function templateEditor(view, id, mode) {
       location.hash = "#/templates";
     } catch (error) {
       showError(error, saveOut);
-      if (error.referrers && error.referrers.length) {
-        saveOut.append(h("p", {}, "Still used by:"), h("ul", { class: "referrers" }, error.referrers.map((r) =>
+      const referrers = (error.body && error.body.referrers) || []; // a 409: who still uses it
+      if (referrers.length) {
+        saveOut.append(h("p", {}, "Still used by:"), h("ul", { class: "referrers" }, referrers.map((r) =>
           h("li", {}, `${r.kind} ${r.id} (${r.path})`))));
       }
       if (error.body && error.body.hiddenReferrers) saveOut.append(h("p", {}, `and ${error.body.hiddenReferrers} outside your organization`));

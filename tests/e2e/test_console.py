@@ -1001,7 +1001,9 @@ def test_a_delete_is_confirmed_in_the_page_and_one_still_used_shows_its_referrer
     assert page.locator("#entity-save").get_attribute("aria-disabled") == "true"
     assert '"<redacted>"' in page.get_by_label("DataSource document (JSON)").input_value()
     page.get_by_role("button", name="Delete…").press("Enter")  # marked, yet it can be pressed
-    page.get_by_role("button", name="Yes, delete ds-gateway-http").click()
+    confirm = page.get_by_role("button", name="Yes, delete ds-gateway-http")
+    assert confirm.get_attribute("aria-disabled") == "true"  # the confirmation's too
+    confirm.press("Enter")
     expect(page.locator("#entity-result .error")).to_contain_text("403: ")
     assert admin.get("/data-sources/ds-gateway-http").status_code == 200
 
